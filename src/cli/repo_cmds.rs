@@ -1,0 +1,82 @@
+//! Repository-wide commands: init, refs, gc, fsck.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::progress;
+use crate::fsverity::Algorithm;
+use crate::repository::{self, Lock, RefKind, Repository};
+use crate::util::human_bytes;
+
+pub fn open(repo: Option<&Path>) -> Result<Repository> {
+    Repository::open(&repository::default_path(repo)?)
+}
+
+pub fn init(repo: Option<&Path>, hash: Algorithm) -> Result<ExitCode> {
+    let path = repository::default_path(repo)?;
+    let r = Repository::init(&path, hash)?;
+    let verity = if r.verity() { "fs-verity enforced" } else { "no fs-verity on this filesystem: digests computed in userspace, unverified" };
+    println!("initialized {} repository at {} ({verity})", hash.meta_name(), path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn refs(repo: Option<&Path>) -> Result<ExitCode> {
+    let r = open(repo)?;
+    let mut out = std::io::stdout().lock();
+    for kind in [RefKind::Stream, RefKind::Image] {
+        for (name, entry) in r.list_refs(kind)? {
+            let id = match r.entry_object(kind, &entry) {
+                Ok(id) => id.to_hex(),
+                Err(_) => "(broken)".to_string(),
+            };
+            writeln!(out, "{}/refs/{name}\t{entry}\t{id}", kind.dir())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn gc(repo: Option<&Path>, dry_run: bool) -> Result<ExitCode> {
+    let path = repository::default_path(repo)?;
+    let r = Repository::open_locked(&path, Lock::Exclusive)?;
+    let report = repository::gc::gc(&r, dry_run)?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let mut out = std::io::stdout().lock();
+    for s in &report.streams_removed {
+        writeln!(out, "{verb} stream {s}")?;
+    }
+    for i in &report.images_removed {
+        writeln!(out, "{verb} image {i}")?;
+    }
+    writeln!(
+        out,
+        "{verb} {} objects ({}), kept {}",
+        report.objects_removed,
+        human_bytes(report.bytes_freed),
+        report.objects_kept
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn fsck(repo: Option<&Path>) -> Result<ExitCode> {
+    let r = open(repo)?;
+    let bar = progress::bytes(None, "checking objects");
+    let report = repository::fsck::fsck(&r, &|_, b| bar.set_position(b))?;
+    bar.finish_and_clear();
+    let mut out = std::io::stdout().lock();
+    for p in &report.problems {
+        writeln!(out, "problem: {p}")?;
+    }
+    writeln!(
+        out,
+        "checked {} objects ({}), {} streams, {} refs: {} problems",
+        report.objects,
+        human_bytes(report.bytes),
+        report.streams,
+        report.refs,
+        report.problems.len()
+    )?;
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,71 @@
+//! Transparent decompression of input streams, detected by magic bytes.
+
+use std::io::{self, BufRead, BufReader, Read};
+
+/// What a stream turned out to be compressed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "uncompressed",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// Peek at the first bytes of `r` and wrap it in the matching decoder.
+pub fn decompress<'a>(r: impl Read + 'a) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    let mut br = BufReader::with_capacity(256 * 1024, r);
+    let head = br.fill_buf()?;
+    let kind = if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
+    let out: Box<dyn Read + 'a> = match kind {
+        Compression::Gzip => Box::new(BufReader::with_capacity(256 * 1024, flate2::bufread::MultiGzDecoder::new(br))),
+        Compression::Zstd => Box::new(BufReader::with_capacity(256 * 1024, zstd::stream::read::Decoder::with_buffer(br)?)),
+        Compression::None => Box::new(br),
+    };
+    Ok((kind, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn detects_and_decodes() {
+        let data = b"hello tar world".repeat(100);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&data).unwrap();
+        let gz = gz.finish().unwrap();
+        let zs = zstd::bulk::compress(&data, 3).unwrap();
+        for (input, want) in [(&data[..], Compression::None), (&gz[..], Compression::Gzip), (&zs[..], Compression::Zstd)] {
+            let (kind, mut r) = decompress(input).unwrap();
+            assert_eq!(kind, want);
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).unwrap();
+            assert_eq!(out, data);
+        }
+    }
+
+    #[test]
+    fn corrupt_gzip_is_an_error() {
+        let mut bad = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+        bad.extend_from_slice(&[0xff; 32]);
+        let (_, mut r) = decompress(&bad[..]).unwrap();
+        let mut out = Vec::new();
+        assert!(r.read_to_end(&mut out).is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! composefs: one content-addressed repository for ostree commits and OCI
+//! images, with live views into it.
+//!
+//! The modules read like the architecture (see `docs/architecture.md`):
+//! - [`fsverity`]: digests that name every object.
+//! - [`repository`]: the on-disk store: objects, streams, images, refs, locking, gc, fsck.
+//! - [`splitstream`]: the container format that stores a file as inline bytes
+//!   plus references to objects.
+//! - [`tarsplit`]: turning a tar archive into a splitstream and back.
+//! - [`cli`]: the `composefs` command, argument plumbing only.
+
+pub mod cli;
+pub mod compression;
+pub mod fsverity;
+pub mod repository;
+pub mod splitstream;
+pub mod tarsplit;
+pub mod util;

@@ -1,0 +1,111 @@
+//! Garbage collection: delete what no ref reaches.
+//!
+//! Roots are the refs under `streams/refs/` and `images/refs/`. A reachable
+//! stream marks its object refs and, recursively, the streams it names. Then
+//! every unmarked object is deleted, and every `streams/` or `images/` entry
+//! whose object is gone. The caller must hold the exclusive lock
+//! ([`super::Lock::Exclusive`]), so no import can be half-way through.
+//!
+//! A root that cannot be read aborts the collection before anything is
+//! deleted: its objects cannot be enumerated, so deleting would lose data.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+
+use anyhow::{Context, Result, bail};
+
+use super::{RefKind, Repository};
+use crate::fsverity::ObjectId;
+
+/// What a collection removed (or, on a dry run, would remove).
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub objects_kept: u64,
+    pub objects_removed: u64,
+    pub bytes_freed: u64,
+    pub streams_removed: Vec<String>,
+    pub images_removed: Vec<String>,
+}
+
+/// Every object reachable from a ref.
+pub fn reachable(repo: &Repository) -> Result<HashSet<ObjectId>> {
+    let mut marked = HashSet::new();
+    let mut queue: Vec<(String, ObjectId)> = Vec::new();
+    for (name, entry) in repo.list_refs(RefKind::Stream)? {
+        let id = repo
+            .entry_object(RefKind::Stream, &entry)
+            .with_context(|| format!("stream ref {name:?} is broken; run `composefs fsck` (nothing was deleted)"))?;
+        queue.push((format!("ref {name:?}"), id));
+    }
+    while let Some((via, id)) = queue.pop() {
+        if !marked.insert(id) {
+            continue;
+        }
+        let stream = repo
+            .open_stream_object(&id)
+            .with_context(|| format!("cannot read stream {id} (reached from {via}); run `composefs fsck` (nothing was deleted)"))?;
+        marked.extend(stream.object_refs().iter().copied());
+        for s in stream.stream_refs() {
+            queue.push((format!("stream {id}"), *s));
+        }
+    }
+    let image_refs = repo.list_refs(RefKind::Image)?;
+    if let Some((name, _)) = image_refs.first() {
+        bail!(
+            "image ref {name:?} exists, and collecting repositories with images is not supported yet (nothing was deleted)"
+        );
+    }
+    Ok(marked)
+}
+
+/// Collect garbage. With `dry_run`, only report.
+pub fn gc(repo: &Repository, dry_run: bool) -> Result<GcReport> {
+    repo.ensure_writable()?;
+    let marked = reachable(repo)?;
+    let mut report = GcReport { dry_run, ..Default::default() };
+    let objects = repo.path().join("objects");
+    for fan in 0..=255u8 {
+        let dir = objects.join(format!("{fan:02x}"));
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+        };
+        for ent in rd {
+            let ent = ent.with_context(|| format!("cannot list {}", dir.display()))?;
+            let name = ent.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(id) = ObjectId::from_hex(repo.algorithm(), &format!("{fan:02x}{name}")) else {
+                continue; // not an object name: leave it for fsck to report
+            };
+            if marked.contains(&id) {
+                report.objects_kept += 1;
+                continue;
+            }
+            let size = ent.metadata().map(|m| m.size()).unwrap_or(0);
+            if !dry_run {
+                std::fs::remove_file(ent.path())
+                    .with_context(|| format!("cannot remove object {}", ent.path().display()))?;
+            }
+            report.objects_removed += 1;
+            report.bytes_freed += size;
+        }
+    }
+    for kind in [RefKind::Stream, RefKind::Image] {
+        for (entry, id) in repo.list_entries(kind)? {
+            let keep = matches!(&id, Ok(id) if marked.contains(id));
+            if keep {
+                continue;
+            }
+            if !dry_run {
+                repo.remove_entry(kind, &entry)?;
+            }
+            match kind {
+                RefKind::Stream => report.streams_removed.push(entry),
+                RefKind::Image => report.images_removed.push(entry),
+            }
+        }
+    }
+    Ok(report)
+}

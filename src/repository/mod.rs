@@ -1,0 +1,230 @@
+//! The content-addressed repository on disk.
+//!
+//! ```text
+//! meta.json                  format version, algorithm, features   (meta)
+//! objects/XX/<rest>          content named by fs-verity digest    (objects)
+//! streams/<content-id>       → ../objects/XX/<rest>  (splitstreams) (refs)
+//! streams/refs/<name>        → ../../<content-id>    (GC roots)
+//! images/<hex>               → ../objects/XX/<rest>  (EROFS images)
+//! images/refs/<name>         → ../../<hex>           (GC roots)
+//! ```
+//!
+//! Every handle holds a `flock` on the repository directory: shared for
+//! ordinary use, exclusive for garbage collection (see [`gc`]), so a
+//! collection never runs while another process is importing.
+
+pub mod fsck;
+pub mod gc;
+pub mod meta;
+mod objects;
+pub mod refs;
+mod streams;
+
+use std::fs::File;
+use std::io::{ErrorKind, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use rustix::fs::{FlockOperation, Mode, OFlags};
+
+use crate::fsverity::Algorithm;
+use crate::util::{mkdir_all_at, open_dir_at};
+
+pub use objects::ObjectWriter;
+pub use refs::{RefKind, validate_ref_name};
+
+/// Environment variable naming the repository when `--repo` is not given.
+pub const REPO_ENV: &str = "COMPOSEFS_REPO";
+
+/// How a repository handle locks the repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lock {
+    /// Readers and writers: many at once.
+    Shared,
+    /// Garbage collection: alone.
+    Exclusive,
+}
+
+/// An open repository. Dropping it releases the lock.
+pub struct Repository {
+    path: PathBuf,
+    /// The repository directory; also carries the flock.
+    dir: File,
+    objects: File,
+    algorithm: Algorithm,
+    verity: bool,
+    writable: bool,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("path", &self.path)
+            .field("algorithm", &self.algorithm)
+            .field("verity", &self.verity)
+            .finish()
+    }
+}
+
+/// The repository path: `--repo`, else `$COMPOSEFS_REPO`, else
+/// `/sysroot/composefs` for root and `~/.var/lib/composefs` for users.
+pub fn default_path(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os(REPO_ENV).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    if rustix::process::geteuid().is_root() {
+        return Ok(PathBuf::from("/sysroot/composefs"));
+    }
+    let home = std::env::var_os("HOME").context("cannot find the repository: $HOME is not set (use --repo)")?;
+    Ok(Path::new(&home).join(".var/lib/composefs"))
+}
+
+impl Repository {
+    /// Create a repository at `path` (the directory may exist but must not
+    /// hold a repository already). Probes the filesystem for fs-verity.
+    pub fn init(path: &Path, algorithm: Algorithm) -> Result<Self> {
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("cannot create repository directory {}", path.display()))?;
+        let dir = open_dir_at(rustix::fs::CWD, path)
+            .with_context(|| format!("cannot open repository directory {}", path.display()))?;
+        rustix::fs::flock(&dir, FlockOperation::LockExclusive)
+            .with_context(|| format!("cannot lock repository {}", path.display()))?;
+        let meta_path = path.join(meta::META_FILENAME);
+        if meta_path.exists() {
+            bail!("{} already holds a composefs repository", path.display());
+        }
+        for sub in ["objects", "streams/refs", "images/refs"] {
+            mkdir_all_at(&dir, Path::new(sub), 0o755)
+                .with_context(|| format!("cannot create {}/{sub}", path.display()))?;
+        }
+        // 256 fan-out directories up front: saves a mkdir attempt per object.
+        for b in 0..=255u8 {
+            let sub = format!("objects/{b:02x}");
+            mkdir_all_at(&dir, Path::new(&sub), 0o755)
+                .with_context(|| format!("cannot create {}/{sub}", path.display()))?;
+        }
+        let objects = open_dir_at(&dir, "objects").with_context(|| format!("cannot open {}/objects", path.display()))?;
+        let verity = objects::probe_verity(&objects, algorithm);
+        let meta = meta::Meta::new(algorithm, verity);
+        write_file_atomic(&dir, meta::META_FILENAME, meta.to_json().as_bytes())
+            .with_context(|| format!("cannot write {}", meta_path.display()))?;
+        rustix::fs::flock(&dir, FlockOperation::LockShared)
+            .with_context(|| format!("cannot lock repository {}", path.display()))?;
+        Ok(Repository { path: path.to_path_buf(), dir, objects, algorithm, verity, writable: true })
+    }
+
+    /// Open an existing repository with a shared lock.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_locked(path, Lock::Shared)
+    }
+
+    /// Open an existing repository, waiting for the given lock.
+    pub fn open_locked(path: &Path, lock: Lock) -> Result<Self> {
+        let dir = open_dir_at(rustix::fs::CWD, path).map_err(std::io::Error::from).map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                anyhow::anyhow!(
+                    "no composefs repository at {} (create one with `composefs init`)",
+                    path.display()
+                )
+            } else {
+                anyhow::Error::new(e).context(format!("cannot open repository {}", path.display()))
+            }
+        })?;
+        let op = match lock {
+            Lock::Shared => FlockOperation::LockShared,
+            Lock::Exclusive => FlockOperation::LockExclusive,
+        };
+        rustix::fs::flock(&dir, op).with_context(|| format!("cannot lock repository {}", path.display()))?;
+        let text = match read_at(&dir, meta::META_FILENAME) {
+            Ok(t) => t,
+            Err(e) if e.kind() == ErrorKind::NotFound => bail!(
+                "{} is not a composefs repository: it has no {} (create one with `composefs init`)",
+                path.display(),
+                meta::META_FILENAME
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}/{}", path.display(), meta::META_FILENAME));
+            }
+        };
+        let checked = meta::Meta::parse(&text)
+            .and_then(|m| m.check())
+            .with_context(|| format!("repository {}", path.display()))?;
+        let objects = open_dir_at(&dir, "objects")
+            .with_context(|| format!("repository {} has no objects/ directory", path.display()))?;
+        Ok(Repository {
+            path: path.to_path_buf(),
+            dir,
+            objects,
+            algorithm: checked.algorithm,
+            verity: checked.verity,
+            writable: checked.writable,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Whether objects carry kernel-enforced fs-verity.
+    pub fn verity(&self) -> bool {
+        self.verity
+    }
+
+    pub(crate) fn dir(&self) -> &File {
+        &self.dir
+    }
+
+    pub(crate) fn objects_dir(&self) -> &File {
+        &self.objects
+    }
+
+    /// Fail unless we may write (unknown read-only-compatible features forbid it).
+    pub fn ensure_writable(&self) -> Result<()> {
+        if !self.writable {
+            bail!(
+                "repository {} uses features this tool only understands read-only; upgrade composefs to write to it",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Flush everything written so far to disk (one `syncfs` for the whole
+    /// filesystem): call before publishing a ref that depends on new objects.
+    pub fn sync(&self) -> Result<()> {
+        rustix::fs::syncfs(&self.dir).with_context(|| format!("syncfs on {}", self.path.display()))
+    }
+}
+
+fn read_at(dir: &File, name: &str) -> std::io::Result<Vec<u8>> {
+    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut f = File::from(fd);
+    let mut v = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut v)?;
+    Ok(v)
+}
+
+/// Write a small file atomically (temp name, fsync, rename).
+fn write_file_atomic(dir: impl AsFd, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let dir = dir.as_fd();
+    let tmp = format!(".tmp-{name}.{}", std::process::id());
+    let fd = rustix::fs::openat(
+        dir,
+        tmp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )?;
+    let mut f = File::from(fd);
+    f.write_all(data)?;
+    f.sync_all()?;
+    rustix::fs::renameat(dir, tmp.as_str(), dir, name)?;
+    Ok(())
+}

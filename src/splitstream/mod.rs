@@ -1,0 +1,17 @@
+//! Splitstreams: a file stored as inline bytes plus references to objects.
+//!
+//! The on-disk format is composefs-rs's (see `docs/formats.md`): a 32-byte
+//! header, an info section, flat arrays of stream and object digests (read by
+//! GC without decompressing anything), zstd-compressed named refs, and a
+//! zstd-compressed sequence of chunks — inline bytes, or "splice object N
+//! here". [`SplitStreamWriter`] streams external content into the object
+//! store as it is written; [`SplitStreamReader`] reassembles the original
+//! bytes or walks the chunks without opening any object.
+
+mod format;
+mod reader;
+mod writer;
+
+pub use format::{Header, Info, MAGIC, content_type, content_type_name};
+pub use reader::{Piece, SplitStreamReader};
+pub use writer::SplitStreamWriter;

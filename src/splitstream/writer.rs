@@ -1,0 +1,215 @@
+//! Writing splitstreams.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+
+use anyhow::{Context, Result, bail};
+
+use super::format::{HEADER_SIZE, Header, INFO_SIZE, Info};
+use crate::fsverity::{Algorithm, ObjectId};
+use crate::repository::Repository;
+
+/// Inline bytes are gathered into chunks of at most this size.
+const MAX_INLINE_CHUNK: usize = 1 << 20;
+/// External content up to this size is digested in memory first, so content
+/// already in the repository is never written again.
+const BUFFERED_EXTERNAL: u64 = 4 << 20;
+const ZSTD_LEVEL: i32 = 3;
+
+/// Builds one splitstream. Inline bytes are compressed into a temporary file
+/// as they arrive; external content goes straight into the object store.
+/// Memory use is bounded whatever the stream's size.
+pub struct SplitStreamWriter<'r> {
+    repo: &'r Repository,
+    content_type: u64,
+    stream: zstd::stream::write::Encoder<'static, BufWriter<File>>,
+    inline: Vec<u8>,
+    object_refs: Vec<ObjectId>,
+    object_index: HashMap<ObjectId, usize>,
+    stream_refs: Vec<ObjectId>,
+    stream_index: HashMap<ObjectId, usize>,
+    named_refs: BTreeMap<String, usize>,
+    size: u64,
+    buf: Vec<u8>,
+}
+
+impl<'r> SplitStreamWriter<'r> {
+    pub fn new(repo: &'r Repository, content_type: u64) -> Result<Self> {
+        repo.ensure_writable()?;
+        let tmp = tempfile::tempfile_in(repo.path().join("objects"))
+            .with_context(|| format!("cannot create a temporary file in {}/objects", repo.path().display()))?;
+        let stream = zstd::stream::write::Encoder::new(BufWriter::with_capacity(256 * 1024, tmp), ZSTD_LEVEL)
+            .context("cannot start zstd compression")?;
+        Ok(SplitStreamWriter {
+            repo,
+            content_type,
+            stream,
+            inline: Vec::new(),
+            object_refs: Vec::new(),
+            object_index: HashMap::new(),
+            stream_refs: Vec::new(),
+            stream_index: HashMap::new(),
+            named_refs: BTreeMap::new(),
+            size: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn repository(&self) -> &'r Repository {
+        self.repo
+    }
+
+    /// Bytes of the reassembled stream so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Append bytes stored in the splitstream itself.
+    pub fn write_inline(&mut self, data: &[u8]) -> Result<()> {
+        self.size += data.len() as u64;
+        self.inline.extend_from_slice(data);
+        if self.inline.len() >= MAX_INLINE_CHUNK {
+            self.flush_inline()?;
+        }
+        Ok(())
+    }
+
+    fn flush_inline(&mut self) -> Result<()> {
+        if self.inline.is_empty() {
+            return Ok(());
+        }
+        let len = self.inline.len() as i64;
+        self.stream.write_all(&(-len).to_le_bytes()).context("cannot write splitstream")?;
+        self.stream.write_all(&self.inline).context("cannot write splitstream")?;
+        self.inline.clear();
+        Ok(())
+    }
+
+    fn object_ref_index(&mut self, id: ObjectId) -> usize {
+        *self.object_index.entry(id).or_insert_with(|| {
+            self.object_refs.push(id);
+            self.object_refs.len() - 1
+        })
+    }
+
+    /// Append a reference to an object already in the repository, whose
+    /// content (`size` bytes) is spliced in at this point.
+    pub fn write_object_ref(&mut self, id: ObjectId, size: u64) -> Result<()> {
+        self.flush_inline()?;
+        let idx = self.object_ref_index(id) as i64;
+        self.stream.write_all(&idx.to_le_bytes()).context("cannot write splitstream")?;
+        self.size += size;
+        Ok(())
+    }
+
+    /// Store exactly `size` bytes from `r` as an object and splice it in here.
+    /// An input that ends early is an `UnexpectedEof` error.
+    pub fn write_external(&mut self, r: impl Read, size: u64) -> Result<ObjectId> {
+        let mut limited = r.take(size);
+        let id = if size <= BUFFERED_EXTERNAL {
+            self.buf.clear();
+            self.buf.reserve(size as usize);
+            limited.read_to_end(&mut self.buf)?;
+            if (self.buf.len() as u64) < size {
+                return Err(short_read(self.buf.len() as u64, size));
+            }
+            self.repo.store_bytes(&self.buf)?
+        } else {
+            let mut w = self.repo.object_writer()?;
+            let n = io::copy(&mut limited, &mut w)?;
+            if n < size {
+                return Err(short_read(n, size));
+            }
+            w.finish()?.0
+        };
+        self.write_object_ref(id, size)?;
+        Ok(id)
+    }
+
+    /// Record that this stream refers to another stream (by its object id)
+    /// under `name`. GC follows these.
+    pub fn add_named_ref(&mut self, name: &str, stream: ObjectId) -> Result<()> {
+        if name.contains('\0') {
+            bail!("named ref {name:?} contains a NUL byte");
+        }
+        let idx = *self.stream_index.entry(stream).or_insert_with(|| {
+            self.stream_refs.push(stream);
+            self.stream_refs.len() - 1
+        });
+        self.named_refs.insert(name.to_string(), idx);
+        Ok(())
+    }
+
+    /// Write the splitstream into the object store; returns its object id.
+    pub fn finish(mut self) -> Result<ObjectId> {
+        self.flush_inline()?;
+        let alg = self.repo.algorithm();
+        let mut tmp = self
+            .stream
+            .finish()
+            .context("cannot finish zstd stream")?
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .context("cannot write splitstream")?;
+        let stream_len = tmp.stream_position().context("cannot write splitstream")?;
+        tmp.seek(SeekFrom::Start(0)).context("cannot rewind splitstream")?;
+
+        let named = encode_named_refs(&self.named_refs)?;
+        let refs_bytes = |v: &[ObjectId]| -> Vec<u8> { v.iter().flat_map(|id| id.as_bytes().to_vec()).collect() };
+        let stream_refs = refs_bytes(&self.stream_refs);
+        let object_refs = refs_bytes(&self.object_refs);
+
+        let mut at = (HEADER_SIZE + INFO_SIZE) as u64;
+        let mut section = |len: usize| {
+            let r = at..at + len as u64;
+            at += len as u64;
+            r
+        };
+        let info = Info {
+            stream_refs: section(stream_refs.len()),
+            object_refs: section(object_refs.len()),
+            named_refs: section(named.len()),
+            stream: section(stream_len as usize),
+            content_type: self.content_type,
+            stream_size: self.size,
+        };
+        let header = Header {
+            algorithm: alg,
+            lg_blocksize: Algorithm::LG_BLOCKSIZE,
+            info: HEADER_SIZE as u64..(HEADER_SIZE + INFO_SIZE) as u64,
+        };
+        let mut w = self.repo.object_writer()?;
+        let mut write = |w: &mut crate::repository::ObjectWriter<'_>| -> io::Result<()> {
+            w.write_all(&header.encode())?;
+            w.write_all(&info.encode())?;
+            w.write_all(&stream_refs)?;
+            w.write_all(&object_refs)?;
+            w.write_all(&named)?;
+            io::copy(&mut tmp, w)?;
+            Ok(())
+        };
+        write(&mut w).context("cannot write splitstream object")?;
+        Ok(w.finish()?.0)
+    }
+}
+
+fn short_read(got: u64, want: u64) -> anyhow::Error {
+    anyhow::Error::new(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("input ended after {got} of {want} bytes"),
+    ))
+}
+
+/// `"<index>:<name>\0"` records sorted by name, in one zstd frame; empty when none.
+fn encode_named_refs(refs: &BTreeMap<String, usize>) -> Result<Vec<u8>> {
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut text = Vec::new();
+    for (name, idx) in refs {
+        text.extend_from_slice(format!("{idx}:{name}").as_bytes());
+        text.push(0);
+    }
+    zstd::bulk::compress(&text, ZSTD_LEVEL).context("cannot compress named refs")
+}

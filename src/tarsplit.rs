@@ -1,0 +1,289 @@
+//! Tar archives as splitstreams: headers, padding and small files stay
+//! inline; regular file contents larger than [`INLINE_MAX`] become objects.
+//!
+//! The split is byte-exact: reassembling the splitstream yields the original
+//! (uncompressed) tar, including PAX and GNU long-name records, padding, and
+//! whatever follows the end-of-archive marker. Headers are parsed only as far
+//! as needed to know how much data follows each one; PAX `size` records are
+//! honoured. Sparse files are refused (their data layout cannot be spliced).
+
+use std::io::{self, Read};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+use crate::fsverity::ObjectId;
+use crate::splitstream::SplitStreamWriter;
+use crate::util::{display_bytes, read_full};
+
+/// Regular files up to this size stay inline (as composefs does).
+pub const INLINE_MAX: u64 = 64;
+const BLOCK: usize = 512;
+/// PAX and GNU long-name records are read into memory; cap them.
+const MAX_META_RECORD: u64 = 16 << 20;
+
+/// What an import saw.
+#[derive(Clone, Debug, Default)]
+pub struct TarSummary {
+    /// sha256 of the uncompressed tar (the OCI diff_id).
+    pub sha256: [u8; 32],
+    /// Bytes of uncompressed tar.
+    pub size: u64,
+    /// Archive members (not counting PAX/long-name records).
+    pub entries: u64,
+    /// Regular files stored as external objects.
+    pub external: u64,
+}
+
+impl TarSummary {
+    pub fn diff_id(&self) -> String {
+        format!("sha256:{}", hex::encode(self.sha256))
+    }
+}
+
+/// Counts and hashes what passes through.
+struct Tee<R> {
+    inner: R,
+    sha: Sha256,
+    pos: u64,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Parse a NUL/space-terminated octal field, or GNU base-256 (high bit set).
+fn parse_numeric(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        if field[0] & 0x40 != 0 {
+            return None; // negative
+        }
+        let mut v: u64 = (field[0] & 0x3f) as u64;
+        for &b in &field[1..] {
+            v = v.checked_mul(256)?.checked_add(b as u64)?;
+        }
+        return Some(v);
+    }
+    let s: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|b| *b == b' ')
+        .take_while(|b| *b != 0 && *b != b' ')
+        .collect();
+    if s.is_empty() {
+        return Some(0);
+    }
+    let s = std::str::from_utf8(&s).ok()?;
+    u64::from_str_radix(s, 8).ok()
+}
+
+fn checksum_ok(block: &[u8; BLOCK]) -> bool {
+    let Some(stored) = parse_numeric(&block[148..156]) else { return false };
+    let unsigned: u64 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| if (148..156).contains(&i) { b' ' as u64 } else { b as u64 })
+        .sum();
+    let signed: i64 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| if (148..156).contains(&i) { b' ' as i64 } else { b as i8 as i64 })
+        .sum();
+    stored == unsigned || stored as i64 == signed
+}
+
+/// The member name as the header spells it (ustar prefix joined).
+fn header_name(block: &[u8; BLOCK]) -> Vec<u8> {
+    let field = |r: std::ops::Range<usize>| -> &[u8] {
+        let f = &block[r];
+        &f[..f.iter().position(|&b| b == 0).unwrap_or(f.len())]
+    };
+    let name = field(0..100);
+    if &block[257..262] == b"ustar" {
+        let prefix = field(345..500);
+        if !prefix.is_empty() && block[156] != b'L' {
+            let mut p = prefix.to_vec();
+            p.push(b'/');
+            p.extend_from_slice(name);
+            return p;
+        }
+    }
+    name.to_vec()
+}
+
+/// Records of a PAX extended header: `"<len> <key>=<value>\n"`.
+fn pax_records(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        if rest.iter().all(|&b| b == 0) {
+            break;
+        }
+        let sp = rest.iter().position(|&b| b == b' ').context("PAX record has no length")?;
+        let len: usize = std::str::from_utf8(&rest[..sp])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .context("PAX record has a bad length")?;
+        if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
+            bail!("PAX record length {len} does not fit the record");
+        }
+        let rec = &rest[sp + 1..len - 1];
+        let eq = rec.iter().position(|&b| b == b'=').context("PAX record has no '='")?;
+        out.push((&rec[..eq], &rec[eq + 1..]));
+        rest = &rest[len..];
+    }
+    Ok(out)
+}
+
+/// Split the uncompressed tar read from `input` into `out`.
+/// `progress` is called with the number of input bytes consumed so far.
+pub fn split(input: impl Read, out: &mut SplitStreamWriter<'_>, mut progress: impl FnMut(u64)) -> Result<TarSummary> {
+    let mut r = Tee { inner: input, sha: Sha256::new(), pos: 0 };
+    let mut summary = TarSummary::default();
+    let mut block = [0u8; BLOCK];
+    let mut pax_size: Option<u64> = None;
+    let mut long_name: Option<Vec<u8>> = None;
+    let mut meta = Vec::new();
+
+    loop {
+        let at = r.pos;
+        let got = read_full(&mut r, &mut block).context("cannot read tar")?;
+        if got == 0 {
+            bail!("tar ends at byte {at} without an end-of-archive marker: truncated");
+        }
+        if got < BLOCK {
+            bail!("tar ends inside a header at byte {at}: truncated");
+        }
+        if block.iter().all(|&b| b == 0) {
+            // End of archive: keep the marker and any trailing padding verbatim.
+            out.write_inline(&block)?;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = read_full(&mut r, &mut buf).context("cannot read tar")?;
+                if n == 0 {
+                    break;
+                }
+                out.write_inline(&buf[..n])?;
+            }
+            break;
+        }
+        let name = long_name.take().unwrap_or_else(|| header_name(&block));
+        let shown = || display_bytes(&name);
+        if !checksum_ok(&block) {
+            bail!("tar header at byte {at} (member {:?}) has a bad checksum: corrupt or not a tar", shown());
+        }
+        let typeflag = block[156];
+        let header_size = parse_numeric(&block[124..136])
+            .with_context(|| format!("tar header at byte {at} (member {:?}) has a bad size field", shown()))?;
+        out.write_inline(&block)?;
+
+        let size = match typeflag {
+            b'x' | b'g' | b'L' | b'K' => header_size,
+            _ => pax_size.take().unwrap_or(header_size),
+        };
+        let padding = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
+        let short = |what: &str| format!("tar ends inside the {what} of member {:?} (header at byte {at}): truncated", shown());
+
+        match typeflag {
+            b'x' | b'g' | b'L' | b'K' => {
+                if size > MAX_META_RECORD {
+                    bail!("tar {} record at byte {at} claims {size} bytes; refusing more than {MAX_META_RECORD}", typeflag as char);
+                }
+                meta.clear();
+                (&mut r).take(size + padding).read_to_end(&mut meta).context("cannot read tar")?;
+                if (meta.len() as u64) < size + padding {
+                    bail!(short("extended header"));
+                }
+                let data = &meta[..size as usize];
+                match typeflag {
+                    b'x' => {
+                        for (k, v) in pax_records(data).with_context(|| format!("PAX header at byte {at}"))? {
+                            if k == b"size" {
+                                let v = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok());
+                                pax_size = Some(v.with_context(|| format!("PAX header at byte {at} has a bad size"))?);
+                            } else if k.starts_with(b"GNU.sparse.") {
+                                bail!("tar member after byte {at} is a sparse file: sparse files are not supported");
+                            }
+                        }
+                    }
+                    b'L' => long_name = Some(data.split(|&b| b == 0).next().unwrap_or_default().to_vec()),
+                    _ => {}
+                }
+                out.write_inline(&meta)?;
+                progress(r.pos);
+                continue;
+            }
+            b'S' => bail!("tar member {:?} is a sparse file: sparse files are not supported", shown()),
+            _ => {}
+        }
+
+        summary.entries += 1;
+        let regular = matches!(typeflag, b'0' | 0 | b'7');
+        if regular && size > INLINE_MAX {
+            let id: ObjectId = out.write_external(&mut r, size).map_err(|e| {
+                if e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::UnexpectedEof) {
+                    anyhow::anyhow!(short("content"))
+                } else {
+                    e.context(format!("cannot store content of tar member {:?}", shown()))
+                }
+            })?;
+            let _ = id;
+            summary.external += 1;
+            copy_inline(&mut r, out, padding).map_err(|_| anyhow::anyhow!(short("padding")))?;
+        } else {
+            copy_inline(&mut r, out, size + padding).map_err(|e| match e.downcast_ref::<io::Error>() {
+                Some(io) if io.kind() == io::ErrorKind::UnexpectedEof => anyhow::anyhow!(short("content")),
+                _ => e,
+            })?;
+        }
+        progress(r.pos);
+    }
+    summary.size = r.pos;
+    summary.sha256 = r.sha.finalize().into();
+    progress(r.pos);
+    Ok(summary)
+}
+
+/// Copy exactly `n` bytes from `r` into the stream inline.
+fn copy_inline(r: &mut impl Read, out: &mut SplitStreamWriter<'_>, mut n: u64) -> Result<()> {
+    let mut buf = [0u8; 8192];
+    while n > 0 {
+        let want = (n as usize).min(buf.len());
+        let got = read_full(&mut *r, &mut buf[..want]).context("cannot read tar")?;
+        if got == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        }
+        out.write_inline(&buf[..got])?;
+        n -= got as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_fields() {
+        assert_eq!(parse_numeric(b"0000644\0"), Some(0o644));
+        assert_eq!(parse_numeric(b"     12 "), Some(0o12));
+        assert_eq!(parse_numeric(b"\0\0\0\0"), Some(0));
+        assert_eq!(parse_numeric(&[0x80, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]), Some(1 << 32));
+        assert_eq!(parse_numeric(b"9"), None);
+        assert_eq!(parse_numeric(&[0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn pax_parsing() {
+        let recs = pax_records(b"11 size=99\n27 path=a/long/name/here\n").unwrap();
+        assert_eq!(recs[0], (&b"size"[..], &b"99"[..]));
+        assert_eq!(recs[1].1, b"a/long/name/here");
+        assert!(pax_records(b"99 size=1\n").is_err());
+        assert!(pax_records(b"x size=1\n").is_err());
+    }
+}

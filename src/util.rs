@@ -1,0 +1,99 @@
+//! Small filesystem helpers shared by the repository modules.
+
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+
+/// `/proc/self/fd/N` for an open descriptor: lets `linkat` and `open`
+/// reach an `O_TMPFILE` without `CAP_DAC_READ_SEARCH`.
+pub fn proc_self_fd(fd: impl AsFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+}
+
+/// Give an unnamed (`O_TMPFILE`) file the name `dir/name`.
+/// Fails with `EEXIST` if the name is taken.
+pub fn link_tmpfile(fd: impl AsFd, dir: impl AsFd, name: &OsStr) -> rustix::io::Result<()> {
+    rustix::fs::linkat(CWD, proc_self_fd(fd), dir, name, AtFlags::SYMLINK_FOLLOW)
+}
+
+/// Replace (or create) the symlink `dir/name` → `target` atomically: create
+/// it under a temporary name, then rename over.
+pub fn replace_symlink(dir: impl AsFd, name: &Path, target: &Path) -> io::Result<()> {
+    let dir = dir.as_fd();
+    let parent = name.parent().filter(|p| !p.as_os_str().is_empty());
+    let base = name
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "symlink name has no file name"))?;
+    let mut tmp_name = parent.map(Path::to_path_buf).unwrap_or_default();
+    let mut tmp_base = std::ffi::OsString::from(".tmp-");
+    tmp_base.push(base);
+    tmp_base.push(format!(".{}", std::process::id()));
+    tmp_name.push(tmp_base);
+    let _ = rustix::fs::unlinkat(dir, &tmp_name, AtFlags::empty());
+    rustix::fs::symlinkat(target, dir, &tmp_name)?;
+    if let Err(e) = rustix::fs::renameat(dir, &tmp_name, dir, name) {
+        let _ = rustix::fs::unlinkat(dir, &tmp_name, AtFlags::empty());
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// `mkdir -p` relative to a directory descriptor.
+pub fn mkdir_all_at(dir: impl AsFd, path: &Path, mode: u32) -> io::Result<()> {
+    let dir = dir.as_fd();
+    let mut cur = PathBuf::new();
+    for comp in path.components() {
+        cur.push(comp);
+        match rustix::fs::mkdirat(dir, &cur, Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Open a directory below `dir` (read-only, close-on-exec).
+pub fn open_dir_at(dir: impl AsFd, path: impl rustix::path::Arg) -> rustix::io::Result<std::fs::File> {
+    rustix::fs::openat(
+        dir,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map(std::fs::File::from)
+}
+
+/// Read until `buf` is full or EOF; returns the number of bytes read.
+pub fn read_full(mut r: impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match r.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Human-readable byte count (`1.5 MiB`).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// Show a byte string for messages: UTF-8 lossily, with control characters escaped.
+pub fn display_bytes(b: &[u8]) -> String {
+    OsStr::from_bytes(b).to_string_lossy().escape_debug().to_string()
+}
