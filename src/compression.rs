@@ -32,8 +32,14 @@ pub fn decompress<'a>(r: impl Read + 'a) -> io::Result<(Compression, Box<dyn Rea
         Compression::None
     };
     let out: Box<dyn Read + 'a> = match kind {
-        Compression::Gzip => Box::new(BufReader::with_capacity(256 * 1024, flate2::bufread::MultiGzDecoder::new(br))),
-        Compression::Zstd => Box::new(BufReader::with_capacity(256 * 1024, zstd::stream::read::Decoder::with_buffer(br)?)),
+        Compression::Gzip => Box::new(BufReader::with_capacity(
+            256 * 1024,
+            flate2::bufread::MultiGzDecoder::new(br),
+        )),
+        Compression::Zstd => Box::new(BufReader::with_capacity(
+            256 * 1024,
+            zstd::stream::read::Decoder::with_buffer(br)?,
+        )),
         Compression::None => Box::new(br),
     };
     Ok((kind, out))
@@ -51,7 +57,11 @@ mod tests {
         gz.write_all(&data).unwrap();
         let gz = gz.finish().unwrap();
         let zs = zstd::bulk::compress(&data, 3).unwrap();
-        for (input, want) in [(&data[..], Compression::None), (&gz[..], Compression::Gzip), (&zs[..], Compression::Zstd)] {
+        for (input, want) in [
+            (&data[..], Compression::None),
+            (&gz[..], Compression::Gzip),
+            (&zs[..], Compression::Zstd),
+        ] {
             let (kind, mut r) = decompress(input).unwrap();
             assert_eq!(kind, want);
             let mut out = Vec::new();

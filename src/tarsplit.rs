@@ -83,16 +83,30 @@ fn parse_numeric(field: &[u8]) -> Option<u64> {
 }
 
 fn checksum_ok(block: &[u8; BLOCK]) -> bool {
-    let Some(stored) = parse_numeric(&block[148..156]) else { return false };
+    let Some(stored) = parse_numeric(&block[148..156]) else {
+        return false;
+    };
     let unsigned: u64 = block
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { b' ' as u64 } else { b as u64 })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                b' ' as u64
+            } else {
+                b as u64
+            }
+        })
         .sum();
     let signed: i64 = block
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { b' ' as i64 } else { b as i8 as i64 })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                b' ' as i64
+            } else {
+                b as i8 as i64
+            }
+        })
         .sum();
     stored == unsigned || stored as i64 == signed
 }
@@ -124,7 +138,10 @@ fn pax_records(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
         if rest.iter().all(|&b| b == 0) {
             break;
         }
-        let sp = rest.iter().position(|&b| b == b' ').context("PAX record has no length")?;
+        let sp = rest
+            .iter()
+            .position(|&b| b == b' ')
+            .context("PAX record has no length")?;
         let len: usize = std::str::from_utf8(&rest[..sp])
             .ok()
             .and_then(|s| s.parse().ok())
@@ -133,7 +150,10 @@ fn pax_records(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
             bail!("PAX record length {len} does not fit the record");
         }
         let rec = &rest[sp + 1..len - 1];
-        let eq = rec.iter().position(|&b| b == b'=').context("PAX record has no '='")?;
+        let eq = rec
+            .iter()
+            .position(|&b| b == b'=')
+            .context("PAX record has no '='")?;
         out.push((&rec[..eq], &rec[eq + 1..]));
         rest = &rest[len..];
     }
@@ -142,8 +162,16 @@ fn pax_records(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
 
 /// Split the uncompressed tar read from `input` into `out`.
 /// `progress` is called with the number of input bytes consumed so far.
-pub fn split(input: impl Read, out: &mut SplitStreamWriter<'_>, mut progress: impl FnMut(u64)) -> Result<TarSummary> {
-    let mut r = Tee { inner: input, sha: Sha256::new(), pos: 0 };
+pub fn split(
+    input: impl Read,
+    out: &mut SplitStreamWriter<'_>,
+    mut progress: impl FnMut(u64),
+) -> Result<TarSummary> {
+    let mut r = Tee {
+        inner: input,
+        sha: Sha256::new(),
+        pos: 0,
+    };
     let mut summary = TarSummary::default();
     let mut block = [0u8; BLOCK];
     let mut pax_size: Option<u64> = None;
@@ -175,11 +203,18 @@ pub fn split(input: impl Read, out: &mut SplitStreamWriter<'_>, mut progress: im
         let name = long_name.take().unwrap_or_else(|| header_name(&block));
         let shown = || display_bytes(&name);
         if !checksum_ok(&block) {
-            bail!("tar header at byte {at} (member {:?}) has a bad checksum: corrupt or not a tar", shown());
+            bail!(
+                "tar header at byte {at} (member {:?}) has a bad checksum: corrupt or not a tar",
+                shown()
+            );
         }
         let typeflag = block[156];
-        let header_size = parse_numeric(&block[124..136])
-            .with_context(|| format!("tar header at byte {at} (member {:?}) has a bad size field", shown()))?;
+        let header_size = parse_numeric(&block[124..136]).with_context(|| {
+            format!(
+                "tar header at byte {at} (member {:?}) has a bad size field",
+                shown()
+            )
+        })?;
         out.write_inline(&block)?;
 
         let size = match typeflag {
@@ -187,38 +222,61 @@ pub fn split(input: impl Read, out: &mut SplitStreamWriter<'_>, mut progress: im
             _ => pax_size.take().unwrap_or(header_size),
         };
         let padding = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
-        let short = |what: &str| format!("tar ends inside the {what} of member {:?} (header at byte {at}): truncated", shown());
+        let short = |what: &str| {
+            format!(
+                "tar ends inside the {what} of member {:?} (header at byte {at}): truncated",
+                shown()
+            )
+        };
 
         match typeflag {
             b'x' | b'g' | b'L' | b'K' => {
                 if size > MAX_META_RECORD {
-                    bail!("tar {} record at byte {at} claims {size} bytes; refusing more than {MAX_META_RECORD}", typeflag as char);
+                    bail!(
+                        "tar {} record at byte {at} claims {size} bytes; refusing more than {MAX_META_RECORD}",
+                        typeflag as char
+                    );
                 }
                 meta.clear();
-                (&mut r).take(size + padding).read_to_end(&mut meta).context("cannot read tar")?;
+                (&mut r)
+                    .take(size + padding)
+                    .read_to_end(&mut meta)
+                    .context("cannot read tar")?;
                 if (meta.len() as u64) < size + padding {
                     bail!(short("extended header"));
                 }
                 let data = &meta[..size as usize];
                 match typeflag {
                     b'x' => {
-                        for (k, v) in pax_records(data).with_context(|| format!("PAX header at byte {at}"))? {
+                        for (k, v) in
+                            pax_records(data).with_context(|| format!("PAX header at byte {at}"))?
+                        {
                             if k == b"size" {
                                 let v = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok());
-                                pax_size = Some(v.with_context(|| format!("PAX header at byte {at} has a bad size"))?);
+                                pax_size = Some(v.with_context(|| {
+                                    format!("PAX header at byte {at} has a bad size")
+                                })?);
                             } else if k.starts_with(b"GNU.sparse.") {
-                                bail!("tar member after byte {at} is a sparse file: sparse files are not supported");
+                                bail!(
+                                    "tar member after byte {at} is a sparse file: sparse files are not supported"
+                                );
                             }
                         }
                     }
-                    b'L' => long_name = Some(data.split(|&b| b == 0).next().unwrap_or_default().to_vec()),
+                    b'L' => {
+                        long_name =
+                            Some(data.split(|&b| b == 0).next().unwrap_or_default().to_vec())
+                    }
                     _ => {}
                 }
                 out.write_inline(&meta)?;
                 progress(r.pos);
                 continue;
             }
-            b'S' => bail!("tar member {:?} is a sparse file: sparse files are not supported", shown()),
+            b'S' => bail!(
+                "tar member {:?} is a sparse file: sparse files are not supported",
+                shown()
+            ),
             _ => {}
         }
 
@@ -226,7 +284,9 @@ pub fn split(input: impl Read, out: &mut SplitStreamWriter<'_>, mut progress: im
         let regular = matches!(typeflag, b'0' | 0 | b'7');
         if regular && size > INLINE_MAX {
             let id: ObjectId = out.write_external(&mut r, size).map_err(|e| {
-                if e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::UnexpectedEof) {
+                if e.downcast_ref::<io::Error>()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::UnexpectedEof)
+                {
                     anyhow::anyhow!(short("content"))
                 } else {
                     e.context(format!("cannot store content of tar member {:?}", shown()))
@@ -236,9 +296,13 @@ pub fn split(input: impl Read, out: &mut SplitStreamWriter<'_>, mut progress: im
             summary.external += 1;
             copy_inline(&mut r, out, padding).map_err(|_| anyhow::anyhow!(short("padding")))?;
         } else {
-            copy_inline(&mut r, out, size + padding).map_err(|e| match e.downcast_ref::<io::Error>() {
-                Some(io) if io.kind() == io::ErrorKind::UnexpectedEof => anyhow::anyhow!(short("content")),
-                _ => e,
+            copy_inline(&mut r, out, size + padding).map_err(|e| {
+                match e.downcast_ref::<io::Error>() {
+                    Some(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+                        anyhow::anyhow!(short("content"))
+                    }
+                    _ => e,
+                }
             })?;
         }
         progress(r.pos);
@@ -273,7 +337,10 @@ mod tests {
         assert_eq!(parse_numeric(b"0000644\0"), Some(0o644));
         assert_eq!(parse_numeric(b"     12 "), Some(0o12));
         assert_eq!(parse_numeric(b"\0\0\0\0"), Some(0));
-        assert_eq!(parse_numeric(&[0x80, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]), Some(1 << 32));
+        assert_eq!(
+            parse_numeric(&[0x80, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]),
+            Some(1 << 32)
+        );
         assert_eq!(parse_numeric(b"9"), None);
         assert_eq!(parse_numeric(&[0xff, 0xff]), None);
     }

@@ -25,9 +25,9 @@ pub fn link_tmpfile(fd: impl AsFd, dir: impl AsFd, name: &OsStr) -> rustix::io::
 pub fn replace_symlink(dir: impl AsFd, name: &Path, target: &Path) -> io::Result<()> {
     let dir = dir.as_fd();
     let parent = name.parent().filter(|p| !p.as_os_str().is_empty());
-    let base = name
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "symlink name has no file name"))?;
+    let base = name.file_name().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "symlink name has no file name")
+    })?;
     let mut tmp_name = parent.map(Path::to_path_buf).unwrap_or_default();
     let mut tmp_base = std::ffi::OsString::from(".tmp-");
     tmp_base.push(base);
@@ -57,7 +57,10 @@ pub fn mkdir_all_at(dir: impl AsFd, path: &Path, mode: u32) -> io::Result<()> {
 }
 
 /// Open a directory below `dir` (read-only, close-on-exec).
-pub fn open_dir_at(dir: impl AsFd, path: impl rustix::path::Arg) -> rustix::io::Result<std::fs::File> {
+pub fn open_dir_at(
+    dir: impl AsFd,
+    path: impl rustix::path::Arg,
+) -> rustix::io::Result<std::fs::File> {
     rustix::fs::openat(
         dir,
         path,
@@ -90,10 +93,17 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// Show a byte string for messages: UTF-8 lossily, with control characters escaped.
 pub fn display_bytes(b: &[u8]) -> String {
-    OsStr::from_bytes(b).to_string_lossy().escape_debug().to_string()
+    OsStr::from_bytes(b)
+        .to_string_lossy()
+        .escape_debug()
+        .to_string()
 }

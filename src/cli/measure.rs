@@ -10,8 +10,10 @@ use crate::fsverity::{self, Algorithm};
 pub fn run(alg: Algorithm, files: &[PathBuf]) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     for path in files {
-        let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let (id, _) = fsverity::digest_reader(alg, f).with_context(|| format!("cannot read {}", path.display()))?;
+        let f =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let (id, _) = fsverity::digest_reader(alg, f)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         use std::io::Write;
         writeln!(out, "{id}  {}", path.display())?;
     }

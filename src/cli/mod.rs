@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 use crate::fsverity::Algorithm;
 
 #[derive(Parser, Debug)]
-#[command(name = "composefs", version, about = "Content-addressed storage for ostree commits and OCI images")]
+#[command(
+    name = "composefs",
+    version,
+    about = "Content-addressed storage for ostree commits and OCI images"
+)]
 pub struct Cli {
     /// Repository directory (default: $COMPOSEFS_REPO, else /sysroot/composefs
     /// for root and ~/.var/lib/composefs for users)

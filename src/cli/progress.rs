@@ -11,12 +11,15 @@ pub fn bytes(total: Option<u64>, what: &str) -> ProgressBar {
     }
     let bar = match total {
         Some(t) => ProgressBar::new(t).with_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         ),
         None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec}").expect("valid template"),
+            ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec}")
+                .expect("valid template"),
         ),
     };
     bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(10));

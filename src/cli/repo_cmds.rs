@@ -18,8 +18,16 @@ pub fn open(repo: Option<&Path>) -> Result<Repository> {
 pub fn init(repo: Option<&Path>, hash: Algorithm) -> Result<ExitCode> {
     let path = repository::default_path(repo)?;
     let r = Repository::init(&path, hash)?;
-    let verity = if r.verity() { "fs-verity enforced" } else { "no fs-verity on this filesystem: digests computed in userspace, unverified" };
-    println!("initialized {} repository at {} ({verity})", hash.meta_name(), path.display());
+    let verity = if r.verity() {
+        "fs-verity enforced"
+    } else {
+        "no fs-verity on this filesystem: digests computed in userspace, unverified"
+    };
+    println!(
+        "initialized {} repository at {} ({verity})",
+        hash.meta_name(),
+        path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -78,5 +86,9 @@ pub fn fsck(repo: Option<&Path>) -> Result<ExitCode> {
         report.refs,
         report.problems.len()
     )?;
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -32,26 +32,35 @@ pub fn import(repo: Option<&Path>, name: &str, file: Option<&Path>) -> Result<Ex
     r.ensure_writable()?;
     let (input, total, shown): (Box<dyn Read>, Option<u64>, String) = match file {
         None => (Box::new(std::io::stdin().lock()), None, "<stdin>".into()),
-        Some(p) if p == Path::new("-") => (Box::new(std::io::stdin().lock()), None, "<stdin>".into()),
+        Some(p) if p == Path::new("-") => {
+            (Box::new(std::io::stdin().lock()), None, "<stdin>".into())
+        }
         Some(p) => {
-            let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+            let f =
+                std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
             let len = f.metadata().ok().map(|m| m.len()).filter(|&l| l > 0);
             (Box::new(f), len, p.display().to_string())
         }
     };
     let bar = progress::bytes(total, "importing");
-    let counted = Counting { inner: input, bar: bar.clone() };
+    let counted = Counting {
+        inner: input,
+        bar: bar.clone(),
+    };
     let (_, tar) = decompress(counted).with_context(|| format!("cannot read {shown}"))?;
     let mut writer = r.stream_writer(content_type::OCI_LAYER)?;
-    let summary = tarsplit::split(tar, &mut writer, |_| {}).with_context(|| format!("cannot import {shown}"))?;
+    let summary = tarsplit::split(tar, &mut writer, |_| {})
+        .with_context(|| format!("cannot import {shown}"))?;
     let content_id = format!("oci-layer-{}", summary.diff_id());
     let id = r.commit_stream(writer, &content_id, Some(name))?;
     bar.finish_and_clear();
     println!("{id}  {content_id}");
-    eprintln!(
-        "imported {shown} as {name}: {} entries, {} external objects, {} bytes",
-        summary.entries, summary.external, summary.size
-    );
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!(
+            "imported {shown} as {name}: {} entries, {} external objects, {} bytes",
+            summary.entries, summary.external, summary.size
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -59,7 +68,9 @@ pub fn cat(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
     let r = open(repo)?;
     let (_, mut stream) = r.open_stream(name)?;
     let mut out = BufWriter::with_capacity(256 * 1024, std::io::stdout().lock());
-    stream.cat(&r, &mut out).with_context(|| format!("stream {name:?}"))?;
+    stream
+        .cat(&r, &mut out)
+        .with_context(|| format!("stream {name:?}"))?;
     out.flush().context("cannot write output")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -164,51 +164,143 @@ struct Level {
     filled: usize,
 }
 
+/// How whole data blocks are hashed: one at a time, or several side by side
+/// (multi-buffer SHA-512, see [`mb512`]). Chosen once per hasher from the
+/// CPU's features; a SIMD variant only exists once its features were detected,
+/// which is what makes calling its `hash` sound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Sha512Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Sha512Avx2,
+}
+
+impl Engine {
+    /// The fastest engine this CPU supports for `alg`.
+    fn detect(alg: Algorithm) -> Self {
+        match alg {
+            // SHA-NI (picked by sha2) is faster than any multi-buffer scheme.
+            Algorithm::Sha256 => Engine::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            Algorithm::Sha512 if mb512::avx512::detected() => Engine::Sha512Avx512,
+            #[cfg(target_arch = "x86_64")]
+            Algorithm::Sha512 if mb512::avx2::detected() => Engine::Sha512Avx2,
+            Algorithm::Sha512 => Engine::Scalar,
+        }
+    }
+
+    /// Blocks hashed together.
+    fn lanes(self) -> usize {
+        match self {
+            Engine::Scalar => 1,
+            #[cfg(target_arch = "x86_64")]
+            Engine::Sha512Avx512 => mb512::avx512::LANES,
+            #[cfg(target_arch = "x86_64")]
+            Engine::Sha512Avx2 => mb512::avx2::LANES,
+        }
+    }
+}
+
+/// Hash whole data blocks, in order, and push their digests to level 0.
+fn hash_data_blocks(alg: Algorithm, engine: Engine, levels: &mut Vec<Level>, blocks: &[[u8; BLOCK]]) {
+    #[allow(unused_mut)]
+    let mut blocks = blocks;
+    match engine {
+        Engine::Scalar => {}
+        #[cfg(target_arch = "x86_64")]
+        Engine::Sha512Avx512 => {
+            let (groups, rest) = blocks.as_chunks::<{ mb512::avx512::LANES }>();
+            for group in groups {
+                let mut out = [[0u8; MAX_DIGEST]; mb512::avx512::LANES];
+                // SAFETY: this engine is only chosen after
+                // `mb512::avx512::detected()` said the CPU has the features.
+                unsafe { mb512::avx512::hash(group, &mut out) };
+                for digest in &out {
+                    push(alg, levels, 0, digest);
+                }
+            }
+            blocks = rest;
+        }
+        #[cfg(target_arch = "x86_64")]
+        Engine::Sha512Avx2 => {
+            let (groups, rest) = blocks.as_chunks::<{ mb512::avx2::LANES }>();
+            for group in groups {
+                let mut out = [[0u8; MAX_DIGEST]; mb512::avx2::LANES];
+                // SAFETY: this engine is only chosen after
+                // `mb512::avx2::detected()` said the CPU has the features.
+                unsafe { mb512::avx2::hash(group, &mut out) };
+                for digest in &out {
+                    push(alg, levels, 0, digest);
+                }
+            }
+            blocks = rest;
+        }
+    }
+    for block in blocks {
+        let mut digest = [0u8; MAX_DIGEST];
+        hash_block(alg, block, &mut digest);
+        push(alg, levels, 0, &digest);
+    }
+}
+
 /// Streaming fs-verity hasher: feed bytes with [`Hasher::update`], then
 /// [`Hasher::finish`]. Memory is constant whatever the input size.
 pub struct Hasher {
     alg: Algorithm,
-    /// Bytes fed so far; the partial data block is `len % 4096` bytes long.
+    engine: Engine,
+    /// Bytes fed so far.
     len: u64,
-    /// The partial data block (full blocks are hashed at once).
-    data: Box<[u8; BLOCK]>,
+    /// Data not hashed yet, always shorter than one group of `engine.lanes()`
+    /// blocks (4 KiB, or 32 KiB for 8-lane SHA-512); its capacity is
+    /// allocated at first use. Input is staged here only when it does not
+    /// come in whole groups: those are hashed straight from the caller's slice.
+    pending: Vec<u8>,
     /// Tree levels, the data block digests first; grows to the tree height.
     levels: Vec<Level>,
 }
 
 impl Hasher {
     pub fn new(alg: Algorithm) -> Self {
+        Self::with_engine(alg, Engine::detect(alg))
+    }
+
+    fn with_engine(alg: Algorithm, engine: Engine) -> Self {
         Hasher {
             alg,
+            engine,
             len: 0,
-            data: Box::new([0u8; BLOCK]),
+            pending: Vec::new(),
             levels: Vec::new(),
         }
     }
 
     /// Feed more data; slices of any size, including empty, are fine.
     pub fn update(&mut self, mut data: &[u8]) {
-        let pending = (self.len % BLOCK as u64) as usize;
         self.len += data.len() as u64;
-        if pending > 0 {
-            let take = (BLOCK - pending).min(data.len());
-            self.data[pending..pending + take].copy_from_slice(&data[..take]);
-            data = &data[take..];
-            if pending + take < BLOCK {
-                return;
+        let group = self.engine.lanes() * BLOCK;
+        while !data.is_empty() {
+            if self.pending.is_empty() && data.len() >= group {
+                // Whole groups straight from the caller's buffer: no copy.
+                let whole = data.len() / group * group;
+                let (blocks, _) = data[..whole].as_chunks::<BLOCK>();
+                hash_data_blocks(self.alg, self.engine, &mut self.levels, blocks);
+                data = &data[whole..];
+                continue;
             }
-            let mut digest = [0u8; MAX_DIGEST];
-            hash_block(self.alg, &self.data, &mut digest);
-            push(self.alg, &mut self.levels, 0, &digest);
+            if self.pending.capacity() < group {
+                self.pending.reserve_exact(group);
+            }
+            let take = (group - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() == group {
+                let (blocks, _) = self.pending.as_chunks::<BLOCK>();
+                hash_data_blocks(self.alg, self.engine, &mut self.levels, blocks);
+                self.pending.clear();
+            }
         }
-        // Whole blocks straight from the caller's buffer: no copy.
-        let (blocks, rest) = data.as_chunks::<BLOCK>();
-        for block in blocks {
-            let mut digest = [0u8; MAX_DIGEST];
-            hash_block(self.alg, block, &mut digest);
-            push(self.alg, &mut self.levels, 0, &digest);
-        }
-        self.data[..rest.len()].copy_from_slice(rest);
     }
 
     /// Total bytes fed so far.
@@ -228,11 +320,13 @@ impl Hasher {
         let mut root = [0u8; MAX_DIGEST];
         // An empty file has an all-zero root hash.
         if self.len > 0 {
-            let pending = (self.len % BLOCK as u64) as usize;
-            if pending > 0 {
-                self.data[pending..].fill(0);
+            let (blocks, tail) = self.pending.as_chunks::<BLOCK>();
+            hash_data_blocks(alg, self.engine, &mut self.levels, blocks);
+            if !tail.is_empty() {
+                let mut last = [0u8; BLOCK];
+                last[..tail.len()].copy_from_slice(tail);
                 let mut digest = [0u8; MAX_DIGEST];
-                hash_block(alg, &self.data, &mut digest);
+                hash_block(alg, &last, &mut digest);
                 push(alg, &mut self.levels, 0, &digest);
             }
             // Fold the levels bottom-up until the top holds a single digest.
@@ -284,6 +378,342 @@ fn push(alg: Algorithm, levels: &mut Vec<Level>, i: usize, digest: &[u8; MAX_DIG
     let level = &mut levels[i];
     level.buf[level.filled..level.filled + dlen].copy_from_slice(&digest[..dlen]);
     level.filled += dlen;
+}
+
+/// Multi-buffer SHA-512 of whole 4096-byte tree blocks: one independent block
+/// per SIMD lane, 8 lanes with AVX-512 and 4 with AVX2.
+///
+/// A single SHA-512 is a long serial dependency chain that SIMD cannot speed
+/// up (sha2's AVX2 backend only vectorizes the message schedule and runs at
+/// ~590 MB/s here, no faster than plain scalar code, while OpenSSL's
+/// hand-scheduled assembly reaches ~830 MB/s). The blocks of a Merkle tree
+/// level are independent though, so hashing several side by side fills the
+/// vector units. Every lane hashes a 4096-byte message, so all lanes share
+/// the same final padding block, whose message schedule is a constant.
+#[cfg(target_arch = "x86_64")]
+mod mb512 {
+    use super::{BLOCK, SHA512_IV, SHA512_PAD_BLOCK};
+
+    /// SHA-512 round constants (FIPS 180-4, 4.2.3).
+    const K: [u64; 80] = [
+        0x428a2f98d728ae22, 0x7137449123ef65cd, 0xb5c0fbcfec4d3b2f, 0xe9b5dba58189dbbc,
+        0x3956c25bf348b538, 0x59f111f1b605d019, 0x923f82a4af194f9b, 0xab1c5ed5da6d8118,
+        0xd807aa98a3030242, 0x12835b0145706fbe, 0x243185be4ee4b28c, 0x550c7dc3d5ffb4e2,
+        0x72be5d74f27b896f, 0x80deb1fe3b1696b1, 0x9bdc06a725c71235, 0xc19bf174cf692694,
+        0xe49b69c19ef14ad2, 0xefbe4786384f25e3, 0x0fc19dc68b8cd5b5, 0x240ca1cc77ac9c65,
+        0x2de92c6f592b0275, 0x4a7484aa6ea6e483, 0x5cb0a9dcbd41fbd4, 0x76f988da831153b5,
+        0x983e5152ee66dfab, 0xa831c66d2db43210, 0xb00327c898fb213f, 0xbf597fc7beef0ee4,
+        0xc6e00bf33da88fc2, 0xd5a79147930aa725, 0x06ca6351e003826f, 0x142929670a0e6e70,
+        0x27b70a8546d22ffc, 0x2e1b21385c26c926, 0x4d2c6dfc5ac42aed, 0x53380d139d95b3df,
+        0x650a73548baf63de, 0x766a0abb3c77b2a8, 0x81c2c92e47edaee6, 0x92722c851482353b,
+        0xa2bfe8a14cf10364, 0xa81a664bbc423001, 0xc24b8b70d0f89791, 0xc76c51a30654be30,
+        0xd192e819d6ef5218, 0xd69906245565a910, 0xf40e35855771202a, 0x106aa07032bbd1b8,
+        0x19a4c116b8d2d0c8, 0x1e376c085141ab53, 0x2748774cdf8eeb99, 0x34b0bcb5e19b48a8,
+        0x391c0cb3c5c95a63, 0x4ed8aa4ae3418acb, 0x5b9cca4f7763e373, 0x682e6ff3d6b2b8a3,
+        0x748f82ee5defb2fc, 0x78a5636f43172f60, 0x84c87814a1f0ab72, 0x8cc702081a6439ec,
+        0x90befffa23631e28, 0xa4506cebde82bde9, 0xbef9a3f7b2c67915, 0xc67178f2e372532b,
+        0xca273eceea26619c, 0xd186b8c721c0c207, 0xeada7dd6cde0eb1e, 0xf57d4f7fee6ed178,
+        0x06f067aa72176fba, 0x0a637dc5a2c898a6, 0x113f9804bef90dae, 0x1b710b35131c471b,
+        0x28db77f523047d84, 0x32caab7b40c72493, 0x3c9ebe0a15c9bebc, 0x431d67c49c100d4c,
+        0x4cc5d4becb3e42b6, 0x597f299cfc657e2a, 0x5fcb6fab3ad6faec, 0x6c44198c4a475817,
+    ];
+
+    /// `K[t] + W[t]` for the padding block of a 4096-byte message, the same
+    /// in every lane.
+    const PAD_KW: [u64; 80] = {
+        let mut w = [0u64; 80];
+        let mut t = 0;
+        while t < 16 {
+            let p = &SHA512_PAD_BLOCK;
+            let i = 8 * t;
+            w[t] = u64::from_be_bytes([
+                p[i],
+                p[i + 1],
+                p[i + 2],
+                p[i + 3],
+                p[i + 4],
+                p[i + 5],
+                p[i + 6],
+                p[i + 7],
+            ]);
+            t += 1;
+        }
+        while t < 80 {
+            let x = w[t - 15];
+            let s0 = x.rotate_right(1) ^ x.rotate_right(8) ^ (x >> 7);
+            let y = w[t - 2];
+            let s1 = y.rotate_right(19) ^ y.rotate_right(61) ^ (y >> 6);
+            w[t] = s1.wrapping_add(w[t - 7]).wrapping_add(s0).wrapping_add(w[t - 16]);
+            t += 1;
+        }
+        let mut kw = [0u64; 80];
+        t = 0;
+        while t < 80 {
+            kw[t] = K[t].wrapping_add(w[t]);
+            t += 1;
+        }
+        kw
+    };
+
+    /// One SHA-512 round on all lanes; rotates the roles of the eight working
+    /// variables by writing only `$d` and `$h` (the caller renames).
+    macro_rules! round {
+        ($a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident, $kw:expr) => {{
+            let kw = $kw;
+            let s1 = xor3(ror::<14, 50>($e), ror::<18, 46>($e), ror::<41, 23>($e));
+            let t1 = add(add($h, s1), add(ch($e, $f, $g), kw));
+            let s0 = xor3(ror::<28, 36>($a), ror::<34, 30>($a), ror::<39, 25>($a));
+            let t2 = add(s0, maj($a, $b, $c));
+            $d = add($d, t1);
+            $h = add(t1, t2);
+        }};
+    }
+
+    /// Sixteen rounds; `$kw!(w, base, j)` yields `K + W` of round `base + j`.
+    macro_rules! rounds16 {
+        ($kw:ident, $w:ident, $base:expr,
+         $a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident) => {
+            round!($a, $b, $c, $d, $e, $f, $g, $h, $kw!($w, $base, 0));
+            round!($h, $a, $b, $c, $d, $e, $f, $g, $kw!($w, $base, 1));
+            round!($g, $h, $a, $b, $c, $d, $e, $f, $kw!($w, $base, 2));
+            round!($f, $g, $h, $a, $b, $c, $d, $e, $kw!($w, $base, 3));
+            round!($e, $f, $g, $h, $a, $b, $c, $d, $kw!($w, $base, 4));
+            round!($d, $e, $f, $g, $h, $a, $b, $c, $kw!($w, $base, 5));
+            round!($c, $d, $e, $f, $g, $h, $a, $b, $kw!($w, $base, 6));
+            round!($b, $c, $d, $e, $f, $g, $h, $a, $kw!($w, $base, 7));
+            round!($a, $b, $c, $d, $e, $f, $g, $h, $kw!($w, $base, 8));
+            round!($h, $a, $b, $c, $d, $e, $f, $g, $kw!($w, $base, 9));
+            round!($g, $h, $a, $b, $c, $d, $e, $f, $kw!($w, $base, 10));
+            round!($f, $g, $h, $a, $b, $c, $d, $e, $kw!($w, $base, 11));
+            round!($e, $f, $g, $h, $a, $b, $c, $d, $kw!($w, $base, 12));
+            round!($d, $e, $f, $g, $h, $a, $b, $c, $kw!($w, $base, 13));
+            round!($c, $d, $e, $f, $g, $h, $a, $b, $kw!($w, $base, 14));
+            round!($b, $c, $d, $e, $f, $g, $h, $a, $kw!($w, $base, 15));
+        };
+    }
+
+    /// Rounds 0-15: the message words as loaded.
+    macro_rules! kw_loaded {
+        ($w:ident, $base:expr, $j:literal) => {
+            add($w[$j], splat(K[$base + $j]))
+        };
+    }
+
+    /// Rounds 16-79: extend the message schedule in place (`w` is a ring of
+    /// the last 16 words), then use it.
+    macro_rules! kw_scheduled {
+        ($w:ident, $base:expr, $j:literal) => {{
+            let x = $w[($j + 1) & 15];
+            let s0 = xor3(ror::<1, 63>(x), ror::<8, 56>(x), shr::<7>(x));
+            let y = $w[($j + 14) & 15];
+            let s1 = xor3(ror::<19, 45>(y), ror::<61, 3>(y), shr::<6>(y));
+            $w[$j] = add(add($w[$j], s0), add($w[($j + 9) & 15], s1));
+            add($w[$j], splat(K[$base + $j]))
+        }};
+    }
+
+    /// Rounds of the shared padding block: a constant `K + W`.
+    macro_rules! kw_padding {
+        ($w:ident, $base:expr, $j:literal) => {
+            splat(PAD_KW[$base + $j])
+        };
+    }
+
+    /// The body of `hash(blocks, out)` for one instruction set, whose module
+    /// provides `V`, `LANES`, `splat`, `add`, `xor3`, `ch`, `maj`, `ror`,
+    /// `shr` and `load`.
+    macro_rules! hash_fn {
+        ($features:literal) => {
+            /// SHA-512 of each of `LANES` 4096-byte blocks.
+            #[target_feature(enable = $features)]
+            pub(crate) fn hash(blocks: &[[u8; BLOCK]; LANES], out: &mut [[u8; 64]; LANES]) {
+                let mut state: [V; 8] = SHA512_IV.map(|x| splat(x));
+                for chunk in 0..BLOCK / 128 {
+                    let mut w: [V; 16] = core::array::from_fn(|t| load(blocks, chunk * 128 + t * 8));
+                    let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = state;
+                    rounds16!(kw_loaded, w, 0, a, b, c, d, e, f, g, h);
+                    for r in 1..5 {
+                        rounds16!(kw_scheduled, w, 16 * r, a, b, c, d, e, f, g, h);
+                    }
+                    for (s, v) in state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
+                        *s = add(*s, v);
+                    }
+                }
+                let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = state;
+                for r in 0..5 {
+                    rounds16!(kw_padding, w, 16 * r, a, b, c, d, e, f, g, h);
+                }
+                for (s, v) in state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
+                    *s = add(*s, v);
+                }
+                for (i, s) in state.into_iter().enumerate() {
+                    for (lane, word) in store(s).into_iter().enumerate() {
+                        out[lane][8 * i..8 * i + 8].copy_from_slice(&word.to_be_bytes());
+                    }
+                }
+            }
+        };
+    }
+
+    /// 8 lanes of `__m512i`; needs AVX512F (rotates, ternary logic, gathers)
+    /// and AVX512BW (byte shuffle).
+    pub(crate) mod avx512 {
+        use super::{BLOCK, K, PAD_KW, SHA512_IV};
+        use core::arch::x86_64::*;
+
+        pub(crate) const LANES: usize = 8;
+        type V = __m512i;
+
+        /// True when this CPU can run [`hash`].
+        pub(crate) fn detected() -> bool {
+            std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw")
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn splat(x: u64) -> V {
+            _mm512_set1_epi64(x as i64)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn add(x: V, y: V) -> V {
+            _mm512_add_epi64(x, y)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn xor3(x: V, y: V, z: V) -> V {
+            _mm512_ternarylogic_epi64::<0x96>(x, y, z)
+        }
+        /// `(e & f) ^ (!e & g)`
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn ch(e: V, f: V, g: V) -> V {
+            _mm512_ternarylogic_epi64::<0xca>(e, f, g)
+        }
+        /// Majority of `a`, `b`, `c`.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn maj(a: V, b: V, c: V) -> V {
+            _mm512_ternarylogic_epi64::<0xe8>(a, b, c)
+        }
+        /// Rotate right by `R` (`L` = 64 - `R`, used by the AVX2 variant).
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn ror<const R: i32, const L: i32>(x: V) -> V {
+            _mm512_ror_epi64::<R>(x)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn shr<const N: u32>(x: V) -> V {
+            _mm512_srli_epi64::<N>(x)
+        }
+        /// The big-endian word at byte `off` of every block.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn load(blocks: &[[u8; BLOCK]; LANES], off: usize) -> V {
+            assert!(off <= BLOCK - 8);
+            // Offsets of the lanes in 8-byte units: the blocks are contiguous.
+            let idx = _mm512_setr_epi64(0, 512, 1024, 1536, 2048, 2560, 3072, 3584);
+            // SAFETY: lane `l` reads the 8 bytes at `blocks[l][off..off + 8]`
+            // (byte offset `8 * 512 * l + off` from the start of the array of
+            // arrays), in bounds by the assert; gathers need no alignment.
+            let v = unsafe { _mm512_i64gather_epi64::<8>(idx, blocks.as_ptr().cast::<u8>().add(off).cast()) };
+            let bswap = _mm512_set4_epi64(
+                0x08090a0b0c0d0e0f,
+                0x0001020304050607,
+                0x08090a0b0c0d0e0f,
+                0x0001020304050607,
+            );
+            _mm512_shuffle_epi8(v, bswap)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn store(x: V) -> [u64; LANES] {
+            // SAFETY: same size, and every bit pattern is a valid u64.
+            unsafe { core::mem::transmute::<V, [u64; LANES]>(x) }
+        }
+
+        hash_fn!("avx512f,avx512bw");
+    }
+
+    /// 4 lanes of `__m256i` with AVX2 only: rotates are shift/shift/or.
+    pub(crate) mod avx2 {
+        use super::{BLOCK, K, PAD_KW, SHA512_IV};
+        use core::arch::x86_64::*;
+
+        pub(crate) const LANES: usize = 4;
+        type V = __m256i;
+
+        /// True when this CPU can run [`hash`].
+        pub(crate) fn detected() -> bool {
+            std::arch::is_x86_feature_detected!("avx2")
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn splat(x: u64) -> V {
+            _mm256_set1_epi64x(x as i64)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn add(x: V, y: V) -> V {
+            _mm256_add_epi64(x, y)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn xor3(x: V, y: V, z: V) -> V {
+            _mm256_xor_si256(_mm256_xor_si256(x, y), z)
+        }
+        /// `(e & f) ^ (!e & g)` as `((f ^ g) & e) ^ g`.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn ch(e: V, f: V, g: V) -> V {
+            _mm256_xor_si256(_mm256_and_si256(_mm256_xor_si256(f, g), e), g)
+        }
+        /// Majority as `((a ^ b) & (b ^ c)) ^ b`.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn maj(a: V, b: V, c: V) -> V {
+            _mm256_xor_si256(_mm256_and_si256(_mm256_xor_si256(a, b), _mm256_xor_si256(b, c)), b)
+        }
+        /// Rotate right by `R`; `L` must be `64 - R`.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn ror<const R: i32, const L: i32>(x: V) -> V {
+            _mm256_or_si256(_mm256_srli_epi64::<R>(x), _mm256_slli_epi64::<L>(x))
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn shr<const N: i32>(x: V) -> V {
+            _mm256_srli_epi64::<N>(x)
+        }
+        /// The big-endian word at byte `off` of every block.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn load(blocks: &[[u8; BLOCK]; LANES], off: usize) -> V {
+            assert!(off <= BLOCK - 8);
+            let idx = _mm256_setr_epi64x(0, 512, 1024, 1536);
+            // SAFETY: lane `l` reads the 8 bytes at `blocks[l][off..off + 8]`
+            // (byte offset `8 * 512 * l + off` from the start of the array of
+            // arrays), in bounds by the assert; gathers need no alignment.
+            let v = unsafe { _mm256_i64gather_epi64::<8>(blocks.as_ptr().cast::<u8>().add(off).cast(), idx) };
+            let bswap = _mm256_setr_epi64x(
+                0x0001020304050607,
+                0x08090a0b0c0d0e0f,
+                0x0001020304050607,
+                0x08090a0b0c0d0e0f,
+            );
+            _mm256_shuffle_epi8(v, bswap)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn store(x: V) -> [u64; LANES] {
+            // SAFETY: same size, and every bit pattern is a valid u64.
+            unsafe { core::mem::transmute::<V, [u64; LANES]>(x) }
+        }
+
+        hash_fn!("avx2");
+    }
 }
 
 /// Digest of an in-memory buffer.
@@ -391,14 +821,26 @@ mod tests {
     #[test]
     fn known_vectors() {
         // "hello world\n" (12 bytes).
-        assert_eq!(hex_of(Algorithm::Sha256, b"hello world\n"), "37061ef2ac4c21bec68489b56138c5780306a4ad7fe6676236ecdf2c9027cd92");
-        assert_eq!(hex_of(Algorithm::Sha512, b"hello world\n"), "4098b052d2427dc9029c85062215dd6e6c41667bfae09f5ce90a49f7e01fca29\
-             5c89b16a4d2703ac5b0593f476ca174675ee51829c2f1fd07c4133a87041c1d7");
+        assert_eq!(
+            hex_of(Algorithm::Sha256, b"hello world\n"),
+            "37061ef2ac4c21bec68489b56138c5780306a4ad7fe6676236ecdf2c9027cd92"
+        );
+        assert_eq!(
+            hex_of(Algorithm::Sha512, b"hello world\n"),
+            "4098b052d2427dc9029c85062215dd6e6c41667bfae09f5ce90a49f7e01fca29\
+             5c89b16a4d2703ac5b0593f476ca174675ee51829c2f1fd07c4133a87041c1d7"
+        );
         // 129 blocks + 1 byte of the prng (two tree levels for sha256).
         let data = prng_bytes(42, 129 * BLOCK + 1);
-        assert_eq!(hex_of(Algorithm::Sha256, &data), "85c04e59a206e82c66bf3d41cf115e465d8a0f028a9c44a3eb5f3be5e2d6a5ae");
-        assert_eq!(hex_of(Algorithm::Sha512, &data), "c520331c150078a9d54d5f9c0b9bac3e4754fe63a63702deeba601c2c6868d37\
-             a9010ab52e9ebc9fe14f9d59224b8c95a8e4651af3e60058813a2a0736f0ba81");
+        assert_eq!(
+            hex_of(Algorithm::Sha256, &data),
+            "85c04e59a206e82c66bf3d41cf115e465d8a0f028a9c44a3eb5f3be5e2d6a5ae"
+        );
+        assert_eq!(
+            hex_of(Algorithm::Sha512, &data),
+            "c520331c150078a9d54d5f9c0b9bac3e4754fe63a63702deeba601c2c6868d37\
+             a9010ab52e9ebc9fe14f9d59224b8c95a8e4651af3e60058813a2a0736f0ba81"
+        );
     }
 
     /// Feed `data` in pseudo-random pieces from 0 to `max` bytes.
@@ -408,7 +850,8 @@ mod tests {
         let mut off = 0;
         let mut i = 0;
         while off < data.len() {
-            let r = u32::from_le_bytes([sizes[i % sizes.len()], sizes[(i + 1) % sizes.len()], 0, 0]);
+            let r =
+                u32::from_le_bytes([sizes[i % sizes.len()], sizes[(i + 1) % sizes.len()], 0, 0]);
             let n = (r as usize % (max + 1)).min(data.len() - off);
             h.update(&data[off..off + n]);
             off += n;
@@ -426,7 +869,11 @@ mod tests {
             let data = prng_bytes(3, 129 * BLOCK + 100);
             let whole = digest_bytes(alg, &data);
             for (seed, max) in [(1, 7), (2, 5000), (3, 3 * BLOCK), (4, 70_000)] {
-                assert_eq!(digest_in_pieces(alg, &data, seed, max), whole, "{alg} max={max}");
+                assert_eq!(
+                    digest_in_pieces(alg, &data, seed, max),
+                    whole,
+                    "{alg} max={max}"
+                );
             }
             // One byte at a time.
             let mut h = Hasher::new(alg);
@@ -442,6 +889,85 @@ mod tests {
             h.update(&[]);
             h.update(&data[BLOCK..]);
             assert_eq!(h.finish(), whole);
+        }
+    }
+
+    /// Every engine this CPU can run, scalar first.
+    fn engines(alg: Algorithm) -> Vec<Engine> {
+        let mut v = vec![Engine::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        if alg == Algorithm::Sha512 {
+            if mb512::avx512::detected() {
+                v.push(Engine::Sha512Avx512);
+            }
+            if mb512::avx2::detected() {
+                v.push(Engine::Sha512Avx2);
+            }
+        }
+        v
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn multi_buffer_sha512_matches_sha2() {
+        fn check<const N: usize>(hash: impl Fn(&[[u8; BLOCK]; N], &mut [[u8; 64]; N])) {
+            for seed in 1..4 {
+                let data = prng_bytes(seed, N * BLOCK);
+                let blocks: &[[u8; BLOCK]; N] = data.as_chunks::<BLOCK>().0.try_into().unwrap();
+                let mut out = [[0u8; 64]; N];
+                hash(blocks, &mut out);
+                for (block, digest) in blocks.iter().zip(&out) {
+                    assert_eq!(digest[..], sha2::Sha512::digest(block)[..]);
+                }
+            }
+        }
+        if mb512::avx512::detected() {
+            // SAFETY: the CPU features were just detected.
+            check(|b, o| unsafe { mb512::avx512::hash(b, o) });
+        } else {
+            eprintln!("no AVX-512 on this CPU: 8-lane SHA-512 not tested");
+        }
+        if mb512::avx2::detected() {
+            // SAFETY: the CPU features were just detected.
+            check(|b, o| unsafe { mb512::avx2::hash(b, o) });
+        } else {
+            eprintln!("no AVX2 on this CPU: 4-lane SHA-512 not tested");
+        }
+    }
+
+    #[test]
+    fn engines_agree() {
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            // Around the group sizes (1, 4 and 8 blocks) and level boundaries.
+            for len in [1, BLOCK, 3 * BLOCK + 5, 4 * BLOCK, 8 * BLOCK - 1, 8 * BLOCK, 8 * BLOCK + 1, 65 * BLOCK + 9, 300 * BLOCK] {
+                let data = prng_bytes(len as u64, len);
+                let expected = {
+                    let mut h = Hasher::with_engine(alg, Engine::Scalar);
+                    h.update(&data);
+                    h.finish()
+                };
+                for engine in engines(alg) {
+                    let mut h = Hasher::with_engine(alg, engine);
+                    h.update(&data);
+                    assert_eq!(h.finish(), expected, "{alg} {engine:?} len={len}");
+                    for (seed, max) in [(5, 100), (6, 3 * BLOCK), (7, 40_000)] {
+                        let mut h = Hasher::with_engine(alg, engine);
+                        let mut off = 0;
+                        for (i, r) in prng_bytes(seed, data.len() + 8).chunks(4).enumerate() {
+                            if off == data.len() {
+                                break;
+                            }
+                            let n = (u32::from_le_bytes(r.try_into().unwrap()) as usize % (max + 1)).min(data.len() - off);
+                            h.update(&data[off..off + n]);
+                            off += n;
+                            assert!(i < 10_000_000);
+                        }
+                        // prng pieces may not cover everything: feed the rest.
+                        h.update(&data[off..]);
+                        assert_eq!(h.finish(), expected, "{alg} {engine:?} len={len} max={max}");
+                    }
+                }
+            }
         }
     }
 

@@ -99,7 +99,8 @@ pub fn enable(fd: impl AsFd, alg: Algorithm) -> Result<(), EnableError> {
         // and the salt and signature pointers are null with zero sizes, so it
         // dereferences no other user memory. `Setter` keeps `arg` alive for
         // the duration of the call.
-        let result = unsafe { rustix::ioctl::ioctl(fd, Setter::<FS_IOC_ENABLE_VERITY, _>::new(arg)) };
+        let result =
+            unsafe { rustix::ioctl::ioctl(fd, Setter::<FS_IOC_ENABLE_VERITY, _>::new(arg)) };
         return match result {
             Ok(()) | Err(Errno::EXIST) => Ok(()),
             Err(Errno::INTR) => continue,
@@ -140,7 +141,8 @@ pub fn measure(fd: impl AsFd, alg: Algorithm) -> io::Result<Option<ObjectId>> {
         // after it. `FsverityDigest` is `repr(C)` with exactly that header
         // followed by 64 bytes, so every write lands inside `d`, which
         // `Updater` borrows mutably for the duration of the call.
-        let result = unsafe { rustix::ioctl::ioctl(fd, Updater::<FS_IOC_MEASURE_VERITY, _>::new(&mut d)) };
+        let result =
+            unsafe { rustix::ioctl::ioctl(fd, Updater::<FS_IOC_MEASURE_VERITY, _>::new(&mut d)) };
         return match result {
             Ok(()) => {
                 let kernel_alg = u8::try_from(d.header.digest_algorithm)
@@ -148,7 +150,9 @@ pub fn measure(fd: impl AsFd, alg: Algorithm) -> io::Result<Option<ObjectId>> {
                     .and_then(Algorithm::from_kernel_id);
                 let size = usize::from(d.header.digest_size);
                 match kernel_alg {
-                    Some(a) if a == alg && size == alg.digest_len() => Ok(ObjectId::from_bytes(alg, &d.digest[..size])),
+                    Some(a) if a == alg && size == alg.digest_len() => {
+                        Ok(ObjectId::from_bytes(alg, &d.digest[..size]))
+                    }
                     _ => Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!(
@@ -174,7 +178,12 @@ mod tests {
     #[test]
     fn opcodes_match_the_kernel_headers() {
         // The numbers from <linux/fsverity.h> on x86, arm, riscv and friends.
-        #[cfg(any(target_arch = "x86_64", target_arch = "x86", target_arch = "aarch64", target_arch = "riscv64"))]
+        #[cfg(any(
+            target_arch = "x86_64",
+            target_arch = "x86",
+            target_arch = "aarch64",
+            target_arch = "riscv64"
+        ))]
         {
             assert_eq!(FS_IOC_ENABLE_VERITY as u64, 0x4080_6685);
             assert_eq!(FS_IOC_MEASURE_VERITY as u64, 0xc004_6686);

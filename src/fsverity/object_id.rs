@@ -71,7 +71,9 @@ impl FromStr for Algorithm {
         match s {
             "sha256" => Ok(Algorithm::Sha256),
             "sha512" => Ok(Algorithm::Sha512),
-            other => Err(format!("unknown hash algorithm {other:?} (expected sha256 or sha512)")),
+            other => Err(format!(
+                "unknown hash algorithm {other:?} (expected sha256 or sha512)"
+            )),
         }
     }
 }
@@ -116,7 +118,10 @@ impl ObjectId {
     /// The all-zero digest (the fs-verity root hash of an empty file is zero,
     /// but the file digest is not: this is only a placeholder value).
     pub fn zero(alg: Algorithm) -> Self {
-        ObjectId { alg, bytes: [0u8; 64] }
+        ObjectId {
+            alg,
+            bytes: [0u8; 64],
+        }
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -166,7 +171,10 @@ mod tests {
     #[test]
     fn meta_names() {
         assert_eq!(Algorithm::Sha512.meta_name(), "fsverity-sha512-12");
-        assert_eq!(Algorithm::from_meta_name("fsverity-sha256-12"), Some(Algorithm::Sha256));
+        assert_eq!(
+            Algorithm::from_meta_name("fsverity-sha256-12"),
+            Some(Algorithm::Sha256)
+        );
         assert_eq!(Algorithm::from_meta_name("fsverity-sha256-16"), None);
         assert_eq!(Algorithm::from_meta_name("sha256"), None);
     }

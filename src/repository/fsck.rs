@@ -39,14 +39,21 @@ pub fn fsck(repo: &Repository, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<F
 }
 
 /// Re-digest every object on all cores; returns each good object's size.
-fn check_objects(repo: &Repository, report: &mut FsckReport, progress: &(dyn Fn(u64, u64) + Sync)) -> HashMap<ObjectId, u64> {
+fn check_objects(
+    repo: &Repository,
+    report: &mut FsckReport,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> HashMap<ObjectId, u64> {
     let next_fan = AtomicUsize::new(0);
     let count = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let problems = Mutex::new(Vec::new());
     let sizes = Mutex::new(HashMap::new());
     let objects = repo.path().join("objects");
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
@@ -61,15 +68,23 @@ fn check_objects(repo: &Repository, report: &mut FsckReport, progress: &(dyn Fn(
                         Ok(rd) => rd,
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                         Err(e) => {
-                            problems.lock().unwrap().push(format!("cannot list {}: {e}", dir.display()));
+                            problems
+                                .lock()
+                                .unwrap()
+                                .push(format!("cannot list {}: {e}", dir.display()));
                             continue;
                         }
                     };
                     for ent in rd.flatten() {
                         let name = ent.file_name().to_string_lossy().into_owned();
                         let shown = format!("objects/{fan:02x}/{name}");
-                        let Some(id) = ObjectId::from_hex(repo.algorithm(), &format!("{fan:02x}{name}")) else {
-                            problems.lock().unwrap().push(format!("{shown}: not an object name"));
+                        let Some(id) =
+                            ObjectId::from_hex(repo.algorithm(), &format!("{fan:02x}{name}"))
+                        else {
+                            problems
+                                .lock()
+                                .unwrap()
+                                .push(format!("{shown}: not an object name"));
                             continue;
                         };
                         match check_object(repo, &id) {
@@ -107,7 +122,10 @@ fn check_object(repo: &Repository, id: &ObjectId) -> Result<u64> {
             None => anyhow::bail!("fs-verity is not enabled"),
         }
     }
-    let (digest, n) = fsverity::digest_reader(id.algorithm(), std::io::BufReader::with_capacity(256 * 1024, f))?;
+    let (digest, n) = fsverity::digest_reader(
+        id.algorithm(),
+        std::io::BufReader::with_capacity(256 * 1024, f),
+    )?;
     if digest != *id {
         anyhow::bail!("content digest is {digest}: the object is corrupt");
     }
@@ -137,7 +155,9 @@ fn check_entries(repo: &Repository, report: &mut FsckReport, sizes: &HashMap<Obj
                 }
             };
             if !sizes.contains_key(&id) {
-                report.problems.push(format!("{shown}: its object {id} is missing or damaged"));
+                report
+                    .problems
+                    .push(format!("{shown}: its object {id} is missing or damaged"));
                 continue;
             }
             if kind == RefKind::Stream {
@@ -171,7 +191,10 @@ fn check_stream(repo: &Repository, id: &ObjectId, sizes: &HashMap<ObjectId, u64>
         };
     }
     if total != stream.stream_size {
-        anyhow::bail!("chunks add up to {total} bytes but the stream records {}", stream.stream_size);
+        anyhow::bail!(
+            "chunks add up to {total} bytes but the stream records {}",
+            stream.stream_size
+        );
     }
     Ok(())
 }
@@ -188,7 +211,9 @@ fn check_refs(repo: &Repository, report: &mut FsckReport) {
         for (name, entry) in refs {
             report.refs += 1;
             if let Err(e) = repo.entry_object(kind, &entry) {
-                report.problems.push(format!("{}/refs/{name}: {e:#}", kind.dir()));
+                report
+                    .problems
+                    .push(format!("{}/refs/{name}: {e:#}", kind.dir()));
             }
         }
     }

@@ -35,7 +35,9 @@ pub fn reachable(repo: &Repository) -> Result<HashSet<ObjectId>> {
     for (name, entry) in repo.list_refs(RefKind::Stream)? {
         let id = repo
             .entry_object(RefKind::Stream, &entry)
-            .with_context(|| format!("stream ref {name:?} is broken; run `composefs fsck` (nothing was deleted)"))?;
+            .with_context(|| {
+                format!("stream ref {name:?} is broken; run `composefs fsck` (nothing was deleted)")
+            })?;
         queue.push((format!("ref {name:?}"), id));
     }
     while let Some((via, id)) = queue.pop() {
@@ -63,7 +65,10 @@ pub fn reachable(repo: &Repository) -> Result<HashSet<ObjectId>> {
 pub fn gc(repo: &Repository, dry_run: bool) -> Result<GcReport> {
     repo.ensure_writable()?;
     let marked = reachable(repo)?;
-    let mut report = GcReport { dry_run, ..Default::default() };
+    let mut report = GcReport {
+        dry_run,
+        ..Default::default()
+    };
     let objects = repo.path().join("objects");
     for fan in 0..=255u8 {
         let dir = objects.join(format!("{fan:02x}"));

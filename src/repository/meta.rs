@@ -73,7 +73,11 @@ impl Meta {
         if !verity {
             features.compatible.push(NO_FSVERITY.to_string());
         }
-        Meta { version: FORMAT_VERSION, algorithm: algorithm.meta_name(), features }
+        Meta {
+            version: FORMAT_VERSION,
+            algorithm: algorithm.meta_name(),
+            features,
+        }
     }
 
     pub fn parse(text: &[u8]) -> Result<Self, MetaError> {
@@ -94,7 +98,10 @@ impl Meta {
         let algorithm = Algorithm::from_meta_name(&self.algorithm)
             .ok_or_else(|| MetaError::Algorithm(self.algorithm.clone()))?;
         let unknown = |list: &[String], known: &[&str]| -> Vec<String> {
-            list.iter().filter(|f| !known.contains(&f.as_str())).cloned().collect()
+            list.iter()
+                .filter(|f| !known.contains(&f.as_str()))
+                .cloned()
+                .collect()
         };
         let incompat = unknown(&self.features.incompatible, KNOWN_INCOMPAT);
         if !incompat.is_empty() {
@@ -102,7 +109,11 @@ impl Meta {
         }
         let writable = unknown(&self.features.read_only_compatible, KNOWN_RO_COMPAT).is_empty();
         let verity = !self.features.compatible.iter().any(|f| f == NO_FSVERITY);
-        Ok(Checked { algorithm, writable, verity })
+        Ok(Checked {
+            algorithm,
+            writable,
+            verity,
+        })
     }
 }
 

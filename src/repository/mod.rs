@@ -79,7 +79,8 @@ pub fn default_path(explicit: Option<&Path>) -> Result<PathBuf> {
     if rustix::process::geteuid().is_root() {
         return Ok(PathBuf::from("/sysroot/composefs"));
     }
-    let home = std::env::var_os("HOME").context("cannot find the repository: $HOME is not set (use --repo)")?;
+    let home = std::env::var_os("HOME")
+        .context("cannot find the repository: $HOME is not set (use --repo)")?;
     Ok(Path::new(&home).join(".var/lib/composefs"))
 }
 
@@ -107,14 +108,22 @@ impl Repository {
             mkdir_all_at(&dir, Path::new(&sub), 0o755)
                 .with_context(|| format!("cannot create {}/{sub}", path.display()))?;
         }
-        let objects = open_dir_at(&dir, "objects").with_context(|| format!("cannot open {}/objects", path.display()))?;
+        let objects = open_dir_at(&dir, "objects")
+            .with_context(|| format!("cannot open {}/objects", path.display()))?;
         let verity = objects::probe_verity(&objects, algorithm);
         let meta = meta::Meta::new(algorithm, verity);
         write_file_atomic(&dir, meta::META_FILENAME, meta.to_json().as_bytes())
             .with_context(|| format!("cannot write {}", meta_path.display()))?;
         rustix::fs::flock(&dir, FlockOperation::LockShared)
             .with_context(|| format!("cannot lock repository {}", path.display()))?;
-        Ok(Repository { path: path.to_path_buf(), dir, objects, algorithm, verity, writable: true })
+        Ok(Repository {
+            path: path.to_path_buf(),
+            dir,
+            objects,
+            algorithm,
+            verity,
+            writable: true,
+        })
     }
 
     /// Open an existing repository with a shared lock.
@@ -124,21 +133,25 @@ impl Repository {
 
     /// Open an existing repository, waiting for the given lock.
     pub fn open_locked(path: &Path, lock: Lock) -> Result<Self> {
-        let dir = open_dir_at(rustix::fs::CWD, path).map_err(std::io::Error::from).map_err(|e| {
-            if e.kind() == ErrorKind::NotFound {
-                anyhow::anyhow!(
-                    "no composefs repository at {} (create one with `composefs init`)",
-                    path.display()
-                )
-            } else {
-                anyhow::Error::new(e).context(format!("cannot open repository {}", path.display()))
-            }
-        })?;
+        let dir = open_dir_at(rustix::fs::CWD, path)
+            .map_err(std::io::Error::from)
+            .map_err(|e| {
+                if e.kind() == ErrorKind::NotFound {
+                    anyhow::anyhow!(
+                        "no composefs repository at {} (create one with `composefs init`)",
+                        path.display()
+                    )
+                } else {
+                    anyhow::Error::new(e)
+                        .context(format!("cannot open repository {}", path.display()))
+                }
+            })?;
         let op = match lock {
             Lock::Shared => FlockOperation::LockShared,
             Lock::Exclusive => FlockOperation::LockExclusive,
         };
-        rustix::fs::flock(&dir, op).with_context(|| format!("cannot lock repository {}", path.display()))?;
+        rustix::fs::flock(&dir, op)
+            .with_context(|| format!("cannot lock repository {}", path.display()))?;
         let text = match read_at(&dir, meta::META_FILENAME) {
             Ok(t) => t,
             Err(e) if e.kind() == ErrorKind::NotFound => bail!(
@@ -147,7 +160,9 @@ impl Repository {
                 meta::META_FILENAME
             ),
             Err(e) => {
-                return Err(e).with_context(|| format!("cannot read {}/{}", path.display(), meta::META_FILENAME));
+                return Err(e).with_context(|| {
+                    format!("cannot read {}/{}", path.display(), meta::META_FILENAME)
+                });
             }
         };
         let checked = meta::Meta::parse(&text)

@@ -57,12 +57,19 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 impl<'r> ObjectWriter<'r> {
     pub(super) fn new(repo: &'r Repository) -> Result<Self> {
         repo.ensure_writable()?;
-        let (file, tmp) = create_tmp(repo.objects_dir())
-            .with_context(|| format!("cannot create a temporary object in {}/objects", repo.path().display()))?;
+        let (file, tmp) = create_tmp(repo.objects_dir()).with_context(|| {
+            format!(
+                "cannot create a temporary object in {}/objects",
+                repo.path().display()
+            )
+        })?;
         Ok(ObjectWriter {
             repo,
             out: BufWriter::with_capacity(WRITE_BUF, file),
-            tmp: TmpGuard { objects: repo.objects_dir(), tmp },
+            tmp: TmpGuard {
+                objects: repo.objects_dir(),
+                tmp,
+            },
             hasher: Hasher::new(repo.algorithm()),
         })
     }
@@ -78,13 +85,29 @@ impl<'r> ObjectWriter<'r> {
 
     /// Link the object into place. Returns its id and whether it was new.
     pub fn finish(self) -> Result<(ObjectId, bool)> {
-        let ObjectWriter { repo, out, tmp, hasher } = self;
+        let ObjectWriter {
+            repo,
+            out,
+            tmp,
+            hasher,
+        } = self;
         let id = hasher.finish();
-        let file = out.into_inner().map_err(|e| e.into_error()).context("cannot write object")?;
-        let file = if repo.verity() { seal_with_verity(file, &id)? } else { file };
+        let file = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .context("cannot write object")?;
+        let file = if repo.verity() {
+            seal_with_verity(file, &id)?
+        } else {
+            file
+        };
         let name = id.object_path();
         let linked = match &tmp.tmp {
-            Tmp::Anonymous => link_retry(|| link_tmpfile(&file, repo.objects_dir(), OsStr::new(&name)), repo, &id),
+            Tmp::Anonymous => link_retry(
+                || link_tmpfile(&file, repo.objects_dir(), OsStr::new(&name)),
+                repo,
+                &id,
+            ),
             Tmp::Named(tmp) => link_retry(
                 || {
                     rustix::fs::linkat(
@@ -150,8 +173,17 @@ fn create_tmp(objects: &File) -> io::Result<(File, Tmp)> {
 
 /// Link, creating the fan-out directory if a foreign repository lacks it.
 /// `Ok(false)` when the object already existed.
-fn link_retry(link: impl Fn() -> rustix::io::Result<()>, repo: &Repository, id: &ObjectId) -> Result<bool> {
-    let ctx = || format!("cannot store object {id} in {}/objects", repo.path().display());
+fn link_retry(
+    link: impl Fn() -> rustix::io::Result<()>,
+    repo: &Repository,
+    id: &ObjectId,
+) -> Result<bool> {
+    let ctx = || {
+        format!(
+            "cannot store object {id} in {}/objects",
+            repo.path().display()
+        )
+    };
     match link() {
         Ok(()) => Ok(true),
         Err(Errno::EXIST) => Ok(false),
@@ -174,10 +206,14 @@ fn link_retry(link: impl Fn() -> rustix::io::Result<()>, repo: &Repository, id: 
 /// Reopen read-only (fs-verity refuses files with writers), enable verity and
 /// check the kernel's measurement against our userspace digest.
 fn seal_with_verity(file: File, id: &ObjectId) -> Result<File> {
-    let ro = File::open(proc_self_fd(&file)).with_context(|| format!("cannot reopen object {id}"))?;
+    let ro =
+        File::open(proc_self_fd(&file)).with_context(|| format!("cannot reopen object {id}"))?;
     drop(file);
-    fsverity::ioctl::enable(&ro, id.algorithm()).with_context(|| format!("cannot enable fs-verity on object {id}"))?;
-    match fsverity::ioctl::measure(&ro, id.algorithm()).with_context(|| format!("cannot measure object {id}"))? {
+    fsverity::ioctl::enable(&ro, id.algorithm())
+        .with_context(|| format!("cannot enable fs-verity on object {id}"))?;
+    match fsverity::ioctl::measure(&ro, id.algorithm())
+        .with_context(|| format!("cannot measure object {id}"))?
+    {
         Some(m) if m == *id => Ok(ro),
         Some(m) => bail!("kernel measured object {id} as {m}: userspace digest disagrees"),
         None => bail!("fs-verity was enabled on object {id} but the kernel reports none"),
@@ -186,12 +222,16 @@ fn seal_with_verity(file: File, id: &ObjectId) -> Result<File> {
 
 /// Does the filesystem under `objects` support fs-verity? Tried on a scratch file.
 pub(super) fn probe_verity(objects: &File, alg: Algorithm) -> bool {
-    let Ok((mut f, tmp)) = create_tmp(objects) else { return false };
+    let Ok((mut f, tmp)) = create_tmp(objects) else {
+        return false;
+    };
     let _guard = TmpGuard { objects, tmp };
     if f.write_all(b"composefs fs-verity probe").is_err() {
         return false;
     }
-    let Ok(ro) = File::open(proc_self_fd(&f)) else { return false };
+    let Ok(ro) = File::open(proc_self_fd(&f)) else {
+        return false;
+    };
     drop(f);
     fsverity::ioctl::enable(&ro, alg).is_ok()
 }
@@ -209,7 +249,8 @@ impl Repository {
             return Ok(id);
         }
         let mut w = self.object_writer()?;
-        w.write_all(data).with_context(|| format!("cannot write object {id}"))?;
+        w.write_all(data)
+            .with_context(|| format!("cannot write object {id}"))?;
         Ok(w.finish()?.0)
     }
 
@@ -222,7 +263,11 @@ impl Repository {
     }
 
     pub fn has_object(&self, id: &ObjectId) -> Result<bool> {
-        match rustix::fs::statat(self.objects_dir(), id.object_path(), AtFlags::SYMLINK_NOFOLLOW) {
+        match rustix::fs::statat(
+            self.objects_dir(),
+            id.object_path(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ) {
             Ok(_) => Ok(true),
             Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(e).with_context(|| format!("cannot look up object {id}")),
@@ -239,7 +284,12 @@ impl Repository {
             Mode::empty(),
         )
         .map_err(io::Error::from)
-        .with_context(|| format!("cannot open object {id} in {}/objects", self.path().display()))?;
+        .with_context(|| {
+            format!(
+                "cannot open object {id} in {}/objects",
+                self.path().display()
+            )
+        })?;
         let f = File::from(fd);
         if self.verity() {
             match fsverity::ioctl::measure(&f, id.algorithm())

@@ -71,7 +71,13 @@ pub fn validate_ref_name(name: &str) -> Result<()> {
 
 /// Entry names (content ids) are single path components.
 fn validate_entry_name(name: &str) -> Result<()> {
-    if name.is_empty() || name == "." || name == ".." || name == "refs" || name.contains(['/', '\0']) || name.starts_with(".tmp-") {
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name == "refs"
+        || name.contains(['/', '\0'])
+        || name.starts_with(".tmp-")
+    {
         bail!("invalid stream name {name:?}");
     }
     Ok(())
@@ -97,11 +103,10 @@ impl Repository {
         validate_entry_name(entry)?;
         let path = Path::new(kind.dir()).join(entry);
         let target = Path::new("../objects").join(id.object_path());
-        if let Ok(existing) = self.readlink(&path) {
-            if existing == target {
+        if let Ok(existing) = self.readlink(&path)
+            && existing == target {
                 return Ok(());
             }
-        }
         replace_symlink(self.dir(), &path, &target)
             .with_context(|| format!("cannot link {}/{}", self.path().display(), path.display()))
     }
@@ -113,8 +118,13 @@ impl Repository {
         validate_entry_name(entry)?;
         let rel = Path::new(kind.dir()).join("refs").join(name);
         if let Some(parent) = rel.parent() {
-            mkdir_all_at(self.dir(), parent, 0o755)
-                .with_context(|| format!("cannot create {}/{}", self.path().display(), parent.display()))?;
+            mkdir_all_at(self.dir(), parent, 0o755).with_context(|| {
+                format!(
+                    "cannot create {}/{}",
+                    self.path().display(),
+                    parent.display()
+                )
+            })?;
         }
         let depth = name.split('/').count();
         let mut target = PathBuf::new();
@@ -133,7 +143,11 @@ impl Repository {
         let rel = Path::new(kind.dir()).join("refs").join(name);
         match rustix::fs::unlinkat(self.dir(), &rel, AtFlags::empty()) {
             Ok(()) => Ok(()),
-            Err(Errno::NOENT) => bail!("no ref {name:?} in {}/{}/refs", self.path().display(), kind.dir()),
+            Err(Errno::NOENT) => bail!(
+                "no ref {name:?} in {}/{}/refs",
+                self.path().display(),
+                kind.dir()
+            ),
             Err(e) => Err(e).with_context(|| format!("cannot remove ref {}", rel.display())),
         }
     }
@@ -149,8 +163,13 @@ impl Repository {
                 anyhow::Error::new(e).context(format!("cannot read {}", path.display()))
             }
         })?;
-        id_from_object_link(self, &target)
-            .with_context(|| format!("{} does not point into objects/ (it points to {})", path.display(), target.display()))
+        id_from_object_link(self, &target).with_context(|| {
+            format!(
+                "{} does not point into objects/ (it points to {})",
+                path.display(),
+                target.display()
+            )
+        })
     }
 
     /// What entry a ref points to.
@@ -160,13 +179,21 @@ impl Repository {
         let target = match self.readlink(&rel) {
             Ok(t) => t,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => bail!("{} is not a symlink", rel.display()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                bail!("{} is not a symlink", rel.display())
+            }
             Err(e) => return Err(e).with_context(|| format!("cannot read ref {}", rel.display())),
         };
         let entry = target
             .file_name()
             .and_then(|n| n.to_str())
-            .with_context(|| format!("ref {} has an unusable target {}", rel.display(), target.display()))?;
+            .with_context(|| {
+                format!(
+                    "ref {} has an unusable target {}",
+                    rel.display(),
+                    target.display()
+                )
+            })?;
         Ok(Some(entry.to_string()))
     }
 
@@ -174,27 +201,37 @@ impl Repository {
     /// an entry (content id), or a bare hex digest.
     pub fn resolve(&self, kind: RefKind, name: &str) -> Result<Resolved> {
         let as_ref = name.strip_prefix("refs/").unwrap_or(name);
-        if validate_ref_name(as_ref).is_ok() {
-            if let Some(entry) = self.ref_entry(kind, as_ref)? {
+        if validate_ref_name(as_ref).is_ok()
+            && let Some(entry) = self.ref_entry(kind, as_ref)? {
                 let id = self
                     .entry_object(kind, &entry)
                     .with_context(|| format!("ref {name:?} is broken"))?;
-                return Ok(Resolved { entry: Some(entry), id });
+                return Ok(Resolved {
+                    entry: Some(entry),
+                    id,
+                });
             }
-        }
         if validate_entry_name(name).is_ok() {
             match self.entry_object(kind, name) {
-                Ok(id) => return Ok(Resolved { entry: Some(name.to_string()), id }),
+                Ok(id) => {
+                    return Ok(Resolved {
+                        entry: Some(name.to_string()),
+                        id,
+                    });
+                }
                 Err(_) if !Path::new(kind.dir()).join(name).exists() => {}
                 Err(e) => return Err(e),
             }
         }
-        if let Some(id) = ObjectId::from_hex(self.algorithm(), name) {
-            if self.has_object(&id)? {
+        if let Some(id) = ObjectId::from_hex(self.algorithm(), name)
+            && self.has_object(&id)? {
                 return Ok(Resolved { entry: None, id });
             }
-        }
-        bail!("no {} named {name:?} in {}", kind_noun(kind), self.path().display())
+        bail!(
+            "no {} named {name:?} in {}",
+            kind_noun(kind),
+            self.path().display()
+        )
     }
 
     /// Every ref of a kind as `(name, entry)`, sorted by name.
@@ -203,7 +240,11 @@ impl Repository {
         let mut out = Vec::new();
         let mut stack = vec![String::new()];
         while let Some(prefix) = stack.pop() {
-            let dir = if prefix.is_empty() { root.clone() } else { root.join(&prefix) };
+            let dir = if prefix.is_empty() {
+                root.clone()
+            } else {
+                root.join(&prefix)
+            };
             let rd = match std::fs::read_dir(&dir) {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == ErrorKind::NotFound && prefix.is_empty() => continue,
@@ -211,12 +252,20 @@ impl Repository {
             };
             for ent in rd {
                 let ent = ent.with_context(|| format!("cannot list {}", dir.display()))?;
-                let Some(fname) = ent.file_name().to_str().map(str::to_string) else { continue };
+                let Some(fname) = ent.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
                 if fname.starts_with(".tmp-") {
                     continue;
                 }
-                let name = if prefix.is_empty() { fname } else { format!("{prefix}/{fname}") };
-                let ft = ent.file_type().with_context(|| format!("cannot stat {}", ent.path().display()))?;
+                let name = if prefix.is_empty() {
+                    fname
+                } else {
+                    format!("{prefix}/{fname}")
+                };
+                let ft = ent
+                    .file_type()
+                    .with_context(|| format!("cannot stat {}", ent.path().display()))?;
                 if ft.is_dir() {
                     stack.push(name);
                 } else if ft.is_symlink() {
@@ -241,7 +290,9 @@ impl Repository {
         };
         for ent in rd {
             let ent = ent.with_context(|| format!("cannot list {}", dir.display()))?;
-            let Some(name) = ent.file_name().to_str().map(str::to_string) else { continue };
+            let Some(name) = ent.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
             if name == "refs" || name.starts_with(".tmp-") {
                 continue;
             }
@@ -284,7 +335,9 @@ mod tests {
     fn ref_names() {
         assert!(validate_ref_name("a").is_ok());
         assert!(validate_ref_name("oci/img:latest").is_ok());
-        for bad in ["", "/a", "a//b", "a/../b", "..", ".", "a/.", "a\0b", ".tmp-x"] {
+        for bad in [
+            "", "/a", "a//b", "a/../b", "..", ".", "a/.", "a\0b", ".tmp-x",
+        ] {
             assert!(validate_ref_name(bad).is_err(), "{bad:?} accepted");
         }
         assert!(validate_ref_name(&"x".repeat(1025)).is_err());

@@ -15,11 +15,18 @@ impl Repository {
     /// Finish `writer`, name the result `streams/<content_id>` and, if given,
     /// point `streams/refs/<ref_name>` at it. Everything the ref depends on
     /// is synced to disk (one `syncfs`) before the ref appears.
-    pub fn commit_stream(&self, writer: SplitStreamWriter<'_>, content_id: &str, ref_name: Option<&str>) -> Result<ObjectId> {
+    pub fn commit_stream(
+        &self,
+        writer: SplitStreamWriter<'_>,
+        content_id: &str,
+        ref_name: Option<&str>,
+    ) -> Result<ObjectId> {
         if let Some(name) = ref_name {
             super::validate_ref_name(name)?;
         }
-        let id = writer.finish().with_context(|| format!("cannot store stream {content_id}"))?;
+        let id = writer
+            .finish()
+            .with_context(|| format!("cannot store stream {content_id}"))?;
         self.link_entry(RefKind::Stream, content_id, &id)?;
         if let Some(name) = ref_name {
             self.sync()?;
@@ -37,7 +44,9 @@ impl Repository {
     /// Open a stream by ref, content id or digest.
     pub fn open_stream(&self, name: &str) -> Result<(Resolved, SplitStreamReader)> {
         let resolved = self.resolve(RefKind::Stream, name)?;
-        let reader = self.open_stream_object(&resolved.id).with_context(|| format!("stream {name:?}"))?;
+        let reader = self
+            .open_stream_object(&resolved.id)
+            .with_context(|| format!("stream {name:?}"))?;
         Ok((resolved, reader))
     }
 }

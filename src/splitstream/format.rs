@@ -43,7 +43,10 @@ impl Header {
 
     pub fn decode(b: &[u8]) -> Result<Self> {
         if b.len() < HEADER_SIZE {
-            bail!("file is too short for a splitstream header ({} bytes)", b.len());
+            bail!(
+                "file is too short for a splitstream header ({} bytes)",
+                b.len()
+            );
         }
         if b[..11] != MAGIC {
             bail!("not a splitstream (bad magic)");
@@ -52,11 +55,18 @@ impl Header {
             bail!("unsupported splitstream version {}", b[11]);
         }
         let Some(algorithm) = Algorithm::from_kernel_id(b[14]) else {
-            bail!("unknown fs-verity algorithm id {} in splitstream header", b[14]);
+            bail!(
+                "unknown fs-verity algorithm id {} in splitstream header",
+                b[14]
+            );
         };
         let lg_blocksize = b[15];
         let info = u64_at(b, 16)..u64_at(b, 24);
-        Ok(Header { algorithm, lg_blocksize, info })
+        Ok(Header {
+            algorithm,
+            lg_blocksize,
+            info,
+        })
     }
 }
 
@@ -94,7 +104,10 @@ impl Info {
 
     pub fn decode(b: &[u8]) -> Result<Self> {
         if b.len() < INFO_SIZE {
-            bail!("splitstream info section is {} bytes, need at least {INFO_SIZE}", b.len());
+            bail!(
+                "splitstream info section is {} bytes, need at least {INFO_SIZE}",
+                b.len()
+            );
         }
         Ok(Info {
             stream_refs: u64_at(b, 0)..u64_at(b, 8),
@@ -127,7 +140,11 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        let h = Header { algorithm: Algorithm::Sha512, lg_blocksize: 12, info: 32..112 };
+        let h = Header {
+            algorithm: Algorithm::Sha512,
+            lg_blocksize: 12,
+            info: 32..112,
+        };
         let b = h.encode();
         assert_eq!(&b[..11], b"SplitStream");
         assert_eq!(Header::decode(&b).unwrap(), h);

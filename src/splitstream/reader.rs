@@ -64,10 +64,16 @@ fn read_range(f: &mut File, r: &Range<u64>) -> io::Result<Vec<u8>> {
 
 fn parse_ids(alg: Algorithm, raw: &[u8], what: &str) -> Result<Vec<ObjectId>> {
     let n = alg.digest_len();
-    if raw.len() % n != 0 {
-        bail!("splitstream {what} array is {} bytes, not a multiple of {n}", raw.len());
+    if !raw.len().is_multiple_of(n) {
+        bail!(
+            "splitstream {what} array is {} bytes, not a multiple of {n}",
+            raw.len()
+        );
     }
-    Ok(raw.chunks_exact(n).map(|c| ObjectId::from_bytes(alg, c).expect("length checked")).collect())
+    Ok(raw
+        .chunks_exact(n)
+        .map(|c| ObjectId::from_bytes(alg, c).expect("length checked"))
+        .collect())
 }
 
 impl SplitStreamReader {
@@ -77,32 +83,56 @@ impl SplitStreamReader {
         let file_len = file.metadata().context("cannot stat splitstream")?.len();
         let mut hb = [0u8; HEADER_SIZE];
         if file_len < HEADER_SIZE as u64 {
-            bail!("splitstream is {file_len} bytes, shorter than its {HEADER_SIZE}-byte header: truncated");
+            bail!(
+                "splitstream is {file_len} bytes, shorter than its {HEADER_SIZE}-byte header: truncated"
+            );
         }
-        file.read_exact(&mut hb).context("cannot read splitstream header")?;
+        file.read_exact(&mut hb)
+            .context("cannot read splitstream header")?;
         let header = Header::decode(&hb)?;
         if header.algorithm != algorithm {
-            bail!("splitstream uses {}, the repository uses {algorithm}", header.algorithm);
+            bail!(
+                "splitstream uses {}, the repository uses {algorithm}",
+                header.algorithm
+            );
         }
         if header.lg_blocksize != Algorithm::LG_BLOCKSIZE {
-            bail!("splitstream uses fs-verity block size 2^{}, only 2^12 is supported", header.lg_blocksize);
+            bail!(
+                "splitstream uses fs-verity block size 2^{}, only 2^12 is supported",
+                header.lg_blocksize
+            );
         }
         check_range(&header.info, file_len, "info")?;
         if header.info.end - header.info.start < INFO_SIZE as u64 {
-            bail!("splitstream info section is too short ({} bytes)", header.info.end - header.info.start);
+            bail!(
+                "splitstream info section is too short ({} bytes)",
+                header.info.end - header.info.start
+            );
         }
-        let info_bytes = read_range(&mut file, &(header.info.start..header.info.start + INFO_SIZE as u64))
-            .context("cannot read splitstream info")?;
+        let info_bytes = read_range(
+            &mut file,
+            &(header.info.start..header.info.start + INFO_SIZE as u64),
+        )
+        .context("cannot read splitstream info")?;
         let info = Info::decode(&info_bytes)?;
         check_range(&info.stream_refs, file_len, "stream refs")?;
         check_range(&info.object_refs, file_len, "object refs")?;
         check_range(&info.stream, file_len, "stream")?;
         check_range(&info.named_refs, file_len, "named refs")?;
-        let stream_refs = parse_ids(algorithm, &read_range(&mut file, &info.stream_refs)?, "stream refs")?;
-        let object_refs = parse_ids(algorithm, &read_range(&mut file, &info.object_refs)?, "object refs")?;
+        let stream_refs = parse_ids(
+            algorithm,
+            &read_range(&mut file, &info.stream_refs)?,
+            "stream refs",
+        )?;
+        let object_refs = parse_ids(
+            algorithm,
+            &read_range(&mut file, &info.object_refs)?,
+            "object refs",
+        )?;
         let named_refs = parse_named_refs(&read_range(&mut file, &info.named_refs)?, &stream_refs)?;
 
-        file.seek(SeekFrom::Start(info.stream.start)).context("cannot seek splitstream")?;
+        file.seek(SeekFrom::Start(info.stream.start))
+            .context("cannot seek splitstream")?;
         let limited = file.take(info.stream.end - info.stream.start);
         let decoder = zstd::stream::read::Decoder::with_buffer(BufReader::new(limited))
             .context("cannot start zstd decompression")?;
@@ -139,7 +169,8 @@ impl SplitStreamReader {
     pub fn next_piece(&mut self) -> Result<Option<Piece<'_>>> {
         if self.inline_left == 0 {
             let mut hdr = [0u8; 8];
-            let got = read_some(&mut self.decoder, &mut hdr).context("cannot decompress splitstream")?;
+            let got =
+                read_some(&mut self.decoder, &mut hdr).context("cannot decompress splitstream")?;
             if got == 0 {
                 return Ok(None);
             }
@@ -169,7 +200,9 @@ impl SplitStreamReader {
         self.decoder
             .read_exact(&mut self.buf[..n])
             .map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => anyhow::anyhow!("splitstream data ends inside an inline chunk: truncated"),
+                io::ErrorKind::UnexpectedEof => {
+                    anyhow::anyhow!("splitstream data ends inside an inline chunk: truncated")
+                }
                 _ => anyhow::Error::new(e).context("cannot decompress splitstream"),
             })?;
         self.inline_left -= n as u64;
@@ -189,7 +222,8 @@ impl SplitStreamReader {
                 }
                 Piece::External(id) => {
                     let mut f = repo.open_object(&id)?;
-                    total += io::copy(&mut f, out).with_context(|| format!("cannot copy object {id}"))?;
+                    total += io::copy(&mut f, out)
+                        .with_context(|| format!("cannot copy object {id}"))?;
                 }
             }
         }
@@ -229,10 +263,15 @@ fn parse_named_refs(raw: &[u8], stream_refs: &[ObjectId]) -> Result<Vec<(String,
         let (idx, name) = rec
             .split_once(':')
             .with_context(|| format!("splitstream named ref {rec:?} has no ':'"))?;
-        let idx: usize = idx.parse().with_context(|| format!("splitstream named ref {rec:?}: bad index"))?;
-        let id = stream_refs
-            .get(idx)
-            .with_context(|| format!("splitstream named ref {rec:?} points past the {} stream refs", stream_refs.len()))?;
+        let idx: usize = idx
+            .parse()
+            .with_context(|| format!("splitstream named ref {rec:?}: bad index"))?;
+        let id = stream_refs.get(idx).with_context(|| {
+            format!(
+                "splitstream named ref {rec:?} points past the {} stream refs",
+                stream_refs.len()
+            )
+        })?;
         out.push((name.to_string(), *id));
     }
     Ok(out)

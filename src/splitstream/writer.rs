@@ -37,10 +37,17 @@ pub struct SplitStreamWriter<'r> {
 impl<'r> SplitStreamWriter<'r> {
     pub fn new(repo: &'r Repository, content_type: u64) -> Result<Self> {
         repo.ensure_writable()?;
-        let tmp = tempfile::tempfile_in(repo.path().join("objects"))
-            .with_context(|| format!("cannot create a temporary file in {}/objects", repo.path().display()))?;
-        let stream = zstd::stream::write::Encoder::new(BufWriter::with_capacity(256 * 1024, tmp), ZSTD_LEVEL)
-            .context("cannot start zstd compression")?;
+        let tmp = tempfile::tempfile_in(repo.path().join("objects")).with_context(|| {
+            format!(
+                "cannot create a temporary file in {}/objects",
+                repo.path().display()
+            )
+        })?;
+        let stream = zstd::stream::write::Encoder::new(
+            BufWriter::with_capacity(256 * 1024, tmp),
+            ZSTD_LEVEL,
+        )
+        .context("cannot start zstd compression")?;
         Ok(SplitStreamWriter {
             repo,
             content_type,
@@ -80,8 +87,12 @@ impl<'r> SplitStreamWriter<'r> {
             return Ok(());
         }
         let len = self.inline.len() as i64;
-        self.stream.write_all(&(-len).to_le_bytes()).context("cannot write splitstream")?;
-        self.stream.write_all(&self.inline).context("cannot write splitstream")?;
+        self.stream
+            .write_all(&(-len).to_le_bytes())
+            .context("cannot write splitstream")?;
+        self.stream
+            .write_all(&self.inline)
+            .context("cannot write splitstream")?;
         self.inline.clear();
         Ok(())
     }
@@ -98,7 +109,9 @@ impl<'r> SplitStreamWriter<'r> {
     pub fn write_object_ref(&mut self, id: ObjectId, size: u64) -> Result<()> {
         self.flush_inline()?;
         let idx = self.object_ref_index(id) as i64;
-        self.stream.write_all(&idx.to_le_bytes()).context("cannot write splitstream")?;
+        self.stream
+            .write_all(&idx.to_le_bytes())
+            .context("cannot write splitstream")?;
         self.size += size;
         Ok(())
     }
@@ -153,10 +166,13 @@ impl<'r> SplitStreamWriter<'r> {
             .map_err(|e| e.into_error())
             .context("cannot write splitstream")?;
         let stream_len = tmp.stream_position().context("cannot write splitstream")?;
-        tmp.seek(SeekFrom::Start(0)).context("cannot rewind splitstream")?;
+        tmp.seek(SeekFrom::Start(0))
+            .context("cannot rewind splitstream")?;
 
         let named = encode_named_refs(&self.named_refs)?;
-        let refs_bytes = |v: &[ObjectId]| -> Vec<u8> { v.iter().flat_map(|id| id.as_bytes().to_vec()).collect() };
+        let refs_bytes = |v: &[ObjectId]| -> Vec<u8> {
+            v.iter().flat_map(|id| id.as_bytes().to_vec()).collect()
+        };
         let stream_refs = refs_bytes(&self.stream_refs);
         let object_refs = refs_bytes(&self.object_refs);
 

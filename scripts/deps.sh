@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install the Debian packages composefs's tests and demo use (idempotent).
+# Runs apt-get as root, or through sudo for a user.
+set -euo pipefail
+
+PKGS=(
+  fsverity   # `fsverity digest`: the oracle for our digests
+  attr       # getfattr/setfattr: xattrs in test trees
+  tar gzip zstd
+  util-linux # flock, mknod helpers
+  time       # GNU /usr/bin/time for peak-memory figures in benches
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing: ${missing[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
