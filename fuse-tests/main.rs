@@ -8,5 +8,8 @@ use std::os::unix::fs::FileTypeExt;
 #[test]
 fn dev_fuse_is_a_character_device() {
     let meta = std::fs::metadata("/dev/fuse").expect("/dev/fuse is missing: FUSE tests cannot run");
-    assert!(meta.file_type().is_char_device(), "/dev/fuse is not a character device");
+    assert!(
+        meta.file_type().is_char_device(),
+        "/dev/fuse is not a character device"
+    );
 }

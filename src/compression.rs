@@ -1,6 +1,6 @@
 //! Transparent decompression of input streams, detected by magic bytes.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 
 /// What a stream turned out to be compressed with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,9 +21,11 @@ impl Compression {
 }
 
 /// Peek at the first bytes of `r` and wrap it in the matching decoder.
-pub fn decompress<'a>(r: impl Read + 'a) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
-    let mut br = BufReader::with_capacity(256 * 1024, r);
-    let head = br.fill_buf()?;
+/// The magic is read in full even when the input trickles in byte by byte.
+pub fn decompress<'a>(mut r: impl Read + 'a) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    let mut head = [0u8; 4];
+    let n = crate::util::read_full(&mut r, &mut head)?;
+    let head = &head[..n];
     let kind = if head.starts_with(&[0x1f, 0x8b]) {
         Compression::Gzip
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
@@ -31,6 +33,7 @@ pub fn decompress<'a>(r: impl Read + 'a) -> io::Result<(Compression, Box<dyn Rea
     } else {
         Compression::None
     };
+    let br = BufReader::with_capacity(256 * 1024, io::Cursor::new(head.to_vec()).chain(r));
     let out: Box<dyn Read + 'a> = match kind {
         Compression::Gzip => Box::new(BufReader::with_capacity(
             256 * 1024,
@@ -68,6 +71,32 @@ mod tests {
             r.read_to_end(&mut out).unwrap();
             assert_eq!(out, data);
         }
+    }
+
+    /// A reader that hands out one byte per call.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() || buf.is_empty() {
+                return Ok(0);
+            }
+            buf[0] = self.0[0];
+            self.0 = &self.0[1..];
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn detects_magic_arriving_byte_by_byte() {
+        let zs = zstd::bulk::compress(b"abc", 3).unwrap();
+        let (kind, mut r) = decompress(Trickle(&zs)).unwrap();
+        assert_eq!(kind, Compression::Zstd);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"abc");
+        let (kind, _) = decompress(Trickle(b"x")).unwrap();
+        assert_eq!(kind, Compression::None);
     }
 
     #[test]

@@ -222,6 +222,12 @@ pub fn split(
             _ => pax_size.take().unwrap_or(header_size),
         };
         let padding = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
+        let Some(padded) = size.checked_add(padding) else {
+            bail!(
+                "tar member {:?} (header at byte {at}) claims an impossible size {size}",
+                shown()
+            );
+        };
         let short = |what: &str| {
             format!(
                 "tar ends inside the {what} of member {:?} (header at byte {at}): truncated",
@@ -239,10 +245,10 @@ pub fn split(
                 }
                 meta.clear();
                 (&mut r)
-                    .take(size + padding)
+                    .take(padded)
                     .read_to_end(&mut meta)
                     .context("cannot read tar")?;
-                if (meta.len() as u64) < size + padding {
+                if (meta.len() as u64) < padded {
                     bail!(short("extended header"));
                 }
                 let data = &meta[..size as usize];
@@ -296,13 +302,11 @@ pub fn split(
             summary.external += 1;
             copy_inline(&mut r, out, padding).map_err(|_| anyhow::anyhow!(short("padding")))?;
         } else {
-            copy_inline(&mut r, out, size + padding).map_err(|e| {
-                match e.downcast_ref::<io::Error>() {
-                    Some(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
-                        anyhow::anyhow!(short("content"))
-                    }
-                    _ => e,
+            copy_inline(&mut r, out, padded).map_err(|e| match e.downcast_ref::<io::Error>() {
+                Some(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+                    anyhow::anyhow!(short("content"))
                 }
+                _ => e,
             })?;
         }
         progress(r.pos);
@@ -347,7 +351,7 @@ mod tests {
 
     #[test]
     fn pax_parsing() {
-        let recs = pax_records(b"11 size=99\n27 path=a/long/name/here\n").unwrap();
+        let recs = pax_records(b"11 size=99\n25 path=a/long/name/here\n").unwrap();
         assert_eq!(recs[0], (&b"size"[..], &b"99"[..]));
         assert_eq!(recs[1].1, b"a/long/name/here");
         assert!(pax_records(b"99 size=1\n").is_err());

@@ -2,23 +2,11 @@
 
 use std::ffi::OsStr;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, CWD, Mode, OFlags};
-
-/// `/proc/self/fd/N` for an open descriptor: lets `linkat` and `open`
-/// reach an `O_TMPFILE` without `CAP_DAC_READ_SEARCH`.
-pub fn proc_self_fd(fd: impl AsFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
-}
-
-/// Give an unnamed (`O_TMPFILE`) file the name `dir/name`.
-/// Fails with `EEXIST` if the name is taken.
-pub fn link_tmpfile(fd: impl AsFd, dir: impl AsFd, name: &OsStr) -> rustix::io::Result<()> {
-    rustix::fs::linkat(CWD, proc_self_fd(fd), dir, name, AtFlags::SYMLINK_FOLLOW)
-}
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 /// Replace (or create) the symlink `dir/name` → `target` atomically: create
 /// it under a temporary name, then rename over.

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::progress;
 use crate::fsverity::Algorithm;
@@ -23,11 +23,13 @@ pub fn init(repo: Option<&Path>, hash: Algorithm) -> Result<ExitCode> {
     } else {
         "no fs-verity on this filesystem: digests computed in userspace, unverified"
     };
-    println!(
+    writeln!(
+        std::io::stdout(),
         "initialized {} repository at {} ({verity})",
         hash.meta_name(),
         path.display()
-    );
+    )
+    .context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 

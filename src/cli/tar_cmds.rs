@@ -54,11 +54,14 @@ pub fn import(repo: Option<&Path>, name: &str, file: Option<&Path>) -> Result<Ex
     let content_id = format!("oci-layer-{}", summary.diff_id());
     let id = r.commit_stream(writer, &content_id, Some(name))?;
     bar.finish_and_clear();
-    println!("{id}  {content_id}");
+    writeln!(std::io::stdout(), "{id}  {content_id}").context("cannot write to stdout")?;
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "imported {shown} as {name}: {} entries, {} external objects, {} bytes",
-            summary.entries, summary.external, summary.size
+            summary.entries,
+            summary.external,
+            summary.size
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -97,6 +97,10 @@ pub fn gc(repo: &Repository, dry_run: bool) -> Result<GcReport> {
             report.bytes_freed += size;
         }
     }
+    // We hold the exclusive lock: every temporary file is a crash leftover.
+    if !dry_run {
+        remove_stale_tmp(&objects)?;
+    }
     for kind in [RefKind::Stream, RefKind::Image] {
         for (entry, id) in repo.list_entries(kind)? {
             let keep = matches!(&id, Ok(id) if marked.contains(id));
@@ -113,4 +117,25 @@ pub fn gc(repo: &Repository, dry_run: bool) -> Result<GcReport> {
         }
     }
     Ok(report)
+}
+
+fn remove_stale_tmp(objects: &std::path::Path) -> Result<()> {
+    let rd =
+        std::fs::read_dir(objects).with_context(|| format!("cannot list {}", objects.display()))?;
+    for ent in rd {
+        let ent = ent.with_context(|| format!("cannot list {}", objects.display()))?;
+        if ent
+            .file_name()
+            .to_string_lossy()
+            .starts_with(super::objects::TMP_PREFIX)
+        {
+            std::fs::remove_file(ent.path()).with_context(|| {
+                format!(
+                    "cannot remove stale temporary file {}",
+                    ent.path().display()
+                )
+            })?;
+        }
+    }
+    Ok(())
 }

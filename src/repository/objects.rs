@@ -1,44 +1,44 @@
 //! Objects: immutable files under `objects/XX/<rest>`, named by fs-verity digest.
 //!
-//! An object is written to an unnamed `O_TMPFILE` in `objects/` while its
+//! An object is written to a temporary file `objects/.tmp-<pid>-<n>` while its
 //! digest is computed, fs-verity is enabled on it where the filesystem
-//! supports it, and only then is it linked into place. An object that already
-//! exists wins (deduplication); nothing is fsynced per object — callers run
-//! [`Repository::sync`] once before publishing a ref.
+//! supports it, and only then is it renamed into place with
+//! `RENAME_NOREPLACE`: an object that already exists wins (deduplication), and
+//! a crash never leaves a partial file under an object's name. Nothing is
+//! fsynced per object — callers run [`Repository::sync`] once before
+//! publishing a ref. Temporary files left by a crash are removed by `gc`.
+//!
+//! Why not `O_TMPFILE`: on ext4 each one costs a trip through the orphan
+//! list (about 130 µs per file here, against 15 µs for a named create), which
+//! made importing a root filesystem three times slower than `tar -x`.
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use super::Repository;
 use crate::fsverity::{self, Algorithm, Hasher, ObjectId};
-use crate::util::{link_tmpfile, proc_self_fd};
 
 const WRITE_BUF: usize = 128 * 1024;
 
-/// Where the temporary file of an [`ObjectWriter`] lives.
-enum Tmp {
-    /// `O_TMPFILE`: no name until linked.
-    Anonymous,
-    /// Fallback for filesystems without `O_TMPFILE`: a dot-name in `objects/`.
-    Named(String),
-}
+/// Prefix of temporary files in `objects/`; nothing else there starts with a dot.
+pub(crate) const TMP_PREFIX: &str = ".tmp-";
 
-/// Removes a named temporary file when dropped.
-struct TmpGuard<'r> {
+/// A temporary file in `objects/`, removed when dropped unless it was renamed.
+struct TmpFile<'r> {
     objects: &'r File,
-    tmp: Tmp,
+    name: String,
+    linked: bool,
 }
 
-impl Drop for TmpGuard<'_> {
+impl Drop for TmpFile<'_> {
     fn drop(&mut self) {
-        if let Tmp::Named(name) = &self.tmp {
-            let _ = rustix::fs::unlinkat(self.objects, name.as_str(), AtFlags::empty());
+        if !self.linked {
+            let _ = rustix::fs::unlinkat(self.objects, self.name.as_str(), AtFlags::empty());
         }
     }
 }
@@ -48,7 +48,7 @@ impl Drop for TmpGuard<'_> {
 pub struct ObjectWriter<'r> {
     repo: &'r Repository,
     out: BufWriter<File>,
-    tmp: TmpGuard<'r>,
+    tmp: TmpFile<'r>,
     hasher: Hasher,
 }
 
@@ -66,10 +66,7 @@ impl<'r> ObjectWriter<'r> {
         Ok(ObjectWriter {
             repo,
             out: BufWriter::with_capacity(WRITE_BUF, file),
-            tmp: TmpGuard {
-                objects: repo.objects_dir(),
-                tmp,
-            },
+            tmp,
             hasher: Hasher::new(repo.algorithm()),
         })
     }
@@ -83,12 +80,12 @@ impl<'r> ObjectWriter<'r> {
         self.len() == 0
     }
 
-    /// Link the object into place. Returns its id and whether it was new.
+    /// Move the object into place. Returns its id and whether it was new.
     pub fn finish(self) -> Result<(ObjectId, bool)> {
         let ObjectWriter {
             repo,
             out,
-            tmp,
+            mut tmp,
             hasher,
         } = self;
         let id = hasher.finish();
@@ -96,33 +93,15 @@ impl<'r> ObjectWriter<'r> {
             .into_inner()
             .map_err(|e| e.into_error())
             .context("cannot write object")?;
-        let file = if repo.verity() {
-            seal_with_verity(file, &id)?
+        if repo.verity() {
+            drop(file);
+            seal_with_verity(repo.objects_dir(), &tmp.name, &id)?;
         } else {
-            file
-        };
-        let name = id.object_path();
-        let linked = match &tmp.tmp {
-            Tmp::Anonymous => link_retry(
-                || link_tmpfile(&file, repo.objects_dir(), OsStr::new(&name)),
-                repo,
-                &id,
-            ),
-            Tmp::Named(tmp) => link_retry(
-                || {
-                    rustix::fs::linkat(
-                        repo.objects_dir(),
-                        tmp.as_str(),
-                        repo.objects_dir(),
-                        name.as_str(),
-                        AtFlags::empty(),
-                    )
-                },
-                repo,
-                &id,
-            ),
-        };
-        linked.map(|new| (id, new))
+            drop(file);
+        }
+        let new = place(repo, &tmp.name, &id)?;
+        tmp.linked = new;
+        Ok((id, new))
     }
 }
 
@@ -144,56 +123,69 @@ impl Write for ObjectWriter<'_> {
     }
 }
 
-fn create_tmp(objects: &File) -> io::Result<(File, Tmp)> {
-    match rustix::fs::openat(
-        objects,
-        ".",
-        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    ) {
-        Ok(fd) => return Ok((File::from(fd), Tmp::Anonymous)),
-        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => {}
-        Err(e) => return Err(e.into()),
-    }
+fn create_tmp(objects: &File) -> io::Result<(File, TmpFile<'_>)> {
     loop {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!(".tmp-{}-{n}", std::process::id());
+        let name = format!("{TMP_PREFIX}{}-{n}", std::process::id());
         match rustix::fs::openat(
             objects,
             name.as_str(),
-            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o644),
         ) {
-            Ok(fd) => return Ok((File::from(fd), Tmp::Named(name))),
+            Ok(fd) => {
+                return Ok((
+                    File::from(fd),
+                    TmpFile {
+                        objects,
+                        name,
+                        linked: false,
+                    },
+                ));
+            }
             Err(Errno::EXIST) => continue,
             Err(e) => return Err(e.into()),
         }
     }
 }
 
-/// Link, creating the fan-out directory if a foreign repository lacks it.
-/// `Ok(false)` when the object already existed.
-fn link_retry(
-    link: impl Fn() -> rustix::io::Result<()>,
-    repo: &Repository,
-    id: &ObjectId,
-) -> Result<bool> {
+/// Rename `objects/<tmp>` to the object's name unless that exists.
+/// `Ok(false)` when the object already existed (the temp file stays, to be
+/// removed by its guard).
+fn place(repo: &Repository, tmp: &str, id: &ObjectId) -> Result<bool> {
     let ctx = || {
         format!(
             "cannot store object {id} in {}/objects",
             repo.path().display()
         )
     };
-    match link() {
+    let name = id.object_path();
+    let objects = repo.objects_dir();
+    let attempt = || match rustix::fs::renameat_with(
+        objects,
+        tmp,
+        objects,
+        name.as_str(),
+        RenameFlags::NOREPLACE,
+    ) {
+        // Filesystems without RENAME_NOREPLACE: link (fails if present), then unlink.
+        Err(Errno::INVAL | Errno::NOSYS) => {
+            rustix::fs::linkat(objects, tmp, objects, name.as_str(), AtFlags::empty()).map(|()| {
+                let _ = rustix::fs::unlinkat(objects, tmp, AtFlags::empty());
+            })
+        }
+        other => other,
+    };
+    match attempt() {
         Ok(()) => Ok(true),
         Err(Errno::EXIST) => Ok(false),
         Err(Errno::NOENT) => {
-            let sub = &id.object_path()[..2];
-            match rustix::fs::mkdirat(repo.objects_dir(), sub, Mode::from_raw_mode(0o755)) {
+            // A repository made elsewhere may lack the fan-out directory.
+            match rustix::fs::mkdirat(objects, &name[..2], Mode::from_raw_mode(0o755)) {
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(e).with_context(ctx),
             }
-            match link() {
+            match attempt() {
                 Ok(()) => Ok(true),
                 Err(Errno::EXIST) => Ok(false),
                 Err(e) => Err(e).with_context(ctx),
@@ -203,18 +195,24 @@ fn link_retry(
     }
 }
 
-/// Reopen read-only (fs-verity refuses files with writers), enable verity and
+/// Open read-only (fs-verity refuses files with writers), enable verity and
 /// check the kernel's measurement against our userspace digest.
-fn seal_with_verity(file: File, id: &ObjectId) -> Result<File> {
-    let ro =
-        File::open(proc_self_fd(&file)).with_context(|| format!("cannot reopen object {id}"))?;
-    drop(file);
+fn seal_with_verity(objects: &File, tmp: &str, id: &ObjectId) -> Result<()> {
+    let ro = File::from(
+        rustix::fs::openat(
+            objects,
+            tmp,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("cannot reopen object {id}"))?,
+    );
     fsverity::ioctl::enable(&ro, id.algorithm())
         .with_context(|| format!("cannot enable fs-verity on object {id}"))?;
     match fsverity::ioctl::measure(&ro, id.algorithm())
         .with_context(|| format!("cannot measure object {id}"))?
     {
-        Some(m) if m == *id => Ok(ro),
+        Some(m) if m == *id => Ok(()),
         Some(m) => bail!("kernel measured object {id} as {m}: userspace digest disagrees"),
         None => bail!("fs-verity was enabled on object {id} but the kernel reports none"),
     }
@@ -225,15 +223,19 @@ pub(super) fn probe_verity(objects: &File, alg: Algorithm) -> bool {
     let Ok((mut f, tmp)) = create_tmp(objects) else {
         return false;
     };
-    let _guard = TmpGuard { objects, tmp };
     if f.write_all(b"composefs fs-verity probe").is_err() {
         return false;
     }
-    let Ok(ro) = File::open(proc_self_fd(&f)) else {
+    drop(f);
+    let Ok(fd) = rustix::fs::openat(
+        objects,
+        tmp.name.as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
         return false;
     };
-    drop(f);
-    fsverity::ioctl::enable(&ro, alg).is_ok()
+    fsverity::ioctl::enable(File::from(fd), alg).is_ok()
 }
 
 impl Repository {

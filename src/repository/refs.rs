@@ -2,7 +2,7 @@
 //! the refs below `streams/refs/` and `images/refs/` that are the GC roots.
 //!
 //! Entries are symlinks to `../objects/XX/<rest>`; refs are relative symlinks
-//! to an entry (`streams/refs/a/b` → `../../../<content-id>`), exactly as
+//! to an entry (`streams/refs/a/b` → `../../<content-id>`), exactly as
 //! composefs-rs lays them out, so either tool can read the other's repository.
 
 use std::ffi::OsStr;
@@ -104,9 +104,10 @@ impl Repository {
         let path = Path::new(kind.dir()).join(entry);
         let target = Path::new("../objects").join(id.object_path());
         if let Ok(existing) = self.readlink(&path)
-            && existing == target {
-                return Ok(());
-            }
+            && existing == target
+        {
+            return Ok(());
+        }
         replace_symlink(self.dir(), &path, &target)
             .with_context(|| format!("cannot link {}/{}", self.path().display(), path.display()))
     }
@@ -126,9 +127,10 @@ impl Repository {
                 )
             })?;
         }
+        // From streams/refs/a/b, one `..` per component of `refs/a` reaches streams/.
         let depth = name.split('/').count();
         let mut target = PathBuf::new();
-        for _ in 0..=depth {
+        for _ in 0..depth {
             target.push("..");
         }
         target.push(entry);
@@ -200,17 +202,23 @@ impl Repository {
     /// Resolve a user-supplied name: a ref (optionally spelled `refs/NAME`),
     /// an entry (content id), or a bare hex digest.
     pub fn resolve(&self, kind: RefKind, name: &str) -> Result<Resolved> {
-        let as_ref = name.strip_prefix("refs/").unwrap_or(name);
-        if validate_ref_name(as_ref).is_ok()
-            && let Some(entry) = self.ref_entry(kind, as_ref)? {
+        let mut ref_names = vec![name];
+        if let Some(stripped) = name.strip_prefix("refs/") {
+            ref_names.push(stripped);
+        }
+        for ref_name in ref_names {
+            if validate_ref_name(ref_name).is_ok()
+                && let Some(entry) = self.ref_entry(kind, ref_name)?
+            {
                 let id = self
                     .entry_object(kind, &entry)
-                    .with_context(|| format!("ref {name:?} is broken"))?;
+                    .with_context(|| format!("ref {ref_name:?} is broken"))?;
                 return Ok(Resolved {
                     entry: Some(entry),
                     id,
                 });
             }
+        }
         if validate_entry_name(name).is_ok() {
             match self.entry_object(kind, name) {
                 Ok(id) => {
@@ -219,14 +227,17 @@ impl Repository {
                         id,
                     });
                 }
-                Err(_) if !Path::new(kind.dir()).join(name).exists() => {}
+                Err(_)
+                    if std::fs::symlink_metadata(self.path().join(kind.dir()).join(name))
+                        .is_err() => {}
                 Err(e) => return Err(e),
             }
         }
         if let Some(id) = ObjectId::from_hex(self.algorithm(), name)
-            && self.has_object(&id)? {
-                return Ok(Resolved { entry: None, id });
-            }
+            && self.has_object(&id)?
+        {
+            return Ok(Resolved { entry: None, id });
+        }
         bail!(
             "no {} named {name:?} in {}",
             kind_noun(kind),
@@ -252,9 +263,11 @@ impl Repository {
             };
             for ent in rd {
                 let ent = ent.with_context(|| format!("cannot list {}", dir.display()))?;
-                let Some(fname) = ent.file_name().to_str().map(str::to_string) else {
-                    continue;
-                };
+                let path = ent.path();
+                // Anything a ref cannot be must stop gc: it might name data.
+                let fname = ent.file_name().into_string().map_err(|n| {
+                    anyhow::anyhow!("{}: ref name {n:?} is not UTF-8", dir.display())
+                })?;
                 if fname.starts_with(".tmp-") {
                     continue;
                 }
@@ -265,12 +278,14 @@ impl Repository {
                 };
                 let ft = ent
                     .file_type()
-                    .with_context(|| format!("cannot stat {}", ent.path().display()))?;
+                    .with_context(|| format!("cannot stat {}", path.display()))?;
                 if ft.is_dir() {
                     stack.push(name);
                 } else if ft.is_symlink() {
                     let entry = self.ref_entry(kind, &name)?.unwrap_or_default();
                     out.push((name, entry));
+                } else {
+                    bail!("{} is not a symlink: a ref must be one", path.display());
                 }
             }
         }

@@ -220,11 +220,7 @@ impl SplitStreamReader {
                     out.write_all(b).context("cannot write output")?;
                     total += b.len() as u64;
                 }
-                Piece::External(id) => {
-                    let mut f = repo.open_object(&id)?;
-                    total += io::copy(&mut f, out)
-                        .with_context(|| format!("cannot copy object {id}"))?;
-                }
+                Piece::External(id) => total += copy_object(repo, &id, out)?,
             }
         }
         if total != self.stream_size {
@@ -235,6 +231,34 @@ impl SplitStreamReader {
         }
         Ok(total)
     }
+}
+
+/// Copy an object's content into `out`. Without kernel fs-verity, the
+/// content is re-digested on the way and a mismatch is an error, so a
+/// damaged object never passes silently.
+fn copy_object(repo: &Repository, id: &ObjectId, out: &mut impl Write) -> Result<u64> {
+    let mut f = repo.open_object(id)?;
+    if repo.verity() {
+        return io::copy(&mut f, out).with_context(|| format!("cannot copy object {id}"));
+    }
+    let mut hasher = crate::fsverity::Hasher::new(id.algorithm());
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot read object {id}")),
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).context("cannot write output")?;
+    }
+    let len = hasher.len();
+    let got = hasher.finish();
+    if got != *id {
+        bail!("object {id} is corrupt: its content digests to {got} (run `composefs fsck`)");
+    }
+    Ok(len)
 }
 
 fn read_some(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

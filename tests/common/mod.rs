@@ -1,0 +1,444 @@
+//! Helpers shared by the CLI integration tests: running the built binary,
+//! scratch repositories, external tools, and looking at the repository on disk.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The `composefs` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_composefs")
+}
+
+/// Panics with a clear message unless `tool` is on `$PATH` (CI installs them all).
+pub fn require_tool(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "required tool `{tool}` is not installed (the tests need GNU tar, gzip, zstd, fsverity, attr, coreutils, util-linux)"
+    );
+}
+
+/// Asserts that a process did not panic (no Rust panic message, not killed by SIGABRT).
+pub fn assert_no_panic(what: &str, out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{what} panicked:\n{stderr}");
+    assert!(
+        !stderr.contains("RUST_BACKTRACE"),
+        "{what} panicked:\n{stderr}"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.status.signal().is_none(),
+        "{what} was killed by signal {:?}; stderr:\n{stderr}",
+        out.status.signal()
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(101),
+        "{what} exited with 101 (panic); stderr:\n{stderr}"
+    );
+}
+
+/// Run `composefs ARGS` (with `stdin` as standard input, or none) and return its output.
+/// Never lets a panic go unnoticed.
+pub fn composefs(args: &[&OsStr], stdin: Option<&[u8]>, env: &[(&str, &OsStr)]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env_remove("COMPOSEFS_REPO")
+        .env_remove("RUST_BACKTRACE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd.spawn().expect("cannot start composefs");
+    let writer = stdin.map(|data| {
+        let mut pipe = child.stdin.take().unwrap();
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            // The process may stop reading early on bad input: ignore EPIPE.
+            let _ = pipe.write_all(&data);
+        })
+    });
+    let out = child.wait_with_output().expect("cannot wait for composefs");
+    if let Some(w) = writer {
+        w.join().unwrap();
+    }
+    let shown = args
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_no_panic(&format!("composefs {shown}"), &out);
+    out
+}
+
+/// A scratch repository in its own temporary directory.
+pub struct Repo {
+    pub tmp: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl Repo {
+    /// `composefs init` with the default algorithm.
+    pub fn new() -> Repo {
+        Repo::with_args(&[])
+    }
+
+    pub fn with_args(init_args: &[&str]) -> Repo {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("repo");
+        let r = Repo { tmp, path };
+        let mut args = vec!["init"];
+        args.extend_from_slice(init_args);
+        r.ok(&args);
+        r
+    }
+
+    /// A directory next to the repository for test files.
+    pub fn scratch(&self) -> PathBuf {
+        let p = self.tmp.path().join("scratch");
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// Run `composefs --repo REPO ARGS`.
+    pub fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut all: Vec<&OsStr> = vec![OsStr::new("--repo"), self.path.as_os_str()];
+        all.extend(args.iter().map(OsStr::new));
+        composefs(&all, stdin, &[])
+    }
+
+    /// A `composefs --repo REPO` command to customise (stdio, environment).
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--repo")
+            .arg(&self.path)
+            .env_remove("COMPOSEFS_REPO")
+            .env_remove("RUST_BACKTRACE");
+        cmd
+    }
+
+    /// Run and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> Vec<u8> {
+        let out = self.run(args, None);
+        assert!(
+            out.status.success(),
+            "composefs {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// Run and require failure; returns stderr (as text).
+    pub fn fail(&self, args: &[&str]) -> String {
+        let out = self.run(args, None);
+        assert!(
+            !out.status.success(),
+            "composefs {args:?} unexpectedly succeeded; stdout:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `import-tar NAME FILE`; returns (stream object hex, content id).
+    pub fn import(&self, name: &str, file: &Path) -> (String, String) {
+        let out = self.run(&["import-tar", name, file.to_str().unwrap()], None);
+        assert!(
+            out.status.success(),
+            "import-tar {name} {} failed:\n{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        parse_import(&out.stdout)
+    }
+
+    /// `cat NAME`, required to succeed.
+    pub fn cat(&self, name: &str) -> Vec<u8> {
+        self.ok(&["cat", name])
+    }
+
+    /// Every object as (hex name, path), sorted.
+    pub fn objects(&self) -> Vec<(String, PathBuf)> {
+        list_objects(&self.path)
+    }
+
+    pub fn object_count(&self) -> usize {
+        count_files(&self.path.join("objects"))
+    }
+
+    /// Names under `streams/` other than `refs`.
+    pub fn stream_entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.path.join("streams"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "refs")
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Every file or symlink below `streams/refs`, as paths relative to it.
+    pub fn ref_names(&self) -> Vec<String> {
+        let root = self.path.join("streams/refs");
+        let mut out = Vec::new();
+        walk(&root, &mut |p| {
+            if !p.is_dir() || p.is_symlink() {
+                out.push(
+                    p.strip_prefix(&root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        });
+        out.sort();
+        out
+    }
+
+    /// The object `streams/<entry>` points to.
+    pub fn stream_object_path(&self, entry: &str) -> PathBuf {
+        let link = self.path.join("streams").join(entry);
+        let target = std::fs::read_link(&link).unwrap();
+        self.path.join("streams").join(target)
+    }
+
+    /// `fsck`: (success, stdout).
+    pub fn fsck(&self) -> (bool, String) {
+        let out = self.run(&["fsck"], None);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    pub fn assert_fsck_ok(&self) {
+        let (ok, text) = self.fsck();
+        assert!(
+            ok,
+            "fsck failed on a repository that should be good:\n{text}"
+        );
+        assert!(
+            text.contains(": 0 problems"),
+            "fsck summary unexpected:\n{text}"
+        );
+    }
+}
+
+/// Parse `<hex>  <content-id>` printed by `import-tar`.
+pub fn parse_import(stdout: &[u8]) -> (String, String) {
+    let text = String::from_utf8(stdout.to_vec()).expect("import-tar output is UTF-8");
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("import-tar printed nothing"));
+    let (hex, cid) = line
+        .split_once("  ")
+        .unwrap_or_else(|| panic!("bad import-tar line {line:?}"));
+    assert!(
+        hex.chars().all(|c| c.is_ascii_hexdigit()),
+        "bad object id {hex:?}"
+    );
+    (hex.to_string(), cid.to_string())
+}
+
+/// Recursively visit every entry below `dir` (not following symlinks).
+pub fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        f(&p);
+        if p.is_dir() && !p.is_symlink() {
+            walk(&p, f);
+        }
+    }
+}
+
+/// Number of non-directories below `dir`.
+pub fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    walk(dir, &mut |p| {
+        if std::fs::symlink_metadata(p)
+            .map(|m| !m.is_dir())
+            .unwrap_or(false)
+        {
+            n += 1;
+        }
+    });
+    n
+}
+
+/// Every object under `repo/objects` as (hex, path), sorted by hex.
+pub fn list_objects(repo: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let objects = repo.join("objects");
+    walk(&objects, &mut |p| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        if m.is_dir() {
+            return;
+        }
+        let rel = p.strip_prefix(&objects).unwrap();
+        let hex: String = rel
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        out.push((hex, p.to_path_buf()));
+    });
+    out.sort();
+    out
+}
+
+/// Run a shell command (bash -c) in `dir`, require success, return stdout.
+pub fn sh(dir: &Path, script: &str) -> Vec<u8> {
+    require_tool("bash");
+    let out = Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("cannot run bash");
+    assert!(
+        out.status.success(),
+        "shell command failed ({}): {script}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Run a program with arguments, require success, return stdout.
+pub fn run_tool(prog: &str, args: &[&OsStr], dir: &Path) -> Vec<u8> {
+    require_tool(prog);
+    let out = Command::new(prog)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{prog} {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// sha256 of a file as `sha256sum` prints it.
+pub fn sha256sum(file: &Path) -> String {
+    let out = run_tool("sha256sum", &[file.as_os_str()], Path::new("/"));
+    String::from_utf8(out)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// `fsverity digest --hash-alg=ALG FILE` as plain hex.
+pub fn fsverity_digest(alg: &str, file: &Path) -> String {
+    let arg = format!("--hash-alg={alg}");
+    let out = run_tool(
+        "fsverity",
+        &[OsStr::new("digest"), OsStr::new(&arg), file.as_os_str()],
+        Path::new("/"),
+    );
+    let text = String::from_utf8(out).unwrap();
+    let first = text.split_whitespace().next().unwrap();
+    first
+        .strip_prefix(&format!("{alg}:"))
+        .unwrap_or_else(|| panic!("unexpected fsverity output {text:?}"))
+        .to_string()
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*).
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        out.extend_from_slice(&s.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Is `p` a fifo?
+pub fn is_fifo(p: &Path) -> bool {
+    std::fs::symlink_metadata(p)
+        .map(|m| m.file_type().is_fifo())
+        .unwrap_or(false)
+}
+
+/// Assert that the text mentions at least one of `words` (case-insensitive).
+pub fn assert_mentions(text: &str, words: &[&str], what: &str) {
+    let lower = text.to_lowercase();
+    assert!(
+        words.iter().any(|w| lower.contains(&w.to_lowercase())),
+        "{what}: expected a message mentioning one of {words:?}, got:\n{text}"
+    );
+}
+
+/// Write a file, creating its parent directories.
+pub fn write_file(path: &Path, data: &[u8]) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+/// `tar -c` the contents of `tree` into `out` (sorted by name) with extra
+/// options; returns the archive.
+pub fn make_tar(tree: &Path, out: &Path, opts: &[&str]) -> Vec<u8> {
+    require_tool("tar");
+    let mut args: Vec<&OsStr> = vec![OsStr::new("--sort=name")];
+    args.extend(opts.iter().map(OsStr::new));
+    args.extend([
+        OsStr::new("-C"),
+        tree.as_os_str(),
+        OsStr::new("-cf"),
+        out.as_os_str(),
+        OsStr::new("."),
+    ]);
+    run_tool("tar", &args, Path::new("/"));
+    std::fs::read(out).unwrap()
+}
+
+/// A reproducible GNU tar of `files` (name, content) written to `dir/NAME.tar`.
+pub fn tar_of(dir: &Path, name: &str, files: &[(&str, Vec<u8>)]) -> PathBuf {
+    let tree = dir.join(format!("{name}-tree"));
+    std::fs::create_dir_all(&tree).unwrap();
+    for (f, data) in files {
+        write_file(&tree.join(f), data);
+    }
+    let out = dir.join(format!("{name}.tar"));
+    // Fixed metadata: the same files always make the same archive.
+    make_tar(
+        &tree,
+        &out,
+        &[
+            "--format=gnu",
+            "--mtime=@1600000000",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+        ],
+    );
+    out
+}
