@@ -12,7 +12,6 @@ use std::io::{self, Read};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::fsverity::ObjectId;
 use crate::splitstream::SplitStreamWriter;
 use crate::util::{display_bytes, read_full};
 
@@ -289,7 +288,7 @@ pub fn split(
         summary.entries += 1;
         let regular = matches!(typeflag, b'0' | 0 | b'7');
         if regular && size > INLINE_MAX {
-            let id: ObjectId = out.write_external(&mut r, size).map_err(|e| {
+            out.queue_external(&mut r, size).map_err(|e| {
                 if e.downcast_ref::<io::Error>()
                     .is_some_and(|e| e.kind() == io::ErrorKind::UnexpectedEof)
                 {
@@ -298,7 +297,6 @@ pub fn split(
                     e.context(format!("cannot store content of tar member {:?}", shown()))
                 }
             })?;
-            let _ = id;
             summary.external += 1;
             copy_inline(&mut r, out, padding).map_err(|_| anyhow::anyhow!(short("padding")))?;
         } else {

@@ -48,7 +48,10 @@ pub fn import(repo: Option<&Path>, name: &str, file: Option<&Path>) -> Result<Ex
         bar: bar.clone(),
     };
     let (_, tar) = decompress(counted).with_context(|| format!("cannot read {shown}"))?;
-    let mut writer = r.stream_writer(content_type::OCI_LAYER)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut writer = r
+        .stream_writer(content_type::OCI_LAYER)?
+        .parallel(threads)?;
     let summary = tarsplit::split(tar, &mut writer, |_| {})
         .with_context(|| format!("cannot import {shown}"))?;
     let content_id = format!("oci-layer-{}", summary.diff_id());

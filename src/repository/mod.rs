@@ -17,6 +17,7 @@ pub mod fsck;
 pub mod gc;
 pub mod meta;
 mod objects;
+pub mod pool;
 pub mod refs;
 mod streams;
 
@@ -177,6 +178,20 @@ impl Repository {
             algorithm: checked.algorithm,
             verity: checked.verity,
             writable: checked.writable,
+        })
+    }
+
+    /// A second handle on the same repository (sharing this one's lock),
+    /// for worker threads.
+    pub fn try_clone(&self) -> Result<Self> {
+        let ctx = || format!("cannot duplicate handle on {}", self.path.display());
+        Ok(Repository {
+            path: self.path.clone(),
+            dir: self.dir.try_clone().with_context(ctx)?,
+            objects: self.objects.try_clone().with_context(ctx)?,
+            algorithm: self.algorithm,
+            verity: self.verity,
+            writable: self.writable,
         })
     }
 

@@ -250,10 +250,28 @@ impl Repository {
         if self.has_object(&id)? {
             return Ok(id);
         }
-        let mut w = self.object_writer()?;
-        w.write_all(data)
+        self.store_known(&id, data)?;
+        Ok(id)
+    }
+
+    /// Write `data` whose digest is already known to be `id`.
+    fn store_known(&self, id: &ObjectId, data: &[u8]) -> Result<bool> {
+        self.ensure_writable()?;
+        let (mut file, mut tmp) = create_tmp(self.objects_dir()).with_context(|| {
+            format!(
+                "cannot create a temporary object in {}/objects",
+                self.path().display()
+            )
+        })?;
+        file.write_all(data)
             .with_context(|| format!("cannot write object {id}"))?;
-        Ok(w.finish()?.0)
+        drop(file);
+        if self.verity() {
+            seal_with_verity(self.objects_dir(), &tmp.name, id)?;
+        }
+        let new = place(self, &tmp.name, id)?;
+        tmp.linked = new;
+        Ok(new)
     }
 
     /// Store everything `r` yields as one object.

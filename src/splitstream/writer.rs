@@ -1,6 +1,6 @@
 //! Writing splitstreams.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 
@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use super::format::{HEADER_SIZE, Header, INFO_SIZE, Info};
 use crate::fsverity::{Algorithm, ObjectId};
 use crate::repository::Repository;
+use crate::repository::pool::{StorePool, Ticket};
 
 /// Inline bytes are gathered into chunks of at most this size.
 const MAX_INLINE_CHUNK: usize = 1 << 20;
@@ -16,6 +17,8 @@ const MAX_INLINE_CHUNK: usize = 1 << 20;
 /// already in the repository is never written again.
 const BUFFERED_EXTERNAL: u64 = 4 << 20;
 const ZSTD_LEVEL: i32 = 3;
+/// Object content waiting for worker threads, at most (bounds memory).
+pub const MAX_IN_FLIGHT: u64 = 32 << 20;
 
 /// Builds one splitstream. Inline bytes are compressed into a temporary file
 /// as they arrive; external content goes straight into the object store.
@@ -31,7 +34,21 @@ pub struct SplitStreamWriter<'r> {
     stream_index: HashMap<ObjectId, usize>,
     named_refs: BTreeMap<String, usize>,
     size: u64,
-    buf: Vec<u8>,
+    /// Set by [`SplitStreamWriter::parallel`]: objects stored on workers.
+    pool: Option<StorePool>,
+    /// Chunks waiting for an earlier object's id, in stream order.
+    queue: VecDeque<Queued>,
+    /// Bytes of object content submitted but not yet consumed.
+    in_flight: u64,
+    /// Returned buffers, for reuse.
+    spare: Vec<Vec<u8>>,
+}
+
+/// A chunk that cannot be emitted until the objects before it are stored.
+enum Queued {
+    Inline(Vec<u8>),
+    Object { ticket: Ticket, size: u64 },
+    Stored { id: ObjectId, size: u64 },
 }
 
 impl<'r> SplitStreamWriter<'r> {
@@ -59,8 +76,21 @@ impl<'r> SplitStreamWriter<'r> {
             stream_index: HashMap::new(),
             named_refs: BTreeMap::new(),
             size: 0,
-            buf: Vec::new(),
+            pool: None,
+            queue: VecDeque::new(),
+            in_flight: 0,
+            spare: Vec::new(),
         })
+    }
+
+    /// Store external content on `threads` worker threads (digest and write
+    /// overlap with the caller's parsing). Memory stays bounded: at most
+    /// [`MAX_IN_FLIGHT`] bytes of content wait for workers.
+    pub fn parallel(mut self, threads: usize) -> Result<Self> {
+        if threads > 0 {
+            self.pool = Some(StorePool::new(self.repo, threads)?);
+        }
+        Ok(self)
     }
 
     pub fn repository(&self) -> &'r Repository {
@@ -75,6 +105,17 @@ impl<'r> SplitStreamWriter<'r> {
     /// Append bytes stored in the splitstream itself.
     pub fn write_inline(&mut self, data: &[u8]) -> Result<()> {
         self.size += data.len() as u64;
+        if self.queue.is_empty() {
+            return self.emit_inline(data);
+        }
+        match self.queue.back_mut() {
+            Some(Queued::Inline(v)) => v.extend_from_slice(data),
+            _ => self.queue.push_back(Queued::Inline(data.to_vec())),
+        }
+        Ok(())
+    }
+
+    fn emit_inline(&mut self, data: &[u8]) -> Result<()> {
         self.inline.extend_from_slice(data);
         if self.inline.len() >= MAX_INLINE_CHUNK {
             self.flush_inline()?;
@@ -107,37 +148,106 @@ impl<'r> SplitStreamWriter<'r> {
     /// Append a reference to an object already in the repository, whose
     /// content (`size` bytes) is spliced in at this point.
     pub fn write_object_ref(&mut self, id: ObjectId, size: u64) -> Result<()> {
+        self.size += size;
+        if self.queue.is_empty() {
+            self.emit_object_ref(id)
+        } else {
+            self.queue.push_back(Queued::Stored { id, size });
+            Ok(())
+        }
+    }
+
+    fn emit_object_ref(&mut self, id: ObjectId) -> Result<()> {
         self.flush_inline()?;
         let idx = self.object_ref_index(id) as i64;
         self.stream
             .write_all(&idx.to_le_bytes())
-            .context("cannot write splitstream")?;
-        self.size += size;
+            .context("cannot write splitstream")
+    }
+
+    /// Emit queued chunks from the front while their objects are stored;
+    /// with `wait`, block until the queue is empty. Also blocks while more
+    /// than [`MAX_IN_FLIGHT`] bytes are outstanding.
+    fn pump(&mut self, wait: bool) -> Result<()> {
+        while let Some(front) = self.queue.front() {
+            let block = wait || self.in_flight > MAX_IN_FLIGHT;
+            let (id, size, buf) = match front {
+                Queued::Inline(_) => {
+                    let Some(Queued::Inline(data)) = self.queue.pop_front() else {
+                        unreachable!()
+                    };
+                    self.emit_inline(&data)?;
+                    continue;
+                }
+                Queued::Stored { id, size } => (*id, *size, None),
+                Queued::Object { ticket, size } => {
+                    let reply = if block {
+                        Some(ticket.take())
+                    } else {
+                        ticket.try_take()
+                    };
+                    let Some(reply) = reply else { return Ok(()) };
+                    let (id, buf) = reply?;
+                    (id, *size, Some(buf))
+                }
+            };
+            self.queue.pop_front();
+            if let Some(buf) = buf {
+                self.in_flight -= size;
+                self.spare.push(buf);
+            }
+            self.emit_object_ref(id)?;
+        }
         Ok(())
     }
 
-    /// Store exactly `size` bytes from `r` as an object and splice it in here.
-    /// An input that ends early is an `UnexpectedEof` error.
+    /// Store exactly `size` bytes from `r` as an object and splice it in
+    /// here; returns the object's id. An input that ends early is an
+    /// `UnexpectedEof` error.
     pub fn write_external(&mut self, r: impl Read, size: u64) -> Result<ObjectId> {
         let mut limited = r.take(size);
-        let id = if size <= BUFFERED_EXTERNAL {
-            self.buf.clear();
-            self.buf.reserve(size as usize);
-            limited.read_to_end(&mut self.buf)?;
-            if (self.buf.len() as u64) < size {
-                return Err(short_read(self.buf.len() as u64, size));
-            }
-            self.repo.store_bytes(&self.buf)?
-        } else {
+        let id = if size > BUFFERED_EXTERNAL {
             let mut w = self.repo.object_writer()?;
             let n = io::copy(&mut limited, &mut w)?;
             if n < size {
                 return Err(short_read(n, size));
             }
             w.finish()?.0
+        } else {
+            let buf = self.read_buffer(&mut limited, size)?;
+            let id = self.repo.store_bytes(&buf)?;
+            self.spare.push(buf);
+            id
         };
         self.write_object_ref(id, size)?;
         Ok(id)
+    }
+
+    /// Like [`Self::write_external`], but with [`Self::parallel`] workers the
+    /// object is digested and stored in the background (its id is not
+    /// returned). Content over 4 MiB is still stored on the calling thread.
+    pub fn queue_external(&mut self, r: impl Read, size: u64) -> Result<()> {
+        if self.pool.is_none() || size > BUFFERED_EXTERNAL {
+            return self.write_external(r, size).map(drop);
+        }
+        let buf = self.read_buffer(&mut r.take(size), size)?;
+        let ticket = self.pool.as_ref().expect("checked above").submit(buf);
+        self.size += size;
+        self.in_flight += size;
+        self.queue.push_back(Queued::Object { ticket, size });
+        self.pump(false)
+    }
+
+    /// Read exactly `size` bytes into a (recycled) buffer.
+    fn read_buffer(&mut self, r: &mut impl Read, size: u64) -> Result<Vec<u8>> {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.reserve(size as usize);
+        r.read_to_end(&mut buf)?;
+        if (buf.len() as u64) < size {
+            return Err(short_read(buf.len() as u64, size));
+        }
+        Ok(buf)
     }
 
     /// Record that this stream refers to another stream (by its object id)
@@ -156,6 +266,8 @@ impl<'r> SplitStreamWriter<'r> {
 
     /// Write the splitstream into the object store; returns its object id.
     pub fn finish(mut self) -> Result<ObjectId> {
+        self.pump(true)?;
+        self.pool.take();
         self.flush_inline()?;
         let alg = self.repo.algorithm();
         let mut tmp = self
