@@ -26,7 +26,8 @@
 # scan in the kernel (the window grows to 360 s while the inode table block
 # is dirty, so other work on the same filesystem can still get in the way).
 # For the same reason a benchmark that starts less than --settle seconds
-# (default 61) after the previous one cleaned up waits out the rest.
+# (default 361 = 60 + 300 s) after the previous one cleaned up waits out the
+# rest; --settle=0 skips the wait (expect slower, noisier numbers then).
 # --rm-between restores "rm -rf after every run" (less disk: ~1 GiB).
 #
 # --bin=PATH benchmarks a prebuilt composefs instead of building this tree.
@@ -34,9 +35,9 @@
 # `cargo build` cannot swap it in the middle of the runs.
 #
 # `import-tar` ends with a syncfs(2) before it publishes its ref, GNU tar
-# does not sync at all; the table therefore also shows "tar+sync": tar -x
-# followed by a timed `sync` of the extracted data (for reference only; the
-# goal compares against plain tar -x).
+# does not sync at all; the table therefore also shows "tar+syncfs": tar -x
+# followed by a timed `sync -f DIR` (syncfs of the output filesystem), for
+# reference only: the goal compares against plain tar -x.
 #
 # --copies=N adds a row for one tar holding N copies of the root filesystem
 # (file contents repeat, so the repository dedups them) to check that peak
@@ -56,10 +57,11 @@ include=""
 datadir=""
 keep=0
 rm_between=0
-settle_s=61
+settle_s=361
 prebuilt=""
+label=""
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit "${1:-2}"; }
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 
@@ -99,6 +101,7 @@ else
     cargo build --release --quiet >&2
     built="$repo_root/target/release/composefs"
     [ -x "$built" ] || die "no $built after cargo build"
+    label="$(git -C "$repo_root" describe --always --dirty 2>/dev/null || echo unknown)"
 fi
 
 rootfs_args=()
@@ -250,7 +253,7 @@ mib() { awk -v b="$(stat -c %s "$1")" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 members="$(tar -tf "$plain" | wc -l)"
 echo "composefs import-tar vs GNU tar -x: warm input, cold output dir; $runs runs, median (best) seconds"
 echo "input: $(basename "$plain") $(mib "$plain") MiB, $members members; $(basename "$gz") $(mib "$gz") MiB${big:+; $(basename "$big") $(mib "$big") MiB}"
-echo "output on $out_fs ($(df --output=source "$work" | tail -n1)); composefs --hash $hash ($(basename "$built")$( [ -n "$prebuilt" ] && echo " = $built")); $(nproc) CPUs; load average before/after: $load_before / $(cut -d' ' -f1-3 /proc/loadavg)$([ "$drop_ok" -eq 1 ] || echo '; CACHES NOT DROPPED')$([ "$rm_between" -eq 0 ] || echo '; outputs removed between runs')"
+echo "output on $out_fs ($(df --output=source "$work" | tail -n1)); composefs --hash $hash ($( [ -n "$prebuilt" ] && echo "$built" || echo "tree at $label")); $(nproc) CPUs; load average before/after: $load_before / $(cut -d' ' -f1-3 /proc/loadavg)$([ "$drop_ok" -eq 1 ] || echo '; CACHES NOT DROPPED')$([ "$rm_between" -eq 0 ] || echo '; outputs removed between runs')"
 echo
 printf '%-7s %-13s %-13s %-13s %-9s %-9s %-9s %-9s %-9s %s\n' \
     case "tar -x" "tar+syncfs" "composefs" "ratio" "ratio" "cpu tar" "cpu cfs" "RSS tar" "RSS composefs"

@@ -8,10 +8,14 @@
 # /etc/apt/sources.list, then `tar -C DIR -cf NAME.tar .` and a gzip copy
 # (`gzip -6`). Everything lands in OUTDIR (default: target/bench-data/ under
 # the repository, so that it is on the same disk as the build tree) and is
-# reused on later runs: delete OUTDIR/NAME* to rebuild.
+# reused on later runs: delete OUTDIR/NAME* to rebuild. Downloaded .debs are
+# kept in OUTDIR/debs (debootstrap --cache-dir) so a rebuild does not
+# download them again; the tree is the same as without --cache-dir.
 #
-#   --include=PKG,...  extra packages for debootstrap (e.g. to grow the tar
-#                      towards ~200 MB; see README note in benches/import-tar.sh)
+#   --include=PKG,...  extra packages for debootstrap, to grow the tree (plain
+#                      minbase bookworm already gives a ~195 MiB / 204 MB tar:
+#                      121 MiB /usr, 48 MiB of apt Packages lists and 31 MiB
+#                      of .debs that debootstrap leaves in var/cache/apt/archives)
 #   --copies=N         also write NAME-xN.tar: one tar holding N copies of the
 #                      root filesystem (copy1/ ... copyN/), for memory-flatness
 #                      checks on a larger input
@@ -29,7 +33,7 @@ include=""
 copies=0
 outdir=""
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit "${1:-2}"; }
 log() { printf 'rootfs: %s\n' "$*" >&2; }
 die() { printf 'rootfs: error: %s\n' "$*" >&2; exit 1; }
 

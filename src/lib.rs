@@ -15,4 +15,5 @@ pub mod fsverity;
 pub mod repository;
 pub mod splitstream;
 pub mod tarsplit;
+pub mod tree;
 pub mod util;

@@ -1,0 +1,229 @@
+//! [`MemTree`]: a whole tree in memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+
+use super::{DirEntry, Ino, Inode, Kind, Tree, check_name};
+
+/// A tree held entirely in memory. Built with [`MemTreeBuilder`].
+#[derive(Debug, Clone)]
+pub struct MemTree {
+    root: Ino,
+    inodes: Vec<Arc<Inode>>,
+    dirs: HashMap<Ino, Arc<[DirEntry]>>,
+}
+
+impl Tree for MemTree {
+    fn root(&self) -> Ino {
+        self.root
+    }
+
+    fn inode(&self, ino: Ino) -> Result<Arc<Inode>> {
+        self.inodes
+            .get(ino as usize)
+            .cloned()
+            .with_context(|| format!("no inode {ino} in the tree"))
+    }
+
+    fn readdir(&self, dir: Ino) -> Result<Arc<[DirEntry]>> {
+        self.dirs
+            .get(&dir)
+            .cloned()
+            .with_context(|| format!("inode {dir} is not a directory"))
+    }
+}
+
+/// Builds a [`MemTree`]: add inodes, then link them into directories.
+#[derive(Debug, Default)]
+pub struct MemTreeBuilder {
+    inodes: Vec<Arc<Inode>>,
+    dirs: HashMap<Ino, Vec<DirEntry>>,
+    /// Directories already linked somewhere (a directory has one name).
+    linked_dirs: HashMap<Ino, ()>,
+}
+
+impl MemTreeBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add an inode; returns its number (dense, from 0).
+    pub fn add(&mut self, inode: Inode) -> Ino {
+        let ino = self.inodes.len() as Ino;
+        if inode.kind.is_dir() {
+            self.dirs.insert(ino, Vec::new());
+        }
+        self.inodes.push(Arc::new(inode));
+        ino
+    }
+
+    /// Replace an inode's contents (keeps its number and links).
+    pub fn replace(&mut self, ino: Ino, inode: Inode) -> Result<()> {
+        let slot = self
+            .inodes
+            .get_mut(ino as usize)
+            .with_context(|| format!("no inode {ino}"))?;
+        if slot.kind.is_dir() != inode.kind.is_dir() {
+            bail!("cannot change inode {ino} between directory and non-directory");
+        }
+        *slot = Arc::new(inode);
+        Ok(())
+    }
+
+    pub fn get(&self, ino: Ino) -> Option<&Inode> {
+        self.inodes.get(ino as usize).map(|a| a.as_ref())
+    }
+
+    /// Name `child` as `name` in directory `dir`. A name already present is
+    /// an error, as is a second name for a directory.
+    pub fn link(&mut self, dir: Ino, name: &[u8], child: Ino) -> Result<()> {
+        check_name(name)?;
+        if child as usize >= self.inodes.len() {
+            bail!("no inode {child}");
+        }
+        if self.inodes[child as usize].kind.is_dir() && self.linked_dirs.insert(child, ()).is_some()
+        {
+            bail!(
+                "directory {:?} would have a second name (directory hardlink)",
+                String::from_utf8_lossy(name)
+            );
+        }
+        let entries = self
+            .dirs
+            .get_mut(&dir)
+            .with_context(|| format!("inode {dir} is not a directory"))?;
+        match entries.binary_search_by(|e| e.name.as_slice().cmp(name)) {
+            Ok(_) => bail!(
+                "{:?} appears twice in one directory",
+                String::from_utf8_lossy(name)
+            ),
+            Err(pos) => entries.insert(
+                pos,
+                DirEntry {
+                    name: name.to_vec(),
+                    ino: child,
+                },
+            ),
+        }
+        Ok(())
+    }
+
+    /// Remove `name` from `dir`; returns the inode it named.
+    pub fn unlink(&mut self, dir: Ino, name: &[u8]) -> Result<Option<Ino>> {
+        let entries = self
+            .dirs
+            .get_mut(&dir)
+            .with_context(|| format!("inode {dir} is not a directory"))?;
+        match entries.binary_search_by(|e| e.name.as_slice().cmp(name)) {
+            Ok(pos) => {
+                let e = entries.remove(pos);
+                self.linked_dirs.remove(&e.ino);
+                Ok(Some(e.ino))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    pub fn lookup(&self, dir: Ino, name: &[u8]) -> Option<Ino> {
+        let entries = self.dirs.get(&dir)?;
+        entries
+            .binary_search_by(|e| e.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| entries[i].ino)
+    }
+
+    /// Finish with `root` as the root directory.
+    pub fn build(self, root: Ino) -> Result<MemTree> {
+        match self.inodes.get(root as usize) {
+            Some(i) if matches!(i.kind, Kind::Directory) => {}
+            Some(_) => bail!("the root is not a directory"),
+            None => bail!("no root inode {root}"),
+        }
+        if self.linked_dirs.contains_key(&root) {
+            bail!("the root directory also has a name inside the tree");
+        }
+        Ok(MemTree {
+            root,
+            inodes: self.inodes,
+            dirs: self
+                .dirs
+                .into_iter()
+                .map(|(k, v)| (k, Arc::from(v)))
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{FileData, Stat};
+
+    fn dir() -> Inode {
+        Inode {
+            stat: Stat {
+                perms: 0o755,
+                ..Default::default()
+            },
+            kind: Kind::Directory,
+            xattrs: vec![],
+        }
+    }
+
+    fn file(data: &[u8]) -> Inode {
+        Inode {
+            stat: Stat {
+                perms: 0o644,
+                ..Default::default()
+            },
+            kind: Kind::Regular(FileData::Inline(data.to_vec())),
+            xattrs: vec![],
+        }
+    }
+
+    #[test]
+    fn build_and_navigate() {
+        let mut b = MemTreeBuilder::new();
+        let root = b.add(dir());
+        let sub = b.add(dir());
+        let f = b.add(file(b"hi"));
+        b.link(root, b"sub", sub).unwrap();
+        b.link(sub, b"b", f).unwrap();
+        b.link(sub, b"a", f).unwrap(); // hardlink
+        let t = b.build(root).unwrap();
+        let names: Vec<_> = t
+            .readdir(sub)
+            .unwrap()
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        assert_eq!(names, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(t.resolve_path(b"/sub/a").unwrap(), Some(f));
+        assert_eq!(t.resolve_path(b"sub/b").unwrap(), Some(f));
+        assert_eq!(t.resolve_path(b"/sub/a/x").unwrap(), None);
+        assert_eq!(t.resolve_path(b"/").unwrap(), Some(root));
+        assert!(t.readdir(f).is_err());
+        assert!(t.inode(99).is_err());
+    }
+
+    #[test]
+    fn refuses_bad_links() {
+        let mut b = MemTreeBuilder::new();
+        let root = b.add(dir());
+        let sub = b.add(dir());
+        let f = b.add(file(b""));
+        for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b", &[b'x'; 256][..]] {
+            assert!(b.link(root, bad, f).is_err());
+        }
+        b.link(root, b"sub", sub).unwrap();
+        assert!(
+            b.link(root, b"sub2", sub).is_err(),
+            "directory hardlink accepted"
+        );
+        assert!(b.link(root, b"sub", f).is_err(), "duplicate name accepted");
+        assert!(b.link(f, b"x", f).is_err(), "link into a file accepted");
+        assert!(b.build(f).is_err());
+    }
+}

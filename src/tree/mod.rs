@@ -1,0 +1,222 @@
+//! The filesystem model every source produces and every view consumes.
+//!
+//! A tree is a set of inodes, numbered by [`Ino`], navigated from a root:
+//! directories list `(name, ino)` entries sorted by name bytes; a hardlinked
+//! file is one inode under several names. Every source (a directory on disk,
+//! a dumpfile, an EROFS image, later an ostree commit or an OCI image)
+//! implements [`Tree`], lazily where it can; every consumer (the EROFS
+//! writer, dumpfiles, `ls`, later FUSE and `diff`) reads only through it and
+//! knows nothing about where the tree came from. [`MemTree`] is the
+//! in-memory implementation, built with [`MemTreeBuilder`].
+
+mod mem;
+
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+
+use crate::fsverity::ObjectId;
+
+pub use mem::{MemTree, MemTreeBuilder};
+
+/// Inode number within one tree. Stable for the tree's lifetime; not
+/// necessarily dense or related to any on-disk number.
+pub type Ino = u64;
+
+/// `S_IFMT` and friends, as in `<sys/stat.h>`.
+pub mod mode {
+    pub const S_IFMT: u32 = 0o170000;
+    pub const S_IFSOCK: u32 = 0o140000;
+    pub const S_IFLNK: u32 = 0o120000;
+    pub const S_IFREG: u32 = 0o100000;
+    pub const S_IFBLK: u32 = 0o060000;
+    pub const S_IFDIR: u32 = 0o040000;
+    pub const S_IFCHR: u32 = 0o020000;
+    pub const S_IFIFO: u32 = 0o010000;
+    /// Permission bits including setuid, setgid and sticky.
+    pub const PERMS: u32 = 0o7777;
+}
+
+/// A modification time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timespec {
+    pub sec: i64,
+    /// 0..1_000_000_000
+    pub nsec: u32,
+}
+
+/// Ownership, permissions and time: what every inode has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Stat {
+    /// Permission bits only (`mode::PERMS`); the type comes from [`Kind`].
+    pub perms: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: Timespec,
+}
+
+/// Where a regular file's bytes are.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FileData {
+    /// The content itself (small files; also any file from a source that
+    /// carries content inline).
+    Inline(Vec<u8>),
+    /// Content kept elsewhere: `size` bytes, found at `redirect` (a path
+    /// relative to an objects directory, e.g. `ab/cdef…`) and verified by
+    /// `digest`. Either may be absent in a dumpfile; a repository-backed
+    /// tree has both (`redirect == digest.object_path()`).
+    External {
+        size: u64,
+        redirect: Option<Vec<u8>>,
+        digest: Option<ObjectId>,
+    },
+}
+
+impl FileData {
+    /// An object in a repository.
+    pub fn object(id: ObjectId, size: u64) -> Self {
+        FileData::External {
+            size,
+            redirect: Some(id.object_path().into_bytes()),
+            digest: Some(id),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        match self {
+            FileData::Inline(v) => v.len() as u64,
+            FileData::External { size, .. } => *size,
+        }
+    }
+}
+
+/// What an inode is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Directory,
+    Regular(FileData),
+    Symlink(Vec<u8>),
+    CharDevice { rdev: u64 },
+    BlockDevice { rdev: u64 },
+    Fifo,
+    Socket,
+}
+
+impl Kind {
+    /// The `S_IFMT` bits.
+    pub fn format(&self) -> u32 {
+        match self {
+            Kind::Directory => mode::S_IFDIR,
+            Kind::Regular(_) => mode::S_IFREG,
+            Kind::Symlink(_) => mode::S_IFLNK,
+            Kind::CharDevice { .. } => mode::S_IFCHR,
+            Kind::BlockDevice { .. } => mode::S_IFBLK,
+            Kind::Fifo => mode::S_IFIFO,
+            Kind::Socket => mode::S_IFSOCK,
+        }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Kind::Directory)
+    }
+}
+
+/// One extended attribute; names are bytes like `user.foo`.
+pub type Xattr = (Vec<u8>, Vec<u8>);
+
+/// An inode: metadata, kind, extended attributes (sorted by name, unique).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Inode {
+    pub stat: Stat,
+    pub kind: Kind,
+    pub xattrs: Vec<Xattr>,
+}
+
+impl Inode {
+    /// Full `st_mode`: type bits and permissions.
+    pub fn st_mode(&self) -> u32 {
+        self.kind.format() | (self.stat.perms & mode::PERMS)
+    }
+
+    /// Size as `stat` reports it for files and symlinks; 0 otherwise
+    /// (a directory's size depends on the format that stores it).
+    pub fn size(&self) -> u64 {
+        match &self.kind {
+            Kind::Regular(d) => d.size(),
+            Kind::Symlink(t) => t.len() as u64,
+            _ => 0,
+        }
+    }
+
+    pub fn xattr(&self, name: &[u8]) -> Option<&[u8]> {
+        self.xattrs
+            .binary_search_by(|(n, _)| n.as_slice().cmp(name))
+            .ok()
+            .map(|i| self.xattrs[i].1.as_slice())
+    }
+}
+
+/// A directory entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub ino: Ino,
+}
+
+/// A navigable filesystem tree. Implementations may load lazily; all
+/// methods may fail (a damaged source), and must fail rather than panic.
+pub trait Tree: Send + Sync {
+    fn root(&self) -> Ino;
+
+    /// The inode `ino`. Errors for an unknown number.
+    fn inode(&self, ino: Ino) -> Result<Arc<Inode>>;
+
+    /// The entries of directory `dir`, sorted by name bytes, without `.`
+    /// and `..`. Errors if `dir` is not a directory.
+    fn readdir(&self, dir: Ino) -> Result<Arc<[DirEntry]>>;
+
+    /// The inode named `name` in directory `dir`, if any.
+    fn lookup(&self, dir: Ino, name: &[u8]) -> Result<Option<Ino>> {
+        let entries = self.readdir(dir)?;
+        Ok(entries
+            .binary_search_by(|e| e.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| entries[i].ino))
+    }
+
+    /// Resolve a `/`-separated path from the root (no symlinks followed).
+    fn resolve_path(&self, path: &[u8]) -> Result<Option<Ino>> {
+        let mut ino = self.root();
+        for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            if !self.inode(ino)?.kind.is_dir() {
+                return Ok(None);
+            }
+            match self.lookup(ino, comp)? {
+                Some(child) => ino = child,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(ino))
+    }
+}
+
+/// Names a directory entry may not have: empty, `.`, `..`, containing `/`
+/// or NUL, or longer than 255 bytes (the Linux `NAME_MAX`).
+pub fn check_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() {
+        bail!("empty file name");
+    }
+    if name == b"." || name == b".." {
+        bail!("file name {:?} is reserved", String::from_utf8_lossy(name));
+    }
+    if name.contains(&b'/') || name.contains(&0) {
+        bail!(
+            "file name {:?} contains '/' or NUL",
+            String::from_utf8_lossy(name)
+        );
+    }
+    if name.len() > 255 {
+        bail!("file name of {} bytes is longer than 255", name.len());
+    }
+    Ok(())
+}
