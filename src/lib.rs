@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod compression;
+pub mod dumpfile;
 pub mod fsverity;
 pub mod repository;
 pub mod splitstream;

@@ -10,6 +10,7 @@
 //! in-memory implementation, built with [`MemTreeBuilder`].
 
 mod mem;
+pub mod dirsource;
 
 use std::sync::Arc;
 
