@@ -12,7 +12,9 @@
 pub mod cli;
 pub mod compression;
 pub mod dumpfile;
+pub mod erofs;
 pub mod fsverity;
+pub mod mount;
 pub mod repository;
 pub mod splitstream;
 pub mod tarsplit;

@@ -15,6 +15,7 @@
 
 pub mod fsck;
 pub mod gc;
+mod images;
 pub mod meta;
 mod objects;
 pub mod pool;

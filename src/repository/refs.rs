@@ -233,7 +233,10 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        if let Some(id) = ObjectId::from_hex(self.algorithm(), name)
+        // A bare digest names any stream object; images must be linked
+        // under images/ (never mount an arbitrary object).
+        if kind == RefKind::Stream
+            && let Some(id) = ObjectId::from_hex(self.algorithm(), name)
             && self.has_object(&id)?
         {
             return Ok(Resolved { entry: None, id });

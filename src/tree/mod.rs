@@ -9,8 +9,8 @@
 //! knows nothing about where the tree came from. [`MemTree`] is the
 //! in-memory implementation, built with [`MemTreeBuilder`].
 
-mod mem;
 pub mod dirsource;
+mod mem;
 
 use std::sync::Arc;
 

@@ -1,0 +1,13 @@
+//! composefs EROFS images: the on-disk [`format`], the [`writer`]
+//! (byte-identical with the C `mkcomposefs` 1.0.8, format versions 0 and 1)
+//! and the [`reader`] ([`ErofsImage`], a lazy [`crate::tree::Tree`] over an
+//! image, plus the raw view GC and debugging need).
+
+pub mod format;
+pub mod reader;
+pub mod writer;
+
+pub use reader::ErofsImage;
+pub use writer::{
+    FormatVersion, ImageInfo, WriteOptions, image_to_vec, write_image, write_image_with,
+};

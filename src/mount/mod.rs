@@ -1,0 +1,112 @@
+//! Kernel mounts of composefs images: the EROFS image (file-backed, or on a
+//! loop device where the kernel cannot mount a file) under a read-only
+//! overlayfs whose data-only lower layer is the repository's `objects/`.
+//!
+//! Uses the new mount API (`fsopen`/`fsconfig`/`fsmount`/`move_mount`), so
+//! the EROFS mount never appears in the mount table: the overlay holds it.
+
+mod loopdev;
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use rustix::io::Errno;
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags, fsconfig_create,
+    fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
+};
+
+/// How to mount.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MountOptions {
+    /// Make overlayfs require fs-verity digests on every data file
+    /// (`verity=require`); only possible where the kernel has fs-verity.
+    pub require_verity: bool,
+}
+
+fn fd_path(fd: impl AsFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
+}
+
+/// Mount the EROFS image read-only, detached; returns the mount fd.
+fn mount_erofs(image: &File) -> Result<OwnedFd> {
+    let fs = fsopen("erofs", FsOpenFlags::FSOPEN_CLOEXEC)
+        .context("fsopen(erofs): is EROFS in this kernel?")?;
+    let direct = fsconfig_set_string(&fs, "source", fd_path(image));
+    let _loop_dev; // keeps the loop device's fd open until the mount exists
+    match direct {
+        Ok(()) => {}
+        // Kernels without file-backed EROFS want a block device.
+        Err(Errno::NOTBLK | Errno::INVAL) => {
+            let dev = loopdev::attach_read_only(image)
+                .context("cannot attach the image to a loop device")?;
+            fsconfig_set_string(&fs, "source", dev.path()).context("fsconfig(erofs source)")?;
+            _loop_dev = dev;
+        }
+        Err(e) => return Err(e).context("fsconfig(erofs source)"),
+    }
+    fsconfig_set_flag(&fs, "ro").context("fsconfig(erofs ro)")?;
+    fsconfig_create(&fs)
+        .context("cannot mount the EROFS image (is it a valid composefs image?)")?;
+    fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY,
+    )
+    .context("fsmount(erofs)")
+}
+
+/// Mount `image` at `target` with `objects` as the data layer.
+pub fn mount_image(image: &File, objects: &Path, target: &Path, opts: MountOptions) -> Result<()> {
+    let erofs = mount_erofs(image)?;
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+        .context("fsopen(overlay): is overlayfs in this kernel?")?;
+    let lower = format!("{}::{}", fd_path(&erofs), objects.display());
+    if objects
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .any(|b| matches!(b, b':' | b',' | b'\\'))
+    {
+        bail!(
+            "objects directory {} contains ':', ',' or '\\', which overlayfs options cannot carry",
+            objects.display()
+        );
+    }
+    for (key, value) in [
+        ("metacopy", "on"),
+        ("redirect_dir", "on"),
+        ("lowerdir", lower.as_str()),
+    ] {
+        fsconfig_set_string(&fs, key, value)
+            .with_context(|| format!("fsconfig(overlay {key}={value})"))?;
+    }
+    if opts.require_verity {
+        fsconfig_set_string(&fs, "verity", "require")
+            .context("fsconfig(overlay verity=require)")?;
+    }
+    fsconfig_create(&fs).context("cannot create the overlay mount")?;
+    let mnt = fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY,
+    )
+    .context("fsmount(overlay)")?;
+    move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .with_context(|| format!("cannot attach the mount at {}", target.display()))?;
+    Ok(())
+}
+
+/// Unmount whatever is mounted at `target`.
+pub fn unmount(target: &Path) -> Result<()> {
+    rustix::mount::unmount(target, UnmountFlags::empty())
+        .with_context(|| format!("cannot unmount {}", target.display()))
+}
