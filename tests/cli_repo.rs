@@ -712,7 +712,7 @@ fn gc_refuses_to_run_with_a_broken_ref() {
 }
 
 #[test]
-fn gc_refuses_when_image_refs_exist() {
+fn gc_refuses_with_a_broken_image_ref() {
     let (repo, _, _, _) = repo_with_a();
     std::fs::remove_file(repo.path.join("streams/refs/a")).unwrap();
     std::os::unix::fs::symlink("../0123", repo.path.join("images/refs/img")).unwrap();
@@ -742,7 +742,10 @@ fn fsck_passes_on_a_good_repository() {
     assert!(ok, "{text}");
     let last = text.lines().last().unwrap();
     assert!(last.starts_with("checked 6 objects ("), "{last}");
-    assert!(last.ends_with("2 streams, 2 refs: 0 problems"), "{last}");
+    assert!(
+        last.ends_with("2 streams, 0 images, 2 refs: 0 problems"),
+        "{last}"
+    );
     assert!(!text.contains("problem:"));
 }
 

@@ -1,6 +1,7 @@
 //! The `composefs` command line: argument parsing and plumbing only. Each
 //! command group lives in its own file and calls into the library.
 
+mod image_cmds;
 mod measure;
 mod progress;
 mod repo_cmds;
@@ -67,12 +68,69 @@ enum Command {
     },
     /// Verify every object, stream and ref; exits non-zero on any problem
     Fsck,
+    /// Build a composefs image from a directory or dumpfile (the C tool's interface)
+    Mkcomposefs(image_cmds::MkcomposefsArgs),
+    /// Import a directory: file contents become objects, the tree a stored image
+    CreateImage {
+        /// The directory to import
+        dir: PathBuf,
+        /// Ref to create under images/refs/
+        #[arg(long)]
+        name: Option<String>,
+        /// Lowest image format version (0 or 1)
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        min_version: u32,
+    },
+    /// Print an image (file path or stored image) as a composefs-dump(5) text
+    Dump {
+        /// Image file, image ref, or image digest
+        image: String,
+    },
+    /// List a directory of an image like `ls -l`
+    Ls {
+        /// Image file, image ref, or image digest
+        image: String,
+        /// Path inside the image (default /)
+        path: Option<String>,
+    },
+    /// Mount a stored image
+    Mount {
+        /// Mount with the kernel: EROFS under overlayfs, objects as the data layer
+        #[arg(long)]
+        kernel: bool,
+        /// Image ref or image digest
+        image: String,
+        mountpoint: PathBuf,
+    },
+    /// Unmount a mount made by `composefs mount`
+    Umount { mountpoint: PathBuf },
+}
+
+/// Invoked as `mkcomposefs` (through a symlink): the C tool's command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "mkcomposefs",
+    version,
+    about = "Build a composefs image (composefs's mkcomposefs)"
+)]
+struct MkcomposefsCli {
+    #[command(flatten)]
+    args: image_cmds::MkcomposefsArgs,
 }
 
 /// Parse arguments, run, print any error; the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let invoked_as = std::path::Path::new(&argv0)
+        .file_name()
+        .unwrap_or_default()
+        .to_owned();
+    let result = if invoked_as == "mkcomposefs" {
+        image_cmds::mkcomposefs(MkcomposefsCli::parse().args)
+    } else {
+        run(Cli::parse())
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("composefs: error: {e:#}");
@@ -91,5 +149,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Refs => repo_cmds::refs(repo),
         Command::Gc { dry_run } => repo_cmds::gc(repo, dry_run),
         Command::Fsck => repo_cmds::fsck(repo),
+        Command::Mkcomposefs(a) => image_cmds::mkcomposefs(a),
+        Command::CreateImage {
+            dir,
+            name,
+            min_version,
+        } => image_cmds::create_image(repo, &dir, name.as_deref(), min_version),
+        Command::Dump { image } => image_cmds::dump(repo, &image),
+        Command::Ls { image, path } => image_cmds::ls(repo, &image, path.as_deref()),
+        Command::Mount {
+            kernel,
+            image,
+            mountpoint,
+        } => image_cmds::mount(repo, &image, &mountpoint, kernel),
+        Command::Umount { mountpoint } => image_cmds::umount(&mountpoint),
     }
 }

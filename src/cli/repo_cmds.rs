@@ -81,10 +81,11 @@ pub fn fsck(repo: Option<&Path>) -> Result<ExitCode> {
     }
     writeln!(
         out,
-        "checked {} objects ({}), {} streams, {} refs: {} problems",
+        "checked {} objects ({}), {} streams, {} images, {} refs: {} problems",
         report.objects,
         human_bytes(report.bytes),
         report.streams,
+        report.images,
         report.refs,
         report.problems.len()
     )?;

@@ -18,6 +18,7 @@ pub struct FsckReport {
     pub objects: u64,
     pub bytes: u64,
     pub streams: u64,
+    pub images: u64,
     pub refs: u64,
     pub problems: Vec<String>,
 }
@@ -160,11 +161,18 @@ fn check_entries(repo: &Repository, report: &mut FsckReport, sizes: &HashMap<Obj
                     .push(format!("{shown}: its object {id} is missing or damaged"));
                 continue;
             }
-            if kind == RefKind::Stream {
-                report.streams += 1;
-                if let Err(e) = check_stream(repo, &id, sizes) {
-                    report.problems.push(format!("{shown}: {e:#}"));
+            let checked = match kind {
+                RefKind::Stream => {
+                    report.streams += 1;
+                    check_stream(repo, &id, sizes)
                 }
+                RefKind::Image => {
+                    report.images += 1;
+                    check_image(repo, &id, sizes)
+                }
+            };
+            if let Err(e) = checked {
+                report.problems.push(format!("{shown}: {e:#}"));
             }
         }
     }
@@ -195,6 +203,18 @@ fn check_stream(repo: &Repository, id: &ObjectId, sizes: &HashMap<ObjectId, u64>
             "chunks add up to {total} bytes but the stream records {}",
             stream.stream_size
         );
+    }
+    Ok(())
+}
+
+/// Parse an image fully; every object it redirects to must be present.
+fn check_image(repo: &Repository, id: &ObjectId, sizes: &HashMap<ObjectId, u64>) -> Result<()> {
+    let image = crate::erofs::reader::ErofsImage::from_file(repo.open_object(id)?)?;
+    image.check()?;
+    for o in image.referenced_objects()? {
+        if o.algorithm() == repo.algorithm() && !sizes.contains_key(&o) {
+            anyhow::bail!("refers to object {o}, which is missing or damaged");
+        }
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Garbage collection: delete what no ref reaches.
 //!
 //! Roots are the refs under `streams/refs/` and `images/refs/`. A reachable
-//! stream marks its object refs and, recursively, the streams it names. Then
+//! stream marks its object refs and, recursively, the streams it names; a
+//! reachable image marks every object its files redirect to. Then
 //! every unmarked object is deleted, and every `streams/` or `images/` entry
 //! whose object is gone. The caller must hold the exclusive lock
 //! ([`super::Lock::Exclusive`]), so no import can be half-way through.
@@ -12,7 +13,7 @@
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::{RefKind, Repository};
 use crate::fsverity::ObjectId;
@@ -52,10 +53,22 @@ pub fn reachable(repo: &Repository) -> Result<HashSet<ObjectId>> {
             queue.push((format!("stream {id}"), *s));
         }
     }
-    let image_refs = repo.list_refs(RefKind::Image)?;
-    if let Some((name, _)) = image_refs.first() {
-        bail!(
-            "image ref {name:?} exists, and collecting repositories with images is not supported yet (nothing was deleted)"
+    for (name, entry) in repo.list_refs(RefKind::Image)? {
+        let id = repo.entry_object(RefKind::Image, &entry).with_context(|| {
+            format!("image ref {name:?} is broken; run `composefs fsck` (nothing was deleted)")
+        })?;
+        if !marked.insert(id) {
+            continue;
+        }
+        let image = repo
+            .open_object(&id)
+            .and_then(crate::erofs::reader::ErofsImage::from_file)
+            .and_then(|img| img.referenced_objects())
+            .with_context(|| format!("cannot read image {id} (ref {name:?}); run `composefs fsck` (nothing was deleted)"))?;
+        marked.extend(
+            image
+                .into_iter()
+                .filter(|o| o.algorithm() == repo.algorithm()),
         );
     }
     Ok(marked)

@@ -274,6 +274,20 @@ impl Repository {
         Ok(new)
     }
 
+    /// Store a file's content as an object; small files are digested in
+    /// memory first and not written at all when the object exists.
+    pub fn store_file(&self, mut f: File) -> Result<(ObjectId, u64)> {
+        const IN_MEMORY: u64 = 4 << 20;
+        let len = f.metadata().context("cannot stat file")?.len();
+        if len <= IN_MEMORY {
+            let mut buf = Vec::with_capacity(len as usize);
+            f.read_to_end(&mut buf).context("cannot read file")?;
+            let id = self.store_bytes(&buf)?;
+            return Ok((id, buf.len() as u64));
+        }
+        self.store_reader(f)
+    }
+
     /// Store everything `r` yields as one object.
     pub fn store_reader(&self, mut r: impl Read) -> Result<(ObjectId, u64)> {
         let mut w = self.object_writer()?;

@@ -221,3 +221,30 @@ pub fn check_name(name: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// The link count of every inode reachable from the root: a directory has
+/// 2 + its subdirectories, anything else one per name. Fails on a
+/// directory reachable twice (a loop or a directory hardlink).
+pub fn link_counts(tree: &dyn Tree) -> Result<std::collections::HashMap<Ino, u64>> {
+    let mut counts = std::collections::HashMap::new();
+    let root = tree.root();
+    counts.insert(root, 2u64);
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        for e in tree.readdir(dir)?.iter() {
+            if tree.inode(e.ino)?.kind.is_dir() {
+                if counts.insert(e.ino, 2).is_some() {
+                    bail!(
+                        "directory inode {} is reachable twice (a loop or a directory hardlink)",
+                        e.ino
+                    );
+                }
+                *counts.get_mut(&dir).expect("parent counted") += 1;
+                stack.push(e.ino);
+            } else {
+                *counts.entry(e.ino).or_insert(0) += 1;
+            }
+        }
+    }
+    Ok(counts)
+}

@@ -1,0 +1,355 @@
+//! Image commands: mkcomposefs, create-image, dump, ls, mount, umount.
+
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::repo_cmds::open;
+use crate::erofs::reader::ErofsImage;
+use crate::erofs::writer::{FormatVersion, WriteOptions, write_image_with};
+use crate::fsverity::{self, Algorithm};
+use crate::importdir::{ContentSink, tree_from_directory};
+use crate::mount::{MountOptions, mount_image, unmount};
+use crate::tree::dirsource::DirOptions;
+use crate::tree::{Ino, Kind, Tree, mode};
+
+/// `mkcomposefs` options, spelled as the C tool spells them.
+#[derive(Args, Debug, Clone)]
+pub struct MkcomposefsArgs {
+    /// SOURCE is a composefs-dump(5) file (`-` for standard input)
+    #[arg(long)]
+    from_file: bool,
+    /// Lowest image format version to write (0 or 1)
+    #[arg(long, value_name = "N")]
+    min_version: Option<u32>,
+    /// Highest format version to upgrade to when needed (default 1)
+    #[arg(long, value_name = "N")]
+    max_version: Option<u32>,
+    /// Print the image's fs-verity digest (sha256)
+    #[arg(long)]
+    print_digest: bool,
+    /// Print the digest and write no image (no IMAGE argument)
+    #[arg(long)]
+    print_digest_only: bool,
+    /// Copy file contents into DIR/XX/<digest> (sha256 fs-verity names)
+    #[arg(long, value_name = "DIR")]
+    digest_store: Option<PathBuf>,
+    /// Set every mtime to 0
+    #[arg(long)]
+    use_epoch: bool,
+    /// Leave out extended attributes
+    #[arg(long)]
+    skip_xattrs: bool,
+    /// Keep only user.* extended attributes
+    #[arg(long)]
+    user_xattrs: bool,
+    /// Leave out character and block devices
+    #[arg(long)]
+    skip_devices: bool,
+    /// Worker threads for digests (default: all cores)
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// A directory, or with --from-file a dumpfile
+    source: PathBuf,
+    /// Where to write the image (`-` for standard output)
+    image: Option<PathBuf>,
+}
+
+fn threads(n: Option<usize>) -> usize {
+    n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
+fn version(n: u32, what: &str) -> Result<FormatVersion> {
+    FormatVersion::from_number(n).with_context(|| format!("unsupported {what} {n} (0 or 1)"))
+}
+
+pub fn mkcomposefs(a: MkcomposefsArgs) -> Result<ExitCode> {
+    let min = version(a.min_version.unwrap_or(0), "--min-version")?;
+    let max = version(
+        a.max_version.unwrap_or(1).max(min.number()),
+        "--max-version",
+    )?;
+    match (&a.image, a.print_digest_only) {
+        (None, false) => bail!("no destination image given (or use --print-digest-only)"),
+        (Some(_), true) => bail!("cannot give a destination image with --print-digest-only"),
+        _ => {}
+    }
+    let tree: Box<dyn Tree> = if a.from_file {
+        let text = if a.source == Path::new("-") {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut v)
+                .context("cannot read standard input")?;
+            v
+        } else {
+            std::fs::read(&a.source)
+                .with_context(|| format!("cannot read {}", a.source.display()))?
+        };
+        Box::new(
+            crate::dumpfile::parse(&text)
+                .with_context(|| format!("dumpfile {}", a.source.display()))?,
+        )
+    } else {
+        let opts = DirOptions {
+            skip_xattrs: a.skip_xattrs,
+            user_xattrs_only: a.user_xattrs,
+            skip_devices: a.skip_devices,
+            use_epoch: a.use_epoch,
+            ignore_hardlinks: false,
+        };
+        let sink = match &a.digest_store {
+            Some(dir) => ContentSink::DigestStore(dir.clone()),
+            None => ContentSink::DigestOnly(Algorithm::Sha256),
+        };
+        Box::new(tree_from_directory(&a.source, &opts, &sink, threads(a.threads))?.0)
+    };
+    let opts = WriteOptions {
+        min_version: min,
+        max_version: max,
+    };
+    let mut image = Vec::new();
+    write_image_with(tree.as_ref(), &opts, &mut image)?;
+    if let Some(out) = &a.image {
+        if out == Path::new("-") {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                bail!("standard output is a terminal; refusing to write an image to it");
+            }
+            stdout
+                .lock()
+                .write_all(&image)
+                .context("cannot write image to standard output")?;
+        } else {
+            write_file(out, &image)?;
+        }
+    }
+    if a.print_digest || a.print_digest_only {
+        let digest = fsverity::digest_bytes(Algorithm::Sha256, &image);
+        writeln!(std::io::stdout(), "{digest}").context("cannot write to stdout")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.write_all(data)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+pub fn create_image(
+    repo: Option<&Path>,
+    dir: &Path,
+    name: Option<&str>,
+    min_version: u32,
+) -> Result<ExitCode> {
+    let r = open(repo)?;
+    r.ensure_writable()?;
+    if let Some(n) = name {
+        crate::repository::validate_ref_name(n)?;
+    }
+    let (tree, stats) = tree_from_directory(
+        dir,
+        &DirOptions::default(),
+        &ContentSink::Repository(&r),
+        threads(None),
+    )?;
+    crate::importdir::reject_sockets(&tree)
+        .with_context(|| format!("cannot import {}", dir.display()))?;
+    let mut image = Vec::new();
+    write_image_with(
+        &tree,
+        &WriteOptions::version(version(min_version, "--min-version")?),
+        &mut image,
+    )?;
+    let id = r.commit_image(&image[..], name)?;
+    writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
+    if std::io::stderr().is_terminal() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "imported {}: {} files, {} stored as objects ({}), image {} bytes",
+            dir.display(),
+            stats.files,
+            stats.external,
+            crate::util::human_bytes(stats.bytes),
+            image.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An image named on the command line: a file path, else a repository image.
+fn load_image(repo: Option<&Path>, name: &str) -> Result<ErofsImage> {
+    let p = Path::new(name);
+    if p.is_file() {
+        return ErofsImage::open(p).with_context(|| format!("image {}", p.display()));
+    }
+    let r = open(repo)?;
+    let (_, f) = r.open_image(name)?;
+    ErofsImage::from_file(f).with_context(|| format!("image {name:?}"))
+}
+
+pub fn dump(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
+    let image = load_image(repo, name)?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    crate::dumpfile::write(&image, &mut out)?;
+    out.flush().context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn perms_string(st_mode: u32) -> String {
+    let t = match st_mode & mode::S_IFMT {
+        mode::S_IFDIR => 'd',
+        mode::S_IFLNK => 'l',
+        mode::S_IFCHR => 'c',
+        mode::S_IFBLK => 'b',
+        mode::S_IFIFO => 'p',
+        mode::S_IFSOCK => 's',
+        _ => '-',
+    };
+    let mut s = String::from(t);
+    for (shift, special, lower, upper) in [
+        (6, 0o4000, 's', 'S'),
+        (3, 0o2000, 's', 'S'),
+        (0, 0o1000, 't', 'T'),
+    ] {
+        let bits = (st_mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        let x = bits & 1 != 0;
+        s.push(match (st_mode & special != 0, x) {
+            (true, true) => lower,
+            (true, false) => upper,
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC (days-from-civil, no time zone database).
+fn format_time(sec: i64) -> String {
+    let days = sec.div_euclid(86_400);
+    let rem = sec.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+fn ls_line(tree: &dyn Tree, ino: Ino, name: &[u8], nlink: u64) -> Result<String> {
+    let inode = tree.inode(ino)?;
+    let size = match &inode.kind {
+        Kind::CharDevice { rdev } | Kind::BlockDevice { rdev } => {
+            format!(
+                "{}, {}",
+                rustix::fs::major(*rdev as _),
+                rustix::fs::minor(*rdev as _)
+            )
+        }
+        _ => inode.size().to_string(),
+    };
+    let mut line = format!(
+        "{} {:>3} {:>5} {:>5} {:>10} {} {}",
+        perms_string(inode.st_mode()),
+        nlink,
+        inode.stat.uid,
+        inode.stat.gid,
+        size,
+        format_time(inode.stat.mtime.sec),
+        crate::util::display_bytes(name)
+    );
+    if let Kind::Symlink(target) = &inode.kind {
+        line.push_str(" -> ");
+        line.push_str(&crate::util::display_bytes(target));
+    }
+    Ok(line)
+}
+
+pub fn ls(repo: Option<&Path>, name: &str, path: Option<&str>) -> Result<ExitCode> {
+    let image = load_image(repo, name)?;
+    let path = path.unwrap_or("/");
+    let ino = image
+        .resolve_path(path.as_bytes())?
+        .with_context(|| format!("{path}: no such file or directory in {name}"))?;
+    let nlinks = crate::tree::link_counts(&image)?;
+    let nlink = |i: Ino| nlinks.get(&i).copied().unwrap_or(1);
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    if image.inode(ino)?.kind.is_dir() {
+        for e in image.readdir(ino)?.iter() {
+            writeln!(out, "{}", ls_line(&image, e.ino, &e.name, nlink(e.ino))?)?;
+        }
+    } else {
+        writeln!(
+            out,
+            "{}",
+            ls_line(&image, ino, path.as_bytes(), nlink(ino))?
+        )?;
+    }
+    out.flush().context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn mount(repo: Option<&Path>, name: &str, target: &Path, kernel: bool) -> Result<ExitCode> {
+    if !kernel {
+        bail!(
+            "the live FUSE view is not built yet: use `composefs mount --kernel` for a stored image"
+        );
+    }
+    let r = open(repo)?;
+    let (_, image) = r.open_image(name)?;
+    let objects = std::fs::canonicalize(r.path().join("objects"))
+        .with_context(|| format!("cannot resolve {}/objects", r.path().display()))?;
+    mount_image(
+        &image,
+        &objects,
+        target,
+        MountOptions {
+            require_verity: r.verity(),
+        },
+    )
+    .with_context(|| format!("cannot mount image {name:?} at {}", target.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn umount(target: &Path) -> Result<ExitCode> {
+    unmount(target)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(perms_string(0o104755), "-rwsr-xr-x");
+        assert_eq!(perms_string(0o41777), "drwxrwxrwt");
+        assert_eq!(perms_string(0o120777), "lrwxrwxrwx");
+        assert_eq!(perms_string(0o102644), "-rw-r-Sr--");
+        assert_eq!(format_time(0), "1970-01-01 00:00");
+        assert_eq!(format_time(1_700_000_000), "2023-11-14 22:13");
+        assert_eq!(format_time(-86_400), "1969-12-31 00:00");
+    }
+}
