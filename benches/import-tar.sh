@@ -132,6 +132,7 @@ settle() {
 }
 [ -e "$work" ] && { sync; remove "$work"; }
 mkdir -p "$work"
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() { [ "$keep" -eq 1 ] || { sync; remove "$work"; }; }
 trap cleanup EXIT
 bin="$work/composefs"
@@ -175,12 +176,13 @@ results="$work/results"
 : >"$results"
 
 run_tar() { # run_tar CASE INPUT RUN
-    local t r ts rs cpu x="$work/run$3/tar-$1"
+    # shellcheck disable=SC2034 # sync_rss: set by timed, not needed
+    local t r ts sync_rss cpu x="$work/run$3/tar-$1"
     mkdir -p "$x"
     cold "$2"
     timed t r tar -xf "$2" -C "$x"
     local tcpu="$cpu"
-    timed ts rs sync -f "$x"
+    timed ts sync_rss sync -f "$x"
     echo "$1 tar $t $r $tcpu" >>"$results"
     echo "$1 tarsync $(awk -v a="$t" -v b="$ts" 'BEGIN { printf "%.3f", a + b }') $r $tcpu" >>"$results"
     log "  run $3 $1: tar -x ${t}s (+ syncfs ${ts}s), cpu ${tcpu}s, peak RSS $((r / 1024)) MiB"

@@ -127,7 +127,7 @@ if [ ! -s "$tarfile" ] || [ ! -f "$dir/.bench-complete" ]; then
         fi
         # Leave nothing from the build host mounted in the tree.
         for m in proc sys dev/pts dev; do
-            mountpoint -q "$dir/$m" 2>/dev/null && umount -l "$dir/$m" || true
+            if mountpoint -q "$dir/$m" 2>/dev/null; then umount -l "$dir/$m" || true; fi
         done
         touch "$dir/.bench-complete"
     fi

@@ -9,6 +9,7 @@ PKGS=(
   tar gzip zstd
   util-linux # flock, mknod helpers
   time       # GNU /usr/bin/time for peak-memory figures in benches
+  erofs-utils # fsck.erofs checks every image we write; mkfs.erofs for benches
 )
 
 missing=()

@@ -566,7 +566,10 @@ fn parse_xattr(field: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
     }
     let (k, v) = match field.iter().position(|&c| c == b'=') {
         Some(eq) => (&field[..eq], &field[eq + 1..]),
-        None => (field, &b""[..]),
+        None => bail!(
+            "xattr {:?} has no '=' (write an empty value as NAME=)",
+            String::from_utf8_lossy(field)
+        ),
     };
     let key = unescape(k).context("xattr name")?;
     if key.is_empty() {

@@ -10,8 +10,8 @@
 use std::io::{self, Read};
 
 use anyhow::{Context, Result, bail};
-use sha2::{Digest, Sha256};
 
+use crate::hashtee::HashTee;
 use crate::splitstream::SplitStreamWriter;
 use crate::util::{display_bytes, read_full};
 
@@ -37,22 +37,6 @@ pub struct TarSummary {
 impl TarSummary {
     pub fn diff_id(&self) -> String {
         format!("sha256:{}", hex::encode(self.sha256))
-    }
-}
-
-/// Counts and hashes what passes through.
-struct Tee<R> {
-    inner: R,
-    sha: Sha256,
-    pos: u64,
-}
-
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.sha.update(&buf[..n]);
-        self.pos += n as u64;
-        Ok(n)
     }
 }
 
@@ -166,11 +150,7 @@ pub fn split(
     out: &mut SplitStreamWriter<'_>,
     mut progress: impl FnMut(u64),
 ) -> Result<TarSummary> {
-    let mut r = Tee {
-        inner: input,
-        sha: Sha256::new(),
-        pos: 0,
-    };
+    let mut r = HashTee::new(input);
     let mut summary = TarSummary::default();
     let mut block = [0u8; BLOCK];
     let mut pax_size: Option<u64> = None;
@@ -178,7 +158,7 @@ pub fn split(
     let mut meta = Vec::new();
 
     loop {
-        let at = r.pos;
+        let at = r.position();
         let got = read_full(&mut r, &mut block).context("cannot read tar")?;
         if got == 0 {
             bail!("tar ends at byte {at} without an end-of-archive marker: truncated");
@@ -275,7 +255,7 @@ pub fn split(
                     _ => {}
                 }
                 out.write_inline(&meta)?;
-                progress(r.pos);
+                progress(r.position());
                 continue;
             }
             b'S' => bail!(
@@ -307,11 +287,12 @@ pub fn split(
                 _ => e,
             })?;
         }
-        progress(r.pos);
+        progress(r.position());
     }
-    summary.size = r.pos;
-    summary.sha256 = r.sha.finalize().into();
-    progress(r.pos);
+    let (sha256, size) = r.finish().context("cannot read tar")?;
+    summary.sha256 = sha256;
+    summary.size = size;
+    progress(size);
     Ok(summary)
 }
 

@@ -1,5 +1,6 @@
 //! Image commands: mkcomposefs, create-image, dump, ls, mount, umount.
 
+use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -133,17 +134,12 @@ pub fn mkcomposefs(a: MkcomposefsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Write the image as the C tool does (`fopen(IMAGE, "w")`): through
+/// symlinks, into fifos and devices, new files with 0666 less the umask.
 fn write_file(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.write_all(data)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
+    let mut f = File::create(path)
+        .with_context(|| format!("cannot open {} for writing", path.display()))?;
+    f.write_all(data)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
@@ -258,8 +254,8 @@ fn format_time(sec: i64) -> String {
     )
 }
 
-fn ls_line(tree: &dyn Tree, ino: Ino, name: &[u8], nlink: u64) -> Result<String> {
-    let inode = tree.inode(ino)?;
+fn ls_line(image: &ErofsImage, ino: Ino, name: &[u8], nlink: u64) -> Result<String> {
+    let inode = image.inode(ino)?;
     let size = match &inode.kind {
         Kind::CharDevice { rdev } | Kind::BlockDevice { rdev } => {
             format!(
@@ -268,6 +264,8 @@ fn ls_line(tree: &dyn Tree, ino: Ino, name: &[u8], nlink: u64) -> Result<String>
                 rustix::fs::minor(*rdev as _)
             )
         }
+        // A directory's size is what the image stores (as `ls -l` on a mount shows).
+        Kind::Directory => image.raw_inode(ino)?.size.to_string(),
         _ => inode.size().to_string(),
     };
     let mut line = format!(

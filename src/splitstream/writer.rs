@@ -18,7 +18,7 @@ const MAX_INLINE_CHUNK: usize = 1 << 20;
 const BUFFERED_EXTERNAL: u64 = 4 << 20;
 const ZSTD_LEVEL: i32 = 3;
 /// Object content waiting for worker threads, at most (bounds memory).
-pub const MAX_IN_FLIGHT: u64 = 32 << 20;
+pub const MAX_IN_FLIGHT: u64 = 16 << 20;
 
 /// Builds one splitstream. Inline bytes are compressed into a temporary file
 /// as they arrive; external content goes straight into the object store.
@@ -194,7 +194,7 @@ impl<'r> SplitStreamWriter<'r> {
             self.queue.pop_front();
             if let Some(buf) = buf {
                 self.in_flight -= size;
-                self.spare.push(buf);
+                self.recycle(buf);
             }
             self.emit_object_ref(id)?;
         }
@@ -216,7 +216,7 @@ impl<'r> SplitStreamWriter<'r> {
         } else {
             let buf = self.read_buffer(&mut limited, size)?;
             let id = self.repo.store_bytes(&buf)?;
-            self.spare.push(buf);
+            self.recycle(buf);
             id
         };
         self.write_object_ref(id, size)?;
@@ -236,6 +236,14 @@ impl<'r> SplitStreamWriter<'r> {
         self.in_flight += size;
         self.queue.push_back(Queued::Object { ticket, size });
         self.pump(false)
+    }
+
+    /// Keep a few buffers for reuse; large or surplus ones are freed, so
+    /// memory does not grow with the number of objects.
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < 8 && buf.capacity() <= 1 << 20 {
+            self.spare.push(buf);
+        }
     }
 
     /// Read exactly `size` bytes into a (recycled) buffer.

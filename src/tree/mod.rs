@@ -185,17 +185,34 @@ pub trait Tree: Send + Sync {
             .map(|i| entries[i].ino))
     }
 
-    /// Resolve a `/`-separated path from the root (no symlinks followed).
+    /// Resolve a `/`-separated path from the root (no symlinks followed;
+    /// `.` and `..` as usual, `..` at the root stays there). A trailing `/`
+    /// requires a directory.
     fn resolve_path(&self, path: &[u8]) -> Result<Option<Ino>> {
-        let mut ino = self.root();
+        let mut stack = vec![self.root()];
         for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            let ino = *stack.last().expect("never empty");
+            match comp {
+                b"." => continue,
+                b".." => {
+                    if stack.len() > 1 {
+                        stack.pop();
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             if !self.inode(ino)?.kind.is_dir() {
                 return Ok(None);
             }
             match self.lookup(ino, comp)? {
-                Some(child) => ino = child,
+                Some(child) => stack.push(child),
                 None => return Ok(None),
             }
+        }
+        let ino = *stack.last().expect("never empty");
+        if path.ends_with(b"/") && !self.inode(ino)?.kind.is_dir() {
+            return Ok(None);
         }
         Ok(Some(ino))
     }

@@ -442,3 +442,109 @@ pub fn tar_of(dir: &Path, name: &str, files: &[(&str, Vec<u8>)]) -> PathBuf {
     );
     out
 }
+
+/// Undo composefs-dump(5) escaping (`\\ \n \r \t \xHH`), independently of
+/// the crate's own parser.
+pub fn dump_unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] != b'\\' {
+            out.push(field[i]);
+            i += 1;
+            continue;
+        }
+        let e = *field.get(i + 1).unwrap_or_else(|| {
+            panic!("dangling backslash in {:?}", String::from_utf8_lossy(field))
+        });
+        match e {
+            b'\\' => out.push(b'\\'),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'x' => {
+                let h = std::str::from_utf8(&field[i + 2..i + 4]).unwrap();
+                out.push(u8::from_str_radix(h, 16).unwrap());
+                i += 2;
+            }
+            other => panic!("unknown escape \\{} in dump field", other as char),
+        }
+        i += 2;
+    }
+    out
+}
+
+/// One line of a composefs-dump(5) text, fields unescaped (`None` for `-`
+/// in PAYLOAD, CONTENT and DIGEST).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DumpLine {
+    pub path: Vec<u8>,
+    pub size: u64,
+    /// MODE as printed: a leading `@` marks a hardlink line.
+    pub mode: String,
+    pub nlink: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub mtime: String,
+    pub payload: Option<Vec<u8>>,
+    pub content: Option<Vec<u8>>,
+    pub digest: Option<String>,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl DumpLine {
+    pub fn is_hardlink(&self) -> bool {
+        self.mode.starts_with('@')
+    }
+    /// MODE as a number (without the `@`).
+    pub fn st_mode(&self) -> u32 {
+        u32::from_str_radix(self.mode.trim_start_matches('@'), 8).unwrap()
+    }
+}
+
+/// Parse a whole composefs-dump(5) text; panics on anything malformed.
+pub fn parse_dump(text: &[u8]) -> Vec<DumpLine> {
+    let opt = |f: &[u8]| (f != b"-").then(|| dump_unescape(f));
+    text.split(|&c| c == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let f: Vec<&[u8]> = line.split(|&c| c == b' ').collect();
+            let shown = String::from_utf8_lossy(line);
+            assert!(f.len() >= 11, "short dump line {shown:?}");
+            let s = |i: usize| std::str::from_utf8(f[i]).unwrap().to_string();
+            let xattrs = f[11..]
+                .iter()
+                .map(|x| {
+                    let eq = x
+                        .iter()
+                        .position(|&c| c == b'=')
+                        .unwrap_or_else(|| panic!("xattr without '=' in {shown:?}"));
+                    (dump_unescape(&x[..eq]), dump_unescape(&x[eq + 1..]))
+                })
+                .collect();
+            DumpLine {
+                path: dump_unescape(f[0]),
+                size: s(1).parse().unwrap(),
+                mode: s(2),
+                nlink: s(3).parse().unwrap(),
+                uid: s(4).parse().unwrap(),
+                gid: s(5).parse().unwrap(),
+                rdev: s(6).parse().unwrap(),
+                mtime: s(7),
+                payload: opt(f[8]),
+                content: opt(f[9]),
+                digest: (f[10] != b"-").then(|| s(10)),
+                xattrs,
+            }
+        })
+        .collect()
+}
+
+/// The dump line for `path` (as the dump writes it, e.g. `/a/b`).
+pub fn dump_line<'a>(lines: &'a [DumpLine], path: &str) -> &'a DumpLine {
+    lines
+        .iter()
+        .find(|l| l.path == path.as_bytes())
+        .unwrap_or_else(|| panic!("no line for {path:?} in the dump"))
+}
