@@ -10,6 +10,7 @@
 
 mod format;
 mod reader;
+mod reftable;
 mod writer;
 
 pub use format::{Header, Info, MAGIC, content_type, content_type_name};

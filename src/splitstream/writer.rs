@@ -7,6 +7,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use anyhow::{Context, Result, bail};
 
 use super::format::{HEADER_SIZE, Header, INFO_SIZE, Info};
+use super::reftable::RefTable;
 use crate::fsverity::{Algorithm, ObjectId};
 use crate::repository::Repository;
 use crate::repository::pool::{StorePool, Ticket};
@@ -17,8 +18,10 @@ const MAX_INLINE_CHUNK: usize = 1 << 20;
 /// already in the repository is never written again.
 const BUFFERED_EXTERNAL: u64 = 4 << 20;
 const ZSTD_LEVEL: i32 = 3;
-/// Object content waiting for worker threads, at most (bounds memory).
+/// Object content and inline bytes waiting for worker threads, at most (bounds memory).
 pub const MAX_IN_FLIGHT: u64 = 16 << 20;
+/// Chunks waiting for worker threads, at most (bounds memory for many tiny objects).
+pub const MAX_QUEUED: usize = 4096;
 
 /// Builds one splitstream. Inline bytes are compressed into a temporary file
 /// as they arrive; external content goes straight into the object store.
@@ -28,8 +31,7 @@ pub struct SplitStreamWriter<'r> {
     content_type: u64,
     stream: zstd::stream::write::Encoder<'static, BufWriter<File>>,
     inline: Vec<u8>,
-    object_refs: Vec<ObjectId>,
-    object_index: HashMap<ObjectId, usize>,
+    object_refs: RefTable,
     stream_refs: Vec<ObjectId>,
     stream_index: HashMap<ObjectId, usize>,
     named_refs: BTreeMap<String, usize>,
@@ -70,8 +72,15 @@ impl<'r> SplitStreamWriter<'r> {
             content_type,
             stream,
             inline: Vec::new(),
-            object_refs: Vec::new(),
-            object_index: HashMap::new(),
+            object_refs: RefTable::new(
+                tempfile::tempfile_in(repo.path().join("objects")).with_context(|| {
+                    format!(
+                        "cannot create a temporary file in {}/objects",
+                        repo.path().display()
+                    )
+                })?,
+                repo.algorithm().digest_len(),
+            ),
             stream_refs: Vec::new(),
             stream_index: HashMap::new(),
             named_refs: BTreeMap::new(),
@@ -108,11 +117,12 @@ impl<'r> SplitStreamWriter<'r> {
         if self.queue.is_empty() {
             return self.emit_inline(data);
         }
+        self.in_flight += data.len() as u64;
         match self.queue.back_mut() {
             Some(Queued::Inline(v)) => v.extend_from_slice(data),
             _ => self.queue.push_back(Queued::Inline(data.to_vec())),
         }
-        Ok(())
+        self.pump(false)
     }
 
     fn emit_inline(&mut self, data: &[u8]) -> Result<()> {
@@ -138,11 +148,10 @@ impl<'r> SplitStreamWriter<'r> {
         Ok(())
     }
 
-    fn object_ref_index(&mut self, id: ObjectId) -> usize {
-        *self.object_index.entry(id).or_insert_with(|| {
-            self.object_refs.push(id);
-            self.object_refs.len() - 1
-        })
+    fn object_ref_index(&mut self, id: ObjectId) -> Result<usize> {
+        self.object_refs
+            .index_of(&id)
+            .context("cannot record an object ref")
     }
 
     /// Append a reference to an object already in the repository, whose
@@ -159,7 +168,7 @@ impl<'r> SplitStreamWriter<'r> {
 
     fn emit_object_ref(&mut self, id: ObjectId) -> Result<()> {
         self.flush_inline()?;
-        let idx = self.object_ref_index(id) as i64;
+        let idx = self.object_ref_index(id)? as i64;
         self.stream
             .write_all(&idx.to_le_bytes())
             .context("cannot write splitstream")
@@ -170,13 +179,13 @@ impl<'r> SplitStreamWriter<'r> {
     /// than [`MAX_IN_FLIGHT`] bytes are outstanding.
     fn pump(&mut self, wait: bool) -> Result<()> {
         while let Some(front) = self.queue.front() {
-            let block = wait || self.in_flight > MAX_IN_FLIGHT;
+            let block = wait || self.in_flight > MAX_IN_FLIGHT || self.queue.len() > MAX_QUEUED;
             let (id, size, buf) = match front {
                 Queued::Inline(_) => {
-                    let Some(Queued::Inline(data)) = self.queue.pop_front() else {
-                        unreachable!()
-                    };
-                    self.emit_inline(&data)?;
+                    if let Some(Queued::Inline(data)) = self.queue.pop_front() {
+                        self.in_flight -= data.len() as u64;
+                        self.emit_inline(&data)?;
+                    }
                     continue;
                 }
                 Queued::Stored { id, size } => (*id, *size, None),
@@ -294,7 +303,7 @@ impl<'r> SplitStreamWriter<'r> {
             v.iter().flat_map(|id| id.as_bytes().to_vec()).collect()
         };
         let stream_refs = refs_bytes(&self.stream_refs);
-        let object_refs = refs_bytes(&self.object_refs);
+        let object_refs_len = self.object_refs.byte_len();
 
         let mut at = (HEADER_SIZE + INFO_SIZE) as u64;
         let mut section = |len: usize| {
@@ -304,7 +313,7 @@ impl<'r> SplitStreamWriter<'r> {
         };
         let info = Info {
             stream_refs: section(stream_refs.len()),
-            object_refs: section(object_refs.len()),
+            object_refs: section(object_refs_len as usize),
             named_refs: section(named.len()),
             stream: section(stream_len as usize),
             content_type: self.content_type,
@@ -316,11 +325,12 @@ impl<'r> SplitStreamWriter<'r> {
             info: HEADER_SIZE as u64..(HEADER_SIZE + INFO_SIZE) as u64,
         };
         let mut w = self.repo.object_writer()?;
+        let object_refs = &mut self.object_refs;
         let mut write = |w: &mut crate::repository::ObjectWriter<'_>| -> io::Result<()> {
             w.write_all(&header.encode())?;
             w.write_all(&info.encode())?;
             w.write_all(&stream_refs)?;
-            w.write_all(&object_refs)?;
+            object_refs.copy_to(w)?;
             w.write_all(&named)?;
             io::copy(&mut tmp, w)?;
             Ok(())
