@@ -1497,3 +1497,41 @@ fn ls_of_a_file_with_a_trailing_slash_is_an_error() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// A path longer than the kernel's PATH_MAX cannot be opened from the mount
+/// point: refused with a clear error, no image written.
+#[test]
+fn paths_longer_than_path_max_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = String::from("/ 0 40755 2 0 0 0 0.0 - - -\n");
+    let mut path = String::new();
+    for i in 0..20 {
+        path.push('/');
+        path.push_str(&format!("d{i:02}").repeat(80));
+        text.push_str(&format!("{path} 0 40755 2 0 0 0 0.0 - - -\n"));
+    }
+    let dump = tmp.path().join("deep.dump");
+    std::fs::write(&dump, text).unwrap();
+    let img = tmp.path().join("deep.img");
+    let out = common::composefs(
+        &[
+            os("mkcomposefs"),
+            os("--from-file"),
+            dump.as_os_str(),
+            img.as_os_str(),
+        ],
+        None,
+        &[],
+    );
+    common::assert_no_panic("mkcomposefs of a too-deep tree", &out);
+    assert!(!out.status.success(), "a 4800-byte path was accepted");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PATH_MAX"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::metadata(&img).is_err(),
+        "an image was written anyway"
+    );
+}

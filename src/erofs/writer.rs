@@ -154,6 +154,7 @@ pub fn write_image_with(
     opts: &WriteOptions,
     out: &mut impl Write,
 ) -> Result<ImageInfo> {
+    crate::tree::check_path_lengths(tree)?;
     let scan = Scan::run(tree)?;
     let mut version = opts.min_version.number();
     let max_version = opts.max_version.number().max(version);

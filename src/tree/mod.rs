@@ -265,3 +265,32 @@ pub fn link_counts(tree: &dyn Tree) -> Result<std::collections::HashMap<Ino, u64
     }
     Ok(counts)
 }
+
+/// Longest path (from the root, without the leading `/`) the kernel can name
+/// in one system call: `PATH_MAX` less the NUL and the leading `/`.
+pub const MAX_PATH: usize = 4094;
+
+/// Refuse a tree with a path longer than [`MAX_PATH`]: the kernel could not
+/// open such a file by its path from the mount point.
+pub fn check_path_lengths(tree: &dyn Tree) -> Result<()> {
+    let mut stack = vec![(tree.root(), 0usize)];
+    let mut seen = std::collections::HashSet::new();
+    while let Some((dir, len)) = stack.pop() {
+        if !seen.insert(dir) {
+            bail!("directory inode {dir} is reachable twice (a loop or a directory hardlink)");
+        }
+        for e in tree.readdir(dir)?.iter() {
+            let l = len + usize::from(len > 0) + e.name.len();
+            if l > MAX_PATH {
+                bail!(
+                    "the path ending in {:?} is {l} bytes long: more than the kernel's PATH_MAX allows",
+                    String::from_utf8_lossy(&e.name)
+                );
+            }
+            if tree.inode(e.ino)?.kind.is_dir() {
+                stack.push((e.ino, l));
+            }
+        }
+    }
+    Ok(())
+}
