@@ -1211,3 +1211,77 @@ fn mkcomposefs_digest_store_mounts_with_plain_mount() {
         assert!(!is_mountpoint(&mnt) && !is_mountpoint(&erofs));
     }
 }
+
+/// The loop-device path (what kernels without file-backed EROFS take) mounts
+/// the same image with the same content; the loop device goes away with the
+/// mount (autoclear).
+#[test]
+fn loop_device_mount_serves_the_same_content() {
+    use composefs::fsverity::Algorithm;
+    use composefs::importdir::{ContentSink, tree_from_directory};
+    use composefs::mount::{MountOptions, mount_image, unmount};
+    use composefs::repository::Repository;
+    use composefs::tree::dirsource::DirOptions;
+
+    require_root_and_kernel();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write(&src.join("small"), b"tiny\n");
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    write(&src.join("big"), &big);
+    let repo = Repository::init(&tmp.path().join("repo"), Algorithm::Sha256).unwrap();
+    let (tree, _) = tree_from_directory(
+        &src,
+        &DirOptions::default(),
+        &ContentSink::Repository(&repo),
+        2,
+    )
+    .unwrap();
+    let mut image = Vec::new();
+    composefs::erofs::writer::write_image(
+        &tree,
+        composefs::erofs::writer::FormatVersion::V0,
+        &mut image,
+    )
+    .unwrap();
+    let id = repo.commit_image(&image[..], Some("img")).unwrap();
+    let (_, file) = repo.open_image(&id.to_hex()).unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let objects = std::fs::canonicalize(tmp.path().join("repo/objects")).unwrap();
+    mount_image(
+        &file,
+        &objects,
+        &mnt,
+        MountOptions {
+            require_verity: false,
+            loop_device: true,
+        },
+    )
+    .unwrap();
+    let read = (|| {
+        Ok::<_, std::io::Error>((
+            std::fs::read(mnt.join("small"))?,
+            std::fs::read(mnt.join("big"))?,
+        ))
+    })();
+    unmount(&mnt).unwrap();
+    let (small, got_big) = read.expect("reading through the loop-backed mount");
+    assert_eq!(small, b"tiny\n");
+    assert!(
+        got_big == big,
+        "big file differs through the loop-backed mount"
+    );
+    assert!(!is_mountpoint(&mnt), "still mounted after unmount");
+    let loops = Command::new("losetup")
+        .arg("-j")
+        .arg(repo.object_path(&id))
+        .output()
+        .unwrap();
+    assert!(
+        loops.stdout.is_empty(),
+        "loop device left behind: {}",
+        String::from_utf8_lossy(&loops.stdout)
+    );
+}

@@ -325,6 +325,7 @@ pub fn mount(repo: Option<&Path>, name: &str, target: &Path, kernel: bool) -> Re
         target,
         MountOptions {
             require_verity: r.verity(),
+            loop_device: false,
         },
     )
     .with_context(|| format!("cannot mount image {name:?} at {}", target.display()))?;

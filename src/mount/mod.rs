@@ -24,6 +24,9 @@ pub struct MountOptions {
     /// Make overlayfs require fs-verity digests on every data file
     /// (`verity=require`); only possible where the kernel has fs-verity.
     pub require_verity: bool,
+    /// Put the image on a loop device even where the kernel can mount the
+    /// file directly (the path older kernels take; kept testable).
+    pub loop_device: bool,
 }
 
 fn fd_path(fd: impl AsFd) -> String {
@@ -31,36 +34,39 @@ fn fd_path(fd: impl AsFd) -> String {
 }
 
 /// Mount the EROFS image read-only, detached; returns the mount fd.
-fn mount_erofs(image: &File) -> Result<OwnedFd> {
-    let fs = fsopen("erofs", FsOpenFlags::FSOPEN_CLOEXEC)
-        .context("fsopen(erofs): is EROFS in this kernel?")?;
-    let direct = fsconfig_set_string(&fs, "source", fd_path(image));
-    let _loop_dev; // keeps the loop device's fd open until the mount exists
-    match direct {
-        Ok(()) => {}
-        // Kernels without file-backed EROFS want a block device.
-        Err(Errno::NOTBLK | Errno::INVAL) => {
-            let dev = loopdev::attach_read_only(image)
-                .context("cannot attach the image to a loop device")?;
-            fsconfig_set_string(&fs, "source", dev.path()).context("fsconfig(erofs source)")?;
-            _loop_dev = dev;
+/// Kernels without file-backed EROFS refuse a regular file as the source
+/// (`ENOTBLK`): the image then goes on a read-only loop device.
+fn mount_erofs(image: &File, force_loop: bool) -> Result<OwnedFd> {
+    let hint =
+        "cannot mount the EROFS image (is it a valid composefs image? is EROFS in this kernel?)";
+    if !force_loop {
+        match erofs_from_source(&fd_path(image)) {
+            Ok(m) => return Ok(m),
+            Err(Errno::NOTBLK) => {}
+            Err(e) => return Err(e).context(hint),
         }
-        Err(e) => return Err(e).context("fsconfig(erofs source)"),
     }
-    fsconfig_set_flag(&fs, "ro").context("fsconfig(erofs ro)")?;
-    fsconfig_create(&fs)
-        .context("cannot mount the EROFS image (is it a valid composefs image?)")?;
+    let dev =
+        loopdev::attach_read_only(image).context("cannot attach the image to a loop device")?;
+    // The loop device detaches itself (autoclear) when the mount lets go.
+    erofs_from_source(dev.path()).context(hint)
+}
+
+fn erofs_from_source(source: &str) -> rustix::io::Result<OwnedFd> {
+    let fs = fsopen("erofs", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    fsconfig_set_string(&fs, "source", source)?;
+    fsconfig_set_flag(&fs, "ro")?;
+    fsconfig_create(&fs)?;
     fsmount(
         &fs,
         FsMountFlags::FSMOUNT_CLOEXEC,
         MountAttrFlags::MOUNT_ATTR_RDONLY,
     )
-    .context("fsmount(erofs)")
 }
 
 /// Mount `image` at `target` with `objects` as the data layer.
 pub fn mount_image(image: &File, objects: &Path, target: &Path, opts: MountOptions) -> Result<()> {
-    let erofs = mount_erofs(image)?;
+    let erofs = mount_erofs(image, opts.loop_device)?;
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .context("fsopen(overlay): is overlayfs in this kernel?")?;
     let lower = format!("{}::{}", fd_path(&erofs), objects.display());
