@@ -95,3 +95,10 @@ pub fn display_bytes(b: &[u8]) -> String {
         .escape_debug()
         .to_string()
 }
+
+/// `/proc/self/fd/N` for an open descriptor: how `linkat`, `open` and mount
+/// options reach an unnamed file or a detached mount.
+pub fn proc_self_fd(fd: impl AsFd) -> String {
+    use std::os::fd::AsRawFd;
+    format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
+}

@@ -17,17 +17,7 @@ use common::{
     pseudo_random, write_file,
 };
 
-const FIXTURES: &[&str] = &[
-    "empty",
-    "simple",
-    "hardlinks",
-    "names",
-    "owners",
-    "whiteouts",
-    "xattrs",
-    "deep",
-    "bigdir",
-];
+use common::GOLDEN_FIXTURES as FIXTURES;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

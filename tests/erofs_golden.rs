@@ -3,6 +3,8 @@
 //! dumpfile, for format versions 0 and 1; our reader must read them back
 //! into the dumpfile's tree; `fsck.erofs` must accept what we write.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,17 +15,7 @@ use composefs::erofs::writer::{FormatVersion, WriteOptions, image_to_vec, write_
 use composefs::fsverity::{Algorithm, digest_bytes};
 use composefs::tree::{FileData, Inode, Kind, MemTree, MemTreeBuilder, Stat, Tree};
 
-const FIXTURES: &[&str] = &[
-    "empty",
-    "simple",
-    "hardlinks",
-    "names",
-    "owners",
-    "whiteouts",
-    "xattrs",
-    "deep",
-    "bigdir",
-];
+use common::GOLDEN_FIXTURES as FIXTURES;
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/erofs")

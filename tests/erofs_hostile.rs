@@ -2,6 +2,8 @@
 //! directory loops) and impossible trees for the writer. Everything must
 //! end in an error or a result, never a panic, and in bounded time.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,17 +16,7 @@ use composefs::erofs::reader::ErofsImage;
 use composefs::erofs::writer::{FormatVersion, image_to_vec};
 use composefs::tree::{DirEntry, FileData, Ino, Inode, Kind, Stat, Tree};
 
-const FIXTURES: &[&str] = &[
-    "empty",
-    "simple",
-    "hardlinks",
-    "names",
-    "owners",
-    "whiteouts",
-    "xattrs",
-    "deep",
-    "bigdir",
-];
+use common::GOLDEN_FIXTURES as FIXTURES;
 
 fn golden(name: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -8,7 +8,7 @@
 mod loopdev;
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -29,10 +29,6 @@ pub struct MountOptions {
     pub loop_device: bool,
 }
 
-fn fd_path(fd: impl AsFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
-}
-
 /// Mount the EROFS image read-only, detached; returns the mount fd.
 /// Kernels without file-backed EROFS refuse a regular file as the source
 /// (`ENOTBLK`): the image then goes on a read-only loop device.
@@ -40,7 +36,7 @@ fn mount_erofs(image: &File, force_loop: bool) -> Result<OwnedFd> {
     let hint =
         "cannot mount the EROFS image (is it a valid composefs image? is EROFS in this kernel?)";
     if !force_loop {
-        match erofs_from_source(&fd_path(image)) {
+        match erofs_from_source(&crate::util::proc_self_fd(image)) {
             Ok(m) => return Ok(m),
             Err(Errno::NOTBLK) => {}
             Err(e) => return Err(e).context(hint),
@@ -69,7 +65,11 @@ pub fn mount_image(image: &File, objects: &Path, target: &Path, opts: MountOptio
     let erofs = mount_erofs(image, opts.loop_device)?;
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .context("fsopen(overlay): is overlayfs in this kernel?")?;
-    let lower = format!("{}::{}", fd_path(&erofs), objects.display());
+    let lower = format!(
+        "{}::{}",
+        crate::util::proc_self_fd(&erofs),
+        objects.display()
+    );
     if objects
         .as_os_str()
         .as_encoded_bytes()

@@ -175,11 +175,6 @@ fn create_tmp<'r>(objects: &'r File, dir: &str) -> io::Result<(File, TmpFile<'r>
     }
 }
 
-fn proc_fd(f: &File) -> String {
-    use std::os::fd::AsRawFd;
-    format!("/proc/self/fd/{}", f.as_raw_fd())
-}
-
 /// Enable fs-verity where the repository has it, then link or rename the
 /// temporary file to the object's name. `Ok(false)` if it already existed.
 fn seal_and_place(
@@ -191,8 +186,8 @@ fn seal_and_place(
     let file = if repo.verity() {
         // fs-verity refuses files with writers: reopen read-only first (an
         // unnamed file vanishes with its last descriptor).
-        let ro =
-            File::open(proc_fd(&file)).with_context(|| format!("cannot reopen object {id}"))?;
+        let ro = File::open(crate::util::proc_self_fd(&file))
+            .with_context(|| format!("cannot reopen object {id}"))?;
         drop(file);
         seal_with_verity(&ro, id)?;
         ro
@@ -217,7 +212,7 @@ fn place(repo: &Repository, file: &File, tmp: &TmpFile<'_>, id: &ObjectId) -> Re
     let attempt = || match &tmp.name {
         None => rustix::fs::linkat(
             CWD,
-            proc_fd(file).as_str(),
+            crate::util::proc_self_fd(file).as_str(),
             objects,
             name.as_str(),
             AtFlags::SYMLINK_FOLLOW,
@@ -283,7 +278,7 @@ pub(super) fn probe_verity(objects: &File, alg: Algorithm) -> bool {
     if f.write_all(b"composefs fs-verity probe").is_err() {
         return false;
     }
-    let Ok(ro) = File::open(proc_fd(&f)) else {
+    let Ok(ro) = File::open(crate::util::proc_self_fd(&f)) else {
         return false;
     };
     drop(f);

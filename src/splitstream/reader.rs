@@ -169,8 +169,8 @@ impl SplitStreamReader {
     pub fn next_piece(&mut self) -> Result<Option<Piece<'_>>> {
         if self.inline_left == 0 {
             let mut hdr = [0u8; 8];
-            let got =
-                read_some(&mut self.decoder, &mut hdr).context("cannot decompress splitstream")?;
+            let got = crate::util::read_full(&mut self.decoder, &mut hdr)
+                .context("cannot decompress splitstream")?;
             if got == 0 {
                 return Ok(None);
             }
@@ -259,10 +259,6 @@ fn copy_object(repo: &Repository, id: &ObjectId, out: &mut impl Write) -> Result
         bail!("object {id} is corrupt: its content digests to {got} (run `composefs fsck`)");
     }
     Ok(len)
-}
-
-fn read_some(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    crate::util::read_full(r, buf)
 }
 
 fn parse_named_refs(raw: &[u8], stream_refs: &[ObjectId]) -> Result<Vec<(String, ObjectId)>> {

@@ -548,3 +548,16 @@ pub fn dump_line<'a>(lines: &'a [DumpLine], path: &str) -> &'a DumpLine {
         .find(|l| l.path == path.as_bytes())
         .unwrap_or_else(|| panic!("no line for {path:?} in the dump"))
 }
+
+/// The golden composefs images in tests/fixtures/erofs (made by C mkcomposefs 1.0.8).
+pub const GOLDEN_FIXTURES: &[&str] = &[
+    "empty",
+    "simple",
+    "hardlinks",
+    "names",
+    "owners",
+    "whiteouts",
+    "xattrs",
+    "deep",
+    "bigdir",
+];
