@@ -17,6 +17,7 @@ pub mod fsverity;
 pub mod hashtee;
 pub mod importdir;
 pub mod mount;
+pub mod ostree;
 pub mod repository;
 pub mod splitstream;
 pub mod tarsplit;

@@ -1,0 +1,1 @@
+//! Static deltas (being written).

@@ -1,0 +1,580 @@
+//! The GVariant objects of an ostree repository: commits, dirtrees,
+//! dirmetas and file headers, parsed strictly and serialised exactly as
+//! ostree does, and the file checksum ostree defines (header + content).
+//!
+//! Every parser checks that its input is in GVariant normal form (the bytes
+//! re-serialise to themselves): data of the wrong type, or bytes a
+//! lenient reader would quietly read as defaults, are errors.
+
+use anyhow::{Context, Result, bail};
+use gvariant::{Marker, Structure, gv};
+use sha2::{Digest, Sha256};
+
+use super::checksum::Checksum;
+use super::variant::{V, u32be, u64be};
+use crate::tree::mode;
+
+/// Largest metadata object we accept (ostree's `OSTREE_MAX_METADATA_SIZE`).
+pub const MAX_METADATA_SIZE: usize = 10 << 20;
+/// Longest symlink target we accept (Linux `PATH_MAX`).
+pub const MAX_SYMLINK_TARGET: usize = 4096;
+
+/// An xattr as ostree stores it: the name without its trailing NUL, the value.
+pub type Xattr = (Vec<u8>, Vec<u8>);
+
+fn check_normal(what: &str, data: &[u8], reserialised: &[u8]) -> Result<()> {
+    if data != reserialised {
+        bail!("not a valid {what} (bytes are not a {what} GVariant in normal form)");
+    }
+    Ok(())
+}
+
+fn read_xattrs<'a, I, T>(arr: I) -> Result<Vec<Xattr>>
+where
+    I: IntoIterator<Item = &'a T>,
+    T: Structure<'a, RefTuple = (&'a [u8], &'a [u8])> + 'a + ?Sized,
+{
+    let mut out = Vec::new();
+    for x in arr {
+        let (name, value) = x.to_tuple();
+        let name: &[u8] = name;
+        let Some((0, n)) = name.split_last() else {
+            bail!(
+                "xattr name {:?} is not NUL-terminated",
+                String::from_utf8_lossy(name)
+            );
+        };
+        if n.is_empty() || n.contains(&0) {
+            bail!("invalid xattr name {:?}", String::from_utf8_lossy(n));
+        }
+        out.push((n.to_vec(), value.to_vec()));
+    }
+    Ok(out)
+}
+
+/// Names with their NUL terminator, as ostree stores them.
+fn xattr_names(x: &[Xattr]) -> Vec<Vec<u8>> {
+    x.iter()
+        .map(|(n, _)| {
+            let mut name = n.clone();
+            name.push(0);
+            name
+        })
+        .collect()
+}
+
+fn xattrs_value<'a>(x: &'a [Xattr], names: &'a [Vec<u8>]) -> V<'a> {
+    V::Array(
+        x.iter()
+            .zip(names)
+            .map(|((_, v), n)| V::Tuple(vec![V::Bytes(n), V::Bytes(v)]))
+            .collect(),
+        1,
+    )
+}
+
+/// Serialise `a(ayay)` xattrs the way ostree does (names NUL-terminated).
+pub fn serialize_xattrs(x: &[Xattr]) -> Vec<u8> {
+    let names = xattr_names(x);
+    xattrs_value(x, &names).to_bytes()
+}
+
+/// Parse a standalone `a(ayay)` (bare-split-xattrs `.file-xattrs` objects).
+pub fn parse_xattrs(data: &[u8]) -> Result<Vec<Xattr>> {
+    let arr = gv!("a(ayay)").from_bytes(data);
+    let x = read_xattrs(&*arr)?;
+    check_normal("xattr list", data, &serialize_xattrs(&x))?;
+    Ok(x)
+}
+
+/// A commit object `(a{sv}aya(say)sstayay)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Commit {
+    /// The metadata dictionary, serialised `a{sv}`.
+    pub metadata: Vec<u8>,
+    pub parent: Option<Checksum>,
+    pub subject: String,
+    pub body: String,
+    /// Seconds since the epoch.
+    pub timestamp: u64,
+    pub root_tree: Checksum,
+    pub root_meta: Checksum,
+}
+
+impl Commit {
+    pub fn parse(data: &[u8]) -> Result<Commit> {
+        if data.len() > MAX_METADATA_SIZE {
+            bail!(
+                "commit of {} bytes is larger than the {} byte limit",
+                data.len(),
+                MAX_METADATA_SIZE
+            );
+        }
+        let c = gv!("(a{sv}aya(say)sstayay)").from_bytes(data);
+        let (meta, parent, related, subject, body, ts, tree, dmeta) = c.to_tuple();
+        let parent: &[u8] = parent;
+        let metadata = gv!("a{sv}").serialize_to_vec(
+            meta.into_iter()
+                .map(|e| e.to_tuple())
+                .collect::<Vec<_>>()
+                .iter(),
+        );
+        let related = gv!("a(say)").serialize_to_vec(
+            related
+                .into_iter()
+                .map(|e| e.to_tuple())
+                .collect::<Vec<_>>()
+                .iter(),
+        );
+        let commit = Commit {
+            metadata,
+            parent: if parent.is_empty() {
+                None
+            } else {
+                Some(Checksum::from_bytes(parent).context("commit parent")?)
+            },
+            subject: subject.to_str().to_string(),
+            body: body.to_str().to_string(),
+            timestamp: u64::from_be(*ts),
+            root_tree: Checksum::from_bytes(tree).context("commit root dirtree")?,
+            root_meta: Checksum::from_bytes(dmeta).context("commit root dirmeta")?,
+        };
+        let again = V::Tuple(vec![
+            V::Raw(&commit.metadata, 8),
+            V::Bytes(parent),
+            V::Raw(&related, 1),
+            V::Str(subject.as_bytes_non_conformant()),
+            V::Str(body.as_bytes_non_conformant()),
+            u64be(commit.timestamp),
+            V::Bytes(tree),
+            V::Bytes(dmeta),
+        ])
+        .to_bytes();
+        check_normal("commit", data, &again)?;
+        Ok(commit)
+    }
+
+    /// A string entry of the metadata (e.g. `version`).
+    pub fn meta_string(&self, key: &str) -> Option<String> {
+        meta_string(&self.metadata, key)
+    }
+}
+
+/// Look up a string value in a serialised `a{sv}`.
+pub fn meta_string(dict: &[u8], key: &str) -> Option<String> {
+    for e in &*gv!("a{sv}").from_bytes(dict) {
+        let (k, v) = e.to_tuple();
+        if k.to_str() == key {
+            return v.get(gv!("s")).map(|s| s.to_str().to_string());
+        }
+    }
+    None
+}
+
+/// Look up an `ay` array of `aay` in a serialised `a{sv}` (signatures).
+pub fn meta_bytes_list(dict: &[u8], key: &str) -> Option<Vec<Vec<u8>>> {
+    for e in &*gv!("a{sv}").from_bytes(dict) {
+        let (k, v) = e.to_tuple();
+        if k.to_str() == key {
+            return v
+                .get(gv!("aay"))
+                .map(|l| l.into_iter().map(|b| b.to_vec()).collect());
+        }
+    }
+    None
+}
+
+/// Look up a `u64` (`t`, stored big-endian by ostree) in a serialised `a{sv}`.
+pub fn meta_u64_be(dict: &[u8], key: &str) -> Option<u64> {
+    for e in &*gv!("a{sv}").from_bytes(dict) {
+        let (k, v) = e.to_tuple();
+        if k.to_str() == key {
+            return v.get(gv!("t")).map(|t| u64::from_be(*t));
+        }
+    }
+    None
+}
+
+/// Is `dict` a valid serialised `a{sv}` in normal form?
+pub fn check_dict(what: &str, dict: &[u8]) -> Result<()> {
+    let d = gv!("a{sv}").from_bytes(dict);
+    let again = gv!("a{sv}").serialize_to_vec(
+        d.into_iter()
+            .map(|e| e.to_tuple())
+            .collect::<Vec<_>>()
+            .iter(),
+    );
+    check_normal(what, dict, &again)
+}
+
+/// A directory entry name as ostree allows it: not empty, not `.` or `..`,
+/// no `/` or NUL.
+pub fn check_entry_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        bail!(
+            "invalid file name {:?} in dirtree",
+            String::from_utf8_lossy(name)
+        );
+    }
+    Ok(())
+}
+
+/// A dirtree object `(a(say)a(sayay))`: files (name, file checksum) and
+/// subdirectories (name, dirtree, dirmeta), each sorted by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirTree {
+    pub files: Vec<(String, Checksum)>,
+    pub dirs: Vec<(String, Checksum, Checksum)>,
+}
+
+impl DirTree {
+    pub fn parse(data: &[u8]) -> Result<DirTree> {
+        if data.len() > MAX_METADATA_SIZE {
+            bail!(
+                "dirtree of {} bytes is larger than the {} byte limit",
+                data.len(),
+                MAX_METADATA_SIZE
+            );
+        }
+        let v = gv!("(a(say)a(sayay))").from_bytes(data);
+        let (files, dirs) = v.to_tuple();
+        let mut t = DirTree::default();
+        for f in files {
+            let (name, csum) = f.to_tuple();
+            let raw = name.as_bytes_non_conformant();
+            check_entry_name(raw)?;
+            let n = std::str::from_utf8(raw).with_context(|| {
+                format!("file name {:?} is not UTF-8", String::from_utf8_lossy(raw))
+            })?;
+            let c = Checksum::from_bytes(csum).with_context(|| format!("file {n:?}"))?;
+            t.files.push((n.to_string(), c));
+        }
+        for d in dirs {
+            let (name, tree, meta) = d.to_tuple();
+            let raw = name.as_bytes_non_conformant();
+            check_entry_name(raw)?;
+            let n = std::str::from_utf8(raw).with_context(|| {
+                format!(
+                    "directory name {:?} is not UTF-8",
+                    String::from_utf8_lossy(raw)
+                )
+            })?;
+            let tc = Checksum::from_bytes(tree).with_context(|| format!("directory {n:?}"))?;
+            let mc = Checksum::from_bytes(meta).with_context(|| format!("directory {n:?}"))?;
+            t.dirs.push((n.to_string(), tc, mc));
+        }
+        check_normal("dirtree", data, &t.serialize())?;
+        let mut names: Vec<&str> = t
+            .files
+            .iter()
+            .map(|f| f.0.as_str())
+            .chain(t.dirs.iter().map(|d| d.0.as_str()))
+            .collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            bail!("dirtree names {:?} twice", w[0]);
+        }
+        Ok(t)
+    }
+
+    pub fn serialize(&self) -> Vec<u8> {
+        V::Tuple(vec![
+            V::Array(
+                self.files
+                    .iter()
+                    .map(|(n, c)| V::Tuple(vec![V::Str(n.as_bytes()), V::Bytes(&c.0)]))
+                    .collect(),
+                1,
+            ),
+            V::Array(
+                self.dirs
+                    .iter()
+                    .map(|(n, t, m)| {
+                        V::Tuple(vec![V::Str(n.as_bytes()), V::Bytes(&t.0), V::Bytes(&m.0)])
+                    })
+                    .collect(),
+                1,
+            ),
+        ])
+        .to_bytes()
+    }
+}
+
+/// A dirmeta object `(uuua(ayay))`: owner, mode (with `S_IFDIR`), xattrs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirMeta {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub xattrs: Vec<Xattr>,
+}
+
+impl DirMeta {
+    pub fn parse(data: &[u8]) -> Result<DirMeta> {
+        let (uid, gid, mode, xattrs) = parse_uuua(data, "dirmeta")?;
+        if mode & mode::S_IFMT != mode::S_IFDIR {
+            bail!("dirmeta mode {mode:o} is not a directory");
+        }
+        Ok(DirMeta {
+            uid,
+            gid,
+            mode,
+            xattrs,
+        })
+    }
+
+    pub fn serialize(&self) -> Vec<u8> {
+        serialize_uuua(self.uid, self.gid, self.mode, &self.xattrs)
+    }
+}
+
+/// `(uuua(ayay))` with big-endian integers: dirmeta and the bare-user
+/// `user.ostreemeta` xattr.
+pub fn parse_uuua(data: &[u8], what: &str) -> Result<(u32, u32, u32, Vec<Xattr>)> {
+    if data.len() > MAX_METADATA_SIZE {
+        bail!(
+            "{what} of {} bytes is larger than the {} byte limit",
+            data.len(),
+            MAX_METADATA_SIZE
+        );
+    }
+    let v = gv!("(uuua(ayay))").from_bytes(data);
+    let (uid, gid, mode, xattrs) = v.to_tuple();
+    let x = read_xattrs(xattrs)?;
+    let r = (
+        u32::from_be(*uid),
+        u32::from_be(*gid),
+        u32::from_be(*mode),
+        x,
+    );
+    check_normal(what, data, &serialize_uuua(r.0, r.1, r.2, &r.3))?;
+    Ok(r)
+}
+
+pub fn serialize_uuua(uid: u32, gid: u32, mode: u32, xattrs: &[Xattr]) -> Vec<u8> {
+    let names = xattr_names(xattrs);
+    V::Tuple(vec![
+        u32be(uid),
+        u32be(gid),
+        u32be(mode),
+        xattrs_value(xattrs, &names),
+    ])
+    .to_bytes()
+}
+
+/// What ostree records of a file besides its content: `(tuuuusa(ayay))`
+/// in archive repositories (`size` first), `(uuuusa(ayay))` when
+/// checksumming.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileHeader {
+    pub size: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub rdev: u32,
+    pub symlink: String,
+    pub xattrs: Vec<Xattr>,
+}
+
+impl FileHeader {
+    /// Check what ostree allows: a regular file or a symlink with a sane
+    /// target; no devices.
+    pub fn validate(&self) -> Result<()> {
+        match self.mode & mode::S_IFMT {
+            mode::S_IFREG => {
+                if !self.symlink.is_empty() {
+                    bail!("regular file has a symlink target");
+                }
+            }
+            mode::S_IFLNK => {
+                if self.symlink.is_empty() {
+                    bail!("symlink with an empty target");
+                }
+                if self.symlink.len() > MAX_SYMLINK_TARGET {
+                    bail!(
+                        "symlink target of {} bytes (limit {MAX_SYMLINK_TARGET})",
+                        self.symlink.len()
+                    );
+                }
+                if self.symlink.contains('\0') {
+                    bail!("symlink target contains NUL");
+                }
+                if self.size != 0 {
+                    bail!("symlink with {} bytes of content", self.size);
+                }
+            }
+            other => bail!(
+                "file mode {:o} is neither a regular file nor a symlink",
+                other | (self.mode & 0o7777)
+            ),
+        }
+        if self.rdev != 0 {
+            bail!("file has a device number ({})", self.rdev);
+        }
+        Ok(())
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        self.mode & mode::S_IFMT == mode::S_IFLNK
+    }
+
+    /// Parse the archive header `(tuuuusa(ayay))`.
+    pub fn parse_archive(data: &[u8]) -> Result<FileHeader> {
+        if data.len() > MAX_METADATA_SIZE {
+            bail!("file header of {} bytes is too large", data.len());
+        }
+        let v = gv!("(tuuuusa(ayay))").from_bytes(data);
+        let (size, uid, gid, mode, rdev, symlink, xattrs) = v.to_tuple();
+        let raw = symlink.as_bytes_non_conformant();
+        let target = std::str::from_utf8(raw).context("symlink target is not UTF-8")?;
+        let h = FileHeader {
+            size: u64::from_be(*size),
+            uid: u32::from_be(*uid),
+            gid: u32::from_be(*gid),
+            mode: u32::from_be(*mode),
+            rdev: u32::from_be(*rdev),
+            symlink: target.to_string(),
+            xattrs: read_xattrs(xattrs)?,
+        };
+        check_normal("file header", data, &h.serialize_archive())?;
+        h.validate()?;
+        Ok(h)
+    }
+
+    pub fn serialize_archive(&self) -> Vec<u8> {
+        let names = xattr_names(&self.xattrs);
+        V::Tuple(vec![
+            u64be(self.size),
+            u32be(self.uid),
+            u32be(self.gid),
+            u32be(self.mode),
+            u32be(self.rdev),
+            V::Str(self.symlink.as_bytes()),
+            xattrs_value(&self.xattrs, &names),
+        ])
+        .to_bytes()
+    }
+
+    /// The bytes ostree hashes before the content: the `(uuuusa(ayay))`
+    /// header, prefixed with its length (u32 big-endian) and 4 zero bytes.
+    pub fn checksum_prefix(&self) -> Vec<u8> {
+        let names = xattr_names(&self.xattrs);
+        let v = V::Tuple(vec![
+            u32be(self.uid),
+            u32be(self.gid),
+            u32be(self.mode),
+            u32be(self.rdev),
+            V::Str(self.symlink.as_bytes()),
+            xattrs_value(&self.xattrs, &names),
+        ])
+        .to_bytes();
+        let mut out = Vec::with_capacity(8 + v.len());
+        out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&v);
+        out
+    }
+
+    /// A hasher primed with the header; feed it the content and finish
+    /// with [`finish_checksum`].
+    pub fn checksum_hasher(&self) -> Sha256 {
+        let mut h = Sha256::new();
+        h.update(self.checksum_prefix());
+        h
+    }
+
+    /// ostree's checksum of this file with `content`.
+    pub fn checksum(&self, content: &[u8]) -> Checksum {
+        let mut h = self.checksum_hasher();
+        h.update(content);
+        finish_checksum(h)
+    }
+}
+
+pub fn finish_checksum(h: Sha256) -> Checksum {
+    Checksum(h.finalize().into())
+}
+
+/// Split an archive-mode `.filez` prefix: u32 big-endian header length,
+/// 4 bytes of padding, the header. Returns the header and the offset of
+/// the deflated content.
+pub fn split_filez_header(data: &[u8]) -> Result<(FileHeader, usize)> {
+    if data.len() < 8 {
+        bail!("truncated .filez object ({} bytes)", data.len());
+    }
+    let len = u32::from_be_bytes(data[..4].try_into().expect("4 bytes")) as usize;
+    if len > MAX_METADATA_SIZE {
+        bail!(".filez header length {len} is absurd");
+    }
+    let Some(hdr) = data.get(8..8 + len) else {
+        bail!(
+            "truncated .filez object: header of {len} bytes, {} available",
+            data.len() - 8
+        );
+    };
+    let h = FileHeader::parse_archive(hdr).context("bad .filez header")?;
+    Ok((h, 8 + len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> FileHeader {
+        FileHeader {
+            size: 5,
+            uid: 1000,
+            gid: 100,
+            mode: mode::S_IFREG | 0o644,
+            rdev: 0,
+            symlink: String::new(),
+            xattrs: vec![(b"user.a".to_vec(), b"1".to_vec())],
+        }
+    }
+
+    #[test]
+    fn file_header_round_trip() {
+        let h = header();
+        let b = h.serialize_archive();
+        assert_eq!(FileHeader::parse_archive(&b).unwrap(), h);
+        let mut bad = b.clone();
+        bad.push(0);
+        assert!(FileHeader::parse_archive(&bad).is_err());
+    }
+
+    #[test]
+    fn dirtree_round_trip_and_hostile_names() {
+        let t = DirTree {
+            files: vec![("a".into(), Checksum([1; 32]))],
+            dirs: vec![("d".into(), Checksum([2; 32]), Checksum([3; 32]))],
+        };
+        assert_eq!(DirTree::parse(&t.serialize()).unwrap(), t);
+        for bad in ["", ".", "..", "a/b"] {
+            let t = DirTree {
+                files: vec![(bad.into(), Checksum([1; 32]))],
+                dirs: vec![],
+            };
+            assert!(DirTree::parse(&t.serialize()).is_err(), "{bad:?}");
+        }
+        // a dirmeta is not a dirtree
+        let m = DirMeta {
+            uid: 0,
+            gid: 0,
+            mode: mode::S_IFDIR | 0o755,
+            xattrs: vec![],
+        };
+        assert!(DirTree::parse(&m.serialize()).is_err());
+    }
+
+    #[test]
+    fn dirmeta_round_trip() {
+        let m = DirMeta {
+            uid: 1,
+            gid: 2,
+            mode: mode::S_IFDIR | 0o755,
+            xattrs: vec![(b"security.x".to_vec(), vec![0, 1, 2])],
+        };
+        assert_eq!(DirMeta::parse(&m.serialize()).unwrap(), m);
+    }
+}

@@ -1,0 +1,1 @@
+//! Commit signatures (being written).
