@@ -10,6 +10,10 @@ PKGS=(
   util-linux # flock, mknod helpers
   time       # GNU /usr/bin/time for peak-memory figures in benches
   erofs-utils # fsck.erofs checks every image we write; mkfs.erofs for benches
+  ostree     # makes the repositories we pull, and the checkouts we compare with
+  gpg        # keys and signatures for signed commits
+  python3    # `python3 -m http.server` serves ostree repositories in tests
+  nginx-light # serves ostree repositories in the pull benchmark
 )
 
 missing=()

@@ -59,12 +59,12 @@ pub struct MkcomposefsArgs {
     image: Option<PathBuf>,
 }
 
-fn threads(n: Option<usize>) -> usize {
+pub(crate) fn threads(n: Option<usize>) -> usize {
     n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1)
 }
 
-fn version(n: u32, what: &str) -> Result<FormatVersion> {
+pub(crate) fn version(n: u32, what: &str) -> Result<FormatVersion> {
     FormatVersion::from_number(n).with_context(|| format!("unsupported {what} {n} (0 or 1)"))
 }
 
@@ -235,7 +235,7 @@ fn perms_string(st_mode: u32) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM` in UTC (days-from-civil, no time zone database).
-fn format_time(sec: i64) -> String {
+pub(crate) fn format_time(sec: i64) -> String {
     let days = sec.div_euclid(86_400);
     let rem = sec.rem_euclid(86_400);
     let z = days + 719_468;

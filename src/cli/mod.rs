@@ -3,6 +3,7 @@
 
 mod image_cmds;
 mod measure;
+mod ostree_cmds;
 mod progress;
 mod repo_cmds;
 mod tar_cmds;
@@ -102,6 +103,9 @@ enum Command {
         image: String,
         mountpoint: PathBuf,
     },
+    /// Pull ostree commits, list them, build images of them
+    #[command(subcommand)]
+    Ostree(ostree_cmds::OstreeCommand),
     /// Unmount a mount made by `composefs mount`
     Umount { mountpoint: PathBuf },
 }
@@ -163,5 +167,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             mountpoint,
         } => image_cmds::mount(repo, &image, &mountpoint, kernel),
         Command::Umount { mountpoint } => image_cmds::umount(&mountpoint),
+        Command::Ostree(cmd) => ostree_cmds::run(repo, cmd),
     }
 }

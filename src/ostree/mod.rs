@@ -1,11 +1,28 @@
 //! ostree: reading ostree repositories (local in every mode, or over HTTP),
 //! pulling commits into the composefs repository, and presenting stored
 //! commits as trees.
+//!
+//! - `checksum`, `objects`, `variant`, `summary`: the ostree formats.
+//! - `source`, `local`, `http`: where objects come from.
+//! - `resolve`, `pull`, `delta`, `signature`, `trust`: the pull.
+//! - `commitstream`, `index`: how pulled commits are stored and found.
+//! - `tree`: a stored commit as a filesystem tree.
 
 pub mod checksum;
+pub mod commitstream;
+pub mod delta;
+pub mod http;
+pub mod index;
+pub mod local;
 pub mod objects;
+pub mod pull;
+pub mod resolve;
+pub mod signature;
+pub mod source;
+pub mod summary;
+pub mod tree;
+pub mod trust;
 pub mod variant;
 
 pub use checksum::{Checksum, ObjType};
-pub mod delta;
-pub mod signature;
+pub use pull::retry;

@@ -1,0 +1,346 @@
+//! `composefs ostree …`: pull, ls-remote, list, log, create-image.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::image_cmds::{format_time, version};
+use super::repo_cmds::open;
+use crate::erofs::writer::{WriteOptions, write_image_with};
+use crate::ostree::commitstream::CommitStream;
+use crate::ostree::objects::Commit;
+use crate::ostree::pull::{PullOptions, Stats, pull};
+use crate::ostree::signature::{Ed25519Keys, Keyring};
+use crate::ostree::summary::{MAX_SUMMARY_SIZE, Summary};
+use crate::ostree::trust::Trust;
+use crate::ostree::{Checksum, ObjType, index, resolve, source, tree};
+use crate::repository::{RefKind, Repository};
+use crate::util::human_bytes;
+
+#[derive(Subcommand, Debug)]
+pub enum OstreeCommand {
+    /// Pull a commit from an ostree repository (local path, file://, http(s)://)
+    Pull(PullArgs),
+    /// List the refs of an ostree repository with commit, timestamp and version
+    LsRemote {
+        /// Local path or URL of the ostree repository
+        source: String,
+    },
+    /// List the stored ostree commits with their names
+    List,
+    /// Show a stored commit and its ancestors, as far as they are stored
+    Log {
+        /// Name (as pulled) or commit checksum
+        name: String,
+    },
+    /// Build a composefs image of a stored commit (its tree as `ostree checkout` shows it)
+    CreateImage {
+        /// Name (as pulled) or commit checksum
+        name: String,
+        /// Also name the image images/refs/N
+        #[arg(long, value_name = "N")]
+        image_name: Option<String>,
+        /// Lowest image format version (0 or 1)
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        min_version: u32,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Local path, file:// or http(s):// URL of the ostree repository
+    source: String,
+    /// Ref (`main`, `heads/main`, `origin:main`, `refs/…`), commit checksum or unique prefix
+    #[arg(name = "REF")]
+    rref: String,
+    /// Store as streams/refs/ostree/NAME (default: the ref as given)
+    #[arg(long)]
+    name: Option<String>,
+    /// A stored commit to use as the static delta base
+    #[arg(long, value_name = "REF")]
+    base: Option<String>,
+    /// Never use static deltas
+    #[arg(long)]
+    no_deltas: bool,
+    /// Parallel transfers (default: 8 for HTTP, the number of CPUs for local)
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Trust the OpenPGP keys in FILE (armored or binary; repeatable)
+    #[arg(long, value_name = "FILE")]
+    gpg_keyring: Vec<PathBuf>,
+    /// Trust this ed25519 public key (base64; repeatable)
+    #[arg(long, value_name = "KEY")]
+    ed25519_key: Vec<String>,
+    /// Trust the ed25519 public keys in FILE (one base64 key per line)
+    #[arg(long, value_name = "FILE")]
+    ed25519_keyfile: Vec<PathBuf>,
+    /// Fail unless the commit carries a good signature from a trusted key
+    #[arg(long)]
+    require_signatures: bool,
+}
+
+pub fn run(repo: Option<&Path>, cmd: OstreeCommand) -> Result<ExitCode> {
+    match cmd {
+        OstreeCommand::Pull(a) => pull_cmd(repo, a),
+        OstreeCommand::LsRemote { source } => ls_remote(&source),
+        OstreeCommand::List => list(repo),
+        OstreeCommand::Log { name } => log(repo, &name),
+        OstreeCommand::CreateImage {
+            name,
+            image_name,
+            min_version,
+        } => create_image(repo, &name, image_name.as_deref(), min_version),
+    }
+}
+
+fn trust(a: &PullArgs) -> Result<Trust> {
+    let mut t = Trust {
+        require: a.require_signatures,
+        ..Default::default()
+    };
+    for p in &a.gpg_keyring {
+        let k = Keyring::load(p).with_context(|| format!("keyring {}", p.display()))?;
+        match &mut t.gpg {
+            Some(all) => all.merge(k),
+            None => t.gpg = Some(k),
+        }
+    }
+    let mut keys: Vec<Ed25519Keys> = Vec::new();
+    for k in &a.ed25519_key {
+        keys.push(Ed25519Keys::from_base64(k).with_context(|| format!("ed25519 key {k:?}"))?);
+    }
+    for p in &a.ed25519_keyfile {
+        keys.push(
+            Ed25519Keys::load_file(p)
+                .with_context(|| format!("ed25519 key file {}", p.display()))?,
+        );
+    }
+    for k in keys {
+        match &mut t.ed25519 {
+            Some(all) => all.merge(k),
+            None => t.ed25519 = Some(k),
+        }
+    }
+    Ok(t)
+}
+
+/// Draw bars from `stats` on stderr until `done`.
+fn progress_thread(stats: &Stats, done: &std::sync::atomic::AtomicBool) {
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+    let objects = multi.add(
+        ProgressBar::new(0).with_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} objects {msg}")
+                .expect("template")
+                .progress_chars("=> "),
+        ),
+    );
+    let bytes = multi.add(
+        ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template(
+                "{prefix:>8} {bytes} at {bytes_per_sec}, elapsed {elapsed}, eta {eta}",
+            )
+            .expect("template"),
+        ),
+    );
+    bytes.set_prefix("data");
+    while !done.load(Ordering::Relaxed) {
+        let total = stats.objects_total.load(Ordering::Relaxed);
+        let d = stats.objects_done.load(Ordering::Relaxed);
+        objects.set_length(total.max(d));
+        objects.set_position(d);
+        objects.set_prefix(*stats.phase.lock().expect("stats"));
+        let delta = stats.delta.lock().expect("stats").clone();
+        objects.set_message(format!(
+            "(fetched {}, reused {}{})",
+            stats.fetched.load(Ordering::Relaxed),
+            stats.reused.load(Ordering::Relaxed),
+            delta.map(|d| format!(", delta {d}")).unwrap_or_default()
+        ));
+        bytes.set_position(stats.bytes.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    objects.finish_and_clear();
+    bytes.finish_and_clear();
+}
+
+fn pull_cmd(repo: Option<&Path>, a: PullArgs) -> Result<ExitCode> {
+    let r = open(repo)?;
+    let is_http = a.source.starts_with("http://") || a.source.starts_with("https://");
+    let jobs = a.jobs.unwrap_or_else(|| {
+        if is_http {
+            8
+        } else {
+            super::image_cmds::threads(None)
+        }
+    });
+    let opts = PullOptions {
+        name: a.name.clone(),
+        base: a.base.clone(),
+        no_deltas: a.no_deltas,
+        jobs,
+        trust: trust(&a)?,
+    };
+    let stats = Stats::default();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let start = Instant::now();
+    let report = std::thread::scope(|s| {
+        if std::io::stderr().is_terminal() {
+            s.spawn(|| progress_thread(&stats, &done));
+        }
+        let r = pull(&r, &a.source, &a.rref, &opts, &stats);
+        done.store(true, Ordering::Relaxed);
+        r
+    })
+    .with_context(|| format!("cannot pull {} from {}", a.rref, a.source))?;
+    let mut err = std::io::stderr();
+    for s in &report.signers {
+        let _ = writeln!(err, "good signature: {s}");
+    }
+    writeln!(
+        std::io::stdout(),
+        "{} ostree/{}: fetched {} objects ({}), reused {}, delta: {}, {:.2}s{}",
+        report.commit,
+        report.name,
+        report.fetched,
+        human_bytes(report.bytes),
+        report.reused,
+        report.delta.as_deref().unwrap_or("none"),
+        start.elapsed().as_secs_f64(),
+        if report.already_stored {
+            " (already stored)"
+        } else {
+            ""
+        }
+    )
+    .context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn commit_info(c: &Commit) -> (String, String) {
+    (
+        format_time(c.timestamp as i64).replace(' ', "T") + "Z",
+        c.meta_string("version").unwrap_or_else(|| "-".into()),
+    )
+}
+
+fn ls_remote(spec: &str) -> Result<ExitCode> {
+    let src = source::open(spec)?;
+    let summary = crate::ostree::retry(|| src.read("summary", MAX_SUMMARY_SIZE))?
+        .map(|b| Summary::parse(&b))
+        .transpose()
+        .with_context(|| format!("summary of {spec}"))?;
+    let mut refs: Vec<(String, Checksum)> = match (&summary, src.list_refs()?) {
+        (_, Some(l)) => l,
+        (Some(s), None) => s.refs.iter().map(|(n, r)| (n.clone(), r.commit)).collect(),
+        (None, None) => anyhow::bail!(
+            "{spec} has no summary file; its refs cannot be listed over HTTP (run `ostree summary -u` on the server)"
+        ),
+    };
+    refs.sort();
+    let mut out = std::io::stdout().lock();
+    for (name, c) in refs {
+        let data = crate::ostree::retry(|| src.metadata(&c, ObjType::Commit))
+            .with_context(|| format!("commit {c} of ref {name}"))?;
+        let (ts, ver) = match data.as_deref().map(Commit::parse) {
+            Some(Ok(commit)) if Checksum::of(data.as_deref().unwrap_or_default()) == c => {
+                commit_info(&commit)
+            }
+            Some(_) => anyhow::bail!("commit {c} of ref {name} is corrupt"),
+            None => ("-".into(), "-".into()),
+        };
+        writeln!(out, "{name} {c} {ts} {ver}").context("cannot write to stdout")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Names under streams/refs/ostree/ with the commit each names.
+fn stored_names(r: &Repository) -> Result<Vec<(String, Checksum)>> {
+    let mut out = Vec::new();
+    for (name, entry) in r.list_refs(RefKind::Stream)? {
+        if let Some(n) = name.strip_prefix("ostree/")
+            && let Some(hex) = entry.strip_prefix("ostree-commit-")
+        {
+            out.push((n.to_string(), Checksum::from_hex(hex)?));
+        }
+    }
+    Ok(out)
+}
+
+fn load_commit(r: &Repository, c: &Checksum) -> Result<(CommitStream, Commit)> {
+    let s = CommitStream::open(r, c)?;
+    let bytes = s
+        .metadata(c, ObjType::Commit)?
+        .with_context(|| format!("stored commit {c} lacks its commit object"))?;
+    let commit = Commit::parse(bytes).with_context(|| format!("commit {c}"))?;
+    Ok((s, commit))
+}
+
+fn list(repo: Option<&Path>) -> Result<ExitCode> {
+    let r = open(repo)?;
+    let mut out = std::io::stdout().lock();
+    for (name, c) in stored_names(&r)? {
+        let (_, commit) = load_commit(&r, &c)?;
+        let (ts, ver) = commit_info(&commit);
+        writeln!(out, "{name} {c} {ts} {ver} {}", commit.subject)
+            .context("cannot write to stdout")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn log(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
+    let r = open(repo)?;
+    let mut c = resolve::stored_commit(&r, name)?;
+    let stored: std::collections::HashSet<Checksum> =
+        index::stored_commits(&r)?.into_iter().collect();
+    let mut out = std::io::stdout().lock();
+    loop {
+        let (_, commit) = load_commit(&r, &c)?;
+        let (ts, ver) = commit_info(&commit);
+        writeln!(
+            out,
+            "commit {c}\nDate:    {ts}\nVersion: {ver}\n\n    {}\n",
+            commit.subject
+        )
+        .context("cannot write to stdout")?;
+        match commit.parent {
+            Some(p) if stored.contains(&p) => c = p,
+            Some(p) => {
+                writeln!(out, "(parent {p} is not stored)").context("cannot write to stdout")?;
+                break;
+            }
+            None => break,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn create_image(
+    repo: Option<&Path>,
+    name: &str,
+    image_name: Option<&str>,
+    min_version: u32,
+) -> Result<ExitCode> {
+    let r = open(repo)?;
+    r.ensure_writable()?;
+    if let Some(n) = image_name {
+        crate::repository::validate_ref_name(n)?;
+    }
+    let c = resolve::stored_commit(&r, name)?;
+    let s = CommitStream::open(&r, &c)?;
+    let t = tree::commit_tree(&s)?;
+    let mut image = Vec::new();
+    write_image_with(
+        &t,
+        &WriteOptions::version(version(min_version, "--min-version")?),
+        &mut image,
+    )?;
+    let id = r.commit_image(&image[..], image_name)?;
+    writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}

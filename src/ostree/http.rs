@@ -1,0 +1,132 @@
+//! A remote ostree repository (archive mode) served as static files over
+//! HTTP(S). One `ureq` agent is shared by all workers, so connections are
+//! kept alive and reused; transient failures are marked for retry.
+
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::checksum::{Checksum, ObjType, object_path};
+use super::source::{FileObject, RepoMode, Source, Transient, filez_object, mode_from_config};
+
+pub struct HttpSource {
+    base: String,
+    agent: ureq::Agent,
+    mode: RepoMode,
+}
+
+/// Connect and read timeouts: a stalled server fails the request (and it
+/// is retried), it never hangs the pull.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl HttpSource {
+    pub fn new(url: &str) -> Result<HttpSource> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_recv_response(Some(READ_TIMEOUT))
+            .timeout_recv_body(None)
+            .timeout_per_read(Some(READ_TIMEOUT))
+            .max_idle_connections_per_host(64)
+            .user_agent(concat!("composefs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        let mut s = HttpSource {
+            base: url.trim_end_matches('/').to_string(),
+            agent,
+            mode: RepoMode::Archive,
+        };
+        let config = super::retry(|| s.read("config", 1 << 20))
+            .with_context(|| format!("cannot read the config of {url}"))?;
+        if let Some(text) = config {
+            let mode = mode_from_config(&String::from_utf8_lossy(&text))?;
+            if mode != RepoMode::Archive {
+                bail!(
+                    "{url} is a {mode:?} repository; only archive repositories can be pulled over HTTP"
+                );
+            }
+            s.mode = mode;
+        } else {
+            bail!("{url} is not an ostree repository (no config)");
+        }
+        Ok(s)
+    }
+
+    /// GET `path`; `None` on 404/410.
+    fn get(&self, path: &str) -> Result<Option<ureq::Body>> {
+        let url = format!("{}/{}", self.base, path);
+        let resp = match self.agent.get(&url).call() {
+            Ok(r) => r,
+            Err(e) => return Err(Transient(format!("GET {url}: {e}")).into()),
+        };
+        let status = resp.status().as_u16();
+        match status {
+            200..=299 => Ok(Some(resp.into_body())),
+            404 | 410 => Ok(None),
+            408 | 425 | 429 | 500..=599 => {
+                Err(Transient(format!("GET {url}: HTTP {status}")).into())
+            }
+            _ => bail!("GET {url}: HTTP {status}"),
+        }
+    }
+}
+
+impl Source for HttpSource {
+    fn describe(&self) -> String {
+        self.base.clone()
+    }
+
+    fn mode(&self) -> RepoMode {
+        self.mode
+    }
+
+    fn read(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let Some(body) = self.get(path)? else {
+            return Ok(None);
+        };
+        let mut buf = Vec::new();
+        body.into_with_config()
+            .limit(limit)
+            .reader()
+            .read_to_end(&mut buf)
+            .map_err(|e| {
+                if e.to_string().contains("limit") {
+                    anyhow::anyhow!("{}/{path} is larger than {limit} bytes", self.base)
+                } else {
+                    Transient(format!("reading {}/{path}: {e}", self.base)).into()
+                }
+            })?;
+        Ok(Some(buf))
+    }
+
+    fn file(&self, csum: &Checksum) -> Result<FileObject> {
+        let path = object_path(csum, ObjType::File);
+        let body = self
+            .get(&path)?
+            .with_context(|| format!("file object {csum}: {}/{path} not found", self.base))?;
+        let reader = body.into_with_config().limit(u64::MAX).reader();
+        filez_object(
+            Box::new(TransientReader(reader)),
+            &format!("file object {csum}"),
+        )
+    }
+}
+
+/// Marks read errors of a response body as transient (worth retrying).
+struct TransientReader<R>(R);
+
+impl<R: Read> Read for TransientReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof
+                || e.kind() == std::io::ErrorKind::InvalidData
+            {
+                e
+            } else {
+                std::io::Error::other(Transient(format!("network read failed: {e}")))
+            }
+        })
+    }
+}

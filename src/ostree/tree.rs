@@ -1,0 +1,104 @@
+//! A stored commit as a filesystem tree: what `ostree checkout` of the
+//! commit shows. Directories take owner, mode and xattrs from their
+//! dirmeta, files from their header; every mtime is 0, as ostree checks
+//! out. Each directory entry is its own inode (no hardlinks between files
+//! that happen to share content: they share the object instead).
+
+use anyhow::{Context, Result, bail};
+
+use super::checksum::{Checksum, ObjType};
+use super::commitstream::{CommitStream, Content};
+use super::objects::{Commit, DirMeta, DirTree};
+use crate::tree::{FileData, Ino, Inode, Kind, MemTree, MemTreeBuilder, Stat, mode};
+
+/// Limits on the expanded tree (a dirtree can be shared many times).
+pub const MAX_INODES: u64 = 16 << 20;
+pub const MAX_DEPTH: usize = 2048;
+
+fn dir_inode(m: &DirMeta) -> Inode {
+    Inode {
+        stat: Stat {
+            perms: m.mode & mode::PERMS,
+            uid: m.uid,
+            gid: m.gid,
+            mtime: Default::default(),
+        },
+        kind: Kind::Directory,
+        xattrs: sorted(&m.xattrs),
+    }
+}
+
+fn sorted(x: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut v = x.to_vec();
+    v.sort();
+    v.dedup_by(|a, b| a.0 == b.0);
+    v
+}
+
+/// Build the tree of the commit stored in `s`.
+pub fn commit_tree(s: &CommitStream) -> Result<MemTree> {
+    let c = s.commit;
+    let cbytes = s
+        .metadata(&c, ObjType::Commit)?
+        .with_context(|| format!("stored commit {c} lacks its commit object"))?;
+    let commit = Commit::parse(cbytes).with_context(|| format!("commit {c}"))?;
+    let mut b = MemTreeBuilder::new();
+    let root_meta = dirmeta(s, &commit.root_meta)?;
+    let root = b.add(dir_inode(&root_meta));
+    let mut count = 1u64;
+    // (dirtree, inode, depth)
+    let mut work: Vec<(Checksum, Ino, usize)> = vec![(commit.root_tree, root, 0)];
+    while let Some((t, ino, depth)) = work.pop() {
+        if depth > MAX_DEPTH {
+            bail!("commit {c}: directories nested deeper than {MAX_DEPTH} levels");
+        }
+        let data = s
+            .metadata(&t, ObjType::DirTree)?
+            .with_context(|| format!("commit {c}: dirtree {t} is missing"))?;
+        let tree = DirTree::parse(data).with_context(|| format!("dirtree {t}"))?;
+        count += (tree.files.len() + tree.dirs.len()) as u64;
+        if count > MAX_INODES {
+            bail!("commit {c}: tree expands to more than {MAX_INODES} entries");
+        }
+        for (name, f) in &tree.files {
+            let (_, h, content) = s
+                .file(f)?
+                .with_context(|| format!("commit {c}: file {f} ({name}) is missing"))?;
+            let kind = if h.is_symlink() {
+                Kind::Symlink(h.symlink.as_bytes().to_vec())
+            } else {
+                Kind::Regular(match content {
+                    Content::Inline(b) => FileData::Inline(b),
+                    Content::External(id) => FileData::object(id, h.size),
+                })
+            };
+            let child = b.add(Inode {
+                stat: Stat {
+                    perms: h.mode & mode::PERMS,
+                    uid: h.uid,
+                    gid: h.gid,
+                    mtime: Default::default(),
+                },
+                kind,
+                xattrs: sorted(&h.xattrs),
+            });
+            b.link(ino, name.as_bytes(), child)
+                .with_context(|| format!("dirtree {t}: {name:?}"))?;
+        }
+        for (name, dt, dm) in &tree.dirs {
+            let m = dirmeta(s, dm)?;
+            let child = b.add(dir_inode(&m));
+            b.link(ino, name.as_bytes(), child)
+                .with_context(|| format!("dirtree {t}: {name:?}"))?;
+            work.push((*dt, child, depth + 1));
+        }
+    }
+    b.build(root)
+}
+
+fn dirmeta(s: &CommitStream, m: &Checksum) -> Result<DirMeta> {
+    let data = s
+        .metadata(m, ObjType::DirMeta)?
+        .with_context(|| format!("commit {}: dirmeta {m} is missing", s.commit))?;
+    DirMeta::parse(data).with_context(|| format!("dirmeta {m}"))
+}
