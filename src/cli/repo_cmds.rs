@@ -73,11 +73,16 @@ pub fn gc(repo: Option<&Path>, dry_run: bool) -> Result<ExitCode> {
 pub fn fsck(repo: Option<&Path>) -> Result<ExitCode> {
     let r = open(repo)?;
     let bar = progress::bytes(None, "checking objects");
-    let report = repository::fsck::fsck(&r, &|_, b| bar.set_position(b))?;
+    let mut report = repository::fsck::fsck(&r, &|_, b| bar.set_position(b))?;
     bar.finish_and_clear();
+    let ostree = crate::ostree::fsck::fsck(&r)?;
+    report.problems.extend(ostree.problems);
     let mut out = std::io::stdout().lock();
     for p in &report.problems {
         writeln!(out, "problem: {p}")?;
+    }
+    if let Some(why) = &ostree.index_rebuilt {
+        writeln!(out, "ostree object index: {why}")?;
     }
     writeln!(
         out,

@@ -11,6 +11,7 @@
 pub mod checksum;
 pub mod commitstream;
 pub mod delta;
+pub mod fsck;
 pub mod http;
 pub mod index;
 pub mod local;
