@@ -68,7 +68,7 @@ pub struct PullArgs {
     /// Never use static deltas
     #[arg(long)]
     no_deltas: bool,
-    /// Parallel transfers (default: 8 for HTTP, the number of CPUs for local)
+    /// Parallel transfers (default: 8 for HTTP, 3 per CPU for local: reads overlap)
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
     /// Trust the OpenPGP keys in FILE (armored or binary; repeatable)
@@ -176,7 +176,7 @@ fn pull_cmd(repo: Option<&Path>, a: PullArgs) -> Result<ExitCode> {
         if is_http {
             8
         } else {
-            super::image_cmds::threads(None)
+            (3 * super::image_cmds::threads(None)).clamp(4, 32)
         }
     });
     let opts = PullOptions {

@@ -16,6 +16,7 @@ pub mod http;
 pub mod index;
 pub mod local;
 pub mod objects;
+pub mod partial;
 pub mod pull;
 pub mod resolve;
 pub mod signature;

@@ -23,6 +23,7 @@ use super::commitstream::{self, CommitStream, Content, INLINE_MAX, Objects, Stor
 use super::delta::{self, DeltaSink, PartMeta};
 use super::index::{self, Index};
 use super::objects::{Commit, DirMeta, DirTree, FileHeader, MAX_METADATA_SIZE, check_dict};
+use super::partial::PartialLog;
 use super::resolve::{self, Resolved};
 use super::source::{self, Source};
 use super::summary::{self, MAX_SUMMARY_SIZE, Summary};
@@ -114,7 +115,7 @@ fn verify_meta(c: &Checksum, t: ObjType, data: &[u8]) -> Result<()> {
 /// Fetch file object `c`, verify it, store its content. Returns the stored
 /// form and the content size.
 fn fetch_file(src: &dyn Source, repo: &Repository, c: &Checksum) -> Result<(Stored, u64)> {
-    retry(|| fetch_file_once(src, repo, c)).with_context(|| format!("file object {c}"))
+    retry(|| fetch_file_once(src, repo, c))
 }
 
 fn fetch_file_once(src: &dyn Source, repo: &Repository, c: &Checksum) -> Result<(Stored, u64)> {
@@ -124,7 +125,9 @@ fn fetch_file_once(src: &dyn Source, repo: &Repository, c: &Checksum) -> Result<
     let size = header.size;
     let content = if size <= BUFFERED {
         let mut buf = Vec::with_capacity(size as usize);
-        obj.content.read_to_end(&mut buf)?;
+        obj.content
+            .read_to_end(&mut buf)
+            .with_context(|| format!("file object {c}"))?;
         hasher.update(&buf);
         check_file_sum(c, hasher)?;
         if size <= INLINE_MAX {
@@ -136,7 +139,10 @@ fn fetch_file_once(src: &dyn Source, repo: &Repository, c: &Checksum) -> Result<
         let mut w = repo.object_writer()?;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = obj.content.read(&mut buf)?;
+            let n = obj
+                .content
+                .read(&mut buf)
+                .with_context(|| format!("file object {c}"))?;
             if n == 0 {
                 break;
             }
@@ -159,7 +165,7 @@ fn fetch_file_once(src: &dyn Source, repo: &Repository, c: &Checksum) -> Result<
 fn check_file_sum(c: &Checksum, h: sha2::Sha256) -> Result<()> {
     let got = super::objects::finish_checksum(h);
     if got != *c {
-        bail!("checksum mismatch (header and content hash to {got})");
+        bail!("file object {c}: checksum mismatch (header and content hash to {got})");
     }
     Ok(())
 }
@@ -290,6 +296,8 @@ struct Walk<'a, 'r> {
     queue: &'a Queue,
     stats: &'a Stats,
     outstanding: usize,
+    /// Objects fetched so far, for resuming (see [`super::partial`]).
+    log: Option<PartialLog>,
 }
 
 impl Walk<'_, '_> {
@@ -361,6 +369,9 @@ impl Walk<'_, '_> {
             }
             Done::File(c, s, n) => {
                 self.stats.bytes.fetch_add(n, Ordering::Relaxed);
+                if let Some(l) = &mut self.log {
+                    l.record(&c, ObjType::File, &s)?;
+                }
                 self.objects.insert((c, ObjType::File), s);
             }
         }
@@ -467,7 +478,26 @@ pub fn pull(
         queue: &queue,
         stats,
         outstanding: 0,
+        log: None,
     };
+    // What an interrupted pull of this commit already fetched.
+    if let Some((log, entries)) = PartialLog::open(repo, &commit)? {
+        let mut resumed = 0u64;
+        for (k, s) in entries {
+            if let Stored::File {
+                content: Content::External(id),
+                ..
+            } = &s
+                && !repo.has_object(id)?
+            {
+                continue;
+            }
+            walk.objects.insert(k, s);
+            resumed += 1;
+        }
+        stats.reused.fetch_add(resumed, Ordering::Relaxed);
+        walk.log = Some(log);
+    }
 
     // A static delta, when one fits.
     let mut delta_used = None;
@@ -536,6 +566,7 @@ pub fn pull(
 
     *stats.phase.lock().expect("stats") = "storing";
     let mut objects = std::mem::take(&mut walk.objects);
+    let log = walk.log.take();
     objects.insert((commit, ObjType::Commit), Stored::Meta(cbytes));
     if let Some(m) = commitmeta {
         objects.insert((commit, ObjType::CommitMeta), Stored::Meta(m));
@@ -546,6 +577,9 @@ pub fn pull(
     repo.commit_stream(w, &cid, Some(&ref_name))?;
     let stored = CommitStream::open(repo, &commit)?;
     index::add(repo, &stored).context("cannot update the ostree index")?;
+    if let Some(l) = log {
+        l.remove()?;
+    }
     Ok(PullReport {
         commit,
         name,

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# composefs ostree pull vs ostree itself, side by side, on a real root filesystem.
+#
+#   benches/ostree-pull.sh [-n RUNS] [--changed=N] [--bin=PATH] [--keep]
+#
+# Setup (untimed, cached under target/bench-data/ostree-src/): the debootstrap
+# minbase bookworm tree from benches/rootfs.sh (without its /dev nodes, which
+# ostree cannot hold) committed with `ostree commit`
+# into an archive repository (commit C1), a second commit C2 in which N files
+# (default 300) changed, a static delta C1 -> C2 and `ostree summary -u`.
+# nginx serves that repository on 127.0.0.1 (a private config under the work
+# dir; stopped at exit).
+#
+# Then RUNS times (default 3), each into fresh repositories, caches dropped
+# before each timed command (sync; echo 3 > drop_caches):
+#
+#   local  ostree pull-local SRC C1 into a fresh bare-user repo
+#          vs composefs ostree pull SRC C1 into a fresh composefs repo
+#   http   ostree pull origin C1 (remote = nginx, fresh bare-user repo,
+#          --no-gpg-verify, deltas disabled: the summary offers none from
+#          scratch) vs composefs ostree pull http://… C1
+#   delta  both sides already hold C1 (untimed pull), then pull C2 from
+#          nginx: ostree uses the C1->C2 delta, so does composefs
+#
+# Wall-clock time and peak RSS (GNU time) of each command; the table shows
+# medians and the ratio composefs/ostree. stdout: the table only.
+# Outputs are removed only at the end (ext4 without a journal slows inode
+# allocation for a while after mass deletes; see benches/import-tar.sh).
+
+set -euo pipefail
+
+runs=3
+changed=300
+prebuilt=""
+keep=0
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit "${1:-2}"; }
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -n) [ $# -ge 2 ] || usage; runs="$2"; shift ;;
+        -n*) runs="${1#-n}" ;;
+        --changed=*) changed="${1#--changed=}" ;;
+        --bin=*) prebuilt="${1#--bin=}" ;;
+        --keep) keep=1 ;;
+        -h|--help) usage 0 ;;
+        *) usage ;;
+    esac
+    shift
+done
+[ "$(id -u)" -eq 0 ] || die "must run as root (commits with owners, dropping caches, nginx)"
+for t in ostree nginx; do command -v "$t" >/dev/null || die "$t missing (scripts/deps.sh installs it)"; done
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+if [ -n "$prebuilt" ]; then
+    built="$(realpath "$prebuilt")"
+else
+    log "cargo build --release"
+    cargo build --release --quiet >&2
+    built="$repo_root/target/release/composefs"
+fi
+
+mapfile -t inputs < <("$repo_root/benches/rootfs.sh")
+rootfs="${inputs[0]%.tar}"
+[ -d "$rootfs" ] || die "no root filesystem at $rootfs"
+
+# --- source repository (cached) -------------------------------------------
+src="$repo_root/target/bench-data/ostree-src"
+if [ ! -f "$src/.complete-$changed" ]; then
+    log "building the source repository (ostree commit of $rootfs, $changed changed files)"
+    rm -rf "$src" "$src.tree2"
+    ostree init --repo="$src" --mode=archive
+    # ostree holds regular files, symlinks and directories only: no /dev nodes.
+    cp -a "$rootfs" "$src.tree2"
+    find "$src.tree2" \( -type b -o -type c -o -type p -o -type s \) -delete
+    ostree commit --repo="$src" -b main --subject "bench C1" --add-metadata-string version=1 "$src.tree2" >/dev/null
+    # Change N regular files of at least 1 KiB: a few bytes in the middle.
+    find "$src.tree2/usr" -type f -size +1k | sort | awk -v n="$changed" 'NR % 7 == 0 && c < n { print; c++ }' |
+        while read -r f; do printf 'composefs-bench' | dd of="$f" bs=1 seek=512 conv=notrunc status=none; done
+    ostree commit --repo="$src" -b main --subject "bench C2" --add-metadata-string version=2 "$src.tree2" >/dev/null
+    rm -rf "$src.tree2"
+    ostree static-delta generate --repo="$src" main >/dev/null
+    ostree summary --repo="$src" -u
+    touch "$src/.complete-$changed"
+fi
+c2="$(ostree rev-parse --repo="$src" main)"
+c1="$(ostree rev-parse --repo="$src" main^)"
+log "C1 $c1, C2 $c2"
+
+work="$repo_root/target/bench-work-ostree"
+rm -rf "$work"; mkdir -p "$work"
+bin="$work/composefs"; cp "$built" "$bin"
+
+# --- nginx ----------------------------------------------------------------
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<EOF
+worker_processes 2;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 1024; }
+http {
+    access_log $work/nginx/access.log;
+    sendfile on; tcp_nopush on; keepalive_requests 100000;
+    client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
+    uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+    server { listen 127.0.0.1:$port; root $src; }
+}
+EOF
+nginx -c "$work/nginx/nginx.conf"
+cleanup() {
+    [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
+    [ "$keep" -eq 1 ] || rm -rf "$work"
+}
+trap cleanup EXIT
+url="http://127.0.0.1:$port"
+curl -sf "$url/config" >/dev/null 2>&1 || python3 -c "import urllib.request; urllib.request.urlopen('$url/config')" || die "nginx does not answer on $url"
+
+cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+now_ns() { date +%s%N; }
+results="$work/results"; : >"$results"
+timed() { # timed CASE TOOL CMD...
+    local case="$1" tool="$2" t0 t1 rc=0; shift 2
+    cold
+    t0=$(now_ns)
+    /usr/bin/time -f '%M' -o "$work/time.out" "$@" >"$work/cmd.out" 2>"$work/cmd.err" || rc=$?
+    t1=$(now_ns)
+    [ "$rc" -eq 0 ] || { cat "$work/cmd.err" >&2; die "failed ($rc): $*"; }
+    local t r; t=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'); r=$(tail -n1 "$work/time.out")
+    echo "$case $tool $t $r" >>"$results"
+    log "  $case $tool: ${t}s, peak RSS $((r / 1024)) MiB"
+}
+new_ostree() { ostree init --repo="$1" --mode=bare-user; ostree remote add --repo="$1" --no-gpg-verify origin "$url"; }
+new_cfs() { "$bin" --repo "$1" init >/dev/null 2>&1; }
+
+for i in $(seq 1 "$runs"); do
+    log "run $i"
+    d="$work/run$i"; mkdir -p "$d"
+    new_ostree "$d/o-local"; timed local ostree ostree pull-local --repo="$d/o-local" "$src" "$c1"
+    new_cfs "$d/c-local"; timed local composefs "$bin" --repo "$d/c-local" ostree pull "$src" "$c1"
+    new_ostree "$d/o-http"; timed http ostree ostree pull --repo="$d/o-http" origin "$c1"
+    new_cfs "$d/c-http"; timed http composefs "$bin" --repo "$d/c-http" ostree pull "$url" "$c1"
+    # delta: both hold C1 now (the http pulls); pull C2. The access log
+    # shows what each side fetched.
+    n0=$(wc -l <"$work/nginx/access.log")
+    timed delta ostree ostree pull --repo="$d/o-http" origin main
+    n1=$(wc -l <"$work/nginx/access.log")
+    timed delta composefs "$bin" --repo "$d/c-http" ostree pull "$url" main
+    n2=$(wc -l <"$work/nginx/access.log")
+    log "  delta requests: ostree $(sed -n "$((n0 + 1)),${n1}p" "$work/nginx/access.log" | grep -c '/deltas/') delta + $(sed -n "$((n0 + 1)),${n1}p" "$work/nginx/access.log" | grep -c '/objects/') object GETs;" \
+        "composefs $(sed -n "$((n1 + 1)),${n2}p" "$work/nginx/access.log" | grep -c '/deltas/') + $(sed -n "$((n1 + 1)),${n2}p" "$work/nginx/access.log" | grep -c '/objects/')"
+    grep -q "delta: from" "$work/cmd.out" || die "composefs did not use the delta: $(cat "$work/cmd.out")"
+done
+
+echo "ostree pull benchmark: $(nproc) CPUs, $runs runs, source $(du -sh "$src" | cut -f1) archive repo, C2 changes $changed files"
+printf '%-6s %12s %12s %7s %14s %14s\n' case ostree_s composefs_s ratio ostree_MiB composefs_MiB
+for c in local http delta; do
+    med() { awk -v c="$c" -v t="$1" -v f="$2" '$1 == c && $2 == t { print $f }' "$results" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+    o=$(med ostree 3); m=$(med composefs 3); orss=$(med ostree 4); mrss=$(med composefs 4)
+    printf '%-6s %12s %12s %7s %14s %14s\n' "$c" "$o" "$m" "$(awk -v a="$m" -v b="$o" 'BEGIN { printf "%.2f", a / b }')" \
+        "$((orss / 1024))" "$((mrss / 1024))"
+done
