@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# The main job on built-in sample data: import the bundled sample into a
-# fresh repository, build its composefs image, mount it (as root, with the
-# kernel: EROFS + overlayfs) and show what is inside.
+# The main job on built-in sample data: serve the bundled sample ostree
+# repository (tests/fixtures/sample-ostree.tar.gz: two commits of a tiny OS,
+# a static delta between them, a summary) over HTTP on 127.0.0.1, pull both
+# commits into a fresh composefs repository (the second one through the
+# delta), build a composefs image of the newest, mount it (as root, with the
+# kernel: EROFS + overlayfs), compare it with `ostree checkout`, and show
+# what is inside. Then the tar path: import the bundled sample tar and read
+# it back byte for byte.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,35 +16,54 @@ bin=$PWD/target/release/composefs
 
 work=$(mktemp -d -t composefs-demo.XXXXXX)
 repo=$work/repo
+server=""
 cleanup() {
   mountpoint -q "$work/mnt" 2>/dev/null && "$bin" umount "$work/mnt"
+  [ -n "$server" ] && kill "$server" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
 
+mkdir "$work/ostree"
+tar -xzf tests/fixtures/sample-ostree.tar.gz -C "$work/ostree"
+python3 -m http.server 0 --bind 127.0.0.1 --directory "$work/ostree" >"$work/http.log" 2>&1 &
+server=$!
+for _ in $(seq 100); do grep -q "port" "$work/http.log" && break; sleep 0.05; done
+port=$(grep -o 'port [0-9]*' "$work/http.log" | head -n1 | cut -d' ' -f2)
+url="http://127.0.0.1:$port"
+
 echo "== composefs init"
 "$bin" --repo "$repo" init
-echo "== composefs import-tar sample tests/fixtures/sample.tar.gz   (the tar, split into a splitstream)"
-"$bin" --repo "$repo" import-tar sample tests/fixtures/sample.tar.gz
-echo "== byte-identical when read back?"
-gzip -dc tests/fixtures/sample.tar.gz | cmp - <("$bin" --repo "$repo" cat sample) && echo "yes"
-echo "== composefs create-image (the same tree as a composefs EROFS image)"
-mkdir "$work/tree"
-tar -xzf tests/fixtures/sample.tar.gz -C "$work/tree"
-"$bin" --repo "$repo" create-image "$work/tree" --name sample
-echo "== composefs refs"
-"$bin" --repo "$repo" refs
+echo "== composefs ostree ls-remote $url"
+"$bin" --repo "$repo" ostree ls-remote "$url"
+v10=$(ostree --repo="$work/ostree" rev-parse sample/stable^)
+echo "== composefs ostree pull $url $v10 --name sample-1.0   (object by object, each verified)"
+"$bin" --repo "$repo" ostree pull "$url" "$v10" --name sample-1.0
+echo "== composefs ostree pull $url sample/stable   (1.1: through the static delta from 1.0)"
+"$bin" --repo "$repo" ostree pull "$url" sample/stable
+echo "== composefs ostree list"
+"$bin" --repo "$repo" ostree list
+echo "== composefs ostree log sample/stable"
+"$bin" --repo "$repo" ostree log sample/stable
+echo "== composefs ostree create-image sample/stable --image-name sample"
+"$bin" --repo "$repo" ostree create-image sample/stable --image-name sample
 echo "== composefs ls sample /usr/bin"
 "$bin" --repo "$repo" ls sample /usr/bin
 if [ "$(id -u)" -eq 0 ]; then
-  echo "== composefs mount --kernel sample MNT; cat MNT/etc/os-release; diff -r with the source"
+  echo "== composefs mount --kernel sample MNT; cat MNT/etc/os-release; diff -r with ostree checkout"
   mkdir "$work/mnt"
   "$bin" --repo "$repo" mount --kernel sample "$work/mnt"
   cat "$work/mnt/etc/os-release"
-  diff -r "$work/tree" "$work/mnt" && echo "mount matches the source tree"
+  ostree --repo="$work/ostree" checkout sample/stable "$work/checkout"
+  diff -r "$work/checkout" "$work/mnt" && echo "mount matches ostree checkout"
   "$bin" umount "$work/mnt"
 else
   echo "== (run as root to also mount the image with the kernel)"
 fi
+
+echo "== composefs import-tar sample tests/fixtures/sample.tar.gz   (a tar, split into a splitstream)"
+"$bin" --repo "$repo" import-tar sample tests/fixtures/sample.tar.gz
+echo "== byte-identical when read back?"
+gzip -dc tests/fixtures/sample.tar.gz | cmp - <("$bin" --repo "$repo" cat sample) && echo "yes"
 echo "== composefs fsck"
 "$bin" --repo "$repo" fsck
