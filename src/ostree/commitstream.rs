@@ -61,6 +61,8 @@ pub enum Stored {
 }
 
 pub type Objects = BTreeMap<(Checksum, ObjType), Stored>;
+/// One object with its key, as produced by a delta part or a resume log.
+pub type Entry = ((Checksum, ObjType), Stored);
 
 /// Write `objects` as a splitstream; the caller publishes it.
 pub fn write(w: &mut SplitStreamWriter<'_>, objects: &Objects) -> Result<()> {

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use super::checksum::{Checksum, ObjType};
-use super::commitstream::{Content, Stored};
+use super::commitstream::{Content, Entry, Stored};
 use crate::fsverity::ObjectId;
 use crate::repository::Repository;
 
@@ -64,7 +64,7 @@ fn encode(c: &Checksum, t: ObjType, s: &Stored) -> Vec<u8> {
     rec
 }
 
-fn decode(repo: &Repository, data: &[u8]) -> Vec<((Checksum, ObjType), Stored)> {
+fn decode(repo: &Repository, data: &[u8]) -> Vec<Entry> {
     let mut out = Vec::new();
     let mut p = data;
     let alg = repo.algorithm();
@@ -109,10 +109,7 @@ fn decode(repo: &Repository, data: &[u8]) -> Vec<((Checksum, ObjType), Stored)> 
 impl PartialLog {
     /// Open (or create) the log of `commit`, returning what it already
     /// holds. `None` when another pull of the same commit holds it.
-    pub fn open(
-        repo: &Repository,
-        commit: &Checksum,
-    ) -> Result<Option<(PartialLog, Vec<((Checksum, ObjType), Stored)>)>> {
+    pub fn open(repo: &Repository, commit: &Checksum) -> Result<Option<(PartialLog, Vec<Entry>)>> {
         let p = path(repo, commit);
         let dir = p.parent().expect("has a parent");
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
 
 use super::checksum::{Checksum, ObjType, delta_name};
-use super::commitstream::{self, CommitStream, Content, INLINE_MAX, Objects, Stored};
+use super::commitstream::{self, CommitStream, Content, Entry, INLINE_MAX, Objects, Stored};
 use super::delta::{self, DeltaSink, PartMeta};
 use super::index::{self, Index};
 use super::objects::{Commit, DirMeta, DirTree, FileHeader, MAX_METADATA_SIZE, check_dict};
@@ -447,10 +447,40 @@ pub fn pull(
     }
 
     *stats.phase.lock().expect("stats") = "commit";
-    let cbytes = fetch_meta(src, &commit, ObjType::Commit)?;
+    // A static delta, when one fits: its superblock carries the commit (and
+    // its detached metadata), so a delta pull makes no object requests.
+    let mut delta = None;
+    let mut fetched_commit = None;
+    if !opts.no_deltas {
+        let base = match &opts.base {
+            Some(b) => Some(resolve::stored_commit(repo, b)?),
+            None => None,
+        };
+        let listed = delta_listing(src, summary.as_ref(), &commit)?;
+        // Without a listing, deltas are probed for: from the parent.
+        let parent = if listed.is_none() {
+            let b = fetch_meta(src, &commit, ObjType::Commit)?;
+            let p = Commit::parse(&b)
+                .with_context(|| format!("commit {commit}"))?
+                .parent;
+            fetched_commit = Some(b);
+            p
+        } else {
+            None
+        };
+        delta = find_delta(src, listed.as_ref(), repo, &commit, parent, base)?;
+    }
+    let (cbytes, mut commitmeta) = match (&delta, fetched_commit) {
+        (Some((_, sb)), _) => (sb.commit.clone(), sb.detached_metadata.clone()),
+        (None, Some(b)) => (b, None),
+        (None, None) => (fetch_meta(src, &commit, ObjType::Commit)?, None),
+    };
+    if commitmeta.is_none() && (delta.is_none() || opts.trust.wants_signatures()) {
+        commitmeta = retry(|| src.metadata(&commit, ObjType::CommitMeta))
+            .with_context(|| format!("detached metadata of commit {commit}"))?;
+    }
+    verify_meta(&commit, ObjType::Commit, &cbytes)?;
     let parsed = Commit::parse(&cbytes).with_context(|| format!("commit {commit}"))?;
-    let commitmeta = retry(|| src.metadata(&commit, ObjType::CommitMeta))
-        .with_context(|| format!("detached metadata of commit {commit}"))?;
     if let Some(m) = &commitmeta {
         check_dict("detached commit metadata", m)
             .with_context(|| format!("detached metadata of commit {commit}"))?;
@@ -499,25 +529,16 @@ pub fn pull(
         walk.log = Some(log);
     }
 
-    // A static delta, when one fits.
     let mut delta_used = None;
-    if !opts.no_deltas {
-        let base = match &opts.base {
-            Some(b) => Some(resolve::stored_commit(repo, b)?),
-            None => None,
+    if let Some((from, sb)) = &delta {
+        *stats.phase.lock().expect("stats") = "delta";
+        let label = match from {
+            None => "scratch".to_string(),
+            Some(f) => format!("from {f}"),
         };
-        if let Some((from, sb)) =
-            find_delta(src, summary.as_ref(), repo, &commit, parsed.parent, base)?
-        {
-            *stats.phase.lock().expect("stats") = "delta";
-            let label = match &from {
-                None => "scratch".to_string(),
-                Some(f) => format!("from {f}"),
-            };
-            *stats.delta.lock().expect("stats") = Some(label.clone());
-            apply_delta(src, repo, from.as_ref(), &commit, &sb, &mut walk, opts.jobs)?;
-            delta_used = Some(label);
-        }
+        *stats.delta.lock().expect("stats") = Some(label.clone());
+        apply_delta(src, repo, from.as_ref(), &commit, sb, &mut walk, opts.jobs)?;
+        delta_used = Some(label);
     }
 
     *stats.phase.lock().expect("stats") = "objects";
@@ -592,11 +613,32 @@ pub fn pull(
     })
 }
 
-/// Find a static delta to `to`: from the base or the parent if stored,
-/// else from scratch when no base is stored. Returns (from, superblock).
-fn find_delta(
+type DeltaList = std::collections::BTreeMap<String, Checksum>;
+
+/// The deltas the source lists for `to`: from the summary, or its
+/// `delta-indexes/` file; `None` without a summary (deltas are probed).
+fn delta_listing(
     src: &dyn Source,
     summary: Option<&Summary>,
+    to: &Checksum,
+) -> Result<Option<DeltaList>> {
+    Ok(match summary {
+        Some(s) if s.indexed_deltas => Some(
+            retry(|| src.read(&summary::delta_index_path(to), MAX_METADATA_SIZE as u64))?
+                .map(|d| summary::parse_delta_index(&d))
+                .unwrap_or_default(),
+        ),
+        Some(s) => Some(s.deltas.clone()),
+        None => None,
+    })
+}
+
+/// Find a static delta to `to`: from the base or the parent if stored (or
+/// any stored commit the listing has a delta from), else from scratch when
+/// no base is stored. Returns (from, superblock).
+fn find_delta(
+    src: &dyn Source,
+    listed: Option<&DeltaList>,
     repo: &Repository,
     to: &Checksum,
     parent: Option<Checksum>,
@@ -609,17 +651,7 @@ fn find_delta(
         .filter(|c| stored.contains(c))
         .collect();
     froms.dedup();
-    let have_basis = !froms.is_empty();
-    // Known deltas: from the summary (or its delta index), else probe.
-    let listed: Option<std::collections::BTreeMap<String, Checksum>> = match summary {
-        Some(s) if s.indexed_deltas => {
-            retry(|| src.read(&summary::delta_index_path(to), MAX_METADATA_SIZE as u64))?
-                .map(|d| summary::parse_delta_index(&d))
-        }
-        Some(s) => Some(s.deltas.clone()),
-        None => None,
-    };
-    if let Some(l) = &listed {
+    if let Some(l) = listed {
         // Any stored commit with a delta to `to` is a basis too.
         for name in l.keys() {
             if let Some((f, t)) = name.split_once('-')
@@ -632,12 +664,13 @@ fn find_delta(
             }
         }
     }
+    let have_basis = !froms.is_empty();
     let mut candidates: Vec<Option<Checksum>> = froms.into_iter().map(Some).collect();
     if !have_basis {
         candidates.push(None);
     }
     for from in candidates {
-        let expected = match &listed {
+        let expected = match listed {
             Some(l) => match l.get(&delta_name(from.as_ref(), to)) {
                 Some(c) => Some(*c),
                 None => continue,
@@ -674,7 +707,7 @@ fn find_delta(
 struct PartSink<'a> {
     repo: &'a Repository,
     from: Option<&'a CommitStream>,
-    out: Vec<((Checksum, ObjType), Stored)>,
+    out: Vec<Entry>,
     bytes: u64,
 }
 
@@ -741,7 +774,7 @@ fn apply_delta(
     );
     let stats = walk.stats;
     let next = AtomicU64::new(0);
-    let results: Mutex<Vec<Result<Vec<((Checksum, ObjType), Stored)>>>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<Result<Vec<Entry>>>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..jobs.clamp(1, needed.len().max(1)) {
             scope.spawn(|| {

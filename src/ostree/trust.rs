@@ -25,6 +25,11 @@ impl Trust {
     fn has_keys(&self) -> bool {
         self.gpg.is_some() || self.ed25519.is_some()
     }
+
+    /// Will commits' signatures be checked?
+    pub fn wants_signatures(&self) -> bool {
+        self.has_keys() || self.require
+    }
 }
 
 fn verify(data: &[u8], detached: Option<&[u8]>, trust: &Trust) -> Verdict {

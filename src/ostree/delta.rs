@@ -1,1 +1,0 @@
-//! Static deltas (being written).
