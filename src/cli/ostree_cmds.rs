@@ -135,15 +135,17 @@ fn progress_thread(stats: &Stats, done: &std::sync::atomic::AtomicBool) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
     let objects = multi.add(
         ProgressBar::new(0).with_style(
-            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} objects {msg}")
-                .expect("template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>8} [{bar:30}] {pos}/{len} objects, eta {eta} {msg}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
         ),
     );
     let bytes = multi.add(
         ProgressBar::new_spinner().with_style(
             ProgressStyle::with_template(
-                "{prefix:>8} {bytes} at {bytes_per_sec}, elapsed {elapsed}, eta {eta}",
+                "{prefix:>8} {bytes} at {bytes_per_sec}, elapsed {elapsed}",
             )
             .expect("template"),
         ),

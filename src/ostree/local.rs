@@ -117,6 +117,10 @@ impl LocalSource {
             }
             let mut t = Vec::new();
             f.read_to_end(&mut t)?;
+            // ostree writes the target with its terminating NUL.
+            if t.last() == Some(&0) {
+                t.pop();
+            }
             let header = FileHeader {
                 size: 0,
                 uid,

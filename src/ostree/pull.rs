@@ -406,10 +406,7 @@ pub fn pull(
         commit,
         name: refname,
     } = resolve::resolve(src, summary.as_ref(), rref)?;
-    let name = opts
-        .name
-        .clone()
-        .unwrap_or_else(|| refname.replace(':', "/"));
+    let name = opts.name.clone().unwrap_or(refname);
     crate::repository::validate_ref_name(&format!("ostree/{name}"))?;
     let ref_name = format!("ostree/{name}");
 
@@ -587,6 +584,14 @@ pub fn pull(
 
     *stats.phase.lock().expect("stats") = "storing";
     let mut objects = std::mem::take(&mut walk.objects);
+    // Refuse trees that expand beyond what can be checked out or imaged.
+    super::tree::check_expansion(&parsed.root_tree, &mut |t| match objects
+        .get(&(*t, ObjType::DirTree))
+    {
+        Some(Stored::Meta(d)) => DirTree::parse(d).with_context(|| format!("dirtree {t}")),
+        _ => bail!("dirtree {t} is missing"),
+    })
+    .with_context(|| format!("commit {commit}"))?;
     let log = walk.log.take();
     objects.insert((commit, ObjType::Commit), Stored::Meta(cbytes));
     if let Some(m) = commitmeta {

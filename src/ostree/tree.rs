@@ -4,6 +4,8 @@
 //! out. Each directory entry is its own inode (no hardlinks between files
 //! that happen to share content: they share the object instead).
 
+use std::collections::HashMap;
+
 use anyhow::{Context, Result, bail};
 
 use super::checksum::{Checksum, ObjType};
@@ -11,9 +13,56 @@ use super::commitstream::{CommitStream, Content};
 use super::objects::{Commit, DirMeta, DirTree};
 use crate::tree::{FileData, Ino, Inode, Kind, MemTree, MemTreeBuilder, Stat, mode};
 
-/// Limits on the expanded tree (a dirtree can be shared many times).
-pub const MAX_INODES: u64 = 16 << 20;
+/// Limits on the expanded tree: a dirtree can be named by many
+/// directories, so a small commit can describe an enormous tree.
+pub const MAX_INODES: u64 = 4 << 20;
 pub const MAX_DEPTH: usize = 2048;
+
+/// Check that the tree under `root` expands to at most [`MAX_INODES`]
+/// entries and [`MAX_DEPTH`] levels, in time linear in the number of
+/// distinct dirtrees (sizes are memoised per dirtree).
+pub fn check_expansion(
+    root: &Checksum,
+    dirtree: &mut dyn FnMut(&Checksum) -> Result<DirTree>,
+) -> Result<u64> {
+    let mut size: HashMap<Checksum, (u64, usize)> = HashMap::new();
+    // Post-order over distinct dirtrees, with an explicit stack.
+    let mut stack: Vec<(Checksum, bool)> = vec![(*root, false)];
+    let mut trees: HashMap<Checksum, DirTree> = HashMap::new();
+    while let Some((t, children_done)) = stack.pop() {
+        if size.contains_key(&t) {
+            continue;
+        }
+        if !children_done {
+            if !trees.contains_key(&t) {
+                trees.insert(t, dirtree(&t)?);
+            }
+            stack.push((t, true));
+            for (_, c, _) in &trees[&t].dirs {
+                if !size.contains_key(c) {
+                    stack.push((*c, false));
+                }
+            }
+            continue;
+        }
+        let tree = trees.remove(&t).expect("loaded above");
+        let mut n = tree.files.len() as u64;
+        let mut depth = 0usize;
+        for (_, c, _) in &tree.dirs {
+            let (cn, cd) = *size.get(c).context("dirtree order")?;
+            n = n.saturating_add(1).saturating_add(cn);
+            depth = depth.max(cd + 1);
+        }
+        if n > MAX_INODES {
+            bail!("dirtree {t} expands to more than {MAX_INODES} entries (shared subtrees)");
+        }
+        if depth > MAX_DEPTH {
+            bail!("dirtree {t}: directories nested deeper than {MAX_DEPTH} levels");
+        }
+        size.insert(t, (n, depth));
+    }
+    Ok(size[root].0)
+}
 
 fn dir_inode(m: &DirMeta) -> Inode {
     Inode {
@@ -42,6 +91,13 @@ pub fn commit_tree(s: &CommitStream) -> Result<MemTree> {
         .metadata(&c, ObjType::Commit)?
         .with_context(|| format!("stored commit {c} lacks its commit object"))?;
     let commit = Commit::parse(cbytes).with_context(|| format!("commit {c}"))?;
+    check_expansion(&commit.root_tree, &mut |t| {
+        let data = s
+            .metadata(t, ObjType::DirTree)?
+            .with_context(|| format!("commit {c}: dirtree {t} is missing"))?;
+        DirTree::parse(data).with_context(|| format!("dirtree {t}"))
+    })
+    .with_context(|| format!("commit {c}"))?;
     let mut b = MemTreeBuilder::new();
     let root_meta = dirmeta(s, &commit.root_meta)?;
     let root = b.add(dir_inode(&root_meta));
