@@ -34,8 +34,8 @@ pub fn check_expansion(
             continue;
         }
         if !children_done {
-            if !trees.contains_key(&t) {
-                trees.insert(t, dirtree(&t)?);
+            if let std::collections::hash_map::Entry::Vacant(e) = trees.entry(t) {
+                e.insert(dirtree(&t)?);
             }
             stack.push((t, true));
             for (_, c, _) in &trees[&t].dirs {
