@@ -893,7 +893,7 @@ fn fixture_check_deltas_cover_their_commits() {
     ]);
     assert!(show.contains("Number of fallback entries: 0"), "{show}");
 
-    let server = HttpServer::serve(&dir);
+    let server = HttpServer::serve(dir);
     let dst = dir.join("ostree-dst");
     let d = path_str(&dst);
     ostree(&["init", "--repo", d, "--mode=bare"]);
@@ -940,7 +940,7 @@ fn static_deltas_give_the_same_commits_without_object_requests() {
     let f = fixture();
     let a = f.archive();
     let dir = delta_repos();
-    let server = HttpServer::serve(&dir);
+    let server = HttpServer::serve(dir);
     let url = server.url("repo");
     let url_inline = server.url("repo-inline");
 
