@@ -2,6 +2,7 @@
 # composefs ostree pull vs ostree itself, side by side, on a real root filesystem.
 #
 #   benches/ostree-pull.sh [-n RUNS] [--changed=N] [--bin=PATH] [--keep]
+#                          [--settle=SECONDS]
 #
 # Setup (untimed, cached under target/bench-data/ostree-src/): the debootstrap
 # minbase bookworm tree from benches/rootfs.sh (without its /dev nodes, which
@@ -24,8 +25,11 @@
 #
 # Wall-clock time and peak RSS (GNU time) of each command; the table shows
 # medians and the ratio composefs/ostree. stdout: the table only.
-# Outputs are removed only at the end (ext4 without a journal slows inode
-# allocation for a while after mass deletes; see benches/import-tar.sh).
+# Outputs are removed only at the end, and a run that starts less than
+# --settle seconds (default 361) after the previous cleanup waits out the
+# rest: ext4 without a journal (as here) scans for "recently deleted" inodes
+# on every file creation for 60-360 s after mass deletes, which showed up as
+# 25% of the profile (see benches/import-tar.sh).
 
 set -euo pipefail
 
@@ -33,6 +37,7 @@ runs=3
 changed=300
 prebuilt=""
 keep=0
+settle_s=361
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit "${1:-2}"; }
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -45,6 +50,7 @@ while [ $# -gt 0 ]; do
         --changed=*) changed="${1#--changed=}" ;;
         --bin=*) prebuilt="${1#--bin=}" ;;
         --keep) keep=1 ;;
+        --settle=*) settle_s="${1#--settle=}" ;;
         -h|--help) usage 0 ;;
         *) usage ;;
     esac
@@ -91,7 +97,16 @@ c1="$(ostree rev-parse --repo="$src" main^)"
 log "C1 $c1, C2 $c2"
 
 work="$repo_root/target/bench-work-ostree"
-rm -rf "$work"; mkdir -p "$work"
+stamp="$repo_root/target/.bench-work-removed"
+[ -e "$work" ] && { rm -rf "$work"; touch "$stamp"; }
+if [ -f "$stamp" ]; then
+    age=$(( $(date +%s) - $(stat -c %Y "$stamp") ))
+    if [ "$age" -lt "$settle_s" ]; then
+        log "waiting $((settle_s - age))s: inodes freed by the last cleanup are still 'recently deleted' for ext4"
+        sleep $((settle_s - age))
+    fi
+fi
+mkdir -p "$work"
 bin="$work/composefs"; cp "$built" "$bin"
 
 # --- nginx ----------------------------------------------------------------
@@ -113,7 +128,7 @@ EOF
 nginx -c "$work/nginx/nginx.conf"
 cleanup() {
     [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
-    [ "$keep" -eq 1 ] || rm -rf "$work"
+    [ "$keep" -eq 1 ] || { rm -rf "$work"; touch "$stamp"; }
 }
 trap cleanup EXIT
 url="http://127.0.0.1:$port"

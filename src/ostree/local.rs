@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::checksum::{Checksum, object_path_ext};
+use super::checksum::{Checksum, ObjType, object_path_ext};
 use super::objects::{
     FileHeader, MAX_METADATA_SIZE, MAX_SYMLINK_TARGET, Xattr, parse_uuua, parse_xattrs,
 };
@@ -214,6 +214,16 @@ impl Source for LocalSource {
         }
         out.sort();
         Ok(Some(out))
+    }
+
+    fn prefetch(&self, csum: &Checksum, objtype: ObjType) {
+        let ext = match (objtype, self.mode) {
+            (ObjType::File, RepoMode::Archive) => "filez",
+            (t, _) => t.extension_bare(),
+        };
+        if let Ok(f) = File::open(self.object(csum, ext)) {
+            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
+        }
     }
 
     fn file(&self, csum: &Checksum) -> Result<FileObject> {

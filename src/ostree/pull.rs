@@ -298,6 +298,7 @@ struct Walk<'a, 'r> {
     outstanding: usize,
     /// Objects fetched so far, for resuming (see [`super::partial`]).
     log: Option<PartialLog>,
+    src: &'a dyn Source,
 }
 
 impl Walk<'_, '_> {
@@ -326,6 +327,7 @@ impl Walk<'_, '_> {
             return;
         }
         self.outstanding += 1;
+        self.src.prefetch(&c, t);
         self.queue.push(match t {
             ObjType::File => Task::File(c),
             _ => Task::Meta(c, t),
@@ -506,6 +508,7 @@ pub fn pull(
         stats,
         outstanding: 0,
         log: None,
+        src,
     };
     // What an interrupted pull of this commit already fetched.
     if let Some((log, entries)) = PartialLog::open(repo, &commit)? {

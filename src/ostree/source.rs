@@ -91,6 +91,10 @@ pub trait Source: Send + Sync {
 
     /// A file object, header parsed, content streaming.
     fn file(&self, csum: &Checksum) -> Result<FileObject>;
+
+    /// A hint that object (`csum`, `objtype`) will be wanted soon (a local
+    /// source starts reading it into the page cache). Errors are ignored.
+    fn prefetch(&self, _csum: &Checksum, _objtype: ObjType) {}
 }
 
 /// Open a source: a local path, `file://` URL, or `http(s)://` URL.
