@@ -544,7 +544,23 @@ pub fn pull(
     *stats.phase.lock().expect("stats") = "objects";
     let failed = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<Result<Done>>();
+    // Flush what the walk has written so far now and then, so disk writes
+    // overlap the walk instead of all waiting for the final syncfs.
+    let walking = (Mutex::new(true), Condvar::new());
     std::thread::scope(|scope| -> Result<()> {
+        scope.spawn(|| {
+            let (lock, cond) = &walking;
+            let mut on = lock.lock().expect("flusher");
+            while *on {
+                on = cond
+                    .wait_timeout(on, std::time::Duration::from_millis(150))
+                    .expect("flusher")
+                    .0;
+                if *on {
+                    let _ = repo.sync();
+                }
+            }
+        });
         for _ in 0..opts.jobs.max(1) {
             let tx = tx.clone();
             let queue = &queue;
@@ -582,6 +598,8 @@ pub fn pull(
             failed.store(true, Ordering::Relaxed);
         }
         queue.close();
+        *walking.0.lock().expect("flusher") = false;
+        walking.1.notify_all();
         result
     })?;
 
