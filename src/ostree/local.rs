@@ -22,6 +22,22 @@ use crate::tree::mode;
 pub struct LocalSource {
     root: PathBuf,
     mode: RepoMode,
+    /// Paths to read ahead, handled by a background thread so that the
+    /// caller never waits for a directory or inode read.
+    prefetch: std::sync::Mutex<Option<std::sync::mpsc::Sender<PathBuf>>>,
+}
+
+/// Read ahead each path sent (`fadvise(WILLNEED)`), until the sender goes.
+fn prefetcher() -> std::sync::mpsc::Sender<PathBuf> {
+    let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+    std::thread::spawn(move || {
+        for p in rx {
+            if let Ok(f) = File::open(p) {
+                let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
+            }
+        }
+    });
+    tx
 }
 
 impl LocalSource {
@@ -38,6 +54,7 @@ impl LocalSource {
         Ok(LocalSource {
             root: root.to_path_buf(),
             mode,
+            prefetch: std::sync::Mutex::new(None),
         })
     }
 
@@ -221,9 +238,9 @@ impl Source for LocalSource {
             (ObjType::File, RepoMode::Archive) => "filez",
             (t, _) => t.extension_bare(),
         };
-        if let Ok(f) = File::open(self.object(csum, ext)) {
-            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
-        }
+        let mut tx = self.prefetch.lock().expect("prefetch");
+        let tx = tx.get_or_insert_with(prefetcher);
+        let _ = tx.send(self.object(csum, ext));
     }
 
     fn file(&self, csum: &Checksum) -> Result<FileObject> {
