@@ -1184,6 +1184,71 @@ fn sig_fails(repo: &Repo, args: &[&str], name: &str) -> String {
     e
 }
 
+/// A signed summary (`ostree summary -u --gpg-sign`) is checked when keys
+/// are given: good passes and is reported, a spoilt `summary.sig` fails the
+/// pull naming the summary, and without keys nothing is checked.
+#[test]
+fn signed_summary_is_checked() {
+    require_root();
+    require_tool("gpg");
+    let f = fixture();
+    let a = f.archive();
+    let signer = GpgHome::new("Summary Signer <summary@example.com>");
+    let dir = scratch_dir("gpg-summary");
+    let src = dir.join("repo");
+    copy_repo(&a.path, &src);
+    signer.sign_commit(&src, &a.c2);
+    ostree(&[
+        "summary",
+        "--repo",
+        path_str(&src),
+        "-u",
+        &format!("--gpg-sign={}", signer.fingerprint),
+        "--gpg-homedir",
+        signer.home.to_str().unwrap(),
+    ]);
+    assert!(
+        src.join("summary.sig").exists(),
+        "ostree wrote no summary.sig"
+    );
+    let server = HttpServer::serve(&dir);
+    let url = server.url("repo");
+    let good = path_str(&signer.keyring);
+
+    let repo = Repo::new();
+    let p = pull(
+        &repo,
+        &[&url, "main", "--gpg-keyring", good, "--require-signatures"],
+    );
+    assert_eq!(p.commit, a.c2, "{}", p.line);
+    assert!(
+        p.stderr.contains("summary") && p.stderr.contains("Summary Signer"),
+        "the summary's good signature is not reported:\n{}",
+        p.stderr
+    );
+
+    // Spoil the summary's signature: the pull must fail on it.
+    let sig = src.join("summary.sig");
+    let mut data = std::fs::read(&sig).unwrap();
+    let n = data.len();
+    data[n / 2] ^= 0x40;
+    std::fs::write(&sig, &data).unwrap();
+    let repo = Repo::new();
+    let e = pull_fails(
+        &repo,
+        &[&url, "main", "--gpg-keyring", good, "--require-signatures"],
+        "main",
+    );
+    assert!(
+        e.contains("summary"),
+        "a bad summary.sig failed the pull, but the error does not say so:\n{e}"
+    );
+    // Without keys, signatures are not checked at all.
+    let repo = Repo::new();
+    let p = pull(&repo, &[&url, "main"]);
+    assert_eq!(p.commit, a.c2, "{}", p.line);
+}
+
 #[test]
 fn gpg_signatures_are_checked() {
     require_root();
