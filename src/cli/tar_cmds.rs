@@ -52,7 +52,8 @@ pub fn import(repo: Option<&Path>, name: &str, file: Option<&Path>) -> Result<Ex
     let mut writer = r
         .stream_writer(content_type::OCI_LAYER)?
         .parallel(threads)?;
-    let summary = tarsplit::split(tar, &mut writer, |_| {})
+    let summary = r
+        .with_flusher(|| tarsplit::split(tar, &mut writer, |_| {}))
         .with_context(|| format!("cannot import {shown}"))?;
     let content_id = format!("oci-layer-{}", summary.diff_id());
     let id = r.commit_stream(writer, &content_id, Some(name))?;

@@ -544,63 +544,48 @@ pub fn pull(
     *stats.phase.lock().expect("stats") = "objects";
     let failed = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<Result<Done>>();
-    // Flush what the walk has written so far now and then, so disk writes
-    // overlap the walk instead of all waiting for the final syncfs.
-    let walking = (Mutex::new(true), Condvar::new());
-    std::thread::scope(|scope| -> Result<()> {
-        scope.spawn(|| {
-            let (lock, cond) = &walking;
-            let mut on = lock.lock().expect("flusher");
-            while *on {
-                on = cond
-                    .wait_timeout(on, std::time::Duration::from_millis(150))
-                    .expect("flusher")
-                    .0;
-                if *on {
-                    let _ = repo.sync();
-                }
-            }
-        });
-        for _ in 0..opts.jobs.max(1) {
-            let tx = tx.clone();
-            let queue = &queue;
-            let failed = &failed;
-            scope.spawn(move || {
-                while let Some(task) = queue.pop() {
-                    if failed.load(Ordering::Relaxed) {
-                        continue;
-                    }
-                    let r = match task {
-                        Task::Meta(c, t) => fetch_meta(src, &c, t).map(|d| Done::Meta(c, t, d)),
-                        Task::File(c) => {
-                            fetch_file(src, repo, &c).map(|(s, n)| Done::File(c, s, n))
+    // Disk writes overlap the walk (see `Repository::with_flusher`).
+    repo.with_flusher(|| {
+        std::thread::scope(|scope| -> Result<()> {
+            for _ in 0..opts.jobs.max(1) {
+                let tx = tx.clone();
+                let queue = &queue;
+                let failed = &failed;
+                scope.spawn(move || {
+                    while let Some(task) = queue.pop() {
+                        if failed.load(Ordering::Relaxed) {
+                            continue;
                         }
-                    };
-                    if tx.send(r).is_err() {
-                        break;
+                        let r = match task {
+                            Task::Meta(c, t) => fetch_meta(src, &c, t).map(|d| Done::Meta(c, t, d)),
+                            Task::File(c) => {
+                                fetch_file(src, repo, &c).map(|(s, n)| Done::File(c, s, n))
+                            }
+                        };
+                        if tx.send(r).is_err() {
+                            break;
+                        }
                     }
-                }
-            });
-        }
-        drop(tx);
-        let result = (|| -> Result<()> {
-            let mut work = Vec::new();
-            walk.want(parsed.root_meta, ObjType::DirMeta, &mut work);
-            walk.want(parsed.root_tree, ObjType::DirTree, &mut work);
-            walk.expand(work)?;
-            while walk.outstanding > 0 {
-                let d = rx.recv().context("fetch workers stopped")??;
-                walk.done(d)?;
+                });
             }
-            Ok(())
-        })();
-        if result.is_err() {
-            failed.store(true, Ordering::Relaxed);
-        }
-        queue.close();
-        *walking.0.lock().expect("flusher") = false;
-        walking.1.notify_all();
-        result
+            drop(tx);
+            let result = (|| -> Result<()> {
+                let mut work = Vec::new();
+                walk.want(parsed.root_meta, ObjType::DirMeta, &mut work);
+                walk.want(parsed.root_tree, ObjType::DirTree, &mut work);
+                walk.expand(work)?;
+                while walk.outstanding > 0 {
+                    let d = rx.recv().context("fetch workers stopped")??;
+                    walk.done(d)?;
+                }
+                Ok(())
+            })();
+            if result.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            queue.close();
+            result
+        })
     })?;
 
     *stats.phase.lock().expect("stats") = "storing";

@@ -233,6 +233,32 @@ impl Repository {
     pub fn sync(&self) -> Result<()> {
         rustix::fs::syncfs(&self.dir).with_context(|| format!("syncfs on {}", self.path.display()))
     }
+
+    /// Run `f` while a background thread flushes the filesystem every
+    /// 150 ms, so that the writes of a long import reach the disk while it
+    /// runs instead of all waiting for the `syncfs` that publishes its ref.
+    pub fn with_flusher<T>(&self, f: impl FnOnce() -> T) -> T {
+        let running = (std::sync::Mutex::new(true), std::sync::Condvar::new());
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let (lock, cond) = &running;
+                let mut on = lock.lock().expect("flusher");
+                while *on {
+                    on = cond
+                        .wait_timeout(on, std::time::Duration::from_millis(150))
+                        .expect("flusher")
+                        .0;
+                    if *on {
+                        let _ = rustix::fs::syncfs(&self.dir);
+                    }
+                }
+            });
+            let r = f();
+            *running.0.lock().expect("flusher") = false;
+            running.1.notify_all();
+            r
+        })
+    }
 }
 
 fn read_at(dir: &File, name: &str) -> std::io::Result<Vec<u8>> {
