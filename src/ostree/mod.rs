@@ -10,6 +10,7 @@
 
 pub mod checksum;
 pub mod commitstream;
+pub mod committree;
 pub mod delta;
 pub mod fsck;
 pub mod http;
