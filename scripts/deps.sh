@@ -7,6 +7,7 @@ PKGS=(
   fsverity   # `fsverity digest`: the oracle for our digests
   attr       # getfattr/setfattr: xattrs in test trees
   tar gzip zstd
+  fuse3      # fusermount3: FUSE mounts for users, and the FUSE tests
   util-linux # flock, mknod helpers
   time       # GNU /usr/bin/time for peak-memory figures in benches
   erofs-utils # fsck.erofs checks every image we write; mkfs.erofs for benches

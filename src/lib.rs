@@ -14,6 +14,7 @@ pub mod compression;
 pub mod dumpfile;
 pub mod erofs;
 pub mod fsverity;
+pub mod fuse;
 pub mod hashtee;
 pub mod importdir;
 pub mod mount;

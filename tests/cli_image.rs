@@ -1284,8 +1284,8 @@ fn mount_errors() {
     create(&repo, &src, Some("img"));
     let mnt = repo.scratch().join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
-    let err = repo.fail(&["mount", "img", mnt.to_str().unwrap()]);
-    assert_mentions(&err, &["--kernel"], "mount without --kernel");
+    let err = repo.fail(&["mount", "no-such-ref", mnt.to_str().unwrap()]);
+    assert_mentions(&err, &["no-such-ref"], "FUSE mount of an unknown ref");
     let err = repo.fail(&["mount", "--kernel", "no-such-ref", mnt.to_str().unwrap()]);
     assert_mentions(&err, &["no-such-ref"], "mount --kernel of an unknown ref");
     let err = repo.fail(&["mount", "--kernel", "refs/../x", mnt.to_str().unwrap()]);

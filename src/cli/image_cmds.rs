@@ -309,12 +309,7 @@ pub fn ls(repo: Option<&Path>, name: &str, path: Option<&str>) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn mount(repo: Option<&Path>, name: &str, target: &Path, kernel: bool) -> Result<ExitCode> {
-    if !kernel {
-        bail!(
-            "the live FUSE view is not built yet: use `composefs mount --kernel` for a stored image"
-        );
-    }
+pub fn mount(repo: Option<&Path>, name: &str, target: &Path) -> Result<ExitCode> {
     let r = open(repo)?;
     let (_, image) = r.open_image(name)?;
     let objects = std::fs::canonicalize(r.path().join("objects"))
@@ -332,9 +327,26 @@ pub fn mount(repo: Option<&Path>, name: &str, target: &Path, kernel: bool) -> Re
     Ok(ExitCode::SUCCESS)
 }
 
+/// Unmount a kernel or FUSE mount. A user may not unmount a FUSE mount
+/// with umount(2): `fusermount3 -u` does it for them.
 pub fn umount(target: &Path) -> Result<ExitCode> {
-    unmount(target)?;
-    Ok(ExitCode::SUCCESS)
+    let err = match unmount(target) {
+        Ok(()) => return Ok(ExitCode::SUCCESS),
+        Err(e) => e,
+    };
+    if !rustix::process::geteuid().is_root() {
+        let ok = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg(target)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    Err(err)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The `composefs` command line: argument parsing and plumbing only. Each
 //! command group lives in its own file and calls into the library.
 
+mod fuse_cmds;
 mod image_cmds;
 mod measure;
 mod ostree_cmds;
@@ -94,19 +95,28 @@ enum Command {
         /// Path inside the image (default /)
         path: Option<String>,
     },
-    /// Mount a stored image
+    /// Mount a stored tree read-only: through FUSE (default) or the kernel
     Mount {
         /// Mount with the kernel: EROFS under overlayfs, objects as the data layer
-        #[arg(long)]
+        /// (stored images only)
+        #[arg(long, conflicts_with_all = ["foreground", "allow_other"])]
         kernel: bool,
-        /// Image ref or image digest
+        /// FUSE: serve in this process until unmounted instead of as a daemon
+        #[arg(long)]
+        foreground: bool,
+        /// FUSE: let users other than the mounting one see the mount
+        #[arg(long)]
+        allow_other: bool,
+        /// `ostree/NAME`, a stored ostree commit (name, checksum or prefix),
+        /// or an image ref or digest
+        #[arg(value_name = "REF")]
         image: String,
         mountpoint: PathBuf,
     },
     /// Pull ostree commits, list them, build images of them
     #[command(subcommand)]
     Ostree(ostree_cmds::OstreeCommand),
-    /// Unmount a mount made by `composefs mount`
+    /// Unmount a mount made by `composefs mount` (kernel or FUSE)
     Umount { mountpoint: PathBuf },
 }
 
@@ -162,10 +172,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dump { image } => image_cmds::dump(repo, &image),
         Command::Ls { image, path } => image_cmds::ls(repo, &image, path.as_deref()),
         Command::Mount {
-            kernel,
+            kernel: true,
             image,
             mountpoint,
-        } => image_cmds::mount(repo, &image, &mountpoint, kernel),
+            ..
+        } => image_cmds::mount(repo, &image, &mountpoint),
+        Command::Mount {
+            kernel: false,
+            foreground,
+            allow_other,
+            image,
+            mountpoint,
+        } => fuse_cmds::mount(repo, &image, &mountpoint, foreground, allow_other),
         Command::Umount { mountpoint } => image_cmds::umount(&mountpoint),
         Command::Ostree(cmd) => ostree_cmds::run(repo, cmd),
     }

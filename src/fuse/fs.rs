@@ -1,0 +1,786 @@
+//! The read-only [`fuser::Filesystem`] over a [`Tree`].
+//!
+//! FUSE inode numbers are the tree's shifted by two, except the tree's root,
+//! which FUSE requires to be 1: `fuse = tree + 2`, so every number is
+//! stable across mounts of the same tree and the mapping is a bijection.
+//! Metadata comes from the tree; regular files' bytes come from memory
+//! (inline data) or from the repository object (opened once per `open`,
+//! through a bounded cache of open objects). Every request that would
+//! change something is refused with `EROFS`.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::fsverity::ObjectId;
+use crate::repository::Repository;
+use crate::tree::{DirEntry, FileData, Ino, Inode, Kind, Timespec, Tree};
+
+/// How long the kernel may cache entries and attributes: the trees are
+/// immutable, so as long as it likes.
+const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Open object files kept beyond their `release`, least recently used
+/// evicted first.
+pub const OBJECT_CACHE_SIZE: usize = 256;
+
+/// What an open file or directory handle refers to.
+#[derive(Clone)]
+enum Handle {
+    Inline(Arc<Inode>),
+    Object { file: Arc<File>, size: u64 },
+    Dir(Arc<[DirEntry]>),
+}
+
+/// A small LRU of open object files.
+struct ObjectCache {
+    map: HashMap<ObjectId, (Arc<File>, u64)>,
+    tick: u64,
+    cap: usize,
+}
+
+impl ObjectCache {
+    fn get(&mut self, id: &ObjectId) -> Option<Arc<File>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(id).map(|(f, t)| {
+            *t = tick;
+            f.clone()
+        })
+    }
+
+    fn insert(&mut self, id: ObjectId, f: Arc<File>) {
+        self.tick += 1;
+        self.map.insert(id, (f, self.tick));
+        while self.map.len() > self.cap {
+            let oldest = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| *k)
+                .expect("not empty");
+            self.map.remove(&oldest);
+        }
+    }
+}
+
+/// The filesystem: a tree, the repository holding its objects, and the
+/// open handles.
+pub struct TreeFs {
+    tree: Arc<dyn Tree>,
+    repo: Repository,
+    root: Ino,
+    nlinks: HashMap<Ino, u64>,
+    objects: Mutex<ObjectCache>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn to_system_time(t: Timespec) -> SystemTime {
+    let nsec = t.nsec.min(999_999_999);
+    if t.sec >= 0 {
+        UNIX_EPOCH + Duration::new(t.sec as u64, nsec)
+    } else if nsec == 0 {
+        UNIX_EPOCH - Duration::new(t.sec.unsigned_abs(), 0)
+    } else {
+        // sec + nsec/1e9 with sec < 0: (|sec| - 1) s and (1e9 - nsec) ns before the epoch.
+        UNIX_EPOCH - Duration::new(t.sec.unsigned_abs() - 1, 1_000_000_000 - nsec)
+    }
+}
+
+/// The kernel's 32-bit `new_encode_dev` of a glibc `dev_t`.
+fn encode_dev(rdev: u64) -> u32 {
+    let major = rustix::fs::major(rdev as _);
+    let minor = rustix::fs::minor(rdev as _);
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+fn file_type(kind: &Kind) -> FileType {
+    match kind {
+        Kind::Directory => FileType::Directory,
+        Kind::Regular(_) => FileType::RegularFile,
+        Kind::Symlink(_) => FileType::Symlink,
+        Kind::CharDevice { .. } => FileType::CharDevice,
+        Kind::BlockDevice { .. } => FileType::BlockDevice,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+    }
+}
+
+/// Answer `getxattr`/`listxattr`: the size for a size-0 query, `ERANGE`
+/// when the buffer is too small, else the bytes.
+fn reply_sized(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        match u32::try_from(data.len()) {
+            Ok(n) => reply.size(n),
+            Err(_) => reply.error(Errno::E2BIG),
+        }
+    } else if data.len() > size as usize {
+        reply.error(Errno::ERANGE)
+    } else {
+        reply.data(data)
+    }
+}
+
+impl TreeFs {
+    /// A filesystem over `tree`, reading objects from `repo`. Walks the
+    /// tree once to count links (the [`Tree`] interface does not carry
+    /// them).
+    pub fn new(tree: Arc<dyn Tree>, repo: Repository) -> Result<TreeFs> {
+        let nlinks = crate::tree::link_counts(tree.as_ref())?;
+        Ok(TreeFs {
+            root: tree.root(),
+            tree,
+            repo,
+            nlinks,
+            objects: Mutex::new(ObjectCache {
+                map: HashMap::new(),
+                tick: 0,
+                cap: OBJECT_CACHE_SIZE,
+            }),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        })
+    }
+
+    fn to_tree(&self, ino: INodeNo) -> Result<Ino, Errno> {
+        match ino.0 {
+            0 => Err(Errno::ENOENT),
+            1 => Ok(self.root),
+            n => {
+                let t = n - 2;
+                if t == self.root {
+                    Err(Errno::ENOENT)
+                } else {
+                    Ok(t)
+                }
+            }
+        }
+    }
+
+    fn to_fuse(&self, ino: Ino) -> INodeNo {
+        if ino == self.root {
+            INodeNo(1)
+        } else {
+            INodeNo(ino.wrapping_add(2))
+        }
+    }
+
+    /// The inode, or `EIO` (logged) when the tree cannot produce it.
+    fn inode(&self, ino: Ino) -> Result<Arc<Inode>, Errno> {
+        self.tree.inode(ino).map_err(|e| {
+            eprintln!("composefs: cannot load inode {ino}: {e:#}");
+            Errno::EIO
+        })
+    }
+
+    fn dir_entries(&self, ino: Ino) -> Result<Arc<[DirEntry]>, Errno> {
+        let inode = self.inode(ino)?;
+        if !inode.kind.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        self.tree.readdir(ino).map_err(|e| {
+            eprintln!("composefs: cannot list directory inode {ino}: {e:#}");
+            Errno::EIO
+        })
+    }
+
+    fn attr(&self, ino: Ino, inode: &Inode) -> FileAttr {
+        let size = match &inode.kind {
+            Kind::Directory => 4096,
+            _ => inode.size(),
+        };
+        let rdev = match inode.kind {
+            Kind::CharDevice { rdev } | Kind::BlockDevice { rdev } => encode_dev(rdev),
+            _ => 0,
+        };
+        let t = to_system_time(inode.stat.mtime);
+        let nlink = self.nlinks.get(&ino).copied().unwrap_or(1);
+        FileAttr {
+            ino: self.to_fuse(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            kind: file_type(&inode.kind),
+            perm: (inode.stat.perms & crate::tree::mode::PERMS) as u16,
+            nlink: u32::try_from(nlink).unwrap_or(u32::MAX),
+            uid: inode.stat.uid,
+            gid: inode.stat.gid,
+            rdev,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn lookup_child(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
+        let dir = self.to_tree(parent)?;
+        if !self.inode(dir)?.kind.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let child = self
+            .tree
+            .lookup(dir, name.as_bytes())
+            .map_err(|e| {
+                eprintln!("composefs: cannot look up {name:?} in directory inode {dir}: {e:#}");
+                Errno::EIO
+            })?
+            .ok_or(Errno::ENOENT)?;
+        let inode = self.inode(child)?;
+        Ok(self.attr(child, &inode))
+    }
+
+    fn new_handle(&self, h: Handle) -> FileHandle {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, h);
+        FileHandle(fh)
+    }
+
+    fn handle(&self, fh: FileHandle) -> Result<Handle, Errno> {
+        lock(&self.handles).get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    fn open_object(&self, id: &ObjectId) -> Result<Arc<File>> {
+        if let Some(f) = lock(&self.objects).get(id) {
+            return Ok(f);
+        }
+        let f = Arc::new(self.repo.open_object(id)?);
+        lock(&self.objects).insert(*id, f.clone());
+        Ok(f)
+    }
+
+    fn open_file(&self, ino: Ino) -> Result<Handle, Errno> {
+        let inode = self.inode(ino)?;
+        match &inode.kind {
+            Kind::Regular(FileData::Inline(_)) => Ok(Handle::Inline(inode.clone())),
+            Kind::Regular(FileData::External { size, digest, .. }) => {
+                let Some(id) = digest else {
+                    eprintln!("composefs: inode {ino} names no object for its content");
+                    return Err(Errno::EIO);
+                };
+                match self.open_object(id) {
+                    Ok(file) => Ok(Handle::Object { file, size: *size }),
+                    Err(e) => {
+                        eprintln!("composefs: cannot open object {id} (inode {ino}): {e:#}");
+                        Err(Errno::EIO)
+                    }
+                }
+            }
+            Kind::Directory => Err(Errno::EISDIR),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    fn read_handle(&self, h: &Handle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        match h {
+            Handle::Inline(inode) => {
+                let Kind::Regular(FileData::Inline(data)) = &inode.kind else {
+                    return Err(Errno::EIO);
+                };
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                let end = start.saturating_add(size as usize).min(data.len());
+                Ok(data[start..end].to_vec())
+            }
+            Handle::Object { file, size: total } => {
+                let want = (*total).saturating_sub(offset).min(u64::from(size)) as usize;
+                let mut buf = vec![0u8; want];
+                let mut done = 0;
+                while done < want {
+                    match file.read_at(&mut buf[done..], offset + done as u64) {
+                        Ok(0) => {
+                            eprintln!(
+                                "composefs: object is shorter than its recorded size {total} \
+                                 (read at {})",
+                                offset + done as u64
+                            );
+                            return Err(Errno::EIO);
+                        }
+                        Ok(n) => done += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            eprintln!("composefs: cannot read object: {e}");
+                            return Err(Errno::EIO);
+                        }
+                    }
+                }
+                Ok(buf)
+            }
+            Handle::Dir(_) => Err(Errno::EISDIR),
+        }
+    }
+
+    fn statfs_files(&self) -> u64 {
+        self.nlinks.len() as u64
+    }
+}
+
+impl Filesystem for TreeFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        for flag in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+        ] {
+            // Unsupported by this kernel: do without.
+            let _ = config.add_capabilities(flag);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.lookup_child(parent, name) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let r = self
+            .to_tree(ino)
+            .and_then(|t| Ok(self.attr(t, &*self.inode(t)?)));
+        match r {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let r = self.to_tree(ino).and_then(|t| self.inode(t));
+        match r {
+            Ok(inode) => match &inode.kind {
+                Kind::Symlink(target) => reply.data(target),
+                _ => reply.error(Errno::EINVAL),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        match self.to_tree(ino).and_then(|t| self.open_file(t)) {
+            Ok(h) => reply.opened(self.new_handle(h), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self
+            .handle(fh)
+            .and_then(|h| self.read_handle(&h, offset, size))
+        {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.handles).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.to_tree(ino).and_then(|t| self.dir_entries(t)) {
+            Ok(entries) => reply.opened(
+                self.new_handle(Handle::Dir(entries)),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let entries = match self.handle(fh) {
+            Ok(Handle::Dir(e)) => e,
+            Ok(_) => return reply.error(Errno::ENOTDIR),
+            Err(e) => return reply.error(e),
+        };
+        // Offsets: 1 after ".", 2 after "..", 3 + i after entries[i].
+        let mut idx = offset;
+        while let Some((name, fino, kind)) = match idx {
+            0 => Some((OsStr::new("."), ino, FileType::Directory)),
+            1 => Some((OsStr::new(".."), ino, FileType::Directory)),
+            n => match entries.get((n - 2) as usize) {
+                None => None,
+                Some(e) => match self.inode(e.ino) {
+                    Ok(inode) => Some((
+                        OsStr::from_bytes(&e.name),
+                        self.to_fuse(e.ino),
+                        file_type(&inode.kind),
+                    )),
+                    Err(err) => return reply.error(err),
+                },
+            },
+        } {
+            if reply.add(fino, idx + 1, kind, name) {
+                break;
+            }
+            idx += 1;
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.handle(fh) {
+            Ok(Handle::Dir(e)) => e,
+            Ok(_) => return reply.error(Errno::ENOTDIR),
+            Err(e) => return reply.error(e),
+        };
+        let dir_attr = match self
+            .to_tree(ino)
+            .and_then(|t| Ok(self.attr(t, &*self.inode(t)?)))
+        {
+            Ok(a) => a,
+            Err(e) => return reply.error(e),
+        };
+        let mut idx = offset;
+        loop {
+            let (name, attr) = match idx {
+                0 => (OsStr::new("."), dir_attr),
+                1 => (OsStr::new(".."), dir_attr),
+                n => match entries.get((n - 2) as usize) {
+                    None => break,
+                    Some(e) => match self.inode(e.ino) {
+                        Ok(inode) => (OsStr::from_bytes(&e.name), self.attr(e.ino, &inode)),
+                        Err(err) => return reply.error(err),
+                    },
+                },
+            };
+            if reply.add(attr.ino, idx + 1, name, &TTL, &attr, Generation(0)) {
+                break;
+            }
+            idx += 1;
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.handles).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, self.statfs_files(), 0, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.to_tree(ino).and_then(|t| self.inode(t)) {
+            Ok(inode) => match inode.xattr(name.as_bytes()) {
+                Some(v) => reply_sized(reply, size, v),
+                None => reply.error(Errno::NO_XATTR),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.to_tree(ino).and_then(|t| self.inode(t)) {
+            Ok(inode) => {
+                let mut list = Vec::new();
+                for (name, _) in &inode.xattrs {
+                    list.extend_from_slice(name);
+                    list.push(0);
+                }
+                reply_sized(reply, size, &list)
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    // Everything below would change the tree: refused.
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_before_the_epoch() {
+        let t = to_system_time(Timespec {
+            sec: -5,
+            nsec: 300_000_000,
+        });
+        assert_eq!(
+            UNIX_EPOCH.duration_since(t).unwrap(),
+            Duration::new(4, 700_000_000)
+        );
+        let t = to_system_time(Timespec { sec: -5, nsec: 0 });
+        assert_eq!(UNIX_EPOCH.duration_since(t).unwrap(), Duration::new(5, 0));
+        let t = to_system_time(Timespec { sec: 7, nsec: 9 });
+        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap(), Duration::new(7, 9));
+    }
+
+    #[test]
+    fn device_numbers() {
+        let d = rustix::fs::makedev(8, 1);
+        assert_eq!(encode_dev(d), (8 << 8) | 1);
+        let d = rustix::fs::makedev(259, 300);
+        assert_eq!(
+            encode_dev(d),
+            (300 & 0xff) | (259 << 8) | ((300 & !0xff) << 12)
+        );
+    }
+
+    #[test]
+    fn lru_evicts_oldest() {
+        let mut c = ObjectCache {
+            map: HashMap::new(),
+            tick: 0,
+            cap: 2,
+        };
+        let f = || Arc::new(File::open("/dev/null").unwrap());
+        let ids: Vec<ObjectId> = (0u8..3)
+            .map(|i| crate::fsverity::digest_bytes(crate::fsverity::Algorithm::Sha256, &[i]))
+            .collect();
+        c.insert(ids[0], f());
+        c.insert(ids[1], f());
+        assert!(c.get(&ids[0]).is_some());
+        c.insert(ids[2], f());
+        assert!(c.get(&ids[1]).is_none());
+        assert!(c.get(&ids[0]).is_some());
+        assert!(c.get(&ids[2]).is_some());
+    }
+}
