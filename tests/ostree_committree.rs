@@ -74,6 +74,10 @@ fn lazy_and_eager_commit_trees_agree() {
             assert_eq!(lazy.lookup(root, &e.name).unwrap(), Some(e.ino));
         }
         assert!(lazy.inode(999_999).is_err());
+        // Link counts it gives without a walk equal a walk's.
+        for (ino, n) in composefs::tree::link_counts(&*lazy).unwrap() {
+            assert_eq!(lazy.nlink(ino).unwrap(), Some(n), "nlink of inode {ino}");
+        }
         let file = lazy.resolve_path(b"/etc/hostname").unwrap().unwrap();
         assert!(lazy.readdir(file).is_err(), "readdir of a file");
     }

@@ -10,8 +10,8 @@ use super::repo_cmds::open;
 use crate::erofs::reader::ErofsImage;
 use crate::fuse::{MountOptions, TreeFs, serve};
 use crate::ostree::commitstream::CommitStream;
+use crate::ostree::committree::CommitTree;
 use crate::ostree::resolve::stored_commit;
-use crate::ostree::tree::commit_tree;
 use crate::repository::Repository;
 use crate::tree::Tree;
 
@@ -21,8 +21,9 @@ pub fn open_tree(r: &Repository, name: &str) -> Result<Arc<dyn Tree>> {
     let commit = |n: &str| -> Result<Arc<dyn Tree>> {
         let c = stored_commit(r, n)?;
         let stream = CommitStream::open(r, &c).with_context(|| format!("ostree commit {c}"))?;
+        // Lazy: dirtrees and headers are decoded as the kernel asks.
         Ok(Arc::new(
-            commit_tree(&stream).with_context(|| format!("ostree commit {c}"))?,
+            CommitTree::new(stream).with_context(|| format!("ostree commit {c}"))?,
         ))
     };
     if let Some(n) = name.strip_prefix("ostree/") {

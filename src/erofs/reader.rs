@@ -678,6 +678,12 @@ impl Tree for ErofsImage {
         Ok(Arc::new(self.load_inode(ino)?))
     }
 
+    /// As stored: mkcomposefs records 2 + subdirectories for directories
+    /// and the hardlink count for everything else.
+    fn nlink(&self, ino: Ino) -> Result<Option<u64>> {
+        Ok(Some(u64::from(self.raw_inode(ino)?.nlink)))
+    }
+
     /// Lists a directory. The root may always be listed; any other
     /// directory only once it was seen in its parent's listing, and a
     /// directory seen under two parents (or under itself, or the root under

@@ -140,11 +140,16 @@ fn reply_sized(reply: ReplyXattr, size: u32, data: &[u8]) {
 }
 
 impl TreeFs {
-    /// A filesystem over `tree`, reading objects from `repo`. Walks the
-    /// tree once to count links (the [`Tree`] interface does not carry
-    /// them).
+    /// A filesystem over `tree`, reading objects from `repo`. A tree that
+    /// cannot tell link counts ([`Tree::nlink`]) is walked once to count
+    /// them.
     pub fn new(tree: Arc<dyn Tree>, repo: Repository) -> Result<TreeFs> {
-        let nlinks = crate::tree::link_counts(tree.as_ref())?;
+        // Trees that know their link counts are not walked at mount time.
+        let nlinks = if tree.nlink(tree.root())?.is_some() {
+            HashMap::new()
+        } else {
+            crate::tree::link_counts(tree.as_ref())?
+        };
         Ok(TreeFs {
             root: tree.root(),
             tree,
@@ -212,7 +217,10 @@ impl TreeFs {
             _ => 0,
         };
         let t = to_system_time(inode.stat.mtime);
-        let nlink = self.nlinks.get(&ino).copied().unwrap_or(1);
+        let nlink = match self.nlinks.get(&ino) {
+            Some(n) => *n,
+            None => self.tree.nlink(ino).ok().flatten().unwrap_or(1),
+        };
         FileAttr {
             ino: self.to_fuse(ino),
             size,

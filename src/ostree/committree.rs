@@ -154,6 +154,23 @@ impl Tree for CommitTree {
         Ok(inode)
     }
 
+    /// Files have one link (each entry is its own inode); directories
+    /// 2 + their subdirectories.
+    fn nlink(&self, ino: Ino) -> Result<Option<u64>> {
+        match self.node(ino)? {
+            Node::File(_) => Ok(Some(1)),
+            Node::Dir { .. } => {
+                let entries = self.readdir(ino)?;
+                let st = self.state.lock().expect("commit tree");
+                let subdirs = entries
+                    .iter()
+                    .filter(|e| matches!(st.nodes.get(e.ino as usize), Some(Node::Dir { .. })))
+                    .count() as u64;
+                Ok(Some(2 + subdirs))
+            }
+        }
+    }
+
     fn readdir(&self, dir: Ino) -> Result<Arc<[DirEntry]>> {
         if let Some(d) = self.state.lock().expect("commit tree").dirs.get(&dir) {
             return Ok(d.clone());

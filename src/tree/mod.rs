@@ -176,6 +176,13 @@ pub trait Tree: Send + Sync {
     /// and `..`. Errors if `dir` is not a directory.
     fn readdir(&self, dir: Ino) -> Result<Arc<[DirEntry]>>;
 
+    /// The link count of `ino` when the tree knows it without a walk
+    /// (stored in an image, or cheap to derive); `None` means "count the
+    /// links by walking the tree" (see [`link_counts`]).
+    fn nlink(&self, _ino: Ino) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// The inode named `name` in directory `dir`, if any.
     fn lookup(&self, dir: Ino, name: &[u8]) -> Result<Option<Ino>> {
         let entries = self.readdir(dir)?;
