@@ -81,4 +81,34 @@ fn lazy_and_eager_commit_trees_agree() {
         let file = lazy.resolve_path(b"/etc/hostname").unwrap().unwrap();
         assert!(lazy.readdir(file).is_err(), "readdir of a file");
     }
+
+    // The same trees without mounting: `cat REF:PATH` and `ls REF:PATH`
+    // against `ostree cat` of the source repository.
+    for (name, rref) in [("v1", "sample/stable^"), ("v2", "sample/stable")] {
+        for path in ["/etc/os-release", "/usr/bin/blob", "/usr/bin/hello"] {
+            let ours = repo.ok(&["cat", &format!("{name}:{path}")]);
+            let theirs = common::run_tool(
+                "ostree",
+                &[
+                    format!("--repo={}", src.display()).as_ref(),
+                    "cat".as_ref(),
+                    rref.as_ref(),
+                    path.as_ref(),
+                ],
+                dir.path(),
+            );
+            assert_eq!(ours, theirs, "cat {name}:{path}");
+        }
+    }
+    let ls = String::from_utf8(repo.ok(&["ls", "v2:/usr/bin"])).unwrap();
+    assert!(
+        ls.contains("hello-1.1") && ls.contains("hi -> hello"),
+        "{ls}"
+    );
+    let ls1 = String::from_utf8(repo.ok(&["ls", "ostree/v1", "/usr/bin"])).unwrap();
+    assert!(!ls1.contains("hello-1.1"), "{ls1}");
+    for bad in ["v1:/nope", "v1:/usr"] {
+        let e = repo.fail(&["cat", bad]);
+        assert!(e.contains("v1"), "cat {bad}: {e}");
+    }
 }

@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -15,7 +16,7 @@ use crate::fsverity::{self, Algorithm};
 use crate::importdir::{ContentSink, tree_from_directory};
 use crate::mount::{MountOptions, mount_image, unmount};
 use crate::tree::dirsource::DirOptions;
-use crate::tree::{Ino, Kind, Tree, mode};
+use crate::tree::{FileData, Ino, Kind, Tree, mode};
 
 /// `mkcomposefs` options, spelled as the C tool spells them.
 #[derive(Args, Debug, Clone)]
@@ -254,8 +255,16 @@ pub(crate) fn format_time(sec: i64) -> String {
     )
 }
 
-fn ls_line(image: &ErofsImage, ino: Ino, name: &[u8], nlink: u64) -> Result<String> {
-    let inode = image.inode(ino)?;
+/// One `ls -l` line. `dir_size`: a directory's size as its source stores
+/// it (an image does; other trees show 4096, as the FUSE view does).
+fn ls_line(
+    tree: &dyn Tree,
+    dir_size: &dyn Fn(Ino) -> Result<u64>,
+    ino: Ino,
+    name: &[u8],
+    nlink: u64,
+) -> Result<String> {
+    let inode = tree.inode(ino)?;
     let size = match &inode.kind {
         Kind::CharDevice { rdev } | Kind::BlockDevice { rdev } => {
             format!(
@@ -264,8 +273,7 @@ fn ls_line(image: &ErofsImage, ino: Ino, name: &[u8], nlink: u64) -> Result<Stri
                 rustix::fs::minor(*rdev as _)
             )
         }
-        // A directory's size is what the image stores (as `ls -l` on a mount shows).
-        Kind::Directory => image.raw_inode(ino)?.size.to_string(),
+        Kind::Directory => dir_size(ino)?.to_string(),
         _ => inode.size().to_string(),
     };
     let mut line = format!(
@@ -285,25 +293,90 @@ fn ls_line(image: &ErofsImage, ino: Ino, name: &[u8], nlink: u64) -> Result<Stri
     Ok(line)
 }
 
+/// Split `REF:PATH` (PATH starting with `/`); `None` if there is no such colon.
+pub(crate) fn split_ref_path(arg: &str) -> Option<(&str, &str)> {
+    let i = arg.find(":/")?;
+    Some((&arg[..i], &arg[i + 1..]))
+}
+
+/// `ls [-l]` of a path in an image (file, ref or digest) or a stored ostree
+/// commit; `name` may be `REF:PATH`.
 pub fn ls(repo: Option<&Path>, name: &str, path: Option<&str>) -> Result<ExitCode> {
-    let image = load_image(repo, name)?;
-    let path = path.unwrap_or("/");
-    let ino = image
+    let (name, path) = match (split_ref_path(name), path) {
+        (Some((n, p)), None) if !Path::new(name).exists() => (n, p),
+        (_, p) => (name, p.unwrap_or("/")),
+    };
+    let image = load_image(repo, name);
+    let (tree, dir_size): (Arc<dyn Tree>, Box<dyn Fn(Ino) -> Result<u64>>) = match image {
+        Ok(img) => {
+            let img = Arc::new(img);
+            let sizes = img.clone();
+            (img, Box::new(move |i| Ok(sizes.raw_inode(i)?.size)))
+        }
+        Err(image_err) if Path::new(name).is_file() => return Err(image_err),
+        Err(image_err) => {
+            let r = open(repo)?;
+            match super::fuse_cmds::open_tree(&r, name) {
+                Ok(t) => (t, Box::new(|_| Ok(4096))),
+                Err(_) => return Err(image_err),
+            }
+        }
+    };
+    let ino = tree
         .resolve_path(path.as_bytes())?
         .with_context(|| format!("{path}: no such file or directory in {name}"))?;
-    let nlinks = crate::tree::link_counts(&image)?;
-    let nlink = |i: Ino| nlinks.get(&i).copied().unwrap_or(1);
+    let nlink = |i: Ino| -> Result<u64> {
+        Ok(match tree.nlink(i)? {
+            Some(n) => n,
+            None => crate::tree::link_counts(tree.as_ref())?
+                .get(&i)
+                .copied()
+                .unwrap_or(1),
+        })
+    };
     let mut out = BufWriter::new(std::io::stdout().lock());
-    if image.inode(ino)?.kind.is_dir() {
-        for e in image.readdir(ino)?.iter() {
-            writeln!(out, "{}", ls_line(&image, e.ino, &e.name, nlink(e.ino))?)?;
+    if tree.inode(ino)?.kind.is_dir() {
+        for e in tree.readdir(ino)?.iter() {
+            writeln!(
+                out,
+                "{}",
+                ls_line(tree.as_ref(), &*dir_size, e.ino, &e.name, nlink(e.ino)?)?
+            )?;
         }
     } else {
         writeln!(
             out,
             "{}",
-            ls_line(&image, ino, path.as_bytes(), nlink(ino))?
+            ls_line(tree.as_ref(), &*dir_size, ino, path.as_bytes(), nlink(ino)?)?
         )?;
+    }
+    out.flush().context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cat REF:PATH`: a file's content from an image or a stored ostree
+/// commit, without mounting.
+pub fn cat_path(repo: Option<&Path>, name: &str, path: &str) -> Result<ExitCode> {
+    let r = open(repo)?;
+    let tree = super::fuse_cmds::open_tree(&r, name)?;
+    let ino = tree
+        .resolve_path(path.as_bytes())?
+        .with_context(|| format!("{path}: no such file or directory in {name}"))?;
+    let inode = tree.inode(ino)?;
+    let mut out = std::io::stdout().lock();
+    match &inode.kind {
+        Kind::Regular(FileData::Inline(b)) => out.write_all(b)?,
+        Kind::Regular(FileData::External {
+            digest: Some(id), ..
+        }) => {
+            let mut f = r
+                .open_object(id)
+                .with_context(|| format!("{name}:{path}: object {id}"))?;
+            std::io::copy(&mut f, &mut out).with_context(|| format!("{name}:{path}"))?;
+        }
+        Kind::Regular(_) => bail!("{name}:{path}: the image does not say where its content is"),
+        Kind::Directory => bail!("{name}:{path} is a directory"),
+        _ => bail!("{name}:{path} is not a regular file"),
     }
     out.flush().context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)

@@ -55,9 +55,10 @@ enum Command {
         /// The tar file; `-` or nothing reads standard input
         file: Option<PathBuf>,
     },
-    /// Write a stored stream (e.g. an imported tar) to standard output, byte for byte
+    /// Write a stored stream (e.g. an imported tar) to standard output, byte
+    /// for byte; or, as `REF:PATH`, a file of an image or ostree commit
     Cat {
-        /// Ref name, stream content id, or stream object digest
+        /// Stream ref, content id or digest; or REF:/PATH (REF: an image or a stored ostree commit)
         name: String,
     },
     /// List refs and what they point to
@@ -88,9 +89,9 @@ enum Command {
         /// Image file, image ref, or image digest
         image: String,
     },
-    /// List a directory of an image like `ls -l`
+    /// List a directory of an image or a stored ostree commit like `ls -l`
     Ls {
-        /// Image file, image ref, or image digest
+        /// Image file, image ref or digest, stored ostree commit; or REF:/PATH
         image: String,
         /// Path inside the image (default /)
         path: Option<String>,
@@ -159,7 +160,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init { hash } => repo_cmds::init(repo, hash),
         Command::Measure { hash, files } => measure::run(hash, &files),
         Command::ImportTar { name, file } => tar_cmds::import(repo, &name, file.as_deref()),
-        Command::Cat { name } => tar_cmds::cat(repo, &name),
+        Command::Cat { name } => tar_cmds::cat_or_path(repo, &name),
         Command::Refs => repo_cmds::refs(repo),
         Command::Gc { dry_run } => repo_cmds::gc(repo, dry_run),
         Command::Fsck => repo_cmds::fsck(repo),

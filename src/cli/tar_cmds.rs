@@ -71,6 +71,20 @@ pub fn import(repo: Option<&Path>, name: &str, file: Option<&Path>) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cat NAME`: a stored stream; if NAME is no stream but `REF:/PATH`, a
+/// file of an image or stored ostree commit.
+pub fn cat_or_path(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
+    if let Some((r, p)) = super::image_cmds::split_ref_path(name) {
+        let stream = open(repo)?
+            .resolve(crate::repository::RefKind::Stream, name)
+            .is_ok();
+        if !stream {
+            return super::image_cmds::cat_path(repo, r, p);
+        }
+    }
+    cat(repo, name)
+}
+
 pub fn cat(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
     let r = open(repo)?;
     let (_, mut stream) = r.open_stream(name)?;
