@@ -293,6 +293,9 @@ fn ls_line(
     Ok(line)
 }
 
+/// A directory's size as the tree's source stores it.
+type DirSize = dyn Fn(Ino) -> Result<u64>;
+
 /// Split `REF:PATH` (PATH starting with `/`); `None` if there is no such colon.
 pub(crate) fn split_ref_path(arg: &str) -> Option<(&str, &str)> {
     let i = arg.find(":/")?;
@@ -307,7 +310,7 @@ pub fn ls(repo: Option<&Path>, name: &str, path: Option<&str>) -> Result<ExitCod
         (_, p) => (name, p.unwrap_or("/")),
     };
     let image = load_image(repo, name);
-    let (tree, dir_size): (Arc<dyn Tree>, Box<dyn Fn(Ino) -> Result<u64>>) = match image {
+    let (tree, dir_size): (Arc<dyn Tree>, Box<DirSize>) = match image {
         Ok(img) => {
             let img = Arc::new(img);
             let sizes = img.clone();
