@@ -3,10 +3,11 @@
 # repository (tests/fixtures/sample-ostree.tar.gz: two commits of a tiny OS,
 # a static delta between them, a summary) over HTTP on 127.0.0.1, pull both
 # commits into a fresh composefs repository (the second one through the
-# delta), build a composefs image of the newest, mount it (as root, with the
-# kernel: EROFS + overlayfs), compare it with `ostree checkout`, and show
-# what is inside. Then the tar path: import the bundled sample tar and read
-# it back byte for byte.
+# delta), mount both live through FUSE straight from the repository and
+# `diff -r` them, build a composefs image of the newest, mount it with the
+# kernel (as root: EROFS + overlayfs), compare it with `ostree checkout`.
+# Then the tar path: import the bundled sample tar and read it back byte for
+# byte. With --keep, the FUSE mounts stay up for you to browse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +18,16 @@ bin=$PWD/target/release/composefs
 work=$(mktemp -d -t composefs-demo.XXXXXX)
 repo=$work/repo
 server=""
+keep=0
+[ "${1:-}" = "--keep" ] && keep=1
 cleanup() {
+  if [ "$keep" -eq 0 ]; then
+    for m in "$work/v1.0" "$work/v1.1"; do
+      mountpoint -q "$m" 2>/dev/null && "$bin" umount "$m"
+    done
+  fi
   mountpoint -q "$work/mnt" 2>/dev/null && "$bin" umount "$work/mnt"
+  [ "$keep" -eq 1 ] && return
   [ -n "$server" ] && kill "$server" 2>/dev/null
   rm -rf "$work"
 }
@@ -45,6 +54,15 @@ echo "== composefs ostree list"
 "$bin" --repo "$repo" ostree list
 echo "== composefs ostree log sample/stable"
 "$bin" --repo "$repo" ostree log sample/stable
+echo "== composefs mount sample-1.0 V1.0; composefs mount sample/stable V1.1   (live FUSE views, nothing checked out)"
+mkdir "$work/v1.0" "$work/v1.1"
+"$bin" --repo "$repo" mount sample-1.0 "$work/v1.0"
+"$bin" --repo "$repo" mount sample/stable "$work/v1.1"
+ls -l "$work/v1.1/usr/bin"
+echo "== diff -r V1.0 V1.1   (what changed between the two versions)"
+diff -r --no-dereference "$work/v1.0" "$work/v1.1" || true
+echo "== composefs cat sample/stable:/etc/os-release   (the same, without mounting)"
+"$bin" --repo "$repo" cat sample/stable:/etc/os-release
 echo "== composefs ostree create-image sample/stable --image-name sample"
 "$bin" --repo "$repo" ostree create-image sample/stable --image-name sample
 echo "== composefs ls sample /usr/bin"
@@ -67,3 +85,7 @@ echo "== byte-identical when read back?"
 gzip -dc tests/fixtures/sample.tar.gz | cmp - <("$bin" --repo "$repo" cat sample) && echo "yes"
 echo "== composefs fsck"
 "$bin" --repo "$repo" fsck
+if [ "$keep" -eq 1 ]; then
+  echo "== the two versions stay mounted: browse $work/v1.0 and $work/v1.1"
+  echo "   unmount with: $bin umount $work/v1.0; $bin umount $work/v1.1"
+fi
