@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The FUSE view vs the kernel mount of the same tree, side by side.
+#
+#   benches/fuse-mount.sh [-n RUNS] [--bin=PATH]
+#
+# Setup (untimed): a composefs repository under target/bench-work-fuse/ with
+# the debootstrap minbase bookworm tree (benches/rootfs.sh) as an image
+# (`create-image`) and, when benches/ostree-pull.sh has built its source
+# repository, its first commit pulled as `ostree/c1`. Three mounts:
+#
+#   kernel   composefs mount --kernel rootfs      (EROFS + overlayfs)
+#   fuse     composefs mount rootfs               (FUSE over the same image)
+#   commit   composefs mount ostree/c1            (FUSE over the commit stream)
+#
+# Each run: `tar -cf - . | wc -c` cold (page cache dropped) and warm (second
+# pass), `find . -printf` of every stat field cold, and the time from
+# `composefs mount` starting to the first `ls` of the root returning (fresh
+# mount each time). After the runs, the FUSE daemons' peak RSS (VmHWM) after
+# walking and reading everything. Needs root. stdout: the table only.
+
+set -euo pipefail
+runs=3
+prebuilt=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -n) runs="$2"; shift ;;
+        --bin=*) prebuilt="${1#--bin=}" ;;
+        *) echo "usage: $0 [-n RUNS] [--bin=PATH]" >&2; exit 2 ;;
+    esac
+    shift
+done
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "must run as root (kernel mounts, dropping caches)"
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+if [ -n "$prebuilt" ]; then built="$(realpath "$prebuilt")"; else
+    cargo build --release --quiet >&2; built="$repo_root/target/release/composefs"; fi
+mapfile -t inputs < <("$repo_root/benches/rootfs.sh")
+rootfs="${inputs[0]%.tar}"
+
+work="$repo_root/target/bench-work-fuse"
+mnts=()
+cleanup() {
+    for m in "${mnts[@]}"; do
+        if mountpoint -q "$m"; then "$bin" umount "$m" 2>/dev/null || umount -l "$m" || true; fi
+    done
+    return 0
+}
+trap cleanup EXIT
+mkdir -p "$work"
+bin="$work/composefs"; cp "$built" "$bin"
+repo="$work/repo"
+if [ ! -f "$work/.ready" ]; then
+    rm -rf "$repo"
+    "$bin" --repo "$repo" init >/dev/null
+    "$bin" --repo "$repo" create-image "$rootfs" --name rootfs >/dev/null
+    src="$repo_root/target/bench-data/ostree-src"
+    if [ -d "$src" ]; then
+        "$bin" --repo "$repo" ostree pull "$src" "$(ostree rev-parse --repo="$src" main^)" --name c1 >/dev/null
+    fi
+    touch "$work/.ready"
+fi
+kinds=(kernel fuse)
+"$bin" --repo "$repo" ostree list | grep -q '^c1 ' && kinds+=(commit)
+
+mount_kind() { # mount_kind KIND DIR
+    case "$1" in
+        kernel) "$bin" --repo "$repo" mount --kernel rootfs "$2" ;;
+        fuse) "$bin" --repo "$repo" mount rootfs "$2" ;;
+        commit) "$bin" --repo "$repo" mount ostree/c1 "$2" ;;
+    esac
+}
+cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+now() { date +%s%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
+results="$work/results"; : >"$results"
+
+for i in $(seq 1 "$runs"); do
+    for k in "${kinds[@]}"; do
+        m="$work/m-$k"; mkdir -p "$m"
+        t0=$(now); mount_kind "$k" "$m"; ls "$m" >/dev/null; t1=$(now)
+        mnts+=("$m")
+        echo "$k first_ls $(secs "$t0" "$t1")" >>"$results"
+        cold; t0=$(now); (cd "$m" && tar -cf - . | wc -c >/dev/null); t1=$(now)
+        echo "$k tar_cold $(secs "$t0" "$t1")" >>"$results"
+        t0=$(now); (cd "$m" && tar -cf - . | wc -c >/dev/null); t1=$(now)
+        echo "$k tar_warm $(secs "$t0" "$t1")" >>"$results"
+        "$bin" umount "$m"; mount_kind "$k" "$m"
+        cold; t0=$(now); (cd "$m" && find . -printf '%p %m %U %G %s %n %T@ %i %l\n' | wc -l >/dev/null); t1=$(now)
+        echo "$k find_cold $(secs "$t0" "$t1")" >>"$results"
+        if [ "$k" != kernel ] && [ "$i" -eq "$runs" ]; then
+            (cd "$m" && tar -cf - . | wc -c >/dev/null)
+            pid=$(pgrep -f -n "composefs --repo $repo mount .* $m\$" || true)
+            [ -n "$pid" ] && echo "$k rss_mib $(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status")" >>"$results"
+        fi
+        "$bin" umount "$m"
+        log "run $i $k done"
+    done
+done
+
+printf '%-10s' measure; for k in "${kinds[@]}"; do printf ' %10s' "$k"; done; for k in "${kinds[@]:1}"; do printf ' %10s' "$k/kern"; done; echo
+for meas in first_ls tar_cold tar_warm find_cold rss_mib; do
+    printf '%-10s' "$meas"
+    declare -A med=()
+    for k in "${kinds[@]}"; do
+        med[$k]=$(awk -v k="$k" -v m="$meas" '$1 == k && $2 == m { print $3 }' "$results" | sort -n | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "-" }')
+        printf ' %10s' "${med[$k]}"
+    done
+    for k in "${kinds[@]:1}"; do
+        printf ' %10s' "$(awk -v a="${med[$k]}" -v b="${med[kernel]}" 'BEGIN { if (b + 0 > 0 && a != "-") printf "%.2f", a / b; else print "-" }')"
+    done
+    echo
+done
