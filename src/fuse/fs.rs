@@ -87,6 +87,9 @@ pub struct TreeFs {
     objects: Mutex<ObjectCache>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
+    /// Answer the first open with ENOSYS (FUSE_NO_OPEN_SUPPORT): files are
+    /// then opened without a request and read by inode.
+    no_open: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -162,6 +165,7 @@ impl TreeFs {
             }),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            no_open: true,
         })
     }
 
@@ -350,6 +354,7 @@ impl Filesystem for TreeFs {
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_NO_OPEN_SUPPORT,
         ] {
             // Unsupported by this kernel: do without.
             let _ = config.add_capabilities(flag);
@@ -389,6 +394,12 @@ impl Filesystem for TreeFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
+        if self.no_open {
+            // The kernel stops sending opens (and releases) for good and
+            // keeps the page cache; reads then come with no handle and are
+            // served by inode. One request saved on every open and close.
+            return reply.error(Errno::ENOSYS);
+        }
         match self.to_tree(ino).and_then(|t| self.open_file(t)) {
             Ok(h) => reply.opened(self.new_handle(h), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(e),
@@ -406,10 +417,12 @@ impl Filesystem for TreeFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self
-            .handle(fh)
-            .and_then(|h| self.read_handle(&h, offset, size))
-        {
+        let h = if fh.0 == 0 {
+            self.to_tree(_ino).and_then(|t| self.open_file(t))
+        } else {
+            self.handle(fh)
+        };
+        match h.and_then(|h| self.read_handle(&h, offset, size)) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(e),
         }
@@ -437,7 +450,9 @@ impl Filesystem for TreeFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing to flush in a read-only tree; ENOSYS makes the kernel
+        // stop sending flushes (one request saved on every close).
+        reply.error(Errno::ENOSYS);
     }
 
     fn fsync(
