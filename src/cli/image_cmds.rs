@@ -237,22 +237,8 @@ fn perms_string(st_mode: u32) -> String {
 
 /// `YYYY-MM-DD HH:MM` in UTC (days-from-civil, no time zone database).
 pub(crate) fn format_time(sec: i64) -> String {
-    let days = sec.div_euclid(86_400);
-    let rem = sec.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    let (y, m, d, hh, mm, _) = crate::util::utc_from_unix(sec);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}")
 }
 
 /// One `ls -l` line. `dir_size`: a directory's size as its source stores

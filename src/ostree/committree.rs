@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, bail};
 
 use super::checksum::{Checksum, ObjType};
-use super::commitstream::{CommitStream, Content};
+use super::commitstream::CommitStream;
 use super::objects::{Commit, DirMeta, DirTree};
-use crate::tree::{DirEntry, FileData, Ino, Inode, Kind, Stat, Tree, mode};
+use super::tree::{dir_inode, file_inode};
+use crate::tree::{DirEntry, Ino, Inode, Tree};
 
 #[derive(Clone, Copy)]
 enum Node {
@@ -40,13 +41,6 @@ pub struct CommitTree {
 }
 
 const ROOT: Ino = 1;
-
-fn sorted(x: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut v = x.to_vec();
-    v.sort();
-    v.dedup_by(|a, b| a.0 == b.0);
-    v
-}
 
 impl CommitTree {
     pub fn new(stream: CommitStream) -> Result<CommitTree> {
@@ -95,41 +89,12 @@ impl CommitTree {
 
     fn make_inode(&self, node: Node) -> Result<Inode> {
         Ok(match node {
-            Node::Dir { meta, .. } => {
-                let m = self.dirmeta(&meta)?;
-                Inode {
-                    stat: Stat {
-                        perms: m.mode & mode::PERMS,
-                        uid: m.uid,
-                        gid: m.gid,
-                        mtime: Default::default(),
-                    },
-                    kind: Kind::Directory,
-                    xattrs: sorted(&m.xattrs),
-                }
-            }
+            Node::Dir { meta, .. } => dir_inode(&self.dirmeta(&meta)?),
             Node::File(f) => {
                 let (_, h, content) = self.stream.file(&f)?.with_context(|| {
                     format!("commit {}: file {f} is missing", self.stream.commit)
                 })?;
-                let kind = if h.is_symlink() {
-                    Kind::Symlink(h.symlink.as_bytes().to_vec())
-                } else {
-                    Kind::Regular(match content {
-                        Content::Inline(b) => FileData::Inline(b),
-                        Content::External(id) => FileData::object(id, h.size),
-                    })
-                };
-                Inode {
-                    stat: Stat {
-                        perms: h.mode & mode::PERMS,
-                        uid: h.uid,
-                        gid: h.gid,
-                        mtime: Default::default(),
-                    },
-                    kind,
-                    xattrs: sorted(&h.xattrs),
-                }
+                file_inode(&h, content)
             }
         })
     }

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 
 use super::checksum::{Checksum, ObjType};
 use super::commitstream::{CommitStream, Content};
-use super::objects::{Commit, DirMeta, DirTree};
+use super::objects::{Commit, DirMeta, DirTree, FileHeader};
 use crate::tree::{FileData, Ino, Inode, Kind, MemTree, MemTreeBuilder, Stat, mode};
 
 /// Limits on the expanded tree: a dirtree can be named by many
@@ -64,7 +64,8 @@ pub fn check_expansion(
     Ok(size[root].0)
 }
 
-fn dir_inode(m: &DirMeta) -> Inode {
+/// A directory inode from its dirmeta (mtime 0, as ostree checks out).
+pub fn dir_inode(m: &DirMeta) -> Inode {
     Inode {
         stat: Stat {
             perms: m.mode & mode::PERMS,
@@ -82,6 +83,28 @@ fn sorted(x: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     v.sort();
     v.dedup_by(|a, b| a.0 == b.0);
     v
+}
+
+/// A file or symlink inode from its header and stored content.
+pub fn file_inode(h: &FileHeader, content: Content) -> Inode {
+    let kind = if h.is_symlink() {
+        Kind::Symlink(h.symlink.as_bytes().to_vec())
+    } else {
+        Kind::Regular(match content {
+            Content::Inline(b) => FileData::Inline(b),
+            Content::External(id) => FileData::object(id, h.size),
+        })
+    };
+    Inode {
+        stat: Stat {
+            perms: h.mode & mode::PERMS,
+            uid: h.uid,
+            gid: h.gid,
+            mtime: Default::default(),
+        },
+        kind,
+        xattrs: sorted(&h.xattrs),
+    }
 }
 
 /// Build the tree of the commit stored in `s`.
@@ -120,24 +143,7 @@ pub fn commit_tree(s: &CommitStream) -> Result<MemTree> {
             let (_, h, content) = s
                 .file(f)?
                 .with_context(|| format!("commit {c}: file {f} ({name}) is missing"))?;
-            let kind = if h.is_symlink() {
-                Kind::Symlink(h.symlink.as_bytes().to_vec())
-            } else {
-                Kind::Regular(match content {
-                    Content::Inline(b) => FileData::Inline(b),
-                    Content::External(id) => FileData::object(id, h.size),
-                })
-            };
-            let child = b.add(Inode {
-                stat: Stat {
-                    perms: h.mode & mode::PERMS,
-                    uid: h.uid,
-                    gid: h.gid,
-                    mtime: Default::default(),
-                },
-                kind,
-                xattrs: sorted(&h.xattrs),
-            });
+            let child = b.add(file_inode(&h, content));
             b.link(ino, name.as_bytes(), child)
                 .with_context(|| format!("dirtree {t}: {name:?}"))?;
         }
