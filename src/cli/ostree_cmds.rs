@@ -247,6 +247,15 @@ fn ls_remote(spec: &str) -> Result<ExitCode> {
     refs.sort();
     let mut out = std::io::stdout().lock();
     for (name, c) in refs {
+        // The summary usually has both: no commit fetch then.
+        if let Some(r) = summary.as_ref().and_then(|s| s.refs.get(&name))
+            && r.commit == c
+            && let (Some(t), Some(v)) = (r.timestamp, &r.version)
+        {
+            let ts = format_time(t as i64).replace(' ', "T") + "Z";
+            writeln!(out, "{name} {c} {ts} {v}").context("cannot write to stdout")?;
+            continue;
+        }
         let data = crate::ostree::retry(|| src.metadata(&c, ObjType::Commit))
             .with_context(|| format!("commit {c} of ref {name}"))?;
         let (ts, ver) = match data.as_deref().map(Commit::parse) {

@@ -177,18 +177,24 @@ fn write(repo: &Repository, map: &BTreeMap<(Checksum, u8), Checksum>) -> Result<
     Ok(())
 }
 
-fn add_commit(map: &mut BTreeMap<(Checksum, u8), Checksum>, s: &CommitStream) {
-    for (c, t) in s.keys() {
-        if let Some(t) = t
-            && matches!(t, ObjType::File | ObjType::DirTree | ObjType::DirMeta)
-        {
-            map.entry((c, t as u8)).or_insert(s.commit);
+fn add_commit(
+    map: &mut BTreeMap<(Checksum, u8), Checksum>,
+    commit: Checksum,
+    keys: impl IntoIterator<Item = (Checksum, ObjType)>,
+) {
+    for (c, t) in keys {
+        if matches!(t, ObjType::File | ObjType::DirTree | ObjType::DirMeta) {
+            map.entry((c, t as u8)).or_insert(commit);
         }
     }
 }
 
-/// Add the objects of a newly stored commit.
-pub fn add(repo: &Repository, stream: &CommitStream) -> Result<()> {
+/// Add the objects (`keys`) of newly stored `commit`.
+pub fn add(
+    repo: &Repository,
+    commit: Checksum,
+    keys: impl IntoIterator<Item = (Checksum, ObjType)>,
+) -> Result<()> {
     let _l = lock(repo)?;
     let mut map = BTreeMap::new();
     match Index::load(repo) {
@@ -196,7 +202,7 @@ pub fn add(repo: &Repository, stream: &CommitStream) -> Result<()> {
         Ok(None) => {}
         Err(_) => return rebuild_locked(repo).map(drop),
     }
-    add_commit(&mut map, stream);
+    add_commit(&mut map, commit, keys);
     write(repo, &map)
 }
 
@@ -210,7 +216,7 @@ fn rebuild_locked(repo: &Repository) -> Result<usize> {
     let mut map = BTreeMap::new();
     for c in stored_commits(repo)? {
         let s = CommitStream::open(repo, &c)?;
-        add_commit(&mut map, &s);
+        add_commit(&mut map, c, s.keys().filter_map(|(o, t)| Some((o, t?))));
     }
     write(repo, &map)?;
     Ok(map.len())

@@ -607,8 +607,8 @@ pub fn pull(
     commitstream::write(&mut w, &objects)?;
     let cid = commitstream::content_id(&commit);
     repo.commit_stream(w, &cid, Some(&ref_name))?;
-    let stored = CommitStream::open(repo, &commit)?;
-    index::add(repo, &stored).context("cannot update the ostree index")?;
+    // The index learns the commit's objects from what was just written.
+    index::add(repo, commit, objects.keys().copied()).context("cannot update the ostree index")?;
     if let Some(l) = log {
         l.remove()?;
     }
