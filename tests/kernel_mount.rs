@@ -21,7 +21,8 @@ use std::process::Command;
 use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
 
 use common::{
-    Repo, assert_mentions, assert_no_panic, dump_line, parse_dump, pseudo_random, require_tool,
+    Mounted, Repo, assert_mentions, assert_no_panic, dump_line, is_mountpoint, parse_dump,
+    pseudo_random, require_tool,
 };
 
 // ---------------------------------------------------------------------------
@@ -42,69 +43,6 @@ fn require_root_and_kernel() {
         fs.lines().any(|l| l.trim_end().ends_with("overlay")),
         "the kernel has no overlayfs (see /proc/filesystems; try `modprobe overlay`)"
     );
-}
-
-/// Is something mounted at `p` (its device differs from its parent's)?
-fn is_mountpoint(p: &Path) -> bool {
-    let me = std::fs::metadata(p).unwrap();
-    let parent = std::fs::metadata(p.join("..")).unwrap();
-    me.dev() != parent.dev() || me.ino() == parent.ino()
-}
-
-/// A mount that is undone when dropped, also when an assertion fails:
-/// `composefs umount`, then `umount -l` if that did not work.
-struct Mounted {
-    path: PathBuf,
-    active: bool,
-}
-
-impl Mounted {
-    /// `composefs mount --kernel IMAGE PATH` (creates PATH), required to work.
-    fn new(repo: &Repo, image: &str, path: &Path) -> Mounted {
-        std::fs::create_dir_all(path).unwrap();
-        let out = repo.run(&["mount", "--kernel", image, path.to_str().unwrap()], None);
-        assert!(
-            out.status.success(),
-            "mount --kernel {image} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let m = Mounted {
-            path: path.to_path_buf(),
-            active: true,
-        };
-        assert!(
-            is_mountpoint(path),
-            "mount --kernel succeeded but nothing is mounted"
-        );
-        m
-    }
-
-    /// `composefs umount`, required to work and to leave nothing mounted.
-    fn umount(mut self, repo: &Repo) {
-        self.active = false;
-        repo.ok(&["umount", self.path.to_str().unwrap()]);
-        assert!(
-            !is_mountpoint(&self.path),
-            "still mounted after `composefs umount`"
-        );
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if !self.active {
-            return;
-        }
-        let ok = Command::new(common::bin())
-            .arg("umount")
-            .arg(&self.path)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
-    }
 }
 
 /// The same for a plain `mount -t overlay` made by a test.

@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -561,3 +561,70 @@ pub const GOLDEN_FIXTURES: &[&str] = &[
     "deep",
     "bigdir",
 ];
+
+// ---------------------------------------------------------------------------
+// Kernel mounts made by tests
+// ---------------------------------------------------------------------------
+
+/// Is something mounted at `p` (its device differs from its parent's)?
+pub fn is_mountpoint(p: &Path) -> bool {
+    let me = std::fs::metadata(p).unwrap();
+    let parent = std::fs::metadata(p.join("..")).unwrap();
+    me.dev() != parent.dev() || me.ino() == parent.ino()
+}
+
+/// A mount that is undone when dropped, also when an assertion fails:
+/// `composefs umount`, then `umount -l` if that did not work.
+pub struct Mounted {
+    pub path: PathBuf,
+    active: bool,
+}
+
+impl Mounted {
+    /// `composefs mount --kernel IMAGE PATH` (creates PATH), required to work.
+    pub fn new(repo: &Repo, image: &str, path: &Path) -> Mounted {
+        std::fs::create_dir_all(path).unwrap();
+        let out = repo.run(&["mount", "--kernel", image, path.to_str().unwrap()], None);
+        assert!(
+            out.status.success(),
+            "mount --kernel {image} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let m = Mounted {
+            path: path.to_path_buf(),
+            active: true,
+        };
+        assert!(
+            is_mountpoint(path),
+            "mount --kernel succeeded but nothing is mounted"
+        );
+        m
+    }
+
+    /// `composefs umount`, required to work and to leave nothing mounted.
+    pub fn umount(mut self, repo: &Repo) {
+        self.active = false;
+        repo.ok(&["umount", self.path.to_str().unwrap()]);
+        assert!(
+            !is_mountpoint(&self.path),
+            "still mounted after `composefs umount`"
+        );
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if !self.active {
+            return;
+        }
+        let ok = Command::new(bin())
+            .arg("umount")
+            .arg(&self.path)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}

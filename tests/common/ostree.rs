@@ -933,65 +933,7 @@ pub fn require_kernel() {
     );
 }
 
-fn is_mountpoint(p: &Path) -> bool {
-    let me = std::fs::metadata(p).unwrap();
-    let parent = std::fs::metadata(p.join("..")).unwrap();
-    me.dev() != parent.dev() || me.ino() == parent.ino()
-}
-
-/// `composefs mount --kernel IMAGE PATH`, undone on drop (also when an
-/// assertion fails).
-pub struct Mounted {
-    pub path: PathBuf,
-    active: bool,
-}
-
-impl Mounted {
-    pub fn new(repo: &Repo, image: &str, path: &Path) -> Mounted {
-        std::fs::create_dir_all(path).unwrap();
-        let out = repo.run(&["mount", "--kernel", image, path.to_str().unwrap()], None);
-        assert!(
-            out.status.success(),
-            "mount --kernel {image} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let m = Mounted {
-            path: path.to_path_buf(),
-            active: true,
-        };
-        assert!(
-            is_mountpoint(path),
-            "mount --kernel succeeded but nothing is mounted"
-        );
-        m
-    }
-
-    pub fn umount(mut self, repo: &Repo) {
-        self.active = false;
-        repo.ok(&["umount", self.path.to_str().unwrap()]);
-        assert!(
-            !is_mountpoint(&self.path),
-            "still mounted after `composefs umount`"
-        );
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if !self.active {
-            return;
-        }
-        let ok = Command::new(common::bin())
-            .arg("umount")
-            .arg(&self.path)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
-    }
-}
+pub use crate::common::Mounted;
 
 /// Xattrs of `p` (not following symlinks), `security.selinux` left out.
 pub fn xattrs(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
