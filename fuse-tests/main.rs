@@ -9,6 +9,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod live;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -98,12 +99,15 @@ struct Mounted {
 }
 
 impl Mounted {
-    /// `composefs mount [ARGS] REF PATH` (creates PATH), required to work.
+    /// `composefs mount [ARGS] [REF] PATH` (creates PATH; no REF when
+    /// `name` is empty), required to work.
     fn new(repo: &Repo, args: &[&str], name: &str, path: &Path) -> Mounted {
         std::fs::create_dir_all(path).unwrap();
         let mut all = vec!["mount"];
         all.extend_from_slice(args);
-        all.push(name);
+        if !name.is_empty() {
+            all.push(name);
+        }
         all.push(path.to_str().unwrap());
         let out = run_with_deadline(repo.command().args(&all));
         assert!(
@@ -812,10 +816,16 @@ fn read_only() {
 
 /// `composefs mount --foreground` as a child with standard error in a file.
 fn foreground(repo: &Repo, name: &str, mnt: &Path, log: &Path) -> (Reaped, Mounted) {
+    foreground_with(repo, &[name], mnt, log)
+}
+
+/// `composefs mount --foreground ARGS... MNT`, logging to `log`.
+fn foreground_with(repo: &Repo, args: &[&str], mnt: &Path, log: &Path) -> (Reaped, Mounted) {
     std::fs::create_dir_all(mnt).unwrap();
     let child = repo
         .command()
-        .args(["mount", "--foreground", name])
+        .args(["mount", "--foreground"])
+        .args(args)
         .arg(mnt)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -24,3 +24,4 @@ pub mod splitstream;
 pub mod tarsplit;
 pub mod tree;
 pub mod util;
+pub mod view;

@@ -1,55 +1,63 @@
-//! `composefs mount REF MOUNTPOINT` without `--kernel`: the FUSE view.
+//! `composefs mount`: the FUSE view of one stored tree or of the whole
+//! repository (`--all`), or a kernel mount of an image (`--kernel`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use clap::Args;
 
 use super::repo_cmds::open;
-use crate::erofs::reader::ErofsImage;
-use crate::fuse::{MountOptions, TreeFs, serve};
-use crate::ostree::commitstream::CommitStream;
-use crate::ostree::committree::CommitTree;
-use crate::ostree::resolve::stored_commit;
-use crate::repository::Repository;
+use crate::fuse::cache::{DEFAULT_CACHE_BYTES, parse_size};
+use crate::fuse::{FsOptions, MountOptions, TreeFs, serve};
 use crate::tree::Tree;
+use crate::view::{RepoView, open_tree};
 
-/// The tree a REF names: `ostree/NAME` or a stored ostree commit (name,
-/// checksum or prefix), else a stored image (ref or digest).
-pub fn open_tree(r: &Repository, name: &str) -> Result<Arc<dyn Tree>> {
-    let commit = |n: &str| -> Result<Arc<dyn Tree>> {
-        let c = stored_commit(r, n)?;
-        let stream = CommitStream::open(r, &c).with_context(|| format!("ostree commit {c}"))?;
-        // Lazy: dirtrees and headers are decoded as the kernel asks.
-        Ok(Arc::new(
-            CommitTree::new(stream).with_context(|| format!("ostree commit {c}"))?,
-        ))
-    };
-    if let Some(n) = name.strip_prefix("ostree/") {
-        return commit(n);
-    }
-    let ostree_err = match commit(name) {
-        Ok(t) => return Ok(t),
-        Err(e) => e,
-    };
-    match r.open_image(name) {
-        Ok((_, f)) => Ok(Arc::new(
-            ErofsImage::from_file(f).with_context(|| format!("image {name:?}"))?,
-        )),
-        Err(image_err) => bail!(
-            "{name:?} names neither an image nor a stored ostree commit: {image_err:#}; {ostree_err:#}"
-        ),
-    }
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// Mount with the kernel: EROFS under overlayfs, objects as the data layer
+    /// (stored images only)
+    #[arg(long, conflicts_with_all = ["foreground", "allow_other", "all", "cache_size", "verify"])]
+    pub kernel: bool,
+    /// The whole repository, live: /ostree/<ref>, /images/<ref>,
+    /// /commits/<checksum> (the default when no REF is given)
+    #[arg(long)]
+    pub all: bool,
+    /// FUSE: serve in this process until unmounted instead of as a daemon
+    #[arg(long)]
+    pub foreground: bool,
+    /// FUSE: let users other than the mounting one see the mount
+    #[arg(long)]
+    pub allow_other: bool,
+    /// FUSE: memory for decoded inodes and directories (e.g. 64M)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub cache_size: Option<usize>,
+    /// FUSE: digest each object on first open (repositories without
+    /// fs-verity; with it, the kernel checks every open anyway)
+    #[arg(long)]
+    pub verify: bool,
+    /// `[REF] MOUNTPOINT`: REF is `ostree/NAME`, a stored ostree commit
+    /// (name, checksum or prefix), or an image ref or digest
+    #[arg(value_name = "[REF] MOUNTPOINT", num_args = 1..=2, required = true)]
+    pub args: Vec<String>,
 }
 
-pub fn mount(
-    repo: Option<&Path>,
-    name: &str,
-    target: &Path,
-    foreground: bool,
-    allow_other: bool,
-) -> Result<ExitCode> {
+pub fn mount(repo: Option<&Path>, a: &MountArgs) -> Result<ExitCode> {
+    let (name, target) = match a.args.as_slice() {
+        [mp] => (None, PathBuf::from(mp)),
+        [name, mp] => (Some(name.as_str()), PathBuf::from(mp)),
+        _ => bail!("expected [REF] MOUNTPOINT"),
+    };
+    if a.all && name.is_some() {
+        bail!("--all mounts the whole repository: give only a mount point");
+    }
+    if a.kernel {
+        let Some(name) = name else {
+            bail!("--kernel mounts one image: give REF and MOUNTPOINT");
+        };
+        return super::image_cmds::mount(repo, name, &target);
+    }
     // Check the mount point first: a typo there should not cost a tree load.
     if !target.is_dir() {
         bail!(
@@ -58,14 +66,33 @@ pub fn mount(
         );
     }
     let r = open(repo)?;
-    let tree = open_tree(&r, name)?;
-    let fs = TreeFs::new(tree, r).with_context(|| format!("cannot serve {name:?}"))?;
+    let mut fs_opts = FsOptions {
+        cache_bytes: a.cache_size.unwrap_or(DEFAULT_CACHE_BYTES),
+        verify: a.verify,
+        ..FsOptions::default()
+    };
+    let (tree, what): (Arc<dyn Tree>, String) = match name {
+        Some(name) => (open_tree(&r, name)?, format!("{name:?}")),
+        None => {
+            // A gc may remove the objects of a tree that is still open:
+            // open files keep their objects open.
+            fs_opts.no_open = false;
+            (
+                Arc::new(RepoView::new(&r)?),
+                format!("repository {}", r.path().display()),
+            )
+        }
+    };
+    // The daemon lives long: it must not hold gc off (a gc then removes
+    // only what no ref reaches, and open files keep their objects).
+    r.unlock()?;
+    let fs = TreeFs::new(tree, r, &fs_opts).with_context(|| format!("cannot serve {what}"))?;
     let opts = MountOptions {
-        foreground,
-        allow_other,
+        foreground: a.foreground,
+        allow_other: a.allow_other,
         ..MountOptions::default()
     };
-    serve(fs, target, &opts)
-        .with_context(|| format!("cannot mount {name:?} at {}", target.display()))?;
+    serve(fs, &target, &opts)
+        .with_context(|| format!("cannot mount {what} at {}", target.display()))?;
     Ok(ExitCode::SUCCESS)
 }

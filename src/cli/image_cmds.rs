@@ -305,7 +305,7 @@ pub fn ls(repo: Option<&Path>, name: &str, path: Option<&str>) -> Result<ExitCod
         Err(image_err) if Path::new(name).is_file() => return Err(image_err),
         Err(image_err) => {
             let r = open(repo)?;
-            match super::fuse_cmds::open_tree(&r, name) {
+            match crate::view::open_tree(&r, name) {
                 Ok(t) => (t, Box::new(|_| Ok(4096))),
                 Err(_) => return Err(image_err),
             }
@@ -347,7 +347,7 @@ pub fn ls(repo: Option<&Path>, name: &str, path: Option<&str>) -> Result<ExitCod
 /// commit, without mounting.
 pub fn cat_path(repo: Option<&Path>, name: &str, path: &str) -> Result<ExitCode> {
     let r = open(repo)?;
-    let tree = super::fuse_cmds::open_tree(&r, name)?;
+    let tree = crate::view::open_tree(&r, name)?;
     let ino = tree
         .resolve_path(path.as_bytes())?
         .with_context(|| format!("{path}: no such file or directory in {name}"))?;

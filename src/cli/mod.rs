@@ -61,8 +61,14 @@ enum Command {
         /// Stream ref, content id or digest; or REF:/PATH (REF: an image or a stored ostree commit)
         name: String,
     },
-    /// List refs and what they point to
-    Refs,
+    /// List refs and what they point to, or delete some (`--delete`)
+    Refs {
+        /// Delete these refs (as listed: `streams/refs/NAME`,
+        /// `images/refs/NAME`; or `ostree/NAME`, or an image ref's name);
+        /// `gc` then frees what only they reached
+        #[arg(long, value_name = "REF", num_args = 1..)]
+        delete: Vec<String>,
+    },
     /// Delete every object and stream no ref reaches
     Gc {
         /// Only report what would be deleted
@@ -96,24 +102,9 @@ enum Command {
         /// Path inside the image (default /)
         path: Option<String>,
     },
-    /// Mount a stored tree read-only: through FUSE (default) or the kernel
-    Mount {
-        /// Mount with the kernel: EROFS under overlayfs, objects as the data layer
-        /// (stored images only)
-        #[arg(long, conflicts_with_all = ["foreground", "allow_other"])]
-        kernel: bool,
-        /// FUSE: serve in this process until unmounted instead of as a daemon
-        #[arg(long)]
-        foreground: bool,
-        /// FUSE: let users other than the mounting one see the mount
-        #[arg(long)]
-        allow_other: bool,
-        /// `ostree/NAME`, a stored ostree commit (name, checksum or prefix),
-        /// or an image ref or digest
-        #[arg(value_name = "REF")]
-        image: String,
-        mountpoint: PathBuf,
-    },
+    /// Mount a stored tree read-only, or the whole repository live: through
+    /// FUSE (default) or the kernel
+    Mount(fuse_cmds::MountArgs),
     /// Pull ostree commits, list them, build images of them
     #[command(subcommand)]
     Ostree(ostree_cmds::OstreeCommand),
@@ -161,7 +152,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Measure { hash, files } => measure::run(hash, &files),
         Command::ImportTar { name, file } => tar_cmds::import(repo, &name, file.as_deref()),
         Command::Cat { name } => tar_cmds::cat_or_path(repo, &name),
-        Command::Refs => repo_cmds::refs(repo),
+        Command::Refs { delete } if delete.is_empty() => repo_cmds::refs(repo),
+        Command::Refs { delete } => repo_cmds::delete_refs(repo, &delete),
         Command::Gc { dry_run } => repo_cmds::gc(repo, dry_run),
         Command::Fsck => repo_cmds::fsck(repo),
         Command::Mkcomposefs(a) => image_cmds::mkcomposefs(a),
@@ -172,19 +164,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => image_cmds::create_image(repo, &dir, name.as_deref(), min_version),
         Command::Dump { image } => image_cmds::dump(repo, &image),
         Command::Ls { image, path } => image_cmds::ls(repo, &image, path.as_deref()),
-        Command::Mount {
-            kernel: true,
-            image,
-            mountpoint,
-            ..
-        } => image_cmds::mount(repo, &image, &mountpoint),
-        Command::Mount {
-            kernel: false,
-            foreground,
-            allow_other,
-            image,
-            mountpoint,
-        } => fuse_cmds::mount(repo, &image, &mountpoint, foreground, allow_other),
+        Command::Mount(args) => fuse_cmds::mount(repo, &args),
         Command::Umount { mountpoint } => image_cmds::umount(&mountpoint),
         Command::Ostree(cmd) => ostree_cmds::run(repo, cmd),
     }

@@ -48,6 +48,43 @@ pub fn refs(repo: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Which ref a user means: a path as `refs` lists it, `ostree/NAME` (a
+/// stream ref), else an image ref or a stream ref of that name (refused
+/// when both exist).
+fn ref_to_delete(r: &Repository, name: &str) -> Result<(RefKind, String)> {
+    for kind in [RefKind::Stream, RefKind::Image] {
+        if let Some(n) = name.strip_prefix(&format!("{}/refs/", kind.dir())) {
+            return Ok((kind, n.to_string()));
+        }
+    }
+    let image = r.ref_entry(RefKind::Image, name)?.is_some();
+    let stream = r.ref_entry(RefKind::Stream, name)?.is_some();
+    match (image, stream) {
+        (true, true) => anyhow::bail!(
+            "{name:?} is both an image ref and a stream ref: say images/refs/{name} or streams/refs/{name}"
+        ),
+        (true, false) => Ok((RefKind::Image, name.to_string())),
+        _ => Ok((RefKind::Stream, name.to_string())),
+    }
+}
+
+pub fn delete_refs(repo: Option<&Path>, names: &[String]) -> Result<ExitCode> {
+    let r = open(repo)?;
+    // Check every name before deleting any.
+    let mut todo = Vec::new();
+    for name in names {
+        let (kind, n) = ref_to_delete(&r, name)?;
+        if r.ref_entry(kind, &n)?.is_none() {
+            anyhow::bail!("no ref {name:?} in {}", r.path().display());
+        }
+        todo.push((kind, n));
+    }
+    for (kind, n) in todo {
+        r.remove_ref(kind, &n)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn gc(repo: Option<&Path>, dry_run: bool) -> Result<ExitCode> {
     let path = repository::default_path(repo)?;
     let r = Repository::open_locked(&path, Lock::Exclusive)?;

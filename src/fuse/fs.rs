@@ -3,10 +3,13 @@
 //! FUSE inode numbers are the tree's shifted by two, except the tree's root,
 //! which FUSE requires to be 1: `fuse = tree + 2`, so every number is
 //! stable across mounts of the same tree and the mapping is a bijection.
-//! Metadata comes from the tree; regular files' bytes come from memory
-//! (inline data) or from the repository object (opened once per `open`,
-//! through a bounded cache of open objects). Every request that would
-//! change something is refused with `EROFS`.
+//! Metadata comes from the tree through a bounded cache of decoded inodes
+//! and listings ([`super::cache`]); regular files' bytes come from memory
+//! (inline data) or from the repository object (through a bounded cache of
+//! open objects, digested on first open with `--verify`). Inodes the tree
+//! calls live (the whole-repository view's directories) get short
+//! timeouts and no kept cache. Every request that would change something
+//! is refused with `EROFS`.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -17,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -25,6 +28,7 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use super::cache::{NodeCache, ObjectCache};
 use crate::fsverity::ObjectId;
 use crate::repository::Repository;
 use crate::tree::{DirEntry, FileData, Ino, Inode, Kind, Timespec, Tree};
@@ -33,9 +37,36 @@ use crate::tree::{DirEntry, FileData, Ino, Inode, Kind, Timespec, Tree};
 /// immutable, so as long as it likes.
 const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Open object files kept beyond their `release`, least recently used
-/// evicted first.
-pub const OBJECT_CACHE_SIZE: usize = 256;
+/// How long the kernel may cache live entries and attributes (refs that a
+/// pull or a gc may change): short, so changes show at once.
+const LIVE_TTL: Duration = Duration::from_secs(1);
+
+/// How the filesystem serves.
+#[derive(Clone, Debug)]
+pub struct FsOptions {
+    /// Bytes of decoded inodes and listings kept.
+    pub cache_bytes: usize,
+    /// Object files kept open between reads.
+    pub open_objects: usize,
+    /// Digest each object on first open (for repositories without
+    /// fs-verity, where the kernel does not check).
+    pub verify: bool,
+    /// Let the kernel skip open and release requests (reads then come by
+    /// inode). Off when an open file must outlive its tree's objects, as
+    /// in the live repository view, where a gc may remove them.
+    pub no_open: bool,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions {
+            cache_bytes: super::cache::DEFAULT_CACHE_BYTES,
+            open_objects: super::cache::DEFAULT_OPEN_OBJECTS,
+            verify: false,
+            no_open: true,
+        }
+    }
+}
 
 /// What an open file or directory handle refers to.
 #[derive(Clone)]
@@ -45,38 +76,6 @@ enum Handle {
     Dir(Arc<[DirEntry]>),
 }
 
-/// A small LRU of open object files.
-struct ObjectCache {
-    map: HashMap<ObjectId, (Arc<File>, u64)>,
-    tick: u64,
-    cap: usize,
-}
-
-impl ObjectCache {
-    fn get(&mut self, id: &ObjectId) -> Option<Arc<File>> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.map.get_mut(id).map(|(f, t)| {
-            *t = tick;
-            f.clone()
-        })
-    }
-
-    fn insert(&mut self, id: ObjectId, f: Arc<File>) {
-        self.tick += 1;
-        self.map.insert(id, (f, self.tick));
-        while self.map.len() > self.cap {
-            let oldest = self
-                .map
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, _)| *k)
-                .expect("not empty");
-            self.map.remove(&oldest);
-        }
-    }
-}
-
 /// The filesystem: a tree, the repository holding its objects, and the
 /// open handles.
 pub struct TreeFs {
@@ -84,7 +83,9 @@ pub struct TreeFs {
     repo: Repository,
     root: Ino,
     nlinks: HashMap<Ino, u64>,
-    objects: Mutex<ObjectCache>,
+    nodes: NodeCache,
+    objects: ObjectCache,
+    verify: bool,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     /// Answer the first open with ENOSYS (FUSE_NO_OPEN_SUPPORT): files are
@@ -146,7 +147,7 @@ impl TreeFs {
     /// A filesystem over `tree`, reading objects from `repo`. A tree that
     /// cannot tell link counts ([`Tree::nlink`]) is walked once to count
     /// them.
-    pub fn new(tree: Arc<dyn Tree>, repo: Repository) -> Result<TreeFs> {
+    pub fn new(tree: Arc<dyn Tree>, repo: Repository, opts: &FsOptions) -> Result<TreeFs> {
         // Trees that know their link counts are not walked at mount time.
         let nlinks = if tree.nlink(tree.root())?.is_some() {
             HashMap::new()
@@ -156,16 +157,15 @@ impl TreeFs {
         Ok(TreeFs {
             root: tree.root(),
             tree,
-            repo,
             nlinks,
-            objects: Mutex::new(ObjectCache {
-                map: HashMap::new(),
-                tick: 0,
-                cap: OBJECT_CACHE_SIZE,
-            }),
+            nodes: NodeCache::new(opts.cache_bytes),
+            objects: ObjectCache::new(opts.open_objects),
+            // With fs-verity the kernel checks every object on open.
+            verify: opts.verify && !repo.verity(),
+            repo,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            no_open: true,
+            no_open: opts.no_open,
         })
     }
 
@@ -194,21 +194,53 @@ impl TreeFs {
 
     /// The inode, or `EIO` (logged) when the tree cannot produce it.
     fn inode(&self, ino: Ino) -> Result<Arc<Inode>, Errno> {
-        self.tree.inode(ino).map_err(|e| {
+        let live = self.tree.live(ino);
+        if !live && let Some(i) = self.nodes.inode(ino) {
+            return Ok(i);
+        }
+        let i = self.tree.inode(ino).map_err(|e| {
             eprintln!("composefs: cannot load inode {ino}: {e:#}");
             Errno::EIO
-        })
+        })?;
+        if !live {
+            self.nodes.put_inode(ino, i.clone());
+        }
+        Ok(i)
     }
 
     fn dir_entries(&self, ino: Ino) -> Result<Arc<[DirEntry]>, Errno> {
+        let live = self.tree.live(ino);
+        if !live && let Some(d) = self.nodes.dir(ino) {
+            return Ok(d);
+        }
         let inode = self.inode(ino)?;
         if !inode.kind.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        self.tree.readdir(ino).map_err(|e| {
+        let d = self.tree.readdir(ino).map_err(|e| {
             eprintln!("composefs: cannot list directory inode {ino}: {e:#}");
             Errno::EIO
-        })
+        })?;
+        if !live {
+            self.nodes.put_dir(ino, d.clone());
+        }
+        Ok(d)
+    }
+
+    /// How long the kernel may keep what it learns about `ino`.
+    fn ttl(&self, ino: Ino) -> &'static Duration {
+        if self.tree.live(ino) { &LIVE_TTL } else { &TTL }
+    }
+
+    /// How long the kernel may keep an entry of directory `dir` (FUSE
+    /// numbers): short when either is live.
+    fn ttl_in(&self, dir: INodeNo, child: INodeNo) -> &'static Duration {
+        let live = |i| self.to_tree(i).is_ok_and(|t| self.tree.live(t));
+        if live(dir) || live(child) {
+            &LIVE_TTL
+        } else {
+            &TTL
+        }
     }
 
     fn attr(&self, ino: Ino, inode: &Inode) -> FileAttr {
@@ -244,21 +276,35 @@ impl TreeFs {
         }
     }
 
-    fn lookup_child(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
+    /// The child's attributes and how long they (and the name) may be
+    /// cached. In a live directory, the tree resolves the name itself (a
+    /// ref may have just appeared); elsewhere, by binary search in the
+    /// cached listing.
+    fn lookup_child(&self, parent: INodeNo, name: &OsStr) -> Result<(FileAttr, Duration), Errno> {
         let dir = self.to_tree(parent)?;
-        if !self.inode(dir)?.kind.is_dir() {
-            return Err(Errno::ENOTDIR);
-        }
-        let child = self
-            .tree
-            .lookup(dir, name.as_bytes())
-            .map_err(|e| {
+        let child = if self.tree.live(dir) {
+            if !self.inode(dir)?.kind.is_dir() {
+                return Err(Errno::ENOTDIR);
+            }
+            self.tree.lookup(dir, name.as_bytes()).map_err(|e| {
                 eprintln!("composefs: cannot look up {name:?} in directory inode {dir}: {e:#}");
                 Errno::EIO
             })?
-            .ok_or(Errno::ENOENT)?;
+        } else {
+            let entries = self.dir_entries(dir)?;
+            entries
+                .binary_search_by(|e| e.name.as_slice().cmp(name.as_bytes()))
+                .ok()
+                .map(|i| entries[i].ino)
+        };
+        let child = child.ok_or(Errno::ENOENT)?;
         let inode = self.inode(child)?;
-        Ok(self.attr(child, &inode))
+        let ttl = if self.tree.live(dir) || self.tree.live(child) {
+            LIVE_TTL
+        } else {
+            TTL
+        };
+        Ok((self.attr(child, &inode), ttl))
     }
 
     fn new_handle(&self, h: Handle) -> FileHandle {
@@ -271,12 +317,22 @@ impl TreeFs {
         lock(&self.handles).get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
 
+    /// An object's open file, from the cache or opened (and, with
+    /// `--verify`, digested: a mismatch is an error naming the object).
     fn open_object(&self, id: &ObjectId) -> Result<Arc<File>> {
-        if let Some(f) = lock(&self.objects).get(id) {
+        if let Some(f) = self.objects.get(id) {
             return Ok(f);
         }
-        let f = Arc::new(self.repo.open_object(id)?);
-        lock(&self.objects).insert(*id, f.clone());
+        let f = self.repo.open_object(id)?;
+        if self.verify {
+            let (got, _) = crate::fsverity::digest_reader(id.algorithm(), &f)
+                .with_context(|| format!("cannot read object {id}"))?;
+            if got != *id {
+                anyhow::bail!("object {id} is corrupt: its content digests to {got}");
+            }
+        }
+        let f = Arc::new(f);
+        self.objects.insert(*id, f.clone());
         Ok(f)
     }
 
@@ -364,17 +420,29 @@ impl Filesystem for TreeFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_child(parent, name) {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Ok((attr, ttl)) => {
+                if let Ok(t) = self.to_tree(attr.ino) {
+                    self.tree.kernel_refs(t, 1);
+                }
+                reply.entry(&ttl, &attr, Generation(0))
+            }
             Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if let Ok(t) = self.to_tree(ino) {
+            self.tree
+                .kernel_refs(t, -(nlookup.min(i64::MAX as u64) as i64));
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let r = self
             .to_tree(ino)
-            .and_then(|t| Ok(self.attr(t, &*self.inode(t)?)));
+            .and_then(|t| Ok((self.attr(t, &*self.inode(t)?), self.ttl(t))));
         match r {
-            Ok(attr) => reply.attr(&TTL, &attr),
+            Ok((attr, ttl)) => reply.attr(ttl, &attr),
             Err(e) => reply.error(e),
         }
     }
@@ -467,8 +535,15 @@ impl Filesystem for TreeFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.to_tree(ino).and_then(|t| self.dir_entries(t)) {
-            Ok(entries) => reply.opened(
+        let r = self
+            .to_tree(ino)
+            .and_then(|t| Ok((self.dir_entries(t)?, self.tree.live(t))));
+        match r {
+            // A live listing is read afresh at every opendir.
+            Ok((entries, true)) => {
+                reply.opened(self.new_handle(Handle::Dir(entries)), FopenFlags::empty())
+            }
+            Ok((entries, false)) => reply.opened(
                 self.new_handle(Handle::Dir(entries)),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
             ),
@@ -547,8 +622,19 @@ impl Filesystem for TreeFs {
                     },
                 },
             };
-            if reply.add(attr.ino, idx + 1, name, &TTL, &attr, Generation(0)) {
+            let ttl = if idx < 2 {
+                &TTL
+            } else {
+                self.ttl_in(ino, attr.ino)
+            };
+            if reply.add(attr.ino, idx + 1, name, ttl, &attr, Generation(0)) {
                 break;
+            }
+            // The kernel takes a reference to each entry but `.` and `..`.
+            if idx >= 2
+                && let Ok(t) = self.to_tree(attr.ino)
+            {
+                self.tree.kernel_refs(t, 1);
             }
             idx += 1;
         }
@@ -785,25 +871,5 @@ mod tests {
             encode_dev(d),
             (300 & 0xff) | (259 << 8) | ((300 & !0xff) << 12)
         );
-    }
-
-    #[test]
-    fn lru_evicts_oldest() {
-        let mut c = ObjectCache {
-            map: HashMap::new(),
-            tick: 0,
-            cap: 2,
-        };
-        let f = || Arc::new(File::open("/dev/null").unwrap());
-        let ids: Vec<ObjectId> = (0u8..3)
-            .map(|i| crate::fsverity::digest_bytes(crate::fsverity::Algorithm::Sha256, &[i]))
-            .collect();
-        c.insert(ids[0], f());
-        c.insert(ids[1], f());
-        assert!(c.get(&ids[0]).is_some());
-        c.insert(ids[2], f());
-        assert!(c.get(&ids[1]).is_none());
-        assert!(c.get(&ids[0]).is_some());
-        assert!(c.get(&ids[2]).is_some());
     }
 }

@@ -6,8 +6,9 @@
 //! as a background daemon that reports readiness to the command that
 //! started it, and unmounts on SIGINT/SIGTERM/SIGHUP.
 
+pub mod cache;
 pub mod daemon;
 pub mod fs;
 
 pub use daemon::{MountOptions, serve};
-pub use fs::TreeFs;
+pub use fs::{FsOptions, TreeFs};

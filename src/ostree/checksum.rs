@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use sha2::{Digest, Sha256};
 
 /// An ostree object checksum (SHA-256).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Checksum(pub [u8; 32]);
 
 impl Checksum {

@@ -213,21 +213,54 @@ impl CommitStream {
             .context("object offset out of range")
     }
 
+    /// Where `(c, t)` sits in the index: a compact handle for
+    /// [`Self::metadata_at`] and [`Self::file_at`].
+    pub fn position(&self, c: &Checksum, t: ObjType) -> Option<u32> {
+        self.find(c, t).map(|(i, _, _)| i as u32)
+    }
+
+    /// The checksum at index position `i`.
+    pub fn checksum_at(&self, i: u32) -> Option<Checksum> {
+        ((i as usize) < self.count).then(|| self.entry(i as usize).0)
+    }
+
     /// A metadata object's bytes.
     pub fn metadata(&self, c: &Checksum, t: ObjType) -> Result<Option<&[u8]>> {
-        let Some((_, off, len)) = self.find(c, t) else {
-            return Ok(None);
-        };
-        Ok(Some(self.inline_range(off, len).with_context(|| {
-            format!("{} {c} in stored commit {}", t.name(), self.commit)
-        })?))
+        match self.find(c, t) {
+            Some((i, _, _)) => self.metadata_at(i as u32).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The bytes of the metadata object at index position `i`.
+    pub fn metadata_at(&self, i: u32) -> Result<&[u8]> {
+        if i as usize >= self.count {
+            bail!("no index position {i} in stored commit {}", self.commit);
+        }
+        let (c, t, off, len) = self.entry(i as usize);
+        let name = ObjType::from_u8(t).map_or("object", |t| t.name());
+        self.inline_range(off, len)
+            .with_context(|| format!("{name} {c} in stored commit {}", self.commit))
     }
 
     /// A file object: header bytes, parsed header, content.
     pub fn file(&self, c: &Checksum) -> Result<Option<(Vec<u8>, FileHeader, Content)>> {
-        let Some((i, off, len)) = self.find(c, ObjType::File) else {
-            return Ok(None);
-        };
+        match self.find(c, ObjType::File) {
+            Some((i, _, _)) => self.file_at(i as u32).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The file object at index position `i`.
+    pub fn file_at(&self, i: u32) -> Result<(Vec<u8>, FileHeader, Content)> {
+        let i = i as usize;
+        if i >= self.count {
+            bail!("no index position {i} in stored commit {}", self.commit);
+        }
+        let (c, t, off, len) = self.entry(i);
+        if t != ObjType::File as u8 {
+            bail!("object {c} in stored commit {} is not a file", self.commit);
+        }
         let external = self.raw_entry(i)[33] & 1 != 0;
         let what = || format!("file {c} in stored commit {}", self.commit);
         let hl = self.inline_range(off, 4).with_context(what)?;
@@ -253,7 +286,7 @@ impl CommitStream {
                     .to_vec(),
             )
         };
-        Ok(Some((hbytes, header, content)))
+        Ok((hbytes, header, content))
     }
 
     /// A stored object in the form the writer takes.

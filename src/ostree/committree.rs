@@ -1,6 +1,6 @@
 //! A stored commit as a lazy [`Tree`]: nothing is decoded until asked for.
-//! Directory listings are built from their dirtree on first `readdir` (or
-//! `lookup`), inodes from their dirmeta or file header on first `inode`.
+//! Directory listings are decoded from their dirtree on each `readdir`,
+//! inodes from their dirmeta or file header on each `inode`.
 //! Inode numbers are handed out as entries are first listed, so they are
 //! stable for the life of the tree; a dirtree shared by several directories
 //! gets distinct inodes at each place, as in a checkout.
@@ -8,7 +8,7 @@
 //! [`super::tree::commit_tree`] builds the same tree eagerly (for images).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{Context, Result, bail};
 
@@ -16,87 +16,242 @@ use super::checksum::{Checksum, ObjType};
 use super::commitstream::CommitStream;
 use super::objects::{Commit, DirMeta, DirTree};
 use super::tree::{dir_inode, file_inode};
+use crate::repository::Repository;
 use crate::tree::{DirEntry, Ino, Inode, Tree};
 
+/// No such object in the stream: the node fails when it is loaded.
+const MISSING: u32 = u32::MAX;
+
+/// What an inode number stands for: positions in the stream's index
+/// (12 bytes a node, however long the checksums).
 #[derive(Clone, Copy)]
 enum Node {
-    Dir {
-        tree: Checksum,
-        meta: Checksum,
-        depth: usize,
-    },
-    File(Checksum),
+    Dir { tree: u32, meta: u32, depth: u32 },
+    File(u32),
+}
+
+/// A listed directory: its children got the consecutive inode numbers
+/// `first..first + files + dirs` (files first, in dirtree order, then
+/// subdirectories), so listing it again yields the same numbers.
+#[derive(Clone, Copy)]
+struct Listed {
+    first: Ino,
+    files: u32,
+    dirs: u32,
 }
 
 #[derive(Default)]
 struct State {
     nodes: Vec<Node>,
-    dirs: HashMap<Ino, Arc<[DirEntry]>>,
-    inodes: HashMap<Ino, Arc<Inode>>,
+    listed: HashMap<Ino, Listed>,
+    /// Checksums the stream lacks, by the node that names them (for the
+    /// error message).
+    missing: HashMap<Ino, Checksum>,
 }
 
+/// A stored commit as a [`Tree`]. Holds only the inode-number table and
+/// the loaded stream; decoded inodes and listings are not kept (callers
+/// such as the FUSE view cache them within their own bounds). A tree
+/// opened from a repository can let go of its stream ([`Tree::shrink`])
+/// and load it again when next asked: its inode numbers stay.
 pub struct CommitTree {
-    stream: CommitStream,
+    commit: Checksum,
+    repo: Option<Repository>,
+    stream: RwLock<Option<Arc<CommitStream>>>,
     state: Mutex<State>,
 }
 
 const ROOT: Ino = 1;
 
 impl CommitTree {
+    /// The tree of a loaded stream (kept for the tree's life).
     pub fn new(stream: CommitStream) -> Result<CommitTree> {
+        Self::build(stream, None)
+    }
+
+    /// The tree of a commit stored in `repo`; its stream may be unloaded
+    /// and reloaded.
+    pub fn open(repo: &Repository, commit: &Checksum) -> Result<CommitTree> {
+        let stream = CommitStream::open(repo, commit)?;
+        Self::build(stream, Some(repo.try_clone()?))
+    }
+
+    fn build(stream: CommitStream, repo: Option<Repository>) -> Result<CommitTree> {
         let c = stream.commit;
         let bytes = stream
             .metadata(&c, ObjType::Commit)?
             .with_context(|| format!("stored commit {c} lacks its commit object"))?;
         let commit = Commit::parse(bytes).with_context(|| format!("commit {c}"))?;
-        let state = State {
-            // Index 0 is unused: inode numbers start at 1.
-            nodes: vec![
-                Node::File(Checksum([0; 32])),
-                Node::Dir {
-                    tree: commit.root_tree,
-                    meta: commit.root_meta,
-                    depth: 0,
-                },
-            ],
-            ..Default::default()
-        };
+        let mut state = State::default();
+        let tree = stream.position(&commit.root_tree, ObjType::DirTree);
+        let meta = stream.position(&commit.root_meta, ObjType::DirMeta);
+        if tree.is_none() {
+            bail!(
+                "stored commit {c}: root dirtree {} is missing",
+                commit.root_tree
+            );
+        }
+        if meta.is_none() {
+            bail!(
+                "stored commit {c}: root dirmeta {} is missing",
+                commit.root_meta
+            );
+        }
+        // Index 0 is unused: inode numbers start at 1.
+        state.nodes = vec![
+            Node::File(MISSING),
+            Node::Dir {
+                tree: tree.unwrap_or(MISSING),
+                meta: meta.unwrap_or(MISSING),
+                depth: 0,
+            },
+        ];
         Ok(CommitTree {
-            stream,
+            commit: c,
+            repo,
+            stream: RwLock::new(Some(Arc::new(stream))),
             state: Mutex::new(state),
         })
     }
 
     pub fn commit(&self) -> Checksum {
-        self.stream.commit
+        self.commit
+    }
+
+    /// The stream, loaded again if it was let go.
+    fn stream(&self) -> Result<Arc<CommitStream>> {
+        if let Some(s) = &*self.stream.read().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(s.clone());
+        }
+        let mut g = self.stream.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = &*g {
+            return Ok(s.clone());
+        }
+        let repo = self
+            .repo
+            .as_ref()
+            .with_context(|| format!("stored commit {} was unloaded", self.commit))?;
+        let s = Arc::new(CommitStream::open(repo, &self.commit)?);
+        *g = Some(s.clone());
+        Ok(s)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn node(&self, ino: Ino) -> Result<Node> {
-        let st = self.state.lock().expect("commit tree");
-        match st.nodes.get(ino as usize) {
+        match self.state().nodes.get(ino as usize) {
             Some(n) if ino != 0 => Ok(*n),
-            _ => bail!("no inode {ino} in commit {}", self.stream.commit),
+            _ => bail!("no inode {ino} in commit {}", self.commit),
         }
     }
 
-    fn dirmeta(&self, m: &Checksum) -> Result<DirMeta> {
-        let data = self
-            .stream
-            .metadata(m, ObjType::DirMeta)?
-            .with_context(|| format!("commit {}: dirmeta {m} is missing", self.stream.commit))?;
-        DirMeta::parse(data).with_context(|| format!("dirmeta {m}"))
+    fn missing(&self, ino: Ino, what: &str) -> anyhow::Error {
+        let c = self.state().missing.get(&ino).copied();
+        match c {
+            Some(c) => anyhow::anyhow!("commit {}: {what} {c} is missing", self.commit),
+            None => anyhow::anyhow!("commit {}: {what} of inode {ino} is missing", self.commit),
+        }
     }
 
-    fn make_inode(&self, node: Node) -> Result<Inode> {
+    fn make_inode(&self, ino: Ino, node: Node) -> Result<Inode> {
+        let stream = self.stream()?;
         Ok(match node {
-            Node::Dir { meta, .. } => dir_inode(&self.dirmeta(&meta)?),
-            Node::File(f) => {
-                let (_, h, content) = self.stream.file(&f)?.with_context(|| {
-                    format!("commit {}: file {f} is missing", self.stream.commit)
+            Node::Dir { meta, .. } => {
+                if meta == MISSING {
+                    return Err(self.missing(ino, "dirmeta"));
+                }
+                let data = stream.metadata_at(meta)?;
+                let m = DirMeta::parse(data).with_context(|| {
+                    format!("dirmeta {}", stream.checksum_at(meta).unwrap_or_default())
                 })?;
+                dir_inode(&m)
+            }
+            Node::File(f) => {
+                if f == MISSING {
+                    return Err(self.missing(ino, "file"));
+                }
+                let (_, h, content) = stream.file_at(f)?;
                 file_inode(&h, content)
             }
         })
+    }
+
+    /// Parse a directory's dirtree and give its children inode numbers
+    /// (the ones it got when first listed, else new ones).
+    fn list(&self, dir: Ino) -> Result<(Vec<DirEntry>, Listed)> {
+        let Node::Dir { tree, depth, .. } = self.node(dir)? else {
+            bail!("inode {dir} is not a directory");
+        };
+        if depth as usize >= super::tree::MAX_DEPTH {
+            bail!(
+                "directories nested deeper than {} levels",
+                super::tree::MAX_DEPTH
+            );
+        }
+        if tree == MISSING {
+            return Err(self.missing(dir, "dirtree"));
+        }
+        let stream = self.stream()?;
+        let data = stream.metadata_at(tree)?;
+        let t = DirTree::parse(data)
+            .with_context(|| format!("dirtree {}", stream.checksum_at(tree).unwrap_or_default()))?;
+        let pos = |c: &Checksum, ty| stream.position(c, ty).unwrap_or(MISSING);
+        let mut st = self.state();
+        let listed = match st.listed.get(&dir) {
+            Some(l) => *l,
+            None => {
+                let first = st.nodes.len() as Ino;
+                for (_, f) in &t.files {
+                    let p = pos(f, ObjType::File);
+                    if p == MISSING {
+                        let ino = st.nodes.len() as Ino;
+                        st.missing.insert(ino, *f);
+                    }
+                    st.nodes.push(Node::File(p));
+                }
+                for (_, dt, dm) in &t.dirs {
+                    let (tp, mp) = (pos(dt, ObjType::DirTree), pos(dm, ObjType::DirMeta));
+                    let ino = st.nodes.len() as Ino;
+                    if tp == MISSING {
+                        st.missing.insert(ino, *dt);
+                    } else if mp == MISSING {
+                        st.missing.insert(ino, *dm);
+                    }
+                    st.nodes.push(Node::Dir {
+                        tree: tp,
+                        meta: mp,
+                        depth: depth + 1,
+                    });
+                }
+                let l = Listed {
+                    first,
+                    files: t.files.len() as u32,
+                    dirs: t.dirs.len() as u32,
+                };
+                st.listed.insert(dir, l);
+                l
+            }
+        };
+        drop(st);
+        if listed.files as usize != t.files.len() || listed.dirs as usize != t.dirs.len() {
+            bail!("directory inode {dir} changed between listings");
+        }
+        let names = t
+            .files
+            .iter()
+            .map(|(n, _)| n)
+            .chain(t.dirs.iter().map(|(n, _, _)| n));
+        let mut entries: Vec<DirEntry> = names
+            .enumerate()
+            .map(|(i, name)| DirEntry {
+                name: name.as_bytes().to_vec(),
+                ino: listed.first + i as Ino,
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok((entries, listed))
     }
 }
 
@@ -106,17 +261,8 @@ impl Tree for CommitTree {
     }
 
     fn inode(&self, ino: Ino) -> Result<Arc<Inode>> {
-        if let Some(i) = self.state.lock().expect("commit tree").inodes.get(&ino) {
-            return Ok(i.clone());
-        }
         let node = self.node(ino)?;
-        let inode = Arc::new(self.make_inode(node)?);
-        self.state
-            .lock()
-            .expect("commit tree")
-            .inodes
-            .insert(ino, inode.clone());
-        Ok(inode)
+        Ok(Arc::new(self.make_inode(ino, node)?))
     }
 
     /// Files have one link (each entry is its own inode); directories
@@ -125,62 +271,25 @@ impl Tree for CommitTree {
         match self.node(ino)? {
             Node::File(_) => Ok(Some(1)),
             Node::Dir { .. } => {
-                let entries = self.readdir(ino)?;
-                let st = self.state.lock().expect("commit tree");
-                let subdirs = entries
-                    .iter()
-                    .filter(|e| matches!(st.nodes.get(e.ino as usize), Some(Node::Dir { .. })))
-                    .count() as u64;
-                Ok(Some(2 + subdirs))
+                let known = self.state().listed.get(&ino).copied();
+                let listed = match known {
+                    Some(l) => l,
+                    None => self.list(ino)?.1,
+                };
+                Ok(Some(2 + u64::from(listed.dirs)))
             }
         }
     }
 
     fn readdir(&self, dir: Ino) -> Result<Arc<[DirEntry]>> {
-        if let Some(d) = self.state.lock().expect("commit tree").dirs.get(&dir) {
-            return Ok(d.clone());
+        Ok(self.list(dir)?.0.into())
+    }
+
+    /// Let go of the stream (a few hundred KiB to MiBs) when it can be
+    /// loaded again.
+    fn shrink(&self) {
+        if self.repo.is_some() {
+            *self.stream.write().unwrap_or_else(|e| e.into_inner()) = None;
         }
-        let Node::Dir { tree, depth, .. } = self.node(dir)? else {
-            bail!("inode {dir} is not a directory");
-        };
-        if depth >= super::tree::MAX_DEPTH {
-            bail!(
-                "directories nested deeper than {} levels",
-                super::tree::MAX_DEPTH
-            );
-        }
-        let data = self
-            .stream
-            .metadata(&tree, ObjType::DirTree)?
-            .with_context(|| format!("commit {}: dirtree {tree} is missing", self.stream.commit))?;
-        let t = DirTree::parse(data).with_context(|| format!("dirtree {tree}"))?;
-        let mut st = self.state.lock().expect("commit tree");
-        // Another thread may have listed it meanwhile: keep its inodes.
-        if let Some(d) = st.dirs.get(&dir) {
-            return Ok(d.clone());
-        }
-        let mut entries = Vec::with_capacity(t.files.len() + t.dirs.len());
-        for (name, f) in &t.files {
-            st.nodes.push(Node::File(*f));
-            entries.push(DirEntry {
-                name: name.as_bytes().to_vec(),
-                ino: (st.nodes.len() - 1) as Ino,
-            });
-        }
-        for (name, dt, dm) in &t.dirs {
-            st.nodes.push(Node::Dir {
-                tree: *dt,
-                meta: *dm,
-                depth: depth + 1,
-            });
-            entries.push(DirEntry {
-                name: name.as_bytes().to_vec(),
-                ino: (st.nodes.len() - 1) as Ino,
-            });
-        }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        let entries: Arc<[DirEntry]> = entries.into();
-        st.dirs.insert(dir, entries.clone());
-        Ok(entries)
     }
 }

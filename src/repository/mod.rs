@@ -182,6 +182,15 @@ impl Repository {
         })
     }
 
+    /// Let go of the lock (for this handle and every [`Self::try_clone`]
+    /// of it). For long-lived readers such as a mount daemon, which must
+    /// not keep `gc` waiting: they must then expect objects of trees whose
+    /// refs were removed to vanish under them.
+    pub fn unlock(&self) -> Result<()> {
+        rustix::fs::flock(&self.dir, FlockOperation::Unlock)
+            .with_context(|| format!("cannot unlock repository {}", self.path.display()))
+    }
+
     /// A second handle on the same repository (sharing this one's lock),
     /// for worker threads.
     pub fn try_clone(&self) -> Result<Self> {

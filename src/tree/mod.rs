@@ -183,6 +183,21 @@ pub trait Tree: Send + Sync {
         Ok(None)
     }
 
+    /// Whether `ino`'s attributes or (for a directory) entries may change
+    /// while the tree is in use, as in the live view of a whole
+    /// repository. Views must not cache such inodes for long.
+    fn live(&self, _ino: Ino) -> bool {
+        false
+    }
+
+    /// A view handed out (`n > 0`) or was told to drop (`n < 0`) `n`
+    /// references to `ino` (FUSE lookup counts). A tree that loads parts
+    /// of itself on demand may unload a part nobody references.
+    fn kernel_refs(&self, _ino: Ino, _n: i64) {}
+
+    /// Let go of memory that can be loaded again on demand.
+    fn shrink(&self) {}
+
     /// The inode named `name` in directory `dir`, if any.
     fn lookup(&self, dir: Ino, name: &[u8]) -> Result<Option<Ino>> {
         let entries = self.readdir(dir)?;

@@ -1,0 +1,70 @@
+//! What can be looked at: a name resolved to a [`Tree`] (a stored ostree
+//! commit or a composefs image), and the whole repository as one live tree
+//! ([`RepoView`]). The FUSE view, `ls` and `cat` read trees only through
+//! here, so a new kind of stored tree (OCI images) is added in one place.
+
+pub mod repo;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+
+use crate::erofs::reader::ErofsImage;
+use crate::fsverity::ObjectId;
+use crate::ostree::checksum::Checksum;
+use crate::ostree::committree::CommitTree;
+use crate::ostree::resolve::stored_commit;
+use crate::repository::Repository;
+use crate::tree::Tree;
+
+pub use repo::RepoView;
+
+/// A stored tree, by what names its content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// An ostree commit (its stream `ostree-commit-<checksum>`).
+    Commit(Checksum),
+    /// A composefs image (`images/<digest>`).
+    Image(ObjectId),
+}
+
+impl Source {
+    /// Load the tree, lazily: nothing proportional to its size is read.
+    pub fn load(&self, r: &Repository) -> Result<Arc<dyn Tree>> {
+        match self {
+            Source::Commit(c) => Ok(Arc::new(
+                CommitTree::open(r, c).with_context(|| format!("ostree commit {c}"))?,
+            )),
+            Source::Image(id) => {
+                let f = r.open_object(id).with_context(|| format!("image {id}"))?;
+                Ok(Arc::new(
+                    ErofsImage::from_file(f).with_context(|| format!("image {id}"))?,
+                ))
+            }
+        }
+    }
+}
+
+/// What a user's name means: `ostree/NAME` or a stored ostree commit
+/// (name, checksum or unique prefix), else a stored image (ref or digest).
+pub fn resolve(r: &Repository, name: &str) -> Result<Source> {
+    if let Some(n) = name.strip_prefix("ostree/") {
+        return Ok(Source::Commit(stored_commit(r, n)?));
+    }
+    let ostree_err = match stored_commit(r, name) {
+        Ok(c) => return Ok(Source::Commit(c)),
+        Err(e) => e,
+    };
+    match r.resolve(crate::repository::refs::RefKind::Image, name) {
+        Ok(res) => Ok(Source::Image(res.id)),
+        Err(image_err) => bail!(
+            "{name:?} names neither an image nor a stored ostree commit: {image_err:#}; {ostree_err:#}"
+        ),
+    }
+}
+
+/// The tree a name means (see [`resolve`]).
+pub fn open_tree(r: &Repository, name: &str) -> Result<Arc<dyn Tree>> {
+    let source = resolve(r, name)?;
+    source.load(r).with_context(|| format!("{name:?}"))
+}
