@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::common::{self, Repo, pseudo_random, require_tool};
 use super::{
-    Mounted, assert_same, chmod, errno_of, foreground_with, ostree, repo_with_image, require_root,
+    Mounted, assert_same, chmod, errno_of, ostree, repo_with_image, require_root,
     run_with_deadline, snapshot, write,
 };
 
@@ -267,16 +267,117 @@ fn verify_catches_a_corrupt_object() {
     assert_eq!(std::fs::read(plain.join("large")).unwrap(), bad);
     m.umount(&repo);
 
-    // With it: EIO on that file, a log line naming the object, the rest fine.
+    // With it: EIO on that file, a log line naming the object (the
+    // background daemon's --log), the rest fine.
     let mnt = repo.tmp.path().join("verified");
     let log = repo.tmp.path().join("log");
-    let (_child, guard) = foreground_with(&repo, &["--verify", "t"], &mnt, &log);
+    let m = Mounted::new(
+        &repo,
+        &["--verify", "--log", log.to_str().unwrap()],
+        "t",
+        &mnt,
+    );
     assert_eq!(errno_of(std::fs::read(mnt.join("large"))), Some(libc::EIO));
     assert_eq!(std::fs::read(mnt.join("small")).unwrap(), b"hello\n");
+    m.umount(&repo);
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(
         logged.contains(&hex[..32]) && logged.contains("corrupt"),
         "the log does not name the corrupt object {hex}:\n{logged}"
     );
+}
+
+/// Run `composefs ARGS` as user and group 65534 (nobody/nogroup).
+fn as_nobody(bin: &Path, repo: &Repo, args: &[&str]) -> std::process::Output {
+    run_with_deadline(
+        std::process::Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(bin)
+            .arg("--repo")
+            .arg(&repo.path)
+            .args(args),
+    )
+}
+
+#[test]
+fn unprivileged_user_mounts_through_fusermount3() {
+    let (repo, src) = repo_with_image();
+    require_tool("setpriv");
+    require_tool("fusermount3");
+    // Users reach FUSE through /dev/fuse being open to all (udev's rule on
+    // a normal system; some containers make it root's only).
+    let dev = std::fs::metadata("/dev/fuse").unwrap();
+    if dev.permissions().mode() & 0o006 != 0o006 {
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o20666)).unwrap();
+    }
+    // The user needs to reach the repository, the binary and the mount
+    // point (its own).
+    let top = repo.tmp.path();
+    std::fs::set_permissions(top, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = top.join("composefs");
+    std::fs::copy(common::bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mnt = top.join("user-mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    std::os::unix::fs::chown(&mnt, Some(65534), Some(65534)).unwrap();
+
+    let out = as_nobody(&bin, &repo, &["mount", "t", mnt.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "mount as nobody: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let guard = Mounted::adopt(&mnt);
+    assert!(super::is_mountpoint(&mnt));
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mountinfo
+        .lines()
+        .find(|l| l.contains(mnt.to_str().unwrap()))
+        .unwrap();
+    assert!(line.contains("user_id=65534"), "{line}");
+    // The user reads through it; root does not (no allow_other).
+    let out = run_with_deadline(
+        std::process::Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg("cat")
+            .arg(mnt.join("large")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == std::fs::read(src.join("large")).unwrap());
+    assert_eq!(errno_of(std::fs::read_dir(&mnt)), Some(libc::EACCES));
+
+    let out = as_nobody(&bin, &repo, &["umount", mnt.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "umount as nobody: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!super::is_mountpoint(&mnt), "still mounted after umount");
     drop(guard);
+}
+
+#[test]
+fn a_killed_daemon_leaves_no_mount() {
+    let (repo, _src) = repo_with_image();
+    let mnt = repo.tmp.path().join("mnt");
+    let m = Mounted::fuse(&repo, "t", &mnt);
+    let daemons = super::daemons_for(&mnt);
+    assert_eq!(daemons.len(), 1, "{daemons:?}");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(daemons[0] as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    assert!(
+        super::poll(
+            std::time::Duration::from_secs(30),
+            || !super::is_mountpoint(&mnt)
+        ),
+        "the mount outlived its killed daemon"
+    );
+    drop(m);
 }

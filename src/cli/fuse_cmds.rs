@@ -18,7 +18,7 @@ use crate::view::{RepoView, open_tree};
 pub struct MountArgs {
     /// Mount with the kernel: EROFS under overlayfs, objects as the data layer
     /// (stored images only)
-    #[arg(long, conflicts_with_all = ["foreground", "allow_other", "all", "cache_size", "verify"])]
+    #[arg(long, conflicts_with_all = ["foreground", "allow_other", "all", "cache_size", "verify", "log"])]
     pub kernel: bool,
     /// The whole repository, live: /ostree/<ref>, /images/<ref>,
     /// /commits/<checksum> (the default when no REF is given)
@@ -33,6 +33,10 @@ pub struct MountArgs {
     /// FUSE: memory for decoded inodes and directories (e.g. 64M)
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub cache_size: Option<usize>,
+    /// FUSE: append the daemon's messages (such as reads that failed, with
+    /// the object) to this file
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
     /// FUSE: digest each object on first open (repositories without
     /// fs-verity; with it, the kernel checks every open anyway)
     #[arg(long)]
@@ -90,6 +94,7 @@ pub fn mount(repo: Option<&Path>, a: &MountArgs) -> Result<ExitCode> {
     let opts = MountOptions {
         foreground: a.foreground,
         allow_other: a.allow_other,
+        log: a.log.clone(),
         ..MountOptions::default()
     };
     serve(fs, &target, &opts)

@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use fuser::{Config, MountOption, Session, SessionACL};
 
 use super::fs::TreeFs;
+use super::fusermount;
 
 /// How to mount.
 #[derive(Clone, Debug)]
@@ -25,6 +26,10 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Request-handling threads.
     pub threads: usize,
+    /// Where a background daemon writes its messages (failed reads name
+    /// their object there). Without it they are kept only when standard
+    /// error is a regular file.
+    pub log: Option<PathBuf>,
 }
 
 impl Default for MountOptions {
@@ -35,11 +40,39 @@ impl Default for MountOptions {
             threads: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .clamp(1, 8),
+            log: None,
         }
     }
 }
 
 const READY: &[u8] = b"OK\n";
+
+/// How long `mount` waits for its daemon to report.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Wait until `r` is readable (data or end of file), at most `timeout`.
+fn wait_readable(r: &impl std::os::fd::AsRawFd, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut pfd = libc::pollfd {
+            fd: r.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if rc > 0 {
+            return true;
+        }
+        if rc == 0 {
+            return false;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return true;
+        }
+    }
+}
 
 fn fuse_config(opts: &MountOptions) -> Config {
     let mut config = Config::default();
@@ -70,9 +103,25 @@ pub fn serve(fs: TreeFs, mountpoint: &Path, opts: &MountOptions) -> Result<()> {
         bail!("mount point {} is not a directory", mp.display());
     }
     raise_fd_limit();
-    let config = fuse_config(opts);
+    let log = match &opts.log {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("cannot open log file {}", p.display()))?,
+        ),
+        None => None,
+    };
     if opts.foreground {
-        return mount_and_run(fs, &mp, &config, &mut None);
+        if let Some(f) = &log {
+            use std::os::fd::AsRawFd;
+            // SAFETY: dup2 onto standard error.
+            unsafe {
+                libc::dup2(f.as_raw_fd(), 2);
+            }
+        }
+        return mount_and_run(fs, &mp, opts, &mut None, None);
     }
 
     let (mut reader, writer) = std::io::pipe().context("cannot create a pipe")?;
@@ -92,7 +141,7 @@ pub fn serve(fs: TreeFs, mountpoint: &Path, opts: &MountOptions) -> Result<()> {
         }
         let _ = std::env::set_current_dir("/");
         let mut ready = Some(writer);
-        let code = match mount_and_run(fs, &mp, &config, &mut ready) {
+        let code = match mount_and_run(fs, &mp, opts, &mut ready, log) {
             Ok(()) => 0,
             Err(e) => {
                 let msg = format!("{e:#}");
@@ -110,7 +159,25 @@ pub fn serve(fs: TreeFs, mountpoint: &Path, opts: &MountOptions) -> Result<()> {
     drop(writer);
     drop(fs);
     let mut msg = Vec::new();
-    let read = reader.read_to_end(&mut msg);
+    let read = if wait_readable(&reader, READY_TIMEOUT) {
+        reader.read_to_end(&mut msg)
+    } else {
+        // Stuck (in mount(2) on a hung filesystem, say): never hang the
+        // caller.
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe {
+            libc::waitpid(pid, &mut status, 0);
+        }
+        bail!(
+            "the mount daemon was not ready after {} s; stopped it",
+            READY_TIMEOUT.as_secs()
+        );
+    };
     if read.is_ok() && msg == READY {
         return Ok(());
     }
@@ -138,14 +205,45 @@ fn describe_status(status: libc::c_int) -> String {
     }
 }
 
+/// The `fusermount3 -o` options matching [`fuse_config`].
+fn fusermount_options(opts: &MountOptions) -> String {
+    let mut o = String::from("ro,default_permissions,fsname=composefs,subtype=composefs");
+    if opts.allow_other {
+        o.push_str(",allow_other");
+    }
+    o
+}
+
 fn mount_and_run(
     fs: TreeFs,
     mp: &Path,
-    config: &Config,
+    opts: &MountOptions,
     ready: &mut Option<PipeWriter>,
+    log: Option<std::fs::File>,
 ) -> Result<()> {
-    let mut session = Session::new(fs, mp, config)
-        .with_context(|| format!("cannot mount FUSE at {}", mp.display()))?;
+    let mut config = fuse_config(opts);
+    // Through fusermount3 when it is there: it mounts for users, and it
+    // unmounts when the daemon dies, however it dies (`auto_unmount`).
+    // Its mount must outlive `session`, hence declared first.
+    let helper;
+    let via_helper = fusermount::available();
+    let mut session = if via_helper {
+        helper = fusermount::mount(mp, &fusermount_options(opts))
+            .with_context(|| format!("cannot mount FUSE at {}", mp.display()))?;
+        let fd = helper
+            .fd
+            .try_clone()
+            .context("cannot duplicate the FUSE descriptor")?;
+        // Extra request channels are opened on /dev/fuse, which users
+        // may not open: let them share the one descriptor.
+        config.clone_fd &= std::fs::File::open("/dev/fuse").is_ok();
+        let acl = config.acl;
+        Session::from_fd(fs, fd, acl, config)
+            .with_context(|| format!("cannot serve FUSE at {}", mp.display()))?
+    } else {
+        Session::new(fs, mp, &config)
+            .with_context(|| format!("cannot mount FUSE at {}", mp.display()))?
+    };
     // Signals go to one thread that unmounts; the request threads that
     // `run` starts inherit the mask.
     let set = block_signals()?;
@@ -153,13 +251,13 @@ fn mount_and_run(
     let mp_owned = mp.to_path_buf();
     std::thread::Builder::new()
         .name("composefs-signals".into())
-        .spawn(move || wait_and_unmount(set, unmounter, mp_owned))
+        .spawn(move || wait_and_unmount(set, unmounter, mp_owned, via_helper))
         .context("cannot start the signal thread")?;
     if let Some(mut w) = ready.take() {
         w.write_all(READY)
             .context("cannot tell the parent the mount is ready")?;
         drop(w);
-        detach_stdio();
+        detach_stdio(log.as_ref());
     }
     session
         .run()
@@ -185,7 +283,12 @@ fn block_signals() -> Result<libc::sigset_t> {
     }
 }
 
-fn wait_and_unmount(set: libc::sigset_t, mut unmounter: fuser::SessionUnmounter, mp: PathBuf) {
+fn wait_and_unmount(
+    set: libc::sigset_t,
+    mut unmounter: fuser::SessionUnmounter,
+    mp: PathBuf,
+    via_helper: bool,
+) {
     let mut sig = 0;
     // SAFETY: `set` is a valid, initialised signal set.
     let rc = unsafe { libc::sigwait(&set, &mut sig) };
@@ -193,7 +296,10 @@ fn wait_and_unmount(set: libc::sigset_t, mut unmounter: fuser::SessionUnmounter,
         eprintln!("composefs: sigwait failed; the daemon will not unmount on signals");
         return;
     }
-    if let Err(e) = unmounter.unmount() {
+    if via_helper {
+        // The session does not own a mount made by fusermount3.
+        lazy_unmount(&mp);
+    } else if let Err(e) = unmounter.unmount() {
         eprintln!(
             "composefs: cannot unmount {} ({e}); detaching it lazily",
             mp.display()
@@ -219,7 +325,7 @@ pub fn lazy_unmount(mp: &Path) {
 /// was started with (a caller reading our output to its end would wait for
 /// the daemon otherwise). Standard error stays when it is a regular file,
 /// as a log.
-fn detach_stdio() {
+fn detach_stdio(log: Option<&std::fs::File>) {
     let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -228,6 +334,12 @@ fn detach_stdio() {
         return;
     };
     use std::os::fd::AsRawFd;
+    if let Some(f) = log {
+        // SAFETY: dup2 onto standard error.
+        unsafe {
+            libc::dup2(f.as_raw_fd(), 2);
+        }
+    }
     // SAFETY: fstat into a local struct.
     let keep_stderr = unsafe {
         let mut st: libc::stat = std::mem::zeroed();

@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod daemon;
 pub mod fs;
+pub mod fusermount;
 
 pub use daemon::{MountOptions, serve};
 pub use fs::{FsOptions, TreeFs};
