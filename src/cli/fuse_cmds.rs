@@ -18,7 +18,7 @@ use crate::view::{RepoView, open_tree};
 pub struct MountArgs {
     /// Mount with the kernel: EROFS under overlayfs, objects as the data layer
     /// (stored images only)
-    #[arg(long, conflicts_with_all = ["foreground", "allow_other", "all", "cache_size", "verify", "log"])]
+    #[arg(long, conflicts_with_all = ["foreground", "allow_other", "all", "cache_size", "verify", "log", "passthrough"])]
     pub kernel: bool,
     /// The whole repository, live: /ostree/<ref>, /images/<ref>,
     /// /commits/<checksum> (the default when no REF is given)
@@ -37,6 +37,11 @@ pub struct MountArgs {
     /// the object) to this file
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// FUSE: let the kernel read object-backed files directly (FUSE
+    /// passthrough: root, kernel 6.9+; falls back to reads through the
+    /// daemon)
+    #[arg(long)]
+    pub passthrough: bool,
     /// FUSE: digest each object on first open (repositories without
     /// fs-verity; with it, the kernel checks every open anyway)
     #[arg(long)]
@@ -73,6 +78,7 @@ pub fn mount(repo: Option<&Path>, a: &MountArgs) -> Result<ExitCode> {
     let mut fs_opts = FsOptions {
         cache_bytes: a.cache_size.unwrap_or(DEFAULT_CACHE_BYTES),
         verify: a.verify,
+        passthrough: a.passthrough,
         ..FsOptions::default()
     };
     let (tree, what): (Arc<dyn Tree>, String) = match name {

@@ -22,8 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
@@ -55,6 +55,10 @@ pub struct FsOptions {
     /// inode). Off when an open file must outlive its tree's objects, as
     /// in the live repository view, where a gc may remove them.
     pub no_open: bool,
+    /// Hand object files to the kernel to read directly (FUSE
+    /// passthrough; needs CAP_SYS_ADMIN and kernel 6.9+; falls back to
+    /// reads through the daemon when refused). Implies opens.
+    pub passthrough: bool,
 }
 
 impl Default for FsOptions {
@@ -64,6 +68,7 @@ impl Default for FsOptions {
             open_objects: super::cache::DEFAULT_OPEN_OBJECTS,
             verify: false,
             no_open: true,
+            passthrough: false,
         }
     }
 }
@@ -72,8 +77,13 @@ impl Default for FsOptions {
 #[derive(Clone)]
 enum Handle {
     Inline(Arc<Inode>),
-    Object { file: Arc<File>, size: u64 },
+    Object {
+        file: Arc<File>,
+        size: u64,
+    },
     Dir(Arc<[DirEntry]>),
+    /// Read by the kernel from the backing file of this inode.
+    Passthrough(Ino),
 }
 
 /// The filesystem: a tree, the repository holding its objects, and the
@@ -91,6 +101,12 @@ pub struct TreeFs {
     /// Answer the first open with ENOSYS (FUSE_NO_OPEN_SUPPORT): files are
     /// then opened without a request and read by inode.
     no_open: bool,
+    /// Passthrough asked for and granted by the kernel.
+    passthrough: bool,
+    /// Backing files handed to the kernel, by inode, with the number of
+    /// open files using them: every open of an inode must name the same
+    /// one, and it is closed with the last.
+    backings: Mutex<HashMap<Ino, (Arc<BackingId>, u64)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -165,7 +181,9 @@ impl TreeFs {
             repo,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            no_open: opts.no_open,
+            no_open: opts.no_open && !opts.passthrough,
+            passthrough: opts.passthrough,
+            backings: Mutex::new(HashMap::new()),
         })
     }
 
@@ -307,6 +325,18 @@ impl TreeFs {
         Ok((self.attr(child, &inode), ttl))
     }
 
+    /// A directory's listing: the one its handle holds, or by inode when
+    /// it was opened without a request (`fh` 0).
+    fn dir_handle(&self, ino: INodeNo, fh: FileHandle) -> Result<Arc<[DirEntry]>, Errno> {
+        if fh.0 == 0 {
+            return self.to_tree(ino).and_then(|t| self.dir_entries(t));
+        }
+        match self.handle(fh)? {
+            Handle::Dir(e) => Ok(e),
+            _ => Err(Errno::ENOTDIR),
+        }
+    }
+
     fn new_handle(&self, h: Handle) -> FileHandle {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles).insert(fh, h);
@@ -395,6 +425,34 @@ impl TreeFs {
                 Ok(buf)
             }
             Handle::Dir(_) => Err(Errno::EISDIR),
+            Handle::Passthrough(_) => Err(Errno::EIO),
+        }
+    }
+
+    /// The backing id for an inode's object: the one its open files use,
+    /// else a new one. `None` when the kernel refuses (then passthrough is
+    /// off for good, and files are read through the daemon).
+    fn backing(&self, ino: Ino, file: &File, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
+        let mut b = lock(&self.backings);
+        if let Some((id, n)) = b.get_mut(&ino) {
+            *n += 1;
+            return Some(id.clone());
+        }
+        match reply.open_backing(file) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                b.insert(ino, (id.clone(), 1));
+                Some(id)
+            }
+            Err(e) => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    eprintln!(
+                        "composefs: FUSE passthrough refused ({e}); reading through the daemon"
+                    )
+                });
+                None
+            }
         }
     }
 
@@ -411,9 +469,20 @@ impl Filesystem for TreeFs {
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_NO_OPEN_SUPPORT,
+            InitFlags::FUSE_NO_OPENDIR_SUPPORT,
         ] {
             // Unsupported by this kernel: do without.
             let _ = config.add_capabilities(flag);
+        }
+        if self.passthrough {
+            // The objects sit on an ordinary filesystem: one level below.
+            self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            if !self.passthrough {
+                eprintln!(
+                    "composefs: this kernel offers no FUSE passthrough; reading through the daemon"
+                );
+            }
         }
         Ok(())
     }
@@ -468,7 +537,23 @@ impl Filesystem for TreeFs {
             // served by inode. One request saved on every open and close.
             return reply.error(Errno::ENOSYS);
         }
-        match self.to_tree(ino).and_then(|t| self.open_file(t)) {
+        let t = match self.to_tree(ino) {
+            Ok(t) => t,
+            Err(e) => return reply.error(e),
+        };
+        match self.open_file(t) {
+            Ok(Handle::Object { file, size }) if self.passthrough => {
+                match self.backing(t, &file, &reply) {
+                    Some(b) => {
+                        let fh = self.new_handle(Handle::Passthrough(t));
+                        reply.opened_passthrough(fh, FopenFlags::empty(), &b)
+                    }
+                    None => reply.opened(
+                        self.new_handle(Handle::Object { file, size }),
+                        FopenFlags::FOPEN_KEEP_CACHE,
+                    ),
+                }
+            }
             Ok(h) => reply.opened(self.new_handle(h), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(e),
         }
@@ -506,7 +591,15 @@ impl Filesystem for TreeFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        lock(&self.handles).remove(&fh.0);
+        if let Some(Handle::Passthrough(t)) = lock(&self.handles).remove(&fh.0) {
+            let mut b = lock(&self.backings);
+            if let Some((_, n)) = b.get_mut(&t) {
+                *n -= 1;
+                if *n == 0 {
+                    b.remove(&t);
+                }
+            }
+        }
         reply.ok();
     }
 
@@ -535,6 +628,12 @@ impl Filesystem for TreeFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_open {
+            // As for files: the kernel stops sending opendir and
+            // releasedir, and readdir comes by inode (two requests saved
+            // on every directory walked).
+            return reply.error(Errno::ENOSYS);
+        }
         let r = self
             .to_tree(ino)
             .and_then(|t| Ok((self.dir_entries(t)?, self.tree.live(t))));
@@ -559,9 +658,8 @@ impl Filesystem for TreeFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.handle(fh) {
-            Ok(Handle::Dir(e)) => e,
-            Ok(_) => return reply.error(Errno::ENOTDIR),
+        let entries = match self.dir_handle(ino, fh) {
+            Ok(e) => e,
             Err(e) => return reply.error(e),
         };
         // Offsets: 1 after ".", 2 after "..", 3 + i after entries[i].
@@ -597,9 +695,8 @@ impl Filesystem for TreeFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.handle(fh) {
-            Ok(Handle::Dir(e)) => e,
-            Ok(_) => return reply.error(Errno::ENOTDIR),
+        let entries = match self.dir_handle(ino, fh) {
+            Ok(e) => e,
             Err(e) => return reply.error(e),
         };
         let dir_attr = match self
