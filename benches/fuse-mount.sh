@@ -16,7 +16,8 @@
 # pass), `find . -printf` of every stat field cold, and the time from
 # `composefs mount` starting to the first `ls` of the root returning (fresh
 # mount each time). After the runs, the FUSE daemons' peak RSS (VmHWM) after
-# walking and reading everything. Needs root. stdout: the table only.
+# walking and reading everything. The same first `ls` and peak RSS for a
+# 100k-file tree (built once, as an image and an ostree commit). Needs root. stdout: the table only.
 
 set -euo pipefail
 runs=3
@@ -62,6 +63,21 @@ if [ ! -f "$work/.ready" ]; then
     fi
     touch "$work/.ready"
 fi
+# A 100k-file tree (100 directories of 1000 files), as an image and as an
+# ostree commit: mount time must not grow with the tree.
+if [ ! -f "$work/.ready-100k" ]; then
+    big="$work/tree-100k"; rm -rf "$big" "$work/ostree-100k"
+    for d in $(seq -w 0 99); do
+        mkdir -p "$big/d$d"
+        (cd "$big/d$d" && for f in $(seq -w 0 999); do printf '%s/%s\n' "$d" "$f" >"f$f"; done)
+    done
+    "$bin" --repo "$repo" create-image "$big" --name big-image >/dev/null
+    ostree init --repo="$work/ostree-100k" --mode=archive
+    ostree commit --repo="$work/ostree-100k" -b big -s big "$big" >/dev/null
+    "$bin" --repo "$repo" ostree pull "$work/ostree-100k" big >/dev/null
+    rm -rf "$big" "$work/ostree-100k"
+    touch "$work/.ready-100k"
+fi
 kinds=(kernel fuse)
 "$bin" --repo "$repo" ostree list | grep -q '^c1 ' && kinds+=(commit)
 
@@ -70,6 +86,13 @@ mount_kind() { # mount_kind KIND DIR
         kernel) "$bin" --repo "$repo" mount --kernel rootfs "$2" ;;
         fuse) "$bin" --repo "$repo" mount rootfs "$2" ;;
         commit) "$bin" --repo "$repo" mount ostree/c1 "$2" ;;
+    esac
+}
+mount_big() { # mount_big KIND DIR
+    case "$1" in
+        kernel) "$bin" --repo "$repo" mount --kernel big-image "$2" ;;
+        fuse) "$bin" --repo "$repo" mount big-image "$2" ;;
+        commit) "$bin" --repo "$repo" mount ostree/big "$2" ;;
     esac
 }
 cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
@@ -96,12 +119,20 @@ for i in $(seq 1 "$runs"); do
             [ -n "$pid" ] && echo "$k rss_mib $(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status")" >>"$results"
         fi
         "$bin" umount "$m"
+        t0=$(now); mount_big "$k" "$m"; ls "$m" >/dev/null; t1=$(now)
+        echo "$k first_ls_100k $(secs "$t0" "$t1")" >>"$results"
+        if [ "$k" != kernel ] && [ "$i" -eq "$runs" ]; then
+            (cd "$m" && find . -printf '%p %m %U %G %s %n %T@ %i %l\n' | wc -l >/dev/null && tar -cf - . | wc -c >/dev/null)
+            pid=$(pgrep -f -n "composefs --repo $repo mount .* $m\$" || true)
+            [ -n "$pid" ] && echo "$k rss_mib_100k $(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status")" >>"$results"
+        fi
+        "$bin" umount "$m"
         log "run $i $k done"
     done
 done
 
 printf '%-10s' measure; for k in "${kinds[@]}"; do printf ' %10s' "$k"; done; for k in "${kinds[@]:1}"; do printf ' %10s' "$k/kern"; done; echo
-for meas in first_ls tar_cold tar_warm find_cold rss_mib; do
+for meas in first_ls tar_cold tar_warm find_cold rss_mib first_ls_100k rss_mib_100k; do
     printf '%-10s' "$meas"
     declare -A med=()
     for k in "${kinds[@]}"; do

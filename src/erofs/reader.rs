@@ -30,8 +30,9 @@
 //! loop. Errors are returned, never panics.
 
 use std::collections::{HashMap, HashSet};
+
+use crate::util::Bytes;
 use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -121,7 +122,7 @@ pub struct RawDirent {
 
 /// A composefs EROFS image in memory.
 pub struct ErofsImage {
-    data: Vec<u8>,
+    data: Bytes,
     header: ComposefsHeader,
     sb: Superblock,
     meta_start: u64,
@@ -147,6 +148,10 @@ fn show(b: &[u8]) -> String {
 impl ErofsImage {
     /// Check the header and superblock of `data` and wrap it.
     pub fn new(data: Vec<u8>) -> Result<Self> {
+        Self::from_bytes(Bytes::Owned(data))
+    }
+
+    fn from_bytes(data: Bytes) -> Result<Self> {
         let header = ComposefsHeader::decode(&data).context("not a composefs image")?;
         if header.magic != COMPOSEFS_MAGIC {
             bail!("not a composefs image (bad magic {:#x})", header.magic);
@@ -185,12 +190,10 @@ impl ErofsImage {
         Ok(img)
     }
 
-    /// Read a whole image file.
-    pub fn from_file(mut file: File) -> Result<Self> {
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        file.read_to_end(&mut data)?;
-        Self::new(data)
+    /// An image file, mapped: only what is looked at is read, so opening
+    /// costs nothing proportional to the image.
+    pub fn from_file(file: File) -> Result<Self> {
+        Self::from_bytes(Bytes::map(&file).context("cannot map the image")?)
     }
 
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {

@@ -16,7 +16,7 @@ use crate::fsverity::ObjectId;
 use crate::tree::{DirEntry, FileData, Ino, Inode, Kind};
 
 /// Default bound on decoded inodes and listings.
-pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
+pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
 
 /// Default bound on open object files kept between reads.
 pub const DEFAULT_OPEN_OBJECTS: usize = 256;

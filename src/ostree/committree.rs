@@ -44,6 +44,8 @@ struct Listed {
 struct State {
     nodes: Vec<Node>,
     listed: HashMap<Ino, Listed>,
+    /// Subdirectory counts of directories not listed yet.
+    subdirs: HashMap<Ino, u32>,
     /// Checksums the stream lacks, by the node that names them (for the
     /// error message).
     missing: HashMap<Ino, Checksum>,
@@ -270,13 +272,33 @@ impl Tree for CommitTree {
     fn nlink(&self, ino: Ino) -> Result<Option<u64>> {
         match self.node(ino)? {
             Node::File(_) => Ok(Some(1)),
-            Node::Dir { .. } => {
-                let known = self.state().listed.get(&ino).copied();
-                let listed = match known {
-                    Some(l) => l,
-                    None => self.list(ino)?.1,
+            Node::Dir { tree, .. } => {
+                let known = {
+                    let st = self.state();
+                    st.listed
+                        .get(&ino)
+                        .map(|l| l.dirs)
+                        .or_else(|| st.subdirs.get(&ino).copied())
                 };
-                Ok(Some(2 + u64::from(listed.dirs)))
+                let dirs = match known {
+                    Some(n) => n,
+                    None => {
+                        // Count without listing: no inode numbers handed
+                        // out, no lookups of every file (`ls -l` of a
+                        // directory asks this of every subdirectory).
+                        if tree == MISSING {
+                            return Err(self.missing(ino, "dirtree"));
+                        }
+                        let stream = self.stream()?;
+                        let n =
+                            DirTree::count_dirs(stream.metadata_at(tree)?).with_context(|| {
+                                format!("dirtree {}", stream.checksum_at(tree).unwrap_or_default())
+                            })? as u32;
+                        self.state().subdirs.insert(ino, n);
+                        n
+                    }
+                };
+                Ok(Some(2 + u64::from(dirs)))
             }
         }
     }
