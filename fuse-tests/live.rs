@@ -84,6 +84,32 @@ fn whole_repository_live_view() {
         "img/one",
     ]);
 
+    // A name that is both an ostree ref and an image ref is refused; the
+    // view's spellings say which.
+    repo.ok(&["create-image", img_src.to_str().unwrap(), "--name", "main"]);
+    let err = repo.fail(&["ls", "main"]);
+    assert!(
+        err.contains("ostree/main") && err.contains("images/main"),
+        "{err}"
+    );
+    assert!(
+        String::from_utf8(repo.ok(&["ls", "images/main"]))
+            .unwrap()
+            .contains("hello")
+    );
+    assert!(
+        String::from_utf8(repo.ok(&["ls", "ostree/main"]))
+            .unwrap()
+            .contains("big")
+    );
+    let c = format!("commits/{first}");
+    assert!(
+        String::from_utf8(repo.ok(&["ls", &c]))
+            .unwrap()
+            .contains("big")
+    );
+    repo.ok(&["refs", "--delete", "images/refs/main"]);
+
     // No REF: the whole repository.
     let mnt = s.join("mnt");
     let m = Mounted::new(&repo, &[], "", &mnt);

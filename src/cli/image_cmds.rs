@@ -295,21 +295,25 @@ pub fn ls(repo: Option<&Path>, name: &str, path: Option<&str>) -> Result<ExitCod
         (Some((n, p)), None) if !Path::new(name).exists() => (n, p),
         (_, p) => (name, p.unwrap_or("/")),
     };
-    let image = load_image(repo, name);
+    // An image file, else what the name means in the repository; images
+    // show their directories' stored sizes.
+    let image = if Path::new(name).is_file() {
+        Ok(load_image(repo, name)?)
+    } else {
+        let r = open(repo)?;
+        match crate::view::resolve(&r, name)? {
+            crate::view::Source::Image(id) => Ok(ErofsImage::from_file(r.open_object(&id)?)
+                .with_context(|| format!("image {name:?}"))?),
+            source => Err(source.load(&r).with_context(|| format!("{name:?}"))?),
+        }
+    };
     let (tree, dir_size): (Arc<dyn Tree>, Box<DirSize>) = match image {
         Ok(img) => {
             let img = Arc::new(img);
             let sizes = img.clone();
             (img, Box::new(move |i| Ok(sizes.raw_inode(i)?.size)))
         }
-        Err(image_err) if Path::new(name).is_file() => return Err(image_err),
-        Err(image_err) => {
-            let r = open(repo)?;
-            match crate::view::open_tree(&r, name) {
-                Ok(t) => (t, Box::new(|_| Ok(4096))),
-                Err(_) => return Err(image_err),
-            }
-        }
+        Err(tree) => (tree, Box::new(|_| Ok(4096))),
     };
     let ino = tree
         .resolve_path(path.as_bytes())?

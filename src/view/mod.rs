@@ -15,6 +15,7 @@ use crate::ostree::checksum::Checksum;
 use crate::ostree::committree::CommitTree;
 use crate::ostree::resolve::stored_commit;
 use crate::repository::Repository;
+use crate::repository::refs::RefKind;
 use crate::tree::Tree;
 
 pub use repo::RepoView;
@@ -45,19 +46,33 @@ impl Source {
     }
 }
 
-/// What a user's name means: `ostree/NAME` or a stored ostree commit
-/// (name, checksum or unique prefix), else a stored image (ref or digest).
+/// What a user's name means. The spellings of the whole-repository view
+/// name one kind: `ostree/NAME` (an ostree ref), `images/NAME` (an image
+/// ref), `commits/CHECKSUM`. A bare name is a stored ostree commit (ref
+/// name, checksum or unique prefix) or an image (ref or digest); a name
+/// that is both is refused as ambiguous.
 pub fn resolve(r: &Repository, name: &str) -> Result<Source> {
     if let Some(n) = name.strip_prefix("ostree/") {
         return Ok(Source::Commit(stored_commit(r, n)?));
     }
-    let ostree_err = match stored_commit(r, name) {
-        Ok(c) => return Ok(Source::Commit(c)),
-        Err(e) => e,
-    };
-    match r.resolve(crate::repository::refs::RefKind::Image, name) {
-        Ok(res) => Ok(Source::Image(res.id)),
-        Err(image_err) => bail!(
+    if let Some(n) = name.strip_prefix("commits/") {
+        let c = Checksum::from_hex(n).with_context(|| format!("{name:?}: not a full checksum"))?;
+        return Ok(Source::Commit(stored_commit(r, &c.to_hex())?));
+    }
+    if let Some(n) = name.strip_prefix("images/")
+        && let Ok(res) = r.resolve(RefKind::Image, n)
+    {
+        return Ok(Source::Image(res.id));
+    }
+    let commit = stored_commit(r, name);
+    let image = r.resolve(RefKind::Image, name);
+    match (commit, image) {
+        (Ok(c), Ok(_)) => bail!(
+            "{name:?} names both an ostree commit ({c}) and an image: say ostree/{name} or images/{name}"
+        ),
+        (Ok(c), Err(_)) => Ok(Source::Commit(c)),
+        (Err(_), Ok(res)) => Ok(Source::Image(res.id)),
+        (Err(ostree_err), Err(image_err)) => bail!(
             "{name:?} names neither an image nor a stored ostree commit: {image_err:#}; {ostree_err:#}"
         ),
     }
