@@ -145,12 +145,26 @@ fn whole_repository_live_view() {
     );
     single.umount(&repo);
 
+    // A miss in an immutable tree is cached by the kernel, and is still a
+    // miss; a miss above the trees is not cached: the ref can appear.
+    for _ in 0..2 {
+        assert_eq!(
+            errno_of(std::fs::metadata(mnt.join("ostree/main/nothing"))),
+            Some(libc::ENOENT)
+        );
+    }
+    assert_eq!(
+        errno_of(std::fs::metadata(mnt.join("ostree/next"))),
+        Some(libc::ENOENT)
+    );
+
     // A pull that finishes while mounted shows up.
     write(&tree.join("etc/version"), b"2\n");
     write(&tree.join("big"), &pseudo_random(6, 400_000));
     let second = o.commit("next", &tree);
     repo.ok(&["ostree", "pull", &o.path, "next"]);
     assert_eq!(names(&mnt.join("ostree")), ["main", "next"]);
+    assert!(std::fs::metadata(mnt.join("ostree/next/etc/version")).is_ok());
     let mut commits = vec![first.clone(), second.clone()];
     commits.sort();
     assert_eq!(names(&mnt.join("commits")), commits);

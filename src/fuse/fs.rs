@@ -494,6 +494,14 @@ impl Filesystem for TreeFs {
                 }
                 reply.entry(&ttl, &attr, Generation(0))
             }
+            // Absent from an immutable directory: absent for good. Node id
+            // 0 makes the kernel cache the miss (a negative dentry), so
+            // searches along paths (ld.so, $PATH) ask once.
+            Err(Errno::ENOENT) if self.to_tree(parent).is_ok_and(|t| !self.tree.live(t)) => {
+                let mut attr = self.attr(self.root, &Inode::default_dir());
+                attr.ino = INodeNo(0);
+                reply.entry(&TTL, &attr, Generation(0))
+            }
             Err(e) => reply.error(e),
         }
     }

@@ -134,6 +134,18 @@ pub struct Inode {
 }
 
 impl Inode {
+    /// An empty directory owned by root, mode 0555.
+    pub fn default_dir() -> Inode {
+        Inode {
+            stat: Stat {
+                perms: 0o555,
+                ..Stat::default()
+            },
+            kind: Kind::Directory,
+            xattrs: vec![],
+        }
+    }
+
     /// Full `st_mode`: type bits and permissions.
     pub fn st_mode(&self) -> u32 {
         self.kind.format() | (self.stat.perms & mode::PERMS)
