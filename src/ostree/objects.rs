@@ -228,30 +228,29 @@ pub struct DirTree {
     pub dirs: Vec<(String, Checksum, Checksum)>,
 }
 
+fn check_dirtree_size(data: &[u8]) -> Result<()> {
+    if data.len() > MAX_METADATA_SIZE {
+        bail!(
+            "dirtree of {} bytes is larger than the {} byte limit",
+            data.len(),
+            MAX_METADATA_SIZE
+        );
+    }
+    Ok(())
+}
+
 impl DirTree {
     /// How many subdirectories a dirtree names, without decoding it (for
     /// link counts; [`Self::parse`] checks it when it is listed).
     pub fn count_dirs(data: &[u8]) -> Result<usize> {
-        if data.len() > MAX_METADATA_SIZE {
-            bail!(
-                "dirtree of {} bytes is larger than the {} byte limit",
-                data.len(),
-                MAX_METADATA_SIZE
-            );
-        }
+        check_dirtree_size(data)?;
         let v = gv!("(a(say)a(sayay))").from_bytes(data);
         let (_, dirs) = v.to_tuple();
         Ok(dirs.len())
     }
 
     pub fn parse(data: &[u8]) -> Result<DirTree> {
-        if data.len() > MAX_METADATA_SIZE {
-            bail!(
-                "dirtree of {} bytes is larger than the {} byte limit",
-                data.len(),
-                MAX_METADATA_SIZE
-            );
-        }
+        check_dirtree_size(data)?;
         let v = gv!("(a(say)a(sayay))").from_bytes(data);
         let (files, dirs) = v.to_tuple();
         let mut t = DirTree::default();
