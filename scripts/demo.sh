@@ -27,6 +27,7 @@ cleanup() {
     done
   fi
   mountpoint -q "$work/mnt" 2>/dev/null && "$bin" umount "$work/mnt"
+  [ "$keep" -eq 0 ] && mountpoint -q "$work/all" 2>/dev/null && "$bin" umount "$work/all"
   [ "$keep" -eq 1 ] && return
   [ -n "$server" ] && kill "$server" 2>/dev/null
   rm -rf "$work"
@@ -85,7 +86,14 @@ echo "== byte-identical when read back?"
 gzip -dc tests/fixtures/sample.tar.gz | cmp - <("$bin" --repo "$repo" cat sample) && echo "yes"
 echo "== composefs fsck"
 "$bin" --repo "$repo" fsck
+echo "== composefs mount ALL   (the whole repository, live: every ref and commit, no REF given)"
+mkdir -p "$work/all"
+"$bin" --repo "$repo" mount "$work/all"
+for d in ostree ostree/sample images commits; do echo "ALL/$d/: $(ls "$work/all/$d" | tr '\n' ' ')"; done
+echo "ALL/ostree/sample/stable/etc/os-release:"; cat "$work/all/ostree/sample/stable/etc/os-release"
 if [ "$keep" -eq 1 ]; then
-  echo "== the two versions stay mounted: browse $work/v1.0 and $work/v1.1"
-  echo "   unmount with: $bin umount $work/v1.0; $bin umount $work/v1.1"
+  echo "== still mounted: the two versions at $work/v1.0 and $work/v1.1, everything at $work/all"
+  echo "   unmount with: $bin umount $work/v1.0; $bin umount $work/v1.1; $bin umount $work/all"
+else
+  "$bin" umount "$work/all"
 fi
