@@ -15,6 +15,9 @@ PKGS=(
   gpg        # keys and signatures for signed commits
   python3    # `python3 -m http.server` serves ostree repositories in tests
   nginx-light # serves ostree repositories in the pull benchmark
+  skopeo     # builds OCI layouts and archives, pushes them to the registry
+  umoci      # the oracle for OCI images: `umoci unpack`
+  docker-registry # a real OCI registry on 127.0.0.1 for the tests
 )
 
 missing=()
