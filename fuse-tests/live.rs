@@ -113,7 +113,7 @@ fn whole_repository_live_view() {
     // No REF: the whole repository.
     let mnt = s.join("mnt");
     let m = Mounted::new(&repo, &[], "", &mnt);
-    assert_eq!(names(&mnt), ["commits", "images", "ostree"]);
+    assert_eq!(names(&mnt), ["commits", "images", "oci", "ostree"]);
     assert_eq!(names(&mnt.join("ostree")), ["main"]);
     assert_eq!(names(&mnt.join("images")), ["img"]);
     assert_eq!(names(&mnt.join("images/img")), ["one"]);

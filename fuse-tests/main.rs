@@ -10,6 +10,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod live;
+mod oci;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;

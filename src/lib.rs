@@ -18,6 +18,7 @@ pub mod fuse;
 pub mod hashtee;
 pub mod importdir;
 pub mod mount;
+pub mod oci;
 pub mod ostree;
 pub mod repository;
 pub mod splitstream;

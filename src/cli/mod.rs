@@ -4,6 +4,7 @@
 mod fuse_cmds;
 mod image_cmds;
 mod measure;
+mod oci_cmds;
 mod ostree_cmds;
 mod progress;
 mod repo_cmds;
@@ -108,6 +109,9 @@ enum Command {
     /// Pull ostree commits, list them, build images of them
     #[command(subcommand)]
     Ostree(ostree_cmds::OstreeCommand),
+    /// Pull OCI images (registries, layouts, archives), list, inspect, image them
+    #[command(subcommand)]
+    Oci(oci_cmds::OciCommand),
     /// Unmount a mount made by `composefs mount` (kernel or FUSE)
     Umount { mountpoint: PathBuf },
 }
@@ -167,5 +171,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mount(args) => fuse_cmds::mount(repo, &args),
         Command::Umount { mountpoint } => image_cmds::umount(&mountpoint),
         Command::Ostree(cmd) => ostree_cmds::run(repo, cmd),
+        Command::Oci(cmd) => oci_cmds::run(repo, cmd),
     }
 }

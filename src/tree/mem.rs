@@ -13,9 +13,20 @@ pub struct MemTree {
     root: Ino,
     inodes: Vec<Arc<Inode>>,
     dirs: HashMap<Ino, Arc<[DirEntry]>>,
+    /// Link counts, counted on first use.
+    nlinks: std::sync::OnceLock<HashMap<Ino, u64>>,
 }
 
 impl Tree for MemTree {
+    /// Counted once over the whole tree, on first use.
+    fn nlink(&self, ino: Ino) -> Result<Option<u64>> {
+        if self.nlinks.get().is_none() {
+            let counts = super::link_counts(self)?;
+            let _ = self.nlinks.set(counts);
+        }
+        Ok(self.nlinks.get().and_then(|m| m.get(&ino).copied()))
+    }
+
     fn root(&self) -> Ino {
         self.root
     }
@@ -152,6 +163,7 @@ impl MemTreeBuilder {
                 .into_iter()
                 .map(|(k, v)| (k, Arc::from(v)))
                 .collect(),
+            nlinks: std::sync::OnceLock::new(),
         })
     }
 }

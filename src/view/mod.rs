@@ -27,6 +27,8 @@ pub enum Source {
     Commit(Checksum),
     /// A composefs image (`images/<digest>`).
     Image(ObjectId),
+    /// A pulled OCI image, by its manifest stream: its layers merged.
+    Oci(ObjectId),
 }
 
 impl Source {
@@ -36,6 +38,13 @@ impl Source {
             Source::Commit(c) => Ok(Arc::new(
                 CommitTree::open(r, c).with_context(|| format!("ostree commit {c}"))?,
             )),
+            Source::Oci(id) => {
+                let img = crate::oci::store::StoredImage::from_stream(r, id)
+                    .with_context(|| format!("OCI image {id}"))?;
+                Ok(Arc::new(img.tree(r).with_context(|| {
+                    format!("OCI image {}", img.manifest_digest)
+                })?))
+            }
             Source::Image(id) => {
                 let f = r.open_object(id).with_context(|| format!("image {id}"))?;
                 Ok(Arc::new(
@@ -48,12 +57,16 @@ impl Source {
 
 /// What a user's name means. The spellings of the whole-repository view
 /// name one kind: `ostree/NAME` (an ostree ref), `images/NAME` (an image
-/// ref), `commits/CHECKSUM`. A bare name is a stored ostree commit (ref
-/// name, checksum or unique prefix) or an image (ref or digest); a name
-/// that is both is refused as ambiguous.
+/// ref), `oci/NAME` (a pulled OCI image), `commits/CHECKSUM`. A bare name
+/// is a stored ostree commit (ref name, checksum or unique prefix), an
+/// image (ref or digest) or a pulled OCI image; a name that is more than
+/// one is refused as ambiguous.
 pub fn resolve(r: &Repository, name: &str) -> Result<Source> {
     if let Some(n) = name.strip_prefix("ostree/") {
         return Ok(Source::Commit(stored_commit(r, n)?));
+    }
+    if let Some(n) = name.strip_prefix("oci/") {
+        return Ok(Source::Oci(crate::oci::store::manifest_stream(r, n)?));
     }
     if let Some(n) = name.strip_prefix("commits/") {
         let c = Checksum::from_hex(n).with_context(|| format!("{name:?}: not a full checksum"))?;
@@ -63,6 +76,14 @@ pub fn resolve(r: &Repository, name: &str) -> Result<Source> {
         && let Ok(res) = r.resolve(RefKind::Image, n)
     {
         return Ok(Source::Image(res.id));
+    }
+    if let Ok(id) = crate::oci::store::manifest_stream(r, name) {
+        if stored_commit(r, name).is_ok() || r.resolve(RefKind::Image, name).is_ok() {
+            bail!(
+                "{name:?} names an OCI image and something else: say oci/{name}, ostree/{name} or images/{name}"
+            );
+        }
+        return Ok(Source::Oci(id));
     }
     let commit = stored_commit(r, name);
     let image = r.resolve(RefKind::Image, name);

@@ -4,6 +4,8 @@
 //! /ostree/<ref>/      each ostree ref (`streams/refs/ostree/…`; a ref
 //!                     `a/b` is directory `a` holding `b`)
 //! /images/<ref>/      each image ref (`images/refs/…`)
+//! /oci/<name>/        each pulled OCI image (`streams/refs/oci/…`), its
+//!                     layers merged
 //! /commits/<sha256>/  every stored ostree commit
 //! ```
 //!
@@ -51,6 +53,7 @@ const WARM_TREES: usize = 4;
 enum RefNs {
     Ostree,
     Images,
+    Oci,
 }
 
 /// A directory above the trees.
@@ -181,6 +184,7 @@ impl RepoView {
             Dir::Root => p.to_path_buf(),
             Dir::Refs(RefNs::Ostree, prefix) => p.join("streams/refs/ostree").join(prefix),
             Dir::Refs(RefNs::Images, prefix) => p.join("images/refs").join(prefix),
+            Dir::Refs(RefNs::Oci, prefix) => p.join("streams/refs/oci").join(prefix),
             Dir::Commits => p.join("streams"),
         }
     }
@@ -210,6 +214,9 @@ impl RepoView {
             RefNs::Images => Ok(Some(Source::Image(
                 self.repo.resolve(RefKind::Image, name)?.id,
             ))),
+            RefNs::Oci => Ok(crate::oci::store::manifest_stream(&self.repo, name)
+                .ok()
+                .map(Source::Oci)),
         }
     }
 
@@ -220,6 +227,7 @@ impl RepoView {
                 "ostree" => Some(Found::Dir(Dir::Refs(RefNs::Ostree, String::new()))),
                 "images" => Some(Found::Dir(Dir::Refs(RefNs::Images, String::new()))),
                 "commits" => Some(Found::Dir(Dir::Commits)),
+                "oci" => Some(Found::Dir(Dir::Refs(RefNs::Oci, String::new()))),
                 _ => None,
             },
             Dir::Refs(ns, prefix) => {
@@ -259,7 +267,12 @@ impl RepoView {
     /// Every name in a live directory, sorted.
     fn names(&self, d: &Dir) -> Result<Vec<String>> {
         let mut out = match d {
-            Dir::Root => vec!["commits".into(), "images".into(), "ostree".into()],
+            Dir::Root => vec![
+                "commits".into(),
+                "images".into(),
+                "oci".into(),
+                "ostree".into(),
+            ],
             Dir::Refs(..) => {
                 let path = self.backing(d);
                 match std::fs::read_dir(&path) {

@@ -1,0 +1,236 @@
+//! `composefs oci …`: pull, list, inspect, image and remove OCI images.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+
+use super::image_cmds::version;
+use super::repo_cmds::open;
+use crate::erofs::writer::{WriteOptions, write_image_with};
+use crate::oci::layout::{DockerArchive, Layout};
+use crate::oci::pull::{REF_PREFIX, host_platform, parse_platform, pull};
+use crate::oci::reference::ImageRef;
+use crate::oci::source::ImageSource;
+use crate::oci::store::{StoredImage, list};
+use crate::repository::RefKind;
+use crate::util::human_bytes;
+
+#[derive(Subcommand, Debug)]
+pub enum OciCommand {
+    /// Pull an image: docker://[registry/]name[:tag|@digest] (or without
+    /// docker://), oci:DIR[:tag], oci-archive:FILE[:tag], docker-archive:FILE
+    Pull {
+        image: String,
+        /// Store as oci/NAME (default: registry/repository:tag, or the
+        /// layout's or archive's name and tag)
+        #[arg(long)]
+        name: Option<String>,
+        /// os/arch[/variant] to pick from a multi-platform image (default:
+        /// this machine's)
+        #[arg(long)]
+        platform: Option<String>,
+        /// Plain HTTP (always for 127.0.0.1 and localhost)
+        #[arg(long)]
+        insecure: bool,
+        /// Registry credentials (default: $REGISTRY_AUTH_FILE,
+        /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
+    },
+    /// List pulled images: name, manifest digest, size, created, layers
+    Images,
+    /// Print a pulled image's config (default) or manifest, as stored
+    Inspect {
+        name: String,
+        #[arg(long, conflicts_with = "manifest")]
+        config: bool,
+        #[arg(long)]
+        manifest: bool,
+    },
+    /// Build a composefs image of a pulled image's merged layers
+    CreateImage {
+        name: String,
+        /// Store it as images/refs/N
+        #[arg(long, value_name = "N")]
+        image_name: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        min_version: u32,
+    },
+    /// Forget pulled images (their ref; `gc` frees what only they used)
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+pub fn run(repo: Option<&Path>, cmd: OciCommand) -> Result<ExitCode> {
+    match cmd {
+        OciCommand::Pull {
+            image,
+            name,
+            platform,
+            insecure,
+            authfile,
+        } => pull_cmd(
+            repo,
+            &image,
+            name.as_deref(),
+            platform.as_deref(),
+            insecure,
+            authfile,
+        ),
+        OciCommand::Images => images(repo),
+        OciCommand::Inspect { name, manifest, .. } => inspect(repo, &name, manifest),
+        OciCommand::CreateImage {
+            name,
+            image_name,
+            min_version,
+        } => create_image(repo, &name, image_name.as_deref(), min_version),
+        OciCommand::Rm { names } => rm(repo, &names),
+    }
+}
+
+/// The source a reference names, and the tag or digest to ask it for.
+fn open_source(
+    r: &ImageRef,
+    insecure: bool,
+    authfile: Option<PathBuf>,
+) -> Result<(Box<dyn ImageSource>, String)> {
+    Ok(match r {
+        ImageRef::Layout { dir, tag } => {
+            (Box::new(Layout::dir(dir, tag.as_deref())?), String::new())
+        }
+        ImageRef::OciArchive { file, tag } => (
+            Box::new(Layout::archive(file, tag.as_deref())?),
+            String::new(),
+        ),
+        ImageRef::DockerArchive { file } => (Box::new(DockerArchive::open(file)?), String::new()),
+        ImageRef::Registry {
+            host,
+            repository,
+            reference,
+        } => {
+            let opts = crate::oci::registry::RegistryOptions {
+                insecure,
+                auth_file: authfile,
+                ..Default::default()
+            };
+            (
+                Box::new(crate::oci::registry::Registry::new(
+                    host, repository, &opts,
+                )?),
+                reference.clone(),
+            )
+        }
+    })
+}
+
+fn pull_cmd(
+    repo: Option<&Path>,
+    image: &str,
+    name: Option<&str>,
+    platform: Option<&str>,
+    insecure: bool,
+    authfile: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let r = open(repo)?;
+    let iref = ImageRef::parse(image)?;
+    let name = name.map_or_else(|| iref.default_name(), str::to_string);
+    let platform = match platform {
+        Some(p) => parse_platform(p)?,
+        None => host_platform(),
+    };
+    let (src, reference) = open_source(&iref, insecure, authfile)?;
+    let bar = super::progress::bytes(None, &format!("pulling {iref}"));
+    let t0 = Instant::now();
+    let report = pull(&r, src.as_ref(), &reference, &name, &platform, &|n| {
+        bar.inc(n)
+    })
+    .with_context(|| format!("cannot pull {iref}"))?;
+    bar.finish_and_clear();
+    writeln!(
+        std::io::stdout(),
+        "{} oci/{}: fetched {} layers ({}), reused {}, {:.2}s",
+        report.manifest,
+        report.name,
+        report.layers_fetched,
+        human_bytes(report.bytes),
+        report.layers_reused,
+        t0.elapsed().as_secs_f64()
+    )
+    .context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn images(repo: Option<&Path>) -> Result<ExitCode> {
+    let r = open(repo)?;
+    let mut out = std::io::stdout().lock();
+    for (name, img) in list(&r)? {
+        match img {
+            Ok(i) => writeln!(
+                out,
+                "{name}\t{}\t{}\t{}\t{} layers",
+                i.manifest_digest,
+                human_bytes(i.size()),
+                i.config.created.as_deref().unwrap_or("-"),
+                i.layers.len()
+            )?,
+            Err(e) => writeln!(out, "{name}\t(broken: {e:#})")?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(repo: Option<&Path>, name: &str, manifest: bool) -> Result<ExitCode> {
+    let r = open(repo)?;
+    let img = StoredImage::open(&r, name)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(if manifest {
+        &img.manifest_bytes
+    } else {
+        &img.config_bytes
+    })?;
+    writeln!(out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn create_image(
+    repo: Option<&Path>,
+    name: &str,
+    image_name: Option<&str>,
+    min_version: u32,
+) -> Result<ExitCode> {
+    let r = open(repo)?;
+    r.ensure_writable()?;
+    if let Some(n) = image_name {
+        crate::repository::validate_ref_name(n)?;
+    }
+    let img = StoredImage::open(&r, name)?;
+    let tree = img
+        .tree(&r)
+        .with_context(|| format!("OCI image {name:?}"))?;
+    let mut image = Vec::new();
+    write_image_with(
+        &tree,
+        &WriteOptions::version(version(min_version, "--min-version")?),
+        &mut image,
+    )?;
+    let id = r.commit_image(&image[..], image_name)?;
+    writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rm(repo: Option<&Path>, names: &[String]) -> Result<ExitCode> {
+    let r = open(repo)?;
+    for n in names {
+        crate::oci::store::manifest_stream(&r, n)?;
+    }
+    for n in names {
+        r.remove_ref(RefKind::Stream, &format!("{REF_PREFIX}{n}"))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

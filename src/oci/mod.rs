@@ -1,0 +1,23 @@
+//! OCI images: references in the transports people type, the image-spec
+//! documents, where blobs come from (registries, layouts, archives), the
+//! pull that stores them as splitstreams, and the merged tree of an
+//! image's layers.
+//!
+//! - [`reference`]: `docker://…`, `oci:DIR[:tag]`, `oci-archive:FILE[:tag]`,
+//!   `docker-archive:FILE`.
+//! - [`spec`]: manifests, indexes, configs, digests, media types.
+//! - [`source`]: the [`source::ImageSource`] trait every transport implements.
+//! - [`registry`]: the distribution-spec client; [`layout`]: OCI layouts,
+//!   `oci-archive` and `docker-archive` files.
+//! - [`pull`]: verify and store an image as splitstreams under `oci/NAME`.
+//! - [`merge`]: layers (stored tar splitstreams) → one tree; [`store`]:
+//!   pulled images read back.
+
+pub mod layout;
+pub mod merge;
+pub mod pull;
+pub mod reference;
+pub mod registry;
+pub mod source;
+pub mod spec;
+pub mod store;

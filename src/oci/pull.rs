@@ -1,0 +1,375 @@
+//! Pulling an image into the repository, from any [`ImageSource`].
+//!
+//! The manifest (through an index, by platform) and the config are
+//! fetched and checked against their digests; each layer not stored yet is
+//! streamed through its blob digest, decompressed, and split into a tar
+//! splitstream (`oci-layer-sha256:<diff_id>`, contents as shared objects);
+//! its diff_id must be the config's. Only then is the layer's stream
+//! named. The config and the manifest become streams too
+//! (`oci-config-sha256:…` naming its layers, `oci-manifest-sha256:…`
+//! naming its config), and the ref `streams/refs/oci/NAME` names the
+//! manifest: `gc` keeps what a ref reaches, and a failed pull publishes
+//! no ref.
+
+use std::cell::RefCell;
+use std::io::{self, Read};
+use std::rc::Rc;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest as _, Sha256};
+
+use super::source::ImageSource;
+use super::spec::{self, Descriptor, Digest, ImageConfig, Index, Manifest, Platform};
+use crate::fsverity::ObjectId;
+use crate::repository::{RefKind, Repository};
+use crate::splitstream::content_type;
+
+/// The ref namespace of pulled images: `streams/refs/oci/NAME`.
+pub const REF_PREFIX: &str = "oci/";
+
+/// At most this many layers in one image.
+const MAX_LAYERS: usize = 4096;
+
+pub fn layer_id(diff_id: &Digest) -> String {
+    format!("oci-layer-{diff_id}")
+}
+
+pub fn config_id(d: &Digest) -> String {
+    format!("oci-config-{d}")
+}
+
+pub fn manifest_id(d: &Digest) -> String {
+    format!("oci-manifest-{d}")
+}
+
+/// The platform of this machine, as OCI names it.
+pub fn host_platform() -> Platform {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    Platform {
+        architecture: arch.into(),
+        os: "linux".into(),
+        variant: None,
+    }
+}
+
+/// Parse `os/arch[/variant]`.
+pub fn parse_platform(s: &str) -> Result<Platform> {
+    let parts: Vec<&str> = s.split('/').collect();
+    match parts.as_slice() {
+        [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+            os: os.to_string(),
+            architecture: arch.to_string(),
+            variant: None,
+        }),
+        [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => Ok(Platform {
+            os: os.to_string(),
+            architecture: arch.to_string(),
+            variant: Some(v.to_string()),
+        }),
+        _ => bail!("platform {s:?}: expected os/arch[/variant], e.g. linux/amd64"),
+    }
+}
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct PullReport {
+    pub name: String,
+    pub manifest: Digest,
+    pub layers_fetched: usize,
+    pub layers_reused: usize,
+    /// Blob bytes downloaded (compressed).
+    pub bytes: u64,
+}
+
+/// A reader that digests what passes through it, shared so that the rest
+/// can be drained after the consumer stopped.
+struct Verifier<'a> {
+    inner: Box<dyn Read + Send + 'a>,
+    hasher: Sha256,
+    count: u64,
+}
+
+#[derive(Clone)]
+struct Shared<'a>(Rc<RefCell<Verifier<'a>>>);
+
+impl Read for Shared<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut v = self.0.borrow_mut();
+        let n = v.inner.read(buf)?;
+        v.hasher.update(&buf[..n]);
+        v.count += n as u64;
+        Ok(n)
+    }
+}
+
+impl Shared<'_> {
+    /// Read what is left, then check size and digest.
+    fn finish(&mut self, want: &Descriptor, what: &str) -> Result<()> {
+        io::copy(self, &mut io::sink()).with_context(|| format!("cannot read {what}"))?;
+        let v = self.0.borrow();
+        if v.count != want.size {
+            bail!("{what}: {} bytes, the manifest says {}", v.count, want.size);
+        }
+        let got = format!("sha256:{}", hex::encode(v.hasher.clone().finalize()));
+        if got != want.digest.as_str() {
+            bail!(
+                "{what} is corrupt: its content digests to {got}, not {}",
+                want.digest
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A whole small blob (a config), checked.
+fn fetch_document(src: &dyn ImageSource, d: &Descriptor, what: &str) -> Result<Vec<u8>> {
+    if d.size > super::layout::MAX_DOCUMENT {
+        bail!("{what} is {} bytes: too large", d.size);
+    }
+    let mut r = Shared(Rc::new(RefCell::new(Verifier {
+        inner: src.blob(&d.digest, d.size)?,
+        hasher: Sha256::new(),
+        count: 0,
+    })));
+    let mut bytes = Vec::new();
+    (&mut r)
+        .take(d.size + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {what}"))?;
+    r.finish(d, what)?;
+    Ok(bytes)
+}
+
+fn platform_matches(p: &Platform, want: &Platform) -> bool {
+    p.os == want.os
+        && p.architecture == want.architecture
+        && (want.variant.is_none() || p.variant == want.variant)
+}
+
+/// The image manifest a reference names, through an index by platform;
+/// with its digest.
+pub fn resolve_manifest(
+    src: &dyn ImageSource,
+    reference: &str,
+    platform: &Platform,
+) -> Result<(Digest, Vec<u8>, Manifest)> {
+    let mut fetched = src.manifest(reference)?;
+    let mut digest = Digest::of(&fetched.bytes);
+    if let Ok(d) = Digest::parse(reference)
+        && d != digest
+    {
+        bail!("{}: the manifest {d} digests to {digest}", src.describe());
+    }
+    for _ in 0..4 {
+        if !spec::is_index(&fetched.media_type) {
+            let m: Manifest = serde_json::from_slice(&fetched.bytes).with_context(|| {
+                format!(
+                    "{}: manifest {digest} is not an image manifest",
+                    src.describe()
+                )
+            })?;
+            if m.layers.len() > MAX_LAYERS {
+                bail!(
+                    "{}: manifest {digest} has {} layers",
+                    src.describe(),
+                    m.layers.len()
+                );
+            }
+            if !matches!(
+                m.config.media_type.as_str(),
+                spec::OCI_CONFIG | spec::DOCKER_CONFIG
+            ) {
+                bail!(
+                    "{}: manifest {digest}: unsupported config media type {:?}",
+                    src.describe(),
+                    m.config.media_type
+                );
+            }
+            return Ok((digest, fetched.bytes, m));
+        }
+        let index: Index = serde_json::from_slice(&fetched.bytes)
+            .with_context(|| format!("{}: index {digest} is not an image index", src.describe()))?;
+        let Some(d) = index.manifests.iter().find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| platform_matches(p, platform))
+        }) else {
+            let offered: Vec<String> = index
+                .manifests
+                .iter()
+                .filter_map(|d| d.platform.as_ref())
+                .map(|p| match &p.variant {
+                    Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                    None => format!("{}/{}", p.os, p.architecture),
+                })
+                .collect();
+            bail!(
+                "{}: no image for {}/{} (offered: {})",
+                src.describe(),
+                platform.os,
+                platform.architecture,
+                offered.join(", ")
+            );
+        };
+        let want = d.digest.clone();
+        fetched = src.manifest(want.as_str())?;
+        digest = Digest::of(&fetched.bytes);
+        if digest != want {
+            bail!("{}: manifest {want} digests to {digest}", src.describe());
+        }
+    }
+    bail!("{}: indexes nested too deep", src.describe())
+}
+
+fn stored(repo: &Repository, content_id: &str) -> Option<ObjectId> {
+    repo.entry_object(RefKind::Stream, content_id).ok()
+}
+
+/// Download, verify and store one layer; its stream object.
+fn pull_layer(
+    repo: &Repository,
+    src: &dyn ImageSource,
+    d: &Descriptor,
+    diff_id: &Digest,
+    what: &str,
+    progress: &dyn Fn(u64),
+) -> Result<ObjectId> {
+    spec::layer_compression(&d.media_type).with_context(|| what.to_string())?;
+    let mut raw = Shared(Rc::new(RefCell::new(Verifier {
+        inner: src.blob(&d.digest, d.size)?,
+        hasher: Sha256::new(),
+        count: 0,
+    })));
+    let counted = Progress {
+        inner: raw.clone(),
+        progress,
+        seen: 0,
+    };
+    // By magic, not by media type: what the bytes are decides.
+    let (_, tar) =
+        crate::compression::decompress(counted).with_context(|| format!("cannot read {what}"))?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut writer = repo
+        .stream_writer(content_type::OCI_LAYER)?
+        .parallel(threads)?;
+    let summary = crate::tarsplit::split(tar, &mut writer, |_| {})
+        .with_context(|| format!("cannot import {what}"))?;
+    raw.finish(d, what)?;
+    if summary.diff_id() != diff_id.as_str() {
+        bail!(
+            "{what}: the uncompressed layer digests to {}, the config says {diff_id}",
+            summary.diff_id()
+        );
+    }
+    let id = writer
+        .finish()
+        .with_context(|| format!("cannot store {what}"))?;
+    repo.link_entry(RefKind::Stream, &layer_id(diff_id), &id)?;
+    Ok(id)
+}
+
+struct Progress<'p, R> {
+    inner: R,
+    progress: &'p dyn Fn(u64),
+    seen: u64,
+}
+
+impl<R: Read> Read for Progress<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen += n as u64;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+}
+
+/// Pull the image `reference` (a tag, a digest, or "" for the source's
+/// own) names, storing it as `oci/NAME`. `progress` gets blob bytes as
+/// they arrive.
+pub fn pull(
+    repo: &Repository,
+    src: &dyn ImageSource,
+    reference: &str,
+    name: &str,
+    platform: &Platform,
+    progress: &dyn Fn(u64),
+) -> Result<PullReport> {
+    repo.ensure_writable()?;
+    let ref_name = format!("{REF_PREFIX}{name}");
+    crate::repository::refs::validate_ref_name(&ref_name)?;
+    let (digest, manifest_bytes, manifest) = resolve_manifest(src, reference, platform)?;
+    let mut report = PullReport {
+        name: name.to_string(),
+        manifest: digest.clone(),
+        layers_fetched: 0,
+        layers_reused: 0,
+        bytes: 0,
+    };
+    let mid = manifest_id(&digest);
+    if stored(repo, &mid).is_some() {
+        report.layers_reused = manifest.layers.len();
+        repo.sync()?;
+        repo.set_ref(RefKind::Stream, &ref_name, &mid)?;
+        return Ok(report);
+    }
+    let what_config = format!("{}: config {}", src.describe(), manifest.config.digest);
+    let config_bytes = fetch_document(src, &manifest.config, &what_config)?;
+    let config: ImageConfig = serde_json::from_slice(&config_bytes)
+        .with_context(|| format!("{what_config} is not an image config"))?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        bail!(
+            "{}: manifest {digest} has {} layers but its config lists {} diff_ids",
+            src.describe(),
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        );
+    }
+
+    let layers = repo.with_flusher(|| -> Result<Vec<ObjectId>> {
+        let mut ids = Vec::new();
+        for (i, (d, diff_id)) in manifest
+            .layers
+            .iter()
+            .zip(&config.rootfs.diff_ids)
+            .enumerate()
+        {
+            if let Some(id) = stored(repo, &layer_id(diff_id)) {
+                report.layers_reused += 1;
+                ids.push(id);
+                continue;
+            }
+            let what = format!("{}: layer {} ({})", src.describe(), i + 1, d.digest);
+            ids.push(pull_layer(repo, src, d, diff_id, &what, progress)?);
+            report.layers_fetched += 1;
+            report.bytes += d.size;
+        }
+        Ok(ids)
+    })?;
+
+    let mut w = repo.stream_writer(content_type::OCI_CONFIG)?;
+    w.write_inline(&config_bytes)?;
+    for (diff_id, id) in config.rootfs.diff_ids.iter().zip(&layers) {
+        w.add_named_ref(diff_id.as_str(), *id)?;
+    }
+    let config_stream = w.finish()?;
+    repo.link_entry(
+        RefKind::Stream,
+        &config_id(&manifest.config.digest),
+        &config_stream,
+    )?;
+
+    let mut w = repo.stream_writer(content_type::OCI_MANIFEST)?;
+    w.write_inline(&manifest_bytes)?;
+    w.add_named_ref(manifest.config.digest.as_str(), config_stream)?;
+    let manifest_stream = w.finish()?;
+    repo.link_entry(RefKind::Stream, &mid, &manifest_stream)?;
+    repo.sync()?;
+    repo.set_ref(RefKind::Stream, &ref_name, &mid)?;
+    Ok(report)
+}

@@ -1,0 +1,302 @@
+//! Image references in the transports skopeo and podman users type:
+//! `docker://[registry/]name[:tag|@digest]` (also without `docker://`),
+//! `oci:DIR[:tag]`, `oci-archive:FILE[:tag]`, `docker-archive:FILE`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+
+use super::spec::Digest;
+
+/// Docker Hub, as docker and podman spell it.
+pub const DOCKER_HUB: &str = "docker.io";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageRef {
+    Registry {
+        /// `host[:port]`.
+        host: String,
+        /// `library/debian`, `org/app`.
+        repository: String,
+        /// A tag or a digest (`sha256:…`).
+        reference: String,
+    },
+    Layout {
+        dir: PathBuf,
+        tag: Option<String>,
+    },
+    OciArchive {
+        file: PathBuf,
+        tag: Option<String>,
+    },
+    DockerArchive {
+        file: PathBuf,
+    },
+}
+
+/// A tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}` (distribution spec).
+pub fn is_tag(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// `PATH[:tag]`: the part after the last `:` is a tag if it looks like one.
+fn path_and_tag(s: &str) -> (PathBuf, Option<String>) {
+    match s.rsplit_once(':') {
+        Some((p, t)) if !p.is_empty() && is_tag(t) => (PathBuf::from(p), Some(t.to_string())),
+        _ => (PathBuf::from(s), None),
+    }
+}
+
+impl ImageRef {
+    pub fn parse(s: &str) -> Result<ImageRef> {
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (dir, tag) = path_and_tag(rest);
+            return Ok(ImageRef::Layout { dir, tag });
+        }
+        if let Some(rest) = s.strip_prefix("oci-archive:") {
+            let (file, tag) = path_and_tag(rest);
+            return Ok(ImageRef::OciArchive { file, tag });
+        }
+        if let Some(rest) = s.strip_prefix("docker-archive:") {
+            if rest.is_empty() {
+                bail!("{s:?}: docker-archive needs a file");
+            }
+            return Ok(ImageRef::DockerArchive {
+                file: PathBuf::from(rest),
+            });
+        }
+        let rest = s.strip_prefix("docker://").unwrap_or(s);
+        if let Some((transport, _)) = rest.split_once(':')
+            && !transport.contains(['/', '.'])
+            && matches!(
+                transport,
+                "containers-storage" | "dir" | "docker-daemon" | "ostree" | "sif"
+            )
+        {
+            bail!(
+                "{s:?}: the {transport} transport is not supported (use docker://, oci:, oci-archive: or docker-archive:)"
+            );
+        }
+        Self::parse_docker(rest).map_err(|e| e.context(format!("image reference {s:?}")))
+    }
+
+    /// `[registry/]name[:tag][@digest]` with Docker Hub's defaults.
+    fn parse_docker(s: &str) -> Result<ImageRef> {
+        if s.is_empty() {
+            bail!("empty image name");
+        }
+        // `name[:tag]` then `@digest`; the digest wins over a tag, as in
+        // docker. A `:` after the last `/` starts the tag (before it, a port).
+        let (named, digest) = match s.split_once('@') {
+            Some((n, d)) => (n, Some(Digest::parse(d)?.to_string())),
+            None => (s, None),
+        };
+        let last = named.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match named[last..].rfind(':') {
+            Some(i) => {
+                let tag = &named[last + i + 1..];
+                if !is_tag(tag) {
+                    bail!("malformed tag {tag:?}");
+                }
+                (&named[..last + i], Some(tag.to_string()))
+            }
+            None => (named, None),
+        };
+        let reference = digest.or(tag).unwrap_or_else(|| "latest".to_string());
+        let (host, repository) = match name.split_once('/') {
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (first.to_string(), rest.to_string())
+            }
+            _ => (DOCKER_HUB.to_string(), name.to_string()),
+        };
+        let repository = if host == DOCKER_HUB && !repository.contains('/') {
+            format!("library/{repository}")
+        } else {
+            repository
+        };
+        if repository.is_empty()
+            || !repository.split('/').all(|c| {
+                !c.is_empty()
+                    && c.bytes().all(|b| {
+                        b.is_ascii_lowercase()
+                            || b.is_ascii_digit()
+                            || matches!(b, b'.' | b'_' | b'-')
+                    })
+            })
+        {
+            bail!(
+                "malformed repository name {repository:?} (lowercase letters, digits, '.', '_', '-', '/')"
+            );
+        }
+        Ok(ImageRef::Registry {
+            host,
+            repository,
+            reference,
+        })
+    }
+
+    /// The name an image is stored under unless the user gives one:
+    /// `host/repository:tag` (or `@digest`) for registries, the tag or the
+    /// file name for layouts and archives.
+    pub fn default_name(&self) -> String {
+        let stem = |p: &PathBuf| {
+            p.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "image".into())
+        };
+        match self {
+            ImageRef::Registry {
+                host,
+                repository,
+                reference,
+            } => {
+                let sep = if reference.starts_with("sha256:") {
+                    '@'
+                } else {
+                    ':'
+                };
+                format!("{host}/{repository}{sep}{reference}")
+            }
+            ImageRef::Layout { dir, tag } => match tag {
+                Some(t) => format!("{}:{t}", stem(dir)),
+                None => stem(dir),
+            },
+            ImageRef::OciArchive { file, tag } => match tag {
+                Some(t) => format!("{}:{t}", stem(file)),
+                None => stem(file),
+            },
+            ImageRef::DockerArchive { file } => stem(file),
+        }
+    }
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageRef::Registry {
+                host,
+                repository,
+                reference,
+            } => {
+                let sep = if reference.starts_with("sha256:") {
+                    '@'
+                } else {
+                    ':'
+                };
+                write!(f, "docker://{host}/{repository}{sep}{reference}")
+            }
+            ImageRef::Layout { dir, tag } => {
+                write!(f, "oci:{}", dir.display())?;
+                tag.as_ref().map_or(Ok(()), |t| write!(f, ":{t}"))
+            }
+            ImageRef::OciArchive { file, tag } => {
+                write!(f, "oci-archive:{}", file.display())?;
+                tag.as_ref().map_or(Ok(()), |t| write!(f, ":{t}"))
+            }
+            ImageRef::DockerArchive { file } => write!(f, "docker-archive:{}", file.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(s: &str) -> (String, String, String) {
+        match ImageRef::parse(s).unwrap() {
+            ImageRef::Registry {
+                host,
+                repository,
+                reference,
+            } => (host, repository, reference),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn docker_defaults() {
+        let t = |h: &str, r: &str, x: &str| (h.to_string(), r.to_string(), x.to_string());
+        assert_eq!(reg("debian"), t("docker.io", "library/debian", "latest"));
+        assert_eq!(
+            reg("docker://debian:12"),
+            t("docker.io", "library/debian", "12")
+        );
+        assert_eq!(reg("user/app:1.0"), t("docker.io", "user/app", "1.0"));
+        assert_eq!(reg("quay.io/org/app"), t("quay.io", "org/app", "latest"));
+        assert_eq!(
+            reg("docker://127.0.0.1:5000/test/img:t"),
+            t("127.0.0.1:5000", "test/img", "t")
+        );
+        assert_eq!(reg("localhost/img"), t("localhost", "img", "latest"));
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(
+            reg(&format!("debian@{d}")),
+            t("docker.io", "library/debian", d)
+        );
+        assert_eq!(
+            reg(&format!("debian:12@{d}")),
+            t("docker.io", "library/debian", d)
+        );
+        assert_eq!(
+            reg(&format!("127.0.0.1:5000/img@{d}")),
+            t("127.0.0.1:5000", "img", d)
+        );
+        for bad in [
+            "",
+            "Debian",
+            "debian:",
+            "debian@sha256:xyz",
+            "a//b",
+            "dir:/tmp/x",
+        ] {
+            assert!(ImageRef::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn layouts_and_archives() {
+        assert_eq!(
+            ImageRef::parse("oci:/tmp/l:v1").unwrap(),
+            ImageRef::Layout {
+                dir: "/tmp/l".into(),
+                tag: Some("v1".into())
+            }
+        );
+        assert_eq!(
+            ImageRef::parse("oci:/tmp/l").unwrap(),
+            ImageRef::Layout {
+                dir: "/tmp/l".into(),
+                tag: None
+            }
+        );
+        assert_eq!(
+            ImageRef::parse("oci-archive:x.tar:latest").unwrap(),
+            ImageRef::OciArchive {
+                file: "x.tar".into(),
+                tag: Some("latest".into())
+            }
+        );
+        assert_eq!(
+            ImageRef::parse("docker-archive:/a/b.tar").unwrap(),
+            ImageRef::DockerArchive {
+                file: "/a/b.tar".into()
+            }
+        );
+        assert_eq!(
+            ImageRef::parse("oci:/tmp/l:v1").unwrap().default_name(),
+            "l:v1"
+        );
+        assert_eq!(
+            ImageRef::parse("debian:12").unwrap().default_name(),
+            "docker.io/library/debian:12"
+        );
+    }
+}
