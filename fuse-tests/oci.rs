@@ -293,3 +293,259 @@ fn oci_pull_refuses_corrupt_blobs() {
     );
     let _ = common::count_files;
 }
+
+/// A layer: an uncompressed tar of `(path, content)` files.
+fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, path, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn sha256(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// Write `data` as a blob of layout `l`; its descriptor JSON.
+fn blob(l: &Path, media_type: &str, data: &[u8]) -> serde_json::Value {
+    let d = sha256(data);
+    std::fs::write(l.join("blobs/sha256").join(&d[7..]), data).unwrap();
+    serde_json::json!({"mediaType": media_type, "digest": d, "size": data.len()})
+}
+
+/// A layout by hand: an index of two platforms (linux/amd64, linux/arm64),
+/// each an image of a gzip layer and a zstd layer; `/arch` says which.
+fn build_multiplatform(s: &Path) -> PathBuf {
+    let l = s.join("multi");
+    std::fs::create_dir_all(l.join("blobs/sha256")).unwrap();
+    std::fs::write(l.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let mut manifests = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let base = layer_tar(&[
+            ("shared", &pseudo_random(7, 100_000)[..]),
+            ("arch", arch.as_bytes()),
+        ]);
+        let top = layer_tar(&[("top", &pseudo_random(8, 70_000)[..])]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &base).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&top[..], 3).unwrap();
+        let config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [sha256(&base), sha256(&top)]},
+        });
+        let config = blob(
+            &l,
+            "application/vnd.oci.image.config.v1+json",
+            config.to_string().as_bytes(),
+        );
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config,
+            "layers": [
+                blob(&l, "application/vnd.oci.image.layer.v1.tar+gzip", &gz),
+                blob(&l, "application/vnd.oci.image.layer.v1.tar+zstd", &zst),
+            ],
+        });
+        let mut d = blob(
+            &l,
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest.to_string().as_bytes(),
+        );
+        d["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
+        manifests.push(d);
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    let d = blob(
+        &l,
+        "application/vnd.oci.image.index.v1+json",
+        index.to_string().as_bytes(),
+    );
+    let mut d = d;
+    d["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "multi"});
+    std::fs::write(
+        l.join("index.json"),
+        serde_json::json!({"schemaVersion": 2, "manifests": [d]}).to_string(),
+    )
+    .unwrap();
+    l
+}
+
+fn skopeo_push(src: &str, dest: &str, all: bool) {
+    let mut cmd = Command::new("skopeo");
+    cmd.args([
+        "--insecure-policy",
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+    ]);
+    if all {
+        cmd.arg("--all");
+    }
+    run(cmd.arg(src).arg(dest));
+}
+
+#[test]
+fn registry_pull_shares_layers_and_verifies() {
+    require_root();
+    require_tool("umoci");
+    require_tool("skopeo");
+    require_tool("docker-registry");
+    let reg = common::registry::start_registry(true);
+    let repo = Repo::new();
+    let s = repo.scratch();
+    let layout = build_layout(&s);
+    let want = snapshot(&unpacked(&s, &layout), true);
+    let at = |name: &str| format!("docker://127.0.0.1:{}/{name}", reg.port);
+    skopeo_push(
+        &format!("oci:{}:t", layout.display()),
+        &at("test/img:t"),
+        false,
+    );
+
+    // Pulled from the registry: the tree umoci unpacks; 3 layers + config.
+    let before = reg.blob_gets();
+    let out =
+        String::from_utf8(repo.ok(&["oci", "pull", &at("test/img:t"), "--name", "img"])).unwrap();
+    assert!(out.contains("fetched 3 layers"), "{out}");
+    assert_eq!(reg.blob_gets() - before, 4, "{}", reg.log());
+    let m = Mounted::fuse(&repo, "oci/img", &s.join("m"));
+    assert_same(
+        &snapshot(&s.join("m"), true),
+        &want,
+        "registry pull vs umoci unpack",
+    );
+    m.umount(&repo);
+
+    // A second image sharing those layers, plus one: only the new layer
+    // and the new config are downloaded.
+    let extra = s.join("extra.tar");
+    std::fs::write(&extra, layer_tar(&[("extra", b"one more layer\n")])).unwrap();
+    umoci(&[
+        "raw",
+        "add-layer",
+        "--image",
+        &format!("{}:t", layout.display()),
+        extra.to_str().unwrap(),
+    ]);
+    skopeo_push(
+        &format!("oci:{}:t", layout.display()),
+        &at("test/img:t2"),
+        false,
+    );
+    let before = reg.blob_gets();
+    let out =
+        String::from_utf8(repo.ok(&["oci", "pull", &at("test/img:t2"), "--name", "img2"])).unwrap();
+    assert!(
+        out.contains("fetched 1 layers") && out.contains("reused 3"),
+        "{out}"
+    );
+    assert_eq!(reg.blob_gets() - before, 2, "{}", reg.log());
+    // Pulling it again fetches nothing.
+    let before = reg.blob_gets();
+    repo.ok(&["oci", "pull", &at("test/img:t2"), "--name", "img2"]);
+    assert_eq!(reg.blob_gets() - before, 0);
+
+    // A multi-platform index of gzip and zstd layers: the platform asked
+    // for, by default this machine's.
+    let multi = build_multiplatform(&s);
+    skopeo_push(
+        &format!("oci:{}:multi", multi.display()),
+        &at("test/multi:1"),
+        true,
+    );
+    repo.ok(&[
+        "oci",
+        "pull",
+        &at("test/multi:1"),
+        "--name",
+        "arm",
+        "--platform",
+        "linux/arm64",
+    ]);
+    repo.ok(&[
+        "oci",
+        "pull",
+        &at("test/multi:1"),
+        "--name",
+        "amd",
+        "--platform",
+        "linux/amd64",
+    ]);
+    let m = Mounted::fuse(&repo, "oci/arm", &s.join("arm"));
+    assert_eq!(std::fs::read(s.join("arm/arch")).unwrap(), b"arm64");
+    assert_eq!(
+        std::fs::read(s.join("arm/top")).unwrap(),
+        pseudo_random(8, 70_000)
+    );
+    m.umount(&repo);
+    let err = repo.fail(&[
+        "oci",
+        "pull",
+        &at("test/multi:1"),
+        "--name",
+        "x",
+        "--platform",
+        "linux/s390x",
+    ]);
+    assert!(
+        err.contains("linux/amd64") && err.contains("linux/arm64"),
+        "{err}"
+    );
+
+    // A corrupted blob in the registry's storage: the pull fails naming
+    // the layer, and leaves no ref.
+    let extra2 = s.join("extra2.tar");
+    std::fs::write(
+        &extra2,
+        layer_tar(&[("corrupt-me", &pseudo_random(9, 50_000)[..])]),
+    )
+    .unwrap();
+    umoci(&[
+        "raw",
+        "add-layer",
+        "--image",
+        &format!("{}:t", layout.display()),
+        extra2.to_str().unwrap(),
+    ]);
+    skopeo_push(
+        &format!("oci:{}:t", layout.display()),
+        &at("test/img:t3"),
+        false,
+    );
+    let m: serde_json::Value = serde_json::from_slice(&run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &at("test/img:t3"),
+    ])))
+    .unwrap();
+    let last = m["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data = reg.blob_path(&last[7..]);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&data, &bytes).unwrap();
+    let err = repo.fail(&["oci", "pull", &at("test/img:t3"), "--name", "img3"]);
+    assert!(
+        err.contains(&last[..20]) || err.contains("corrupt"),
+        "{err}"
+    );
+    let images = String::from_utf8(repo.ok(&["oci", "images"])).unwrap();
+    assert!(!images.contains("img3"), "{images}");
+    repo.assert_fsck_ok();
+}

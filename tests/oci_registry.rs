@@ -7,11 +7,14 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use base64::Engine as _;
+use common::registry::{free_port, start_registry};
 use composefs::oci::registry::{Registry, RegistryOptions};
 use composefs::oci::source::ImageSource;
 use composefs::oci::spec::{self, Digest, MANIFEST_TYPES, Manifest};
@@ -97,85 +100,7 @@ fn stream_digest(reg: &Registry, digest: &Digest, size: u64) -> (Digest, u64) {
 }
 
 // ---------------------------------------------------------------------------
-// A real registry
-
-struct RegistryProcess {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for RegistryProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_registry() -> RegistryProcess {
-    let mut last_log = String::new();
-    // A free port can be taken between our probe and the registry's bind:
-    // try a few.
-    for _ in 0..5 {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("storage").display()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("docker-registry (Debian package docker-registry) must be installed");
-        let mut reg = RegistryProcess {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(2)))
-            .build()
-            .into();
-        loop {
-            if let Ok(Some(status)) = reg.child.try_wait() {
-                last_log = std::fs::read_to_string(reg._dir.path().join("log")).unwrap_or_default();
-                eprintln!("docker-registry exited ({status}): {last_log}");
-                break;
-            }
-            if let Ok(r) = agent.get(&format!("http://127.0.0.1:{port}/v2/")).call()
-                && r.status().as_u16() == 200
-            {
-                return reg;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not come up on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!("cannot start docker-registry: {last_log}");
-}
+// A real registry: tests/common/registry.rs
 
 /// A small deterministic, incompressible byte stream.
 fn noise(len: usize, mut seed: u64) -> Vec<u8> {
@@ -232,7 +157,7 @@ fn push_image(dir: &Path, port: u16) {
 
 #[test]
 fn real_registry() {
-    let reg_proc = start_registry();
+    let reg_proc = start_registry(false);
     let port = reg_proc.port;
     let dir = tempfile::tempdir().unwrap();
     push_image(dir.path(), port);

@@ -2,6 +2,8 @@
 //! scratch repositories, external tools, and looking at the repository on disk.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
