@@ -27,6 +27,9 @@ use crate::splitstream::content_type;
 /// The ref namespace of pulled images: `streams/refs/oci/NAME`.
 pub const REF_PREFIX: &str = "oci/";
 
+/// Layers downloaded at once.
+const PARALLEL_LAYERS: usize = 3;
+
 /// At most this many layers in one image.
 const MAX_LAYERS: usize = 4096;
 
@@ -238,7 +241,7 @@ fn pull_layer(
     d: &Descriptor,
     diff_id: &Digest,
     what: &str,
-    progress: &dyn Fn(u64),
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<ObjectId> {
     spec::layer_compression(&d.media_type).with_context(|| what.to_string())?;
     let mut raw = Shared(Rc::new(RefCell::new(Verifier {
@@ -276,7 +279,7 @@ fn pull_layer(
 
 struct Progress<'p, R> {
     inner: R,
-    progress: &'p dyn Fn(u64),
+    progress: &'p (dyn Fn(u64) + Sync),
     seen: u64,
 }
 
@@ -298,7 +301,7 @@ pub fn pull(
     reference: &str,
     name: &str,
     platform: &Platform,
-    progress: &dyn Fn(u64),
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<PullReport> {
     repo.ensure_writable()?;
     let ref_name = format!("{REF_PREFIX}{name}");
@@ -331,26 +334,50 @@ pub fn pull(
         );
     }
 
-    let layers = repo.with_flusher(|| -> Result<Vec<ObjectId>> {
-        let mut ids = Vec::new();
-        for (i, (d, diff_id)) in manifest
-            .layers
-            .iter()
-            .zip(&config.rootfs.diff_ids)
-            .enumerate()
-        {
-            if let Some(id) = stored(repo, &layer_id(diff_id)) {
-                report.layers_reused += 1;
-                ids.push(id);
-                continue;
+    // Layers not stored yet are fetched side by side (a few at a time:
+    // each also stores its objects on every core).
+    let mut layers: Vec<Option<ObjectId>> = manifest
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(_, diff_id)| stored(repo, &layer_id(diff_id)))
+        .collect();
+    report.layers_reused = layers.iter().filter(|l| l.is_some()).count();
+    let todo: Vec<usize> = (0..layers.len()).filter(|&i| layers[i].is_none()).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    repo.with_flusher(|| {
+        std::thread::scope(|scope| {
+            for _ in 0..PARALLEL_LAYERS.min(todo.len()) {
+                scope.spawn(|| {
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = todo.get(k) else { break };
+                        let d = &manifest.layers[i];
+                        let what = format!("{}: layer {} ({})", src.describe(), i + 1, d.digest);
+                        let r = pull_layer(repo, src, d, &config.rootfs.diff_ids[i], &what, progress);
+                        let failed = r.is_err();
+                        results.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
+                        if failed {
+                            // Stop taking new layers; the others finish.
+                            next.store(todo.len(), std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
             }
-            let what = format!("{}: layer {} ({})", src.describe(), i + 1, d.digest);
-            ids.push(pull_layer(repo, src, d, diff_id, &what, progress)?);
-            report.layers_fetched += 1;
-            report.bytes += d.size;
-        }
-        Ok(ids)
-    })?;
+        });
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    for (i, r) in results {
+        layers[i] = Some(r?);
+        report.layers_fetched += 1;
+        report.bytes += manifest.layers[i].size;
+    }
+    let layers: Vec<ObjectId> = layers
+        .into_iter()
+        .collect::<Option<_>>()
+        .context("a layer was not fetched")?;
 
     let mut w = repo.stream_writer(content_type::OCI_CONFIG)?;
     w.write_inline(&config_bytes)?;
