@@ -114,7 +114,7 @@ fn header_name(block: &[u8; BLOCK]) -> Vec<u8> {
 }
 
 /// Records of a PAX extended header: `"<len> <key>=<value>\n"`.
-fn pax_records(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
+pub(crate) fn pax_records(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
@@ -125,8 +125,9 @@ fn pax_records(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
             .iter()
             .position(|&b| b == b' ')
             .context("PAX record has no length")?;
-        let len: usize = std::str::from_utf8(&rest[..sp])
-            .ok()
+        let len: usize = Some(&rest[..sp])
+            .filter(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit))
+            .and_then(|d| std::str::from_utf8(d).ok())
             .and_then(|s| s.parse().ok())
             .context("PAX record has a bad length")?;
         if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {

@@ -65,6 +65,25 @@ pub(crate) fn threads(n: Option<usize>) -> usize {
         .max(1)
 }
 
+/// Write `tree` as a composefs image (format `min_version`), store it
+/// (with the ref `images/refs/NAME` when named) and print its id.
+pub(crate) fn store_tree_image(
+    r: &crate::repository::Repository,
+    tree: &dyn crate::tree::Tree,
+    image_name: Option<&str>,
+    min_version: u32,
+) -> Result<ExitCode> {
+    let mut image = Vec::new();
+    crate::erofs::writer::write_image_with(
+        tree,
+        &crate::erofs::writer::WriteOptions::version(version(min_version, "--min-version")?),
+        &mut image,
+    )?;
+    let id = r.commit_image(&image[..], image_name)?;
+    writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn version(n: u32, what: &str) -> Result<FormatVersion> {
     FormatVersion::from_number(n).with_context(|| format!("unsupported {what} {n} (0 or 1)"))
 }

@@ -8,9 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use super::image_cmds::version;
 use super::repo_cmds::open;
-use crate::erofs::writer::{WriteOptions, write_image_with};
 use crate::oci::layout::{DockerArchive, Layout};
 use crate::oci::pull::{REF_PREFIX, host_platform, parse_platform, pull};
 use crate::oci::reference::ImageRef;
@@ -213,15 +211,7 @@ fn create_image(
     let tree = img
         .tree(&r)
         .with_context(|| format!("OCI image {name:?}"))?;
-    let mut image = Vec::new();
-    write_image_with(
-        &tree,
-        &WriteOptions::version(version(min_version, "--min-version")?),
-        &mut image,
-    )?;
-    let id = r.commit_image(&image[..], image_name)?;
-    writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
-    Ok(ExitCode::SUCCESS)
+    super::image_cmds::store_tree_image(&r, &tree, image_name, min_version)
 }
 
 fn rm(repo: Option<&Path>, names: &[String]) -> Result<ExitCode> {

@@ -10,9 +10,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::image_cmds::{format_time, version};
+use super::image_cmds::format_time;
 use super::repo_cmds::open;
-use crate::erofs::writer::{WriteOptions, write_image_with};
 use crate::ostree::commitstream::CommitStream;
 use crate::ostree::objects::Commit;
 use crate::ostree::pull::{PullOptions, Stats, pull};
@@ -345,13 +344,5 @@ fn create_image(
     let c = resolve::stored_commit(&r, name)?;
     let s = CommitStream::open(&r, &c)?;
     let t = tree::commit_tree(&s)?;
-    let mut image = Vec::new();
-    write_image_with(
-        &t,
-        &WriteOptions::version(version(min_version, "--min-version")?),
-        &mut image,
-    )?;
-    let id = r.commit_image(&image[..], image_name)?;
-    writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
-    Ok(ExitCode::SUCCESS)
+    super::image_cmds::store_tree_image(&r, &t, image_name, min_version)
 }

@@ -182,36 +182,7 @@ fn padding(size: u64) -> u64 {
     (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
 }
 
-/// Records of a PAX extended header: `"<len> <key>=<value>\n"`.
-fn pax_records(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while !rest.is_empty() {
-        if rest.iter().all(|&b| b == 0) {
-            break;
-        }
-        let sp = rest
-            .iter()
-            .position(|&b| b == b' ')
-            .context("PAX record has no length")?;
-        let len: usize = Some(&rest[..sp])
-            .filter(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit))
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|s| s.parse().ok())
-            .context("PAX record has a bad length")?;
-        if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
-            bail!("PAX record length {len} does not fit the record");
-        }
-        let rec = &rest[sp + 1..len - 1];
-        let eq = rec
-            .iter()
-            .position(|&b| b == b'=')
-            .context("PAX record has no '='")?;
-        out.push((&rec[..eq], &rec[eq + 1..]));
-        rest = &rest[len..];
-    }
-    Ok(out)
-}
+use crate::tarsplit::pax_records;
 
 /// A PAX time: `[-]SECONDS[.FRACTION]`, the fraction cut to nanoseconds.
 fn parse_pax_time(v: &[u8]) -> Option<Timespec> {

@@ -355,9 +355,13 @@ pub fn pull(
                         let Some(&i) = todo.get(k) else { break };
                         let d = &manifest.layers[i];
                         let what = format!("{}: layer {} ({})", src.describe(), i + 1, d.digest);
-                        let r = pull_layer(repo, src, d, &config.rootfs.diff_ids[i], &what, progress);
+                        let r =
+                            pull_layer(repo, src, d, &config.rootfs.diff_ids[i], &what, progress);
                         let failed = r.is_err();
-                        results.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
+                        results
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((i, r));
                         if failed {
                             // Stop taking new layers; the others finish.
                             next.store(todo.len(), std::sync::atomic::Ordering::Relaxed);

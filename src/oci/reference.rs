@@ -45,6 +45,16 @@ pub fn is_tag(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
+/// `host/repository:tag` or `host/repository@digest`.
+fn repo_ref(host: &str, repository: &str, reference: &str) -> String {
+    let sep = if reference.starts_with("sha256:") {
+        '@'
+    } else {
+        ':'
+    };
+    format!("{host}/{repository}{sep}{reference}")
+}
+
 /// `PATH[:tag]`: the part after the last `:` is a tag if it looks like one.
 fn path_and_tag(s: &str) -> (PathBuf, Option<String>) {
     match s.rsplit_once(':') {
@@ -157,14 +167,7 @@ impl ImageRef {
                 host,
                 repository,
                 reference,
-            } => {
-                let sep = if reference.starts_with("sha256:") {
-                    '@'
-                } else {
-                    ':'
-                };
-                format!("{host}/{repository}{sep}{reference}")
-            }
+            } => repo_ref(host, repository, reference),
             ImageRef::Layout { dir, tag } => match tag {
                 Some(t) => format!("{}:{t}", stem(dir)),
                 None => stem(dir),
@@ -185,14 +188,7 @@ impl std::fmt::Display for ImageRef {
                 host,
                 repository,
                 reference,
-            } => {
-                let sep = if reference.starts_with("sha256:") {
-                    '@'
-                } else {
-                    ':'
-                };
-                write!(f, "docker://{host}/{repository}{sep}{reference}")
-            }
+            } => write!(f, "docker://{}", repo_ref(host, repository, reference)),
             ImageRef::Layout { dir, tag } => {
                 write!(f, "oci:{}", dir.display())?;
                 tag.as_ref().map_or(Ok(()), |t| write!(f, ":{t}"))
