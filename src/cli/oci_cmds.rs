@@ -127,6 +127,18 @@ fn open_source(
     })
 }
 
+/// Bytes, rate and ETA over all layers, on a terminal.
+struct Bar(indicatif::ProgressBar);
+
+impl crate::oci::pull::PullProgress for Bar {
+    fn total(&self, bytes: u64) {
+        self.0.set_length(bytes);
+    }
+    fn bytes(&self, n: u64) {
+        self.0.inc(n);
+    }
+}
+
 fn pull_cmd(
     repo: Option<&Path>,
     image: &str,
@@ -143,13 +155,11 @@ fn pull_cmd(
         None => host_platform(),
     };
     let (src, reference) = open_source(&iref, insecure, authfile)?;
-    let bar = super::progress::bytes(None, &format!("pulling {iref}"));
+    let bar = Bar(super::progress::bytes(Some(0), &format!("pulling {iref}")));
     let t0 = Instant::now();
-    let report = pull(&r, src.as_ref(), &reference, &name, &platform, &|n| {
-        bar.inc(n)
-    })
-    .with_context(|| format!("cannot pull {iref}"))?;
-    bar.finish_and_clear();
+    let report = pull(&r, src.as_ref(), &reference, &name, &platform, &bar)
+        .with_context(|| format!("cannot pull {iref}"))?;
+    bar.0.finish_and_clear();
     writeln!(
         std::io::stdout(),
         "{} oci/{}: fetched {} layers ({}), reused {}, {:.2}s",

@@ -79,6 +79,18 @@ pub fn parse_platform(s: &str) -> Result<Platform> {
     }
 }
 
+/// Told how much a pull will download, then as it arrives (from several
+/// threads at once).
+pub trait PullProgress: Sync {
+    fn total(&self, _bytes: u64) {}
+    fn bytes(&self, _n: u64) {}
+}
+
+/// No progress shown.
+pub struct Quiet;
+
+impl PullProgress for Quiet {}
+
 /// What a pull did.
 #[derive(Debug, Clone)]
 pub struct PullReport {
@@ -241,7 +253,7 @@ fn pull_layer(
     d: &Descriptor,
     diff_id: &Digest,
     what: &str,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &dyn PullProgress,
 ) -> Result<ObjectId> {
     spec::layer_compression(&d.media_type).with_context(|| what.to_string())?;
     let mut raw = Shared(Rc::new(RefCell::new(Verifier {
@@ -249,7 +261,7 @@ fn pull_layer(
         hasher: Sha256::new(),
         count: 0,
     })));
-    let counted = Progress {
+    let counted = Counted {
         inner: raw.clone(),
         progress,
         seen: 0,
@@ -277,31 +289,31 @@ fn pull_layer(
     Ok(id)
 }
 
-struct Progress<'p, R> {
+struct Counted<'p, R> {
     inner: R,
-    progress: &'p (dyn Fn(u64) + Sync),
+    progress: &'p dyn PullProgress,
     seen: u64,
 }
 
-impl<R: Read> Read for Progress<'_, R> {
+impl<R: Read> Read for Counted<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.seen += n as u64;
-        (self.progress)(n as u64);
+        self.progress.bytes(n as u64);
         Ok(n)
     }
 }
 
 /// Pull the image `reference` (a tag, a digest, or "" for the source's
-/// own) names, storing it as `oci/NAME`. `progress` gets blob bytes as
-/// they arrive.
+/// own) names, storing it as `oci/NAME`. `progress` hears of the layer
+/// bytes to download and of them as they arrive.
 pub fn pull(
     repo: &Repository,
     src: &dyn ImageSource,
     reference: &str,
     name: &str,
     platform: &Platform,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &dyn PullProgress,
 ) -> Result<PullReport> {
     repo.ensure_writable()?;
     let ref_name = format!("{REF_PREFIX}{name}");
@@ -344,6 +356,7 @@ pub fn pull(
         .collect();
     report.layers_reused = layers.iter().filter(|l| l.is_some()).count();
     let todo: Vec<usize> = (0..layers.len()).filter(|&i| layers[i].is_none()).collect();
+    progress.total(todo.iter().map(|&i| manifest.layers[i].size).sum());
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
     repo.with_flusher(|| {
