@@ -549,3 +549,91 @@ fn registry_pull_shares_layers_and_verifies() {
     assert!(!images.contains("img3"), "{images}");
     repo.assert_fsck_ok();
 }
+
+/// A one-layer OCI layout (tag `t`) of a raw tar.
+fn layout_of_tar(s: &Path, name: &str, tar: &[u8]) -> PathBuf {
+    let l = s.join(name);
+    std::fs::create_dir_all(l.join("blobs/sha256")).unwrap();
+    std::fs::write(l.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [sha256(tar)]},
+    });
+    let config = blob(
+        &l,
+        "application/vnd.oci.image.config.v1+json",
+        config.to_string().as_bytes(),
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "config": config,
+        "layers": [blob(&l, "application/vnd.oci.image.layer.v1.tar", tar)],
+    });
+    let mut d = blob(
+        &l,
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.to_string().as_bytes(),
+    );
+    d["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "t"});
+    std::fs::write(
+        l.join("index.json"),
+        serde_json::json!({"schemaVersion": 2, "manifests": [d]}).to_string(),
+    )
+    .unwrap();
+    l
+}
+
+/// A tar of one regular file whose name is written as is (the tar crate
+/// refuses `..`).
+fn raw_tar(name: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_old();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}
+
+#[test]
+fn hostile_layers_are_refused_at_pull() {
+    let repo = Repo::new();
+    let s = repo.scratch();
+    let victim = s.join("outside");
+    for (what, name) in [
+        ("escape", &b"../../outside"[..]),
+        ("deep-escape", &b"a/../../outside"[..]),
+    ] {
+        let l = layout_of_tar(&s, what, &raw_tar(name, b"pwned\n"));
+        let err = repo.fail(&[
+            "oci",
+            "pull",
+            &format!("oci:{}:t", l.display()),
+            "--name",
+            what,
+        ]);
+        assert!(
+            err.contains("outside") && err.contains("merge"),
+            "{what}: {err}"
+        );
+        let images = String::from_utf8(repo.ok(&["oci", "images"])).unwrap();
+        assert!(!images.contains(what), "{what}: {images}");
+    }
+    assert!(
+        !victim.exists(),
+        "something was written outside the repository"
+    );
+    // An absolute path is inside the image.
+    let l = layout_of_tar(&s, "abs", &raw_tar(b"/etc/abs", b"fine\n"));
+    repo.ok(&[
+        "oci",
+        "pull",
+        &format!("oci:{}:t", l.display()),
+        "--name",
+        "abs",
+    ]);
+    let out = String::from_utf8(repo.ok(&["cat", "oci/abs:/etc/abs"])).unwrap();
+    assert_eq!(out, "fine\n");
+}
