@@ -399,8 +399,12 @@ pub fn pull(
     // The layers must merge (no entry escaping the root, no hardlink to
     // nothing, …): a hostile image fails here, not at its first mount,
     // and gets no ref. Only the streams' headers are read.
-    super::merge::merge(repo, &layers)
-        .with_context(|| format!("{}: manifest {digest}: the layers do not merge", src.describe()))?;
+    super::merge::merge(repo, &layers).with_context(|| {
+        format!(
+            "{}: manifest {digest}: the layers do not merge",
+            src.describe()
+        )
+    })?;
 
     let mut w = repo.stream_writer(content_type::OCI_CONFIG)?;
     w.write_inline(&config_bytes)?;
