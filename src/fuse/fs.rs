@@ -467,11 +467,18 @@ impl Filesystem for TreeFs {
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_PARALLEL_DIROPS,
-            InitFlags::FUSE_NO_OPEN_SUPPORT,
-            InitFlags::FUSE_NO_OPENDIR_SUPPORT,
         ] {
             // Unsupported by this kernel: do without.
             let _ = config.add_capabilities(flag);
+        }
+        // Answering ENOSYS to opens is only understood when the kernel
+        // offered to do without them.
+        if self.no_open {
+            self.no_open = config
+                .add_capabilities(
+                    InitFlags::FUSE_NO_OPEN_SUPPORT | InitFlags::FUSE_NO_OPENDIR_SUPPORT,
+                )
+                .is_ok();
         }
         if self.passthrough {
             // The objects sit on an ordinary filesystem: one level below.
@@ -488,12 +495,7 @@ impl Filesystem for TreeFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_child(parent, name) {
-            Ok((attr, ttl)) => {
-                if let Ok(t) = self.to_tree(attr.ino) {
-                    self.tree.kernel_refs(t, 1);
-                }
-                reply.entry(&ttl, &attr, Generation(0))
-            }
+            Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
             // Absent from an immutable directory: absent for good. Node id
             // 0 makes the kernel cache the miss (a negative dentry), so
             // searches along paths (ld.so, $PATH) ask once.
@@ -503,13 +505,6 @@ impl Filesystem for TreeFs {
                 reply.entry(&TTL, &attr, Generation(0))
             }
             Err(e) => reply.error(e),
-        }
-    }
-
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        if let Ok(t) = self.to_tree(ino) {
-            self.tree
-                .kernel_refs(t, -(nlookup.min(i64::MAX as u64) as i64));
         }
     }
 
@@ -733,12 +728,6 @@ impl Filesystem for TreeFs {
             };
             if reply.add(attr.ino, idx + 1, name, ttl, &attr, Generation(0)) {
                 break;
-            }
-            // The kernel takes a reference to each entry but `.` and `..`.
-            if idx >= 2
-                && let Ok(t) = self.to_tree(attr.ino)
-            {
-                self.tree.kernel_refs(t, 1);
             }
             idx += 1;
         }

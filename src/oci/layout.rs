@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -61,8 +62,18 @@ impl Files {
         match self {
             Files::Dir(d) => {
                 let p = d.join(rel);
-                let f = File::open(&p).with_context(|| format!("cannot open {}", p.display()))?;
-                let len = f.metadata()?.len();
+                // A blob is a regular file of the layout, never a link out
+                // of it (to /dev/zero, a FIFO, someone's secrets).
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&p)
+                    .with_context(|| format!("cannot open {}", p.display()))?;
+                let meta = f.metadata()?;
+                if !meta.is_file() {
+                    bail!("{} is not a regular file", p.display());
+                }
+                let len = meta.len();
                 Ok((Box::new(f), len))
             }
             Files::Tar { file, members } => {

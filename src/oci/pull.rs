@@ -148,7 +148,8 @@ fn fetch_document(src: &dyn ImageSource, d: &Descriptor, what: &str) -> Result<V
         bail!("{what} is {} bytes: too large", d.size);
     }
     let mut r = Shared(Rc::new(RefCell::new(Verifier {
-        inner: src.blob(&d.digest, d.size)?,
+        // Never more than the manifest says (+1 to notice a longer blob).
+        inner: Box::new(src.blob(&d.digest, d.size)?.take(d.size.saturating_add(1))),
         hasher: Sha256::new(),
         count: 0,
     })));
@@ -257,7 +258,8 @@ fn pull_layer(
 ) -> Result<ObjectId> {
     spec::layer_compression(&d.media_type).with_context(|| what.to_string())?;
     let mut raw = Shared(Rc::new(RefCell::new(Verifier {
-        inner: src.blob(&d.digest, d.size)?,
+        // Never more than the manifest says (+1 to notice a longer blob).
+        inner: Box::new(src.blob(&d.digest, d.size)?.take(d.size.saturating_add(1))),
         hasher: Sha256::new(),
         count: 0,
     })));
@@ -356,7 +358,11 @@ pub fn pull(
         .collect();
     report.layers_reused = layers.iter().filter(|l| l.is_some()).count();
     let todo: Vec<usize> = (0..layers.len()).filter(|&i| layers[i].is_none()).collect();
-    progress.total(todo.iter().map(|&i| manifest.layers[i].size).sum());
+    progress.total(
+        todo.iter()
+            .map(|&i| manifest.layers[i].size)
+            .fold(0, u64::saturating_add),
+    );
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
     repo.with_flusher(|| {
@@ -389,7 +395,7 @@ pub fn pull(
     for (i, r) in results {
         layers[i] = Some(r?);
         report.layers_fetched += 1;
-        report.bytes += manifest.layers[i].size;
+        report.bytes = report.bytes.saturating_add(manifest.layers[i].size);
     }
     let layers: Vec<ObjectId> = layers
         .into_iter()

@@ -96,7 +96,11 @@ impl StoredImage {
 
     /// Compressed size of the layers, as the manifest gives it.
     pub fn size(&self) -> u64 {
-        self.manifest.layers.iter().map(|l| l.size).sum()
+        self.manifest
+            .layers
+            .iter()
+            .map(|l| l.size)
+            .fold(0, u64::saturating_add)
     }
 }
 

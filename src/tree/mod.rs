@@ -202,11 +202,6 @@ pub trait Tree: Send + Sync {
         false
     }
 
-    /// A view handed out (`n > 0`) or was told to drop (`n < 0`) `n`
-    /// references to `ino` (FUSE lookup counts). A tree that loads parts
-    /// of itself on demand may unload a part nobody references.
-    fn kernel_refs(&self, _ino: Ino, _n: i64) {}
-
     /// Let go of memory that can be loaded again on demand.
     fn shrink(&self) {}
 

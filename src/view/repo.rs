@@ -20,11 +20,13 @@
 //! one content at one place: a ref moved to another commit is another slot
 //! (new numbers, so nothing cached for the old content is reused).
 //!
-//! Memory: trees are loaded on first use. A few recently used ones stay
-//! loaded whole; the rest are shrunk to their inode tables
-//! ([`Tree::shrink`]) while the kernel still holds inodes of them (counted
-//! through [`Tree::kernel_refs`]), and dropped with their slot once it
-//! holds none.
+//! Memory: trees are loaded on first use; a few recently used ones stay
+//! loaded whole. The rest let go: images and OCI images are dropped (they
+//! number their inodes the same way when loaded again), ostree commits
+//! shrink to their inode tables ([`Tree::shrink`]: their numbers depend on
+//! the order of listing, so the table stays). A slot, once handed out,
+//! lasts as long as the mount, so an inode the kernel holds always means
+//! the same file.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::MetadataExt;
@@ -76,8 +78,6 @@ type SlotKey = (Ino, Vec<u8>, Source);
 struct Slot {
     key: SlotKey,
     tree: Option<Arc<dyn Tree>>,
-    /// References the kernel holds to inodes of this slot.
-    refs: u64,
 }
 
 #[derive(Default)]
@@ -112,22 +112,8 @@ impl State {
         self.next_slot += 1;
         let s = self.next_slot;
         self.slot_of.insert(key.clone(), s);
-        self.slots.insert(
-            s,
-            Slot {
-                key,
-                tree: None,
-                refs: 0,
-            },
-        );
+        self.slots.insert(s, Slot { key, tree: None });
         Ok(s)
-    }
-
-    fn retire(&mut self, slot: u64) {
-        if let Some(s) = self.slots.remove(&slot) {
-            self.slot_of.remove(&s.key);
-        }
-        self.warm.retain(|w| *w != slot);
     }
 
     /// Mark `slot` most recently used; shrink or drop what falls off.
@@ -136,14 +122,15 @@ impl State {
         self.warm.push_front(slot);
         while self.warm.len() > WARM_TREES {
             let old = self.warm.pop_back().expect("non-empty");
-            match self.slots.get(&old) {
-                Some(s) if s.refs == 0 => self.retire(old),
-                Some(s) => {
-                    if let Some(t) = &s.tree {
-                        t.shrink();
+            if let Some(s) = self.slots.get_mut(&old) {
+                match s.key.2 {
+                    Source::Commit(_) => {
+                        if let Some(t) = &s.tree {
+                            t.shrink();
+                        }
                     }
+                    Source::Image(_) | Source::Oci(_) => s.tree = None,
                 }
-                None => {}
             }
         }
     }
@@ -308,7 +295,7 @@ impl RepoView {
         let source = {
             let mut st = self.state();
             let Some(s) = st.slots.get(&slot) else {
-                bail!("tree {slot} of the repository view is gone (its ref was removed)");
+                bail!("no tree {slot} in the repository view");
             };
             if let Some(t) = s.tree.clone() {
                 if st.warm.front() != Some(&slot) {
@@ -321,7 +308,7 @@ impl RepoView {
         let t = source.load(&self.repo)?;
         let mut st = self.state();
         let Some(s) = st.slots.get_mut(&slot) else {
-            bail!("tree {slot} of the repository view is gone (its ref was removed)");
+            bail!("no tree {slot} in the repository view");
         };
         let t = s.tree.get_or_insert(t).clone();
         st.touch(slot);
@@ -438,21 +425,6 @@ impl Tree for RepoView {
         match tree.lookup(t, name)? {
             Some(c) => Ok(Some(Self::join(slot, tree.as_ref(), c)?)),
             None => Ok(None),
-        }
-    }
-
-    fn kernel_refs(&self, ino: Ino, n: i64) {
-        let slot = ino >> SHIFT;
-        if slot == 0 {
-            return;
-        }
-        let mut st = self.state();
-        let Some(s) = st.slots.get_mut(&slot) else {
-            return;
-        };
-        s.refs = s.refs.saturating_add_signed(n);
-        if s.refs == 0 && !st.warm.contains(&slot) {
-            st.retire(slot);
         }
     }
 
