@@ -1025,8 +1025,9 @@ struct AuthEntry {
     auth: Option<String>,
 }
 
-/// The credential files to look at: the one given, or the first that
-/// exists of `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
+/// The credential files to look at, in order: `$REGISTRY_AUTH_FILE`,
+/// `$XDG_RUNTIME_DIR/containers/auth.json`,
+/// `$XDG_CONFIG_HOME/containers/auth.json` (default `~/.config`),
 /// `~/.docker/config.json`.
 fn auth_file_candidates() -> Vec<PathBuf> {
     let mut c = Vec::new();
@@ -1036,9 +1037,17 @@ fn auth_file_candidates() -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
         c.push(PathBuf::from(p).join("containers/auth.json"));
     }
-    if let Some(p) = std::env::var_os("HOME").filter(|p| !p.is_empty()) {
-        c.push(PathBuf::from(p).join(".docker/config.json"));
+    let home = std::env::var_os("HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    match std::env::var_os("XDG_CONFIG_HOME").filter(|p| !p.is_empty()) {
+        Some(p) => c.push(PathBuf::from(p).join("containers/auth.json")),
+        None => c.extend(
+            home.as_ref()
+                .map(|h| h.join(".config/containers/auth.json")),
+        ),
     }
+    c.extend(home.map(|h| h.join(".docker/config.json")));
     c
 }
 
@@ -1048,25 +1057,34 @@ fn load_credentials(
     host: &str,
     repository: &str,
 ) -> Result<(Option<String>, Vec<PathBuf>)> {
-    let file = match given {
+    // A given file is the only one; otherwise the first of the usual
+    // places that has credentials for this registry (containers-auth.json(5)).
+    let files: Vec<PathBuf> = match given {
         Some(p) => {
             if !p.exists() {
                 bail!("the credentials file {} does not exist", p.display());
             }
-            Some(p.to_path_buf())
+            vec![p.to_path_buf()]
         }
-        None => auth_file_candidates().into_iter().find(|p| p.is_file()),
+        None => auth_file_candidates()
+            .into_iter()
+            .filter(|p| p.is_file())
+            .collect(),
     };
-    let Some(file) = file else {
-        return Ok((None, Vec::new()));
-    };
-    let text = std::fs::read(&file)
-        .with_context(|| format!("cannot read the credentials file {}", file.display()))?;
-    let parsed: AuthFile = serde_json::from_slice(&text)
-        .with_context(|| format!("malformed credentials file {}", file.display()))?;
-    let creds = find_credentials(&parsed, host, repository)
-        .with_context(|| format!("credentials file {}", file.display()))?;
-    Ok((creds, vec![file]))
+    let mut consulted = Vec::new();
+    for file in files {
+        let text = std::fs::read(&file)
+            .with_context(|| format!("cannot read the credentials file {}", file.display()))?;
+        let parsed: AuthFile = serde_json::from_slice(&text)
+            .with_context(|| format!("malformed credentials file {}", file.display()))?;
+        let creds = find_credentials(&parsed, host, repository)
+            .with_context(|| format!("credentials file {}", file.display()))?;
+        consulted.push(file);
+        if creds.is_some() {
+            return Ok((creds, consulted));
+        }
+    }
+    Ok((None, consulted))
 }
 
 /// The host (Docker Hub's aliases as `docker.io`) and namespace a key of
