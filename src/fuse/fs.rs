@@ -103,6 +103,9 @@ pub struct TreeFs {
     no_open: bool,
     /// Passthrough asked for and granted by the kernel.
     passthrough: bool,
+    /// The kernel refused a backing file once: passthrough is off for good
+    /// (an inode must not be open in both modes at once).
+    passthrough_refused: std::sync::atomic::AtomicBool,
     /// Backing files handed to the kernel, by inode, with the number of
     /// open files using them: every open of an inode must name the same
     /// one, and it is closed with the last.
@@ -183,6 +186,7 @@ impl TreeFs {
             next_fh: AtomicU64::new(1),
             no_open: opts.no_open && !opts.passthrough,
             passthrough: opts.passthrough,
+            passthrough_refused: std::sync::atomic::AtomicBool::new(false),
             backings: Mutex::new(HashMap::new()),
         })
     }
@@ -445,6 +449,7 @@ impl TreeFs {
                 Some(id)
             }
             Err(e) => {
+                self.passthrough_refused.store(true, Ordering::Relaxed);
                 static WARNED: std::sync::Once = std::sync::Once::new();
                 WARNED.call_once(|| {
                     eprintln!(
@@ -544,7 +549,9 @@ impl Filesystem for TreeFs {
             Err(e) => return reply.error(e),
         };
         match self.open_file(t) {
-            Ok(Handle::Object { file, size }) if self.passthrough => {
+            Ok(Handle::Object { file, size })
+                if self.passthrough && !self.passthrough_refused.load(Ordering::Relaxed) =>
+            {
                 match self.backing(t, &file, &reply) {
                     Some(b) => {
                         let fh = self.new_handle(Handle::Passthrough(t));

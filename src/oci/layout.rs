@@ -191,6 +191,13 @@ impl ImageSource for Layout {
             Err(_) => self.top(Some(reference))?,
         };
         let bytes = self.files.read_small(&Self::blob_path(&desc.digest))?;
+        if Digest::of(&bytes) != desc.digest {
+            bail!(
+                "{}: blob {} does not match its digest",
+                self.shown,
+                desc.digest
+            );
+        }
         Ok(Fetched {
             bytes,
             media_type: desc.media_type,
