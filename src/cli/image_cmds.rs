@@ -420,7 +420,7 @@ pub fn umount(target: &Path) -> Result<ExitCode> {
         Err(e) => e,
     };
     if !rustix::process::geteuid().is_root() {
-        let ok = std::process::Command::new("fusermount3")
+        let ok = std::process::Command::new(crate::fuse::fusermount::BIN)
             .arg("-u")
             .arg(target)
             .stderr(std::process::Stdio::null())

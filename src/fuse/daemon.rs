@@ -314,7 +314,7 @@ pub fn lazy_unmount(mp: &Path) {
     if rustix::mount::unmount(mp, rustix::mount::UnmountFlags::DETACH).is_ok() {
         return;
     }
-    let _ = Command::new("fusermount3")
+    let _ = Command::new(crate::fuse::fusermount::BIN)
         .arg("-u")
         .arg("-z")
         .arg(mp)

@@ -183,7 +183,8 @@ impl ImageSource for Layout {
             Ok(d) => {
                 let bytes = self.files.read_small(&Self::blob_path(&d))?;
                 return Ok(Fetched {
-                    media_type: media_type_of(&bytes),
+                    media_type: spec::document_media_type(&bytes)
+                        .unwrap_or_else(|| spec::OCI_MANIFEST.to_string()),
                     bytes,
                 });
             }
@@ -210,26 +211,6 @@ impl ImageSource for Layout {
 
     fn describe(&self) -> String {
         self.shown.clone()
-    }
-}
-
-/// A document's `mediaType`, or the manifest type when it has none.
-pub fn media_type_of(bytes: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Typed {
-        media_type: Option<String>,
-        manifests: Option<serde_json::Value>,
-    }
-    match serde_json::from_slice::<Typed>(bytes) {
-        Ok(Typed {
-            media_type: Some(t),
-            ..
-        }) => t,
-        Ok(Typed {
-            manifests: Some(_), ..
-        }) => spec::OCI_INDEX.to_string(),
-        _ => spec::OCI_MANIFEST.to_string(),
     }
 }
 

@@ -749,8 +749,7 @@ fn summarize_error_body(body: &[u8]) -> String {
 }
 
 /// The media type of a manifest: the Content-Type, unless it is missing
-/// or generic; then the document's `mediaType`; then a guess from its
-/// shape (`manifests` → index, `layers` → manifest).
+/// or generic; then the document's own ([`spec::document_media_type`]).
 fn media_type_of(content_type: &str, bytes: &[u8]) -> Option<String> {
     if !matches!(
         content_type,
@@ -758,23 +757,7 @@ fn media_type_of(content_type: &str, bytes: &[u8]) -> Option<String> {
     ) {
         return Some(content_type.to_string());
     }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Doc {
-        #[serde(default)]
-        media_type: Option<String>,
-        #[serde(default)]
-        manifests: Option<serde_json::Value>,
-        #[serde(default)]
-        layers: Option<serde_json::Value>,
-    }
-    let doc: Doc = serde_json::from_slice(bytes).ok()?;
-    match doc.media_type {
-        Some(t) if !t.is_empty() => Some(t),
-        _ if doc.manifests.is_some() => Some(spec::OCI_INDEX.to_string()),
-        _ if doc.layers.is_some() => Some(spec::OCI_MANIFEST.to_string()),
-        _ => None,
-    }
+    spec::document_media_type(bytes)
 }
 
 fn is_docker_hub(host: &str) -> bool {

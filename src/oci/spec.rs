@@ -138,6 +138,28 @@ pub struct ImageConfig {
     pub rootfs: RootFs,
 }
 
+/// A manifest or index document's own media type: its `mediaType`, else
+/// a guess from its shape (`manifests` → index, `layers` → manifest).
+pub fn document_media_type(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Doc {
+        #[serde(default)]
+        media_type: Option<String>,
+        #[serde(default)]
+        manifests: Option<serde_json::Value>,
+        #[serde(default)]
+        layers: Option<serde_json::Value>,
+    }
+    let doc: Doc = serde_json::from_slice(bytes).ok()?;
+    match doc.media_type {
+        Some(t) if !t.is_empty() => Some(t),
+        _ if doc.manifests.is_some() => Some(OCI_INDEX.to_string()),
+        _ if doc.layers.is_some() => Some(OCI_MANIFEST.to_string()),
+        _ => None,
+    }
+}
+
 /// Whether a media type (or a document without one) is an index.
 pub fn is_index(media_type: &str) -> bool {
     media_type == OCI_INDEX || media_type == DOCKER_LIST
