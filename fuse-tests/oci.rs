@@ -637,3 +637,151 @@ fn hostile_layers_are_refused_at_pull() {
     let out = String::from_utf8(repo.ok(&["cat", "oci/abs:/etc/abs"])).unwrap();
     assert_eq!(out, "fine\n");
 }
+
+/// A registry that wants a password: credentials come from the first of
+/// the usual files that has an entry for it (an auth.json naming only
+/// another registry is passed over), or from a docker credential helper
+/// (`credHelpers`, `credsStore`); none, or wrong ones, fail clearly.
+#[test]
+fn registry_credentials_from_files_and_helpers() {
+    require_tool("skopeo");
+    require_tool("docker-registry");
+    let repo = Repo::new();
+    let s = repo.scratch();
+    let reg = common::registry::start_registry_with_password("alice", "s3cret");
+    let host = format!("127.0.0.1:{}", reg.port);
+    let l = layout_of_tar(&s, "img", &raw_tar(b"hello.txt", b"hello\n"));
+    run(Command::new("skopeo").args([
+        "--insecure-policy",
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        "--dest-creds=alice:s3cret",
+        &format!("oci:{}:t", l.display()),
+        &format!("docker://{host}/test/img:t"),
+    ]));
+
+    let home = s.join("home");
+    let runtime = s.join("run");
+    let helpers = s.join("bin");
+    for d in [
+        home.join(".docker"),
+        runtime.join("containers"),
+        helpers.clone(),
+    ] {
+        std::fs::create_dir_all(&d).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        helpers.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let pull = |name: &str| {
+        let mut cmd = repo.command();
+        cmd.args([
+            "oci",
+            "pull",
+            &format!("docker://{host}/test/img:t"),
+            "--name",
+            name,
+        ])
+        .env("HOME", &home)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env("PATH", &path)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("REGISTRY_AUTH_FILE");
+        let out = cmd.output().unwrap();
+        common::assert_no_panic(name, &out);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let auths = |entries: &[(&str, &str)]| {
+        let auths: serde_json::Map<String, serde_json::Value> = entries
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    serde_json::json!({ "auth": base64_encode(v.as_bytes()) }),
+                )
+            })
+            .collect();
+        serde_json::json!({ "auths": auths }).to_string()
+    };
+    let docker_config = home.join(".docker/config.json");
+    let containers_auth = runtime.join("containers/auth.json");
+
+    // No credentials anywhere.
+    let (ok, err) = pull("none");
+    assert!(
+        !ok && err.contains(&host) && err.contains("requires a login"),
+        "{err}"
+    );
+
+    // auth.json knows only another registry; ~/.docker/config.json has ours.
+    std::fs::write(&containers_auth, auths(&[("other.example:5000", "bob:x")])).unwrap();
+    std::fs::write(&docker_config, auths(&[(&host, "alice:s3cret")])).unwrap();
+    let (ok, err) = pull("files");
+    assert!(ok, "{err}");
+    assert_eq!(repo.ok(&["cat", "oci/files:/hello.txt"]), b"hello\n");
+
+    // A wrong password is an error naming the registry.
+    std::fs::write(&docker_config, auths(&[(&host, "alice:wrong")])).unwrap();
+    let (ok, err) = pull("wrong");
+    assert!(!ok && err.contains(&host), "{err}");
+
+    // A credential helper, by credHelpers and by credsStore; it is asked
+    // for our registry on stdin.
+    let asked = s.join("asked");
+    let helper = helpers.join("docker-credential-cfstest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\ncat > {}\nprintf '{{\"ServerURL\":\"x\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}}\\n'\n",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    chmod(&helper, 0o755);
+    std::fs::remove_file(&containers_auth).unwrap();
+    std::fs::write(
+        &docker_config,
+        serde_json::json!({ "auths": {}, "credHelpers": { &host: "cfstest" } }).to_string(),
+    )
+    .unwrap();
+    let (ok, err) = pull("helper");
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_to_string(&asked).unwrap(), host);
+    assert_eq!(repo.ok(&["cat", "oci/helper:/hello.txt"]), b"hello\n");
+    std::fs::write(
+        &docker_config,
+        serde_json::json!({ "credsStore": "cfstest" }).to_string(),
+    )
+    .unwrap();
+    let (ok, err) = pull("store");
+    assert!(ok, "{err}");
+
+    // A helper without credentials for us: as if there were none.
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\necho 'credentials not found in native keychain'\nexit 1\n",
+    )
+    .unwrap();
+    let (ok, err) = pull("notfound");
+    assert!(!ok && err.contains("requires a login"), "{err}");
+    // A helper that is not installed is named.
+    std::fs::write(
+        &docker_config,
+        serde_json::json!({ "credsStore": "absent" }).to_string(),
+    )
+    .unwrap();
+    let (ok, err) = pull("absent");
+    assert!(!ok && err.contains("docker-credential-absent"), "{err}");
+    repo.assert_fsck_ok();
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}

@@ -20,9 +20,40 @@ impl Compression {
     }
 }
 
+/// A decompressing reader over `R`: what [`decompress`] returns. It is
+/// `Send` when `R` is, so it can be read ahead on another thread.
+pub enum Decoded<R: Read> {
+    None(BufReader<Chain<R>>),
+    Gzip(BufReader<flate2::bufread::MultiGzDecoder<BufReader<Chain<R>>>>),
+    Zstd(BufReader<zstd::stream::read::Decoder<'static, BufReader<Chain<R>>>>),
+}
+
+type Chain<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
+impl<R: Read> Read for Decoded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoded::None(r) => r.read(buf),
+            Decoded::Gzip(r) => r.read(buf),
+            Decoded::Zstd(r) => r.read(buf),
+        }
+    }
+}
+
+impl<R: Read> Decoded<R> {
+    /// The compressed input, past what the decoder read of it.
+    pub fn into_inner(self) -> R {
+        match self {
+            Decoded::None(r) => r.into_inner().into_inner().1,
+            Decoded::Gzip(r) => r.into_inner().into_inner().into_inner().into_inner().1,
+            Decoded::Zstd(r) => r.into_inner().finish().into_inner().into_inner().1,
+        }
+    }
+}
+
 /// Peek at the first bytes of `r` and wrap it in the matching decoder.
 /// The magic is read in full even when the input trickles in byte by byte.
-pub fn decompress<'a>(mut r: impl Read + 'a) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+pub fn decompress<R: Read>(mut r: R) -> io::Result<(Compression, Decoded<R>)> {
     let mut head = [0u8; 4];
     let n = crate::util::read_full(&mut r, &mut head)?;
     let head = &head[..n];
@@ -34,16 +65,16 @@ pub fn decompress<'a>(mut r: impl Read + 'a) -> io::Result<(Compression, Box<dyn
         Compression::None
     };
     let br = BufReader::with_capacity(256 * 1024, io::Cursor::new(head.to_vec()).chain(r));
-    let out: Box<dyn Read + 'a> = match kind {
-        Compression::Gzip => Box::new(BufReader::with_capacity(
+    let out = match kind {
+        Compression::Gzip => Decoded::Gzip(BufReader::with_capacity(
             256 * 1024,
             flate2::bufread::MultiGzDecoder::new(br),
         )),
-        Compression::Zstd => Box::new(BufReader::with_capacity(
+        Compression::Zstd => Decoded::Zstd(BufReader::with_capacity(
             256 * 1024,
             zstd::stream::read::Decoder::with_buffer(br)?,
         )),
-        Compression::None => Box::new(br),
+        Compression::None => Decoded::None(br),
     };
     Ok((kind, out))
 }

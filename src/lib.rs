@@ -20,6 +20,7 @@ pub mod importdir;
 pub mod mount;
 pub mod oci;
 pub mod ostree;
+pub mod readahead;
 pub mod repository;
 pub mod splitstream;
 pub mod tarsplit;

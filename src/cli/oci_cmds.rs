@@ -127,15 +127,68 @@ fn open_source(
     })
 }
 
-/// Bytes, rate and ETA over all layers, on a terminal.
-struct Bar(indicatif::ProgressBar);
+/// On a terminal: a bar per layer being downloaded (bytes, rate, ETA)
+/// above one for the whole pull; nothing otherwise.
+struct Bars {
+    multi: indicatif::MultiProgress,
+    total: indicatif::ProgressBar,
+    layers: std::sync::Mutex<std::collections::HashMap<usize, indicatif::ProgressBar>>,
+}
 
-impl crate::oci::pull::PullProgress for Bar {
-    fn total(&self, bytes: u64) {
-        self.0.set_length(bytes);
+impl Bars {
+    fn new(what: &str) -> Bars {
+        let total = super::progress::bytes(Some(0), what);
+        let multi = indicatif::MultiProgress::new();
+        if total.is_hidden() {
+            multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let total = multi.add(total);
+        Bars {
+            multi,
+            total,
+            layers: Default::default(),
+        }
     }
-    fn bytes(&self, n: u64) {
-        self.0.inc(n);
+
+    fn finish(&self) {
+        self.total.finish_and_clear();
+        let _ = self.multi.clear();
+    }
+}
+
+impl crate::oci::pull::PullProgress for Bars {
+    fn total(&self, bytes: u64) {
+        self.total.set_length(bytes);
+    }
+    fn layer_start(&self, index: usize, digest: &crate::oci::spec::Digest, size: u64) {
+        if self.total.is_hidden() {
+            return;
+        }
+        let hex = digest.as_str().trim_start_matches("sha256:");
+        let bar = super::progress::bytes(
+            Some(size),
+            &format!("  layer {} {}", index + 1, &hex[..hex.len().min(12)]),
+        );
+        let bar = self.multi.insert_before(&self.total, bar);
+        if let Ok(mut l) = self.layers.lock() {
+            l.insert(index, bar);
+        }
+    }
+    fn bytes(&self, index: usize, n: u64) {
+        self.total.inc(n);
+        if let Ok(l) = self.layers.lock()
+            && let Some(b) = l.get(&index)
+        {
+            b.inc(n);
+        }
+    }
+    fn layer_done(&self, index: usize) {
+        if let Ok(mut l) = self.layers.lock()
+            && let Some(b) = l.remove(&index)
+        {
+            b.finish_and_clear();
+            self.multi.remove(&b);
+        }
     }
 }
 
@@ -155,11 +208,11 @@ fn pull_cmd(
         None => host_platform(),
     };
     let (src, reference) = open_source(&iref, insecure, authfile)?;
-    let bar = Bar(super::progress::bytes(Some(0), &format!("pulling {iref}")));
+    let bar = Bars::new(&format!("pulling {iref}"));
     let t0 = Instant::now();
     let report = pull(&r, src.as_ref(), &reference, &name, &platform, &bar)
         .with_context(|| format!("cannot pull {iref}"))?;
-    bar.0.finish_and_clear();
+    bar.finish();
     writeln!(
         std::io::stdout(),
         "{} oci/{}: fetched {} layers ({}), reused {}, {:.2}s",

@@ -67,6 +67,14 @@ const MAX_XATTR_VALUE: usize = 65535;
 /// bounds memory for a hostile stream (every entry can create thousands of
 /// implicit parent directories).
 pub const MAX_INODES: usize = 16 << 20;
+/// Memory the merged tree may take, roughly (inodes, names, xattrs, small
+/// contents; what a replaced entry took is not given back). A root
+/// filesystem of 100,000 files needs about 25 MiB; without this bound a
+/// hostile stream of deep paths could ask for gigabytes within
+/// [`MAX_INODES`].
+pub const MAX_TREE_BYTES: usize = 1 << 30;
+/// What one directory entry costs beyond its name (map node share, `Child`).
+const ENTRY_OVERHEAD: usize = 64;
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
@@ -714,6 +722,10 @@ struct Node {
 #[derive(Debug)]
 struct Merger {
     nodes: Vec<Node>,
+    /// Memory taken so far, roughly, and the most allowed
+    /// ([`MAX_TREE_BYTES`]).
+    bytes: usize,
+    budget: usize,
 }
 
 const ROOT: usize = 0;
@@ -736,13 +748,37 @@ impl Merger {
                 inode: implicit_dir(),
                 children: BTreeMap::new(),
             }],
+            bytes: 0,
+            budget: MAX_TREE_BYTES,
         }
+    }
+
+    /// Count `n` more bytes against [`MAX_TREE_BYTES`].
+    fn charge(&mut self, n: usize) -> Result<()> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > self.budget {
+            bail!(
+                "the merged tree would take more than {} MiB of memory",
+                self.budget >> 20
+            );
+        }
+        Ok(())
     }
 
     fn add(&mut self, inode: Inode) -> Result<usize> {
         if self.nodes.len() >= MAX_INODES {
             bail!("the layers create more than {MAX_INODES} inodes");
         }
+        let heap = match &inode.kind {
+            Kind::Regular(FileData::Inline(v)) => v.len(),
+            Kind::Symlink(t) => t.len(),
+            _ => 0,
+        } + inode
+            .xattrs
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 48)
+            .sum::<usize>();
+        self.charge(std::mem::size_of::<Node>() + heap)?;
         self.nodes.push(Node {
             inode,
             children: BTreeMap::new(),
@@ -766,6 +802,7 @@ impl Merger {
                 }
                 None => {
                     let n = self.add(implicit_dir())?;
+                    self.charge(c.len() + ENTRY_OVERHEAD)?;
                     self.nodes[cur]
                         .children
                         .insert(c.to_vec(), Child { node: n, layer });
@@ -813,7 +850,8 @@ impl Merger {
     }
 
     /// Name `node` as `name` in `dir`, dropping what was there.
-    fn put(&mut self, dir: usize, name: &[u8], node: usize, layer: usize) {
+    fn put(&mut self, dir: usize, name: &[u8], node: usize, layer: usize) -> Result<()> {
+        self.charge(name.len() + ENTRY_OVERHEAD)?;
         if let Some(old) = self.nodes[dir]
             .children
             .insert(name.to_vec(), Child { node, layer })
@@ -821,6 +859,7 @@ impl Merger {
         {
             self.drop_subtree(old.node);
         }
+        Ok(())
     }
 
     /// Remove from `dir`, recursively, everything not touched by `layer`.
@@ -872,8 +911,7 @@ impl Merger {
                     .hardlink_target(&target)
                     .with_context(|| format!("hardlink to \"{}\"", display_bytes(&target)))?;
                 let dir = self.make_dirs(parents, layer)?;
-                self.put(dir, name, node, layer);
-                return Ok(());
+                return self.put(dir, name, node, layer);
             }
             EntryKind::Inode(inode) => inode,
         };
@@ -893,8 +931,7 @@ impl Merger {
             return Ok(());
         }
         let node = self.add(inode)?;
-        self.put(dir, name, node, layer);
-        Ok(())
+        self.put(dir, name, node, layer)
     }
 
     fn hardlink_target(&self, target: &[u8]) -> Result<usize> {
@@ -981,6 +1018,36 @@ impl Merger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_implicit_directories_hit_the_memory_bound() {
+        let mut m = Merger::new();
+        m.budget = 64 << 20;
+        let file = || {
+            EntryKind::Inode(Inode {
+                stat: Stat::default(),
+                kind: Kind::Regular(FileData::Inline(vec![])),
+                xattrs: vec![],
+            })
+        };
+        // 2,000 components per path, each entry under a fresh top
+        // directory: ~2,000 implicit directories per 4 KiB entry.
+        let deep = b"d/".repeat(2000);
+        let mut err = None;
+        for i in 0..1000 {
+            let path = [format!("top{i}/").as_bytes(), &deep[..], b"f"].concat();
+            if let Err(e) = m.apply(&path, file(), 0) {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = err.expect("the bound was never hit");
+        assert!(
+            err.to_string().contains("more than 64 MiB of memory"),
+            "{err:#}"
+        );
+        assert!(m.bytes <= (64 << 20) + 4096, "{}", m.bytes);
+    }
 
     #[test]
     fn numeric_fields() {

@@ -11,9 +11,7 @@
 //! manifest: `gc` keeps what a ref reaches, and a failed pull publishes
 //! no ref.
 
-use std::cell::RefCell;
 use std::io::{self, Read};
-use std::rc::Rc;
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest as _, Sha256};
@@ -79,17 +77,18 @@ pub fn parse_platform(s: &str) -> Result<Platform> {
     }
 }
 
-/// Told how much a pull will download, then as it arrives (from several
-/// threads at once).
+/// Told how much a pull will download, then of each layer as it starts,
+/// arrives (from several threads at once) and ends.
 pub trait PullProgress: Sync {
+    /// Compressed bytes of all the layers to download.
     fn total(&self, _bytes: u64) {}
-    fn bytes(&self, _n: u64) {}
+    /// Layer `index` (0-based, in manifest order) of `size` bytes starts.
+    fn layer_start(&self, _index: usize, _digest: &Digest, _size: u64) {}
+    /// `n` more bytes of layer `index` arrived.
+    fn bytes(&self, _index: usize, _n: u64) {}
+    /// Layer `index` is stored (or failed).
+    fn layer_done(&self, _index: usize) {}
 }
-
-/// No progress shown.
-pub struct Quiet;
-
-impl PullProgress for Quiet {}
 
 /// What a pull did.
 #[derive(Debug, Clone)]
@@ -102,36 +101,41 @@ pub struct PullReport {
     pub bytes: u64,
 }
 
-/// A reader that digests what passes through it, shared so that the rest
-/// can be drained after the consumer stopped.
+/// A reader that digests and counts what passes through it, and tells
+/// `progress` of it.
 struct Verifier<'a> {
     inner: Box<dyn Read + Send + 'a>,
     hasher: Sha256,
     count: u64,
+    progress: Option<(&'a dyn PullProgress, usize)>,
 }
 
-#[derive(Clone)]
-struct Shared<'a>(Rc<RefCell<Verifier<'a>>>);
-
-impl Read for Shared<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut v = self.0.borrow_mut();
-        let n = v.inner.read(buf)?;
-        v.hasher.update(&buf[..n]);
-        v.count += n as u64;
-        Ok(n)
+impl<'a> Verifier<'a> {
+    /// The blob `d` from `src`, never read past its declared size (+1 to
+    /// notice a longer blob).
+    fn blob(
+        src: &'a dyn ImageSource,
+        d: &Descriptor,
+        progress: Option<(&'a dyn PullProgress, usize)>,
+    ) -> Result<Self> {
+        Ok(Verifier {
+            inner: Box::new(src.blob(&d.digest, d.size)?.take(d.size.saturating_add(1))),
+            hasher: Sha256::new(),
+            count: 0,
+            progress,
+        })
     }
-}
 
-impl Shared<'_> {
-    /// Read what is left, then check size and digest.
-    fn finish(&mut self, want: &Descriptor, what: &str) -> Result<()> {
-        io::copy(self, &mut io::sink()).with_context(|| format!("cannot read {what}"))?;
-        let v = self.0.borrow();
-        if v.count != want.size {
-            bail!("{what}: {} bytes, the manifest says {}", v.count, want.size);
+    /// Check size and digest of what was read.
+    fn check(&self, want: &Descriptor, what: &str) -> Result<()> {
+        if self.count != want.size {
+            bail!(
+                "{what}: {} bytes, the manifest says {}",
+                self.count,
+                want.size
+            );
         }
-        let got = format!("sha256:{}", hex::encode(v.hasher.clone().finalize()));
+        let got = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
         if got != want.digest.as_str() {
             bail!(
                 "{what} is corrupt: its content digests to {got}, not {}",
@@ -142,23 +146,29 @@ impl Shared<'_> {
     }
 }
 
+impl Read for Verifier<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        if let Some((p, i)) = self.progress {
+            p.bytes(i, n as u64);
+        }
+        Ok(n)
+    }
+}
+
 /// A whole small blob (a config), checked.
 fn fetch_document(src: &dyn ImageSource, d: &Descriptor, what: &str) -> Result<Vec<u8>> {
     if d.size > super::layout::MAX_DOCUMENT {
         bail!("{what} is {} bytes: too large", d.size);
     }
-    let mut r = Shared(Rc::new(RefCell::new(Verifier {
-        // Never more than the manifest says (+1 to notice a longer blob).
-        inner: Box::new(src.blob(&d.digest, d.size)?.take(d.size.saturating_add(1))),
-        hasher: Sha256::new(),
-        count: 0,
-    })));
+    let mut r = Verifier::blob(src, d, None)?;
     let mut bytes = Vec::new();
     (&mut r)
-        .take(d.size + 1)
         .read_to_end(&mut bytes)
         .with_context(|| format!("cannot read {what}"))?;
-    r.finish(d, what)?;
+    r.check(d, what)?;
     Ok(bytes)
 }
 
@@ -248,62 +258,66 @@ fn stored(repo: &Repository, content_id: &str) -> Option<ObjectId> {
 }
 
 /// Download, verify and store one layer; its stream object.
+///
+/// Three stages overlap, each on its own thread: the download (with the
+/// blob digest), the decompression, and the split into objects (with
+/// the diff_id on a helper thread of its own, and the objects digested
+/// and written by the writer's pool).
 fn pull_layer(
     repo: &Repository,
     src: &dyn ImageSource,
+    index: usize,
     d: &Descriptor,
     diff_id: &Digest,
     what: &str,
     progress: &dyn PullProgress,
 ) -> Result<ObjectId> {
     spec::layer_compression(&d.media_type).with_context(|| what.to_string())?;
-    let mut raw = Shared(Rc::new(RefCell::new(Verifier {
-        // Never more than the manifest says (+1 to notice a longer blob).
-        inner: Box::new(src.blob(&d.digest, d.size)?.take(d.size.saturating_add(1))),
-        hasher: Sha256::new(),
-        count: 0,
-    })));
-    let counted = Counted {
-        inner: raw.clone(),
-        progress,
-        seen: 0,
-    };
-    // By magic, not by media type: what the bytes are decides.
-    let (_, tar) =
-        crate::compression::decompress(counted).with_context(|| format!("cannot read {what}"))?;
+    let raw = Verifier::blob(src, d, Some((progress, index)))?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut writer = repo
         .stream_writer(content_type::OCI_LAYER)?
         .parallel(threads)?;
-    let summary = crate::tarsplit::split(tar, &mut writer, |_| {})
-        .with_context(|| format!("cannot import {what}"))?;
-    raw.finish(d, what)?;
-    if summary.diff_id() != diff_id.as_str() {
-        bail!(
-            "{what}: the uncompressed layer digests to {}, the config says {diff_id}",
-            summary.diff_id()
-        );
-    }
+    std::thread::scope(|scope| -> Result<()> {
+        let panicked = |stage: &str| anyhow::anyhow!("{what}: the {stage} thread panicked");
+        let (fetched, fetcher) = crate::readahead::spawn(scope, "fetch", raw)
+            .context("cannot start a download thread")?;
+        // By magic, not by media type: what the bytes are decides.
+        let (_, tar) = crate::compression::decompress(fetched)
+            .with_context(|| format!("cannot read {what}"))?;
+        let (tar, inflater) = crate::readahead::spawn(scope, "inflate", tar)
+            .context("cannot start a decompression thread")?;
+        let summary = crate::tarsplit::split(tar, &mut writer, |_| {})
+            .with_context(|| format!("cannot import {what}"));
+        let mut fetched = inflater
+            .join()
+            .map_err(|_| panicked("decompression"))?
+            .into_inner();
+        // Whatever follows the compressed tar counts too.
+        let drained = match &summary {
+            Ok(_) => io::copy(&mut fetched, &mut io::sink())
+                .map(drop)
+                .with_context(|| format!("cannot read {what}")),
+            Err(_) => Ok(()),
+        };
+        drop(fetched);
+        let raw = fetcher.join().map_err(|_| panicked("download"))?;
+        let summary = summary?;
+        drained?;
+        raw.check(d, what)?;
+        if summary.diff_id() != diff_id.as_str() {
+            bail!(
+                "{what}: the uncompressed layer digests to {}, the config says {diff_id}",
+                summary.diff_id()
+            );
+        }
+        Ok(())
+    })?;
     let id = writer
         .finish()
         .with_context(|| format!("cannot store {what}"))?;
     repo.link_entry(RefKind::Stream, &layer_id(diff_id), &id)?;
     Ok(id)
-}
-
-struct Counted<'p, R> {
-    inner: R,
-    progress: &'p dyn PullProgress,
-    seen: u64,
-}
-
-impl<R: Read> Read for Counted<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.seen += n as u64;
-        self.progress.bytes(n as u64);
-        Ok(n)
-    }
 }
 
 /// Pull the image `reference` (a tag, a digest, or "" for the source's
@@ -374,8 +388,17 @@ pub fn pull(
                         let Some(&i) = todo.get(k) else { break };
                         let d = &manifest.layers[i];
                         let what = format!("{}: layer {} ({})", src.describe(), i + 1, d.digest);
-                        let r =
-                            pull_layer(repo, src, d, &config.rootfs.diff_ids[i], &what, progress);
+                        progress.layer_start(i, &d.digest, d.size);
+                        let r = pull_layer(
+                            repo,
+                            src,
+                            i,
+                            d,
+                            &config.rootfs.diff_ids[i],
+                            &what,
+                            progress,
+                        );
+                        progress.layer_done(i);
                         let failed = r.is_err();
                         results
                             .lock()

@@ -304,7 +304,10 @@ impl Registry {
 
     fn files(&self) -> String {
         if self.auth_files.is_empty() {
-            return "no credential file".to_string();
+            return "any credentials file (none of $REGISTRY_AUTH_FILE, \
+                    $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json, \
+                    ~/.docker/config.json exists; see --authfile)"
+                .to_string();
         }
         self.auth_files
             .iter()
@@ -1000,6 +1003,14 @@ fn redact(url: &str) -> &str {
 struct AuthFile {
     #[serde(default)]
     auths: HashMap<String, AuthEntry>,
+    /// Registry (host, or a key like those of `auths`) → credential
+    /// helper name: `docker-credential-<name>` is asked.
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: HashMap<String, String>,
+    /// The credential helper for every registry without a `credHelpers`
+    /// entry (docker's `credsStore`).
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1060,7 +1071,7 @@ fn load_credentials(
             .with_context(|| format!("cannot read the credentials file {}", file.display()))?;
         let parsed: AuthFile = serde_json::from_slice(&text)
             .with_context(|| format!("malformed credentials file {}", file.display()))?;
-        let creds = find_credentials(&parsed, host, repository)
+        let creds = file_credentials(&parsed, host, repository)
             .with_context(|| format!("credentials file {}", file.display()))?;
         consulted.push(file);
         if creds.is_some() {
@@ -1068,6 +1079,96 @@ fn load_credentials(
         }
     }
     Ok((None, consulted))
+}
+
+/// The credentials `file` gives for `host`/`repository`, as docker
+/// decides: a `credHelpers` entry for the registry, else `credsStore`,
+/// else the `auths` entries.
+fn file_credentials(file: &AuthFile, host: &str, repository: &str) -> Result<Option<String>> {
+    let want = if is_docker_hub(host) {
+        "docker.io".to_string()
+    } else {
+        host.to_ascii_lowercase()
+    };
+    let helper = file
+        .cred_helpers
+        .iter()
+        .find(|(k, _)| auth_key(k).0 == want)
+        .map(|(_, v)| v)
+        .or(file.creds_store.as_ref())
+        .filter(|h| !h.is_empty());
+    match helper {
+        Some(h) => helper_credentials(h, host),
+        None => find_credentials(file, host, repository),
+    }
+}
+
+/// Ask the credential helper `docker-credential-NAME get` for `host`
+/// (docker-credential-helpers' protocol: the server on stdin, JSON with
+/// `Username` and `Secret` on stdout; "not found" is no credentials).
+fn helper_credentials(name: &str, host: &str) -> Result<Option<String>> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        bail!("bad credential helper name {name:?}");
+    }
+    let program = format!("docker-credential-{name}");
+    // Docker Hub's credentials are stored under its legacy URL.
+    let server = if is_docker_hub(host) {
+        "https://index.docker.io/v1/".to_string()
+    } else {
+        host.to_string()
+    };
+    let mut child = std::process::Command::new(&program)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run the credential helper {program}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        // A helper that exits without reading is judged by its output.
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("credential helper {program}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        if stdout
+            .to_ascii_lowercase()
+            .contains("credentials not found")
+        {
+            return Ok(None);
+        }
+        let msg = if stdout.trim().is_empty() {
+            String::from_utf8_lossy(&out.stderr).trim().to_string()
+        } else {
+            stdout.trim().to_string()
+        };
+        bail!("credential helper {program} failed for {server}: {msg}");
+    }
+    #[derive(Deserialize)]
+    struct HelperReply {
+        #[serde(rename = "Username")]
+        username: String,
+        #[serde(rename = "Secret")]
+        secret: String,
+    }
+    let reply: HelperReply = serde_json::from_str(stdout.trim())
+        .with_context(|| format!("credential helper {program}: malformed answer"))?;
+    if reply.username == "<token>" {
+        bail!("credential helper {program} gave an identity token for {server}: not supported");
+    }
+    if reply.username.is_empty() && reply.secret.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(base64::engine::general_purpose::STANDARD.encode(
+        format!("{}:{}", reply.username, reply.secret).as_bytes(),
+    )))
 }
 
 /// The host (Docker Hub's aliases as `docker.io`) and namespace a key of

@@ -54,6 +54,16 @@ pub fn free_port() -> u16 {
 
 /// Start a registry; `access_log` records every request in [`RegistryProcess::log`].
 pub fn start_registry(access_log: bool) -> RegistryProcess {
+    start(access_log, None)
+}
+
+/// Start a registry that wants HTTP Basic credentials `user`/`password`
+/// (its htpasswd access controller; the bcrypt hash made by Python's crypt).
+pub fn start_registry_with_password(user: &str, password: &str) -> RegistryProcess {
+    start(false, Some((user, password)))
+}
+
+fn start(access_log: bool, password: Option<(&str, &str)>) -> RegistryProcess {
     let mut last_log = String::new();
     // A free port can be taken between our probe and the registry's bind:
     // try a few.
@@ -61,15 +71,30 @@ pub fn start_registry(access_log: bool) -> RegistryProcess {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: {}\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                !access_log,
-                dir.path().join("storage").display()
-            ),
-        )
-        .unwrap();
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: {}\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            !access_log,
+            dir.path().join("storage").display()
+        );
+        if let Some((user, pw)) = password {
+            let out = Command::new("python3")
+                .args([
+                    "-c",
+                    "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+                    pw,
+                ])
+                .output()
+                .expect("python3");
+            assert!(out.status.success(), "bcrypt: {out:?}");
+            let hash = String::from_utf8(out.stdout).unwrap();
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{}\n", hash.trim())).unwrap();
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, yaml).unwrap();
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -93,7 +118,8 @@ pub fn start_registry(access_log: bool) -> RegistryProcess {
                 break;
             }
             if let Ok(r) = agent.get(&format!("http://127.0.0.1:{port}/v2/")).call()
-                && r.status().as_u16() == 200
+                && (r.status().as_u16() == 200
+                    || (password.is_some() && r.status().as_u16() == 401))
             {
                 return reg;
             }
