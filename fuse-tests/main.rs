@@ -9,6 +9,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod diff;
 mod live;
 mod oci;
 
@@ -55,6 +56,21 @@ fn is_mountpoint(p: &Path) -> bool {
             .nth(4)
             .is_some_and(|m| unescape_mountinfo(m) == want)
     })
+}
+
+/// The per-mount options of the mount at `p` (`ro,nosuid,…`).
+fn mount_options(p: &Path) -> String {
+    let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let info = std::fs::read("/proc/self/mountinfo").unwrap();
+    let want = p.as_os_str().as_bytes();
+    info.split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let f: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+            (f.len() > 5 && unescape_mountinfo(f[4]) == want)
+                .then(|| String::from_utf8_lossy(f[5]).to_string())
+        })
+        .next_back()
+        .unwrap_or_default()
 }
 
 fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
@@ -812,6 +828,19 @@ fn read_only() {
     );
     // Still intact.
     assert_eq!(std::fs::read(mnt.join("small")).unwrap(), b"hello\n");
+    // A view for looking, not running: setuid bits and device nodes show
+    // but take no effect.
+    let opts = mount_options(&mnt);
+    assert!(
+        opts.split(',').any(|o| o == "nosuid") && opts.split(',').any(|o| o == "nodev"),
+        "mount options: {opts}"
+    );
+    let null = mnt.join("null");
+    assert_eq!(
+        std::fs::symlink_metadata(&null).unwrap().rdev(),
+        libc::makedev(1, 3)
+    );
+    assert_eq!(errno_of(std::fs::File::open(&null)), Some(libc::EACCES));
     m.umount(&repo);
 }
 

@@ -24,7 +24,7 @@ impl Compression {
 /// `Send` when `R` is, so it can be read ahead on another thread.
 pub enum Decoded<R: Read> {
     None(BufReader<Chain<R>>),
-    Gzip(BufReader<flate2::bufread::MultiGzDecoder<BufReader<Chain<R>>>>),
+    Gzip(Box<BufReader<flate2::bufread::MultiGzDecoder<BufReader<Chain<R>>>>>),
     Zstd(BufReader<zstd::stream::read::Decoder<'static, BufReader<Chain<R>>>>),
 }
 
@@ -66,10 +66,10 @@ pub fn decompress<R: Read>(mut r: R) -> io::Result<(Compression, Decoded<R>)> {
     };
     let br = BufReader::with_capacity(256 * 1024, io::Cursor::new(head.to_vec()).chain(r));
     let out = match kind {
-        Compression::Gzip => Decoded::Gzip(BufReader::with_capacity(
+        Compression::Gzip => Decoded::Gzip(Box::new(BufReader::with_capacity(
             256 * 1024,
             flate2::bufread::MultiGzDecoder::new(br),
-        )),
+        ))),
         Compression::Zstd => Decoded::Zstd(BufReader::with_capacity(
             256 * 1024,
             zstd::stream::read::Decoder::with_buffer(br)?,

@@ -11,12 +11,14 @@
 
 pub mod cli;
 pub mod compression;
+pub mod diff;
 pub mod dumpfile;
 pub mod erofs;
 pub mod fsverity;
 pub mod fuse;
 pub mod hashtee;
 pub mod importdir;
+pub mod inspect;
 pub mod mount;
 pub mod oci;
 pub mod ostree;

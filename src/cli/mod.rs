@@ -1,6 +1,7 @@
 //! The `composefs` command line: argument parsing and plumbing only. Each
 //! command group lives in its own file and calls into the library.
 
+mod diff_cmds;
 mod fuse_cmds;
 mod image_cmds;
 mod measure;
@@ -8,6 +9,7 @@ mod oci_cmds;
 mod ostree_cmds;
 mod progress;
 mod repo_cmds;
+mod show_cmds;
 mod tar_cmds;
 
 use std::path::PathBuf;
@@ -103,6 +105,9 @@ enum Command {
         /// Path inside the image (default /)
         path: Option<String>,
     },
+    /// Compare two trees (stored or local directories): changed paths,
+    /// `--stat`, `--json`, `--content`; exit 0 equal, 1 different, 2 trouble
+    Diff(diff_cmds::DiffArgs),
     /// Mount a stored tree read-only, or the whole repository live: through
     /// FUSE (default) or the kernel
     Mount(fuse_cmds::MountArgs),
@@ -114,6 +119,9 @@ enum Command {
     Oci(oci_cmds::OciCommand),
     /// Unmount a mount made by `composefs mount` (kernel or FUSE)
     Umount { mountpoint: PathBuf },
+    /// Summarise a stored tree (ostree commit, OCI image, composefs image):
+    /// names, sizes, counts, and what its kind records
+    Show(show_cmds::ShowArgs),
 }
 
 /// Invoked as `mkcomposefs` (through a symlink): the C tool's command line.
@@ -169,8 +177,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dump { image } => image_cmds::dump(repo, &image),
         Command::Ls { image, path } => image_cmds::ls(repo, &image, path.as_deref()),
         Command::Mount(args) => fuse_cmds::mount(repo, &args),
+        Command::Diff(args) => diff_cmds::run(repo, &args),
         Command::Umount { mountpoint } => image_cmds::umount(&mountpoint),
         Command::Ostree(cmd) => ostree_cmds::run(repo, cmd),
         Command::Oci(cmd) => oci_cmds::run(repo, cmd),
+        Command::Show(args) => show_cmds::show(repo, &args),
+    }
+}
+
+/// A positive number of seconds (fractions allowed), for `--timeout`.
+fn parse_seconds(s: &str) -> std::result::Result<std::time::Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() && v <= 86_400.0 => {
+            Ok(std::time::Duration::from_secs_f64(v))
+        }
+        _ => Err(format!("{s:?}: expected seconds, more than 0 and at most 86400")),
     }
 }

@@ -35,9 +35,18 @@ pub enum OciCommand {
         #[arg(long)]
         insecure: bool,
         /// Registry credentials (default: $REGISTRY_AUTH_FILE,
-        /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)
+        /// $XDG_RUNTIME_DIR/containers/auth.json,
+        /// ~/.config/containers/auth.json, ~/.docker/config.json; their
+        /// credHelpers/credsStore helpers are asked)
         #[arg(long, value_name = "FILE")]
         authfile: Option<PathBuf>,
+        /// Give up on a connection or a read after SECONDS (then retry)
+        #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = super::parse_seconds)]
+        timeout: std::time::Duration,
+        /// Retries of a transient failure (connection error, timeout, 408,
+        /// 429, 5xx) per request
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        retries: u32,
     },
     /// List pulled images: name, manifest digest, size, created, layers
     Images,
@@ -73,14 +82,17 @@ pub fn run(repo: Option<&Path>, cmd: OciCommand) -> Result<ExitCode> {
             platform,
             insecure,
             authfile,
-        } => pull_cmd(
-            repo,
-            &image,
-            name.as_deref(),
-            platform.as_deref(),
-            insecure,
-            authfile,
-        ),
+            timeout,
+            retries,
+        } => {
+            let opts = crate::oci::registry::RegistryOptions {
+                insecure,
+                auth_file: authfile,
+                timeout,
+                retries,
+            };
+            pull_cmd(repo, &image, name.as_deref(), platform.as_deref(), opts)
+        }
         OciCommand::Images => images(repo),
         OciCommand::Inspect { name, manifest, .. } => inspect(repo, &name, manifest),
         OciCommand::CreateImage {
@@ -95,8 +107,7 @@ pub fn run(repo: Option<&Path>, cmd: OciCommand) -> Result<ExitCode> {
 /// The source a reference names, and the tag or digest to ask it for.
 fn open_source(
     r: &ImageRef,
-    insecure: bool,
-    authfile: Option<PathBuf>,
+    opts: &crate::oci::registry::RegistryOptions,
 ) -> Result<(Box<dyn ImageSource>, String)> {
     Ok(match r {
         ImageRef::Layout { dir, tag } => {
@@ -111,19 +122,12 @@ fn open_source(
             host,
             repository,
             reference,
-        } => {
-            let opts = crate::oci::registry::RegistryOptions {
-                insecure,
-                auth_file: authfile,
-                ..Default::default()
-            };
-            (
+        } => (
                 Box::new(crate::oci::registry::Registry::new(
-                    host, repository, &opts,
+                    host, repository, opts,
                 )?),
                 reference.clone(),
-            )
-        }
+            ),
     })
 }
 
@@ -170,8 +174,14 @@ impl crate::oci::pull::PullProgress for Bars {
             &format!("  layer {} {}", index + 1, &hex[..hex.len().min(12)]),
         );
         let bar = self.multi.insert_before(&self.total, bar);
-        if let Ok(mut l) = self.layers.lock() {
-            l.insert(index, bar);
+        if let Ok(mut l) = self.layers.lock()
+            && let Some(old) = l.insert(index, bar)
+        {
+            // Started again: what it had downloaded does not count.
+            self.total
+                .set_position(self.total.position().saturating_sub(old.position()));
+            old.finish_and_clear();
+            self.multi.remove(&old);
         }
     }
     fn bytes(&self, index: usize, n: u64) {
@@ -197,8 +207,7 @@ fn pull_cmd(
     image: &str,
     name: Option<&str>,
     platform: Option<&str>,
-    insecure: bool,
-    authfile: Option<PathBuf>,
+    opts: crate::oci::registry::RegistryOptions,
 ) -> Result<ExitCode> {
     let r = open(repo)?;
     let iref = ImageRef::parse(image)?;
@@ -207,7 +216,7 @@ fn pull_cmd(
         Some(p) => parse_platform(p)?,
         None => host_platform(),
     };
-    let (src, reference) = open_source(&iref, insecure, authfile)?;
+    let (src, reference) = open_source(&iref, &opts)?;
     let bar = Bars::new(&format!("pulling {iref}"));
     let t0 = Instant::now();
     let report = pull(&r, src.as_ref(), &reference, &name, &platform, &bar)

@@ -18,7 +18,7 @@ use crate::ostree::pull::{PullOptions, Stats, pull};
 use crate::ostree::signature::{Ed25519Keys, Keyring};
 use crate::ostree::summary::{MAX_SUMMARY_SIZE, Summary};
 use crate::ostree::trust::Trust;
-use crate::ostree::{Checksum, ObjType, index, resolve, source, tree};
+use crate::ostree::{Checksum, ObjType, resolve, source, tree};
 use crate::repository::{RefKind, Repository};
 use crate::util::human_bytes;
 
@@ -34,10 +34,7 @@ pub enum OstreeCommand {
     /// List the stored ostree commits with their names
     List,
     /// Show a stored commit and its ancestors, as far as they are stored
-    Log {
-        /// Name (as pulled) or commit checksum
-        name: String,
-    },
+    Log(super::show_cmds::LogArgs),
     /// Build a composefs image of a stored commit (its tree as `ostree checkout` shows it)
     CreateImage {
         /// Name (as pulled) or commit checksum
@@ -82,6 +79,10 @@ pub struct PullArgs {
     /// Fail unless the commit carries a good signature from a trusted key
     #[arg(long)]
     require_signatures: bool,
+    /// HTTP: give up on a connection or read after SECONDS (then retry);
+    /// default 30 to connect, 60 per read
+    #[arg(long, value_name = "SECONDS", value_parser = super::parse_seconds)]
+    timeout: Option<std::time::Duration>,
 }
 
 pub fn run(repo: Option<&Path>, cmd: OstreeCommand) -> Result<ExitCode> {
@@ -89,7 +90,7 @@ pub fn run(repo: Option<&Path>, cmd: OstreeCommand) -> Result<ExitCode> {
         OstreeCommand::Pull(a) => pull_cmd(repo, a),
         OstreeCommand::LsRemote { source } => ls_remote(&source),
         OstreeCommand::List => list(repo),
-        OstreeCommand::Log { name } => log(repo, &name),
+        OstreeCommand::Log(a) => super::show_cmds::ostree_log(repo, &a),
         OstreeCommand::CreateImage {
             name,
             image_name,
@@ -186,6 +187,7 @@ fn pull_cmd(repo: Option<&Path>, a: PullArgs) -> Result<ExitCode> {
         no_deltas: a.no_deltas,
         jobs,
         trust: trust(&a)?,
+        timeout: a.timeout,
     };
     let stats = Stats::default();
     let done = std::sync::atomic::AtomicBool::new(false);
@@ -299,33 +301,6 @@ fn list(repo: Option<&Path>) -> Result<ExitCode> {
         let (ts, ver) = commit_info(&commit);
         writeln!(out, "{name} {c} {ts} {ver} {}", commit.subject)
             .context("cannot write to stdout")?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn log(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
-    let r = open(repo)?;
-    let mut c = resolve::stored_commit(&r, name)?;
-    let stored: std::collections::HashSet<Checksum> =
-        index::stored_commits(&r)?.into_iter().collect();
-    let mut out = std::io::stdout().lock();
-    loop {
-        let (_, commit) = load_commit(&r, &c)?;
-        let (ts, ver) = commit_info(&commit);
-        writeln!(
-            out,
-            "commit {c}\nDate:    {ts}\nVersion: {ver}\n\n    {}\n",
-            commit.subject
-        )
-        .context("cannot write to stdout")?;
-        match commit.parent {
-            Some(p) if stored.contains(&p) => c = p,
-            Some(p) => {
-                writeln!(out, "(parent {p} is not stored)").context("cannot write to stdout")?;
-                break;
-            }
-            None => break,
-        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -80,6 +80,10 @@ fn fuse_config(opts: &MountOptions) -> Config {
         MountOption::FSName("composefs".into()),
         MountOption::Subtype("composefs".into()),
         MountOption::RO,
+        // A view for looking inside images, not for running them: setuid
+        // bits and device nodes show in `stat` but take no effect.
+        MountOption::NoSuid,
+        MountOption::NoDev,
         MountOption::DefaultPermissions,
     ];
     config.acl = if opts.allow_other {
@@ -207,7 +211,8 @@ fn describe_status(status: libc::c_int) -> String {
 
 /// The `fusermount3 -o` options matching [`fuse_config`].
 fn fusermount_options(opts: &MountOptions) -> String {
-    let mut o = String::from("ro,default_permissions,fsname=composefs,subtype=composefs");
+    let mut o =
+        String::from("ro,nosuid,nodev,default_permissions,fsname=composefs,subtype=composefs");
     if opts.allow_other {
         o.push_str(",allow_other");
     }

@@ -28,6 +28,12 @@ pub const REF_PREFIX: &str = "oci/";
 /// Layers downloaded at once.
 const PARALLEL_LAYERS: usize = 3;
 
+/// Attempts at a blob whose download the network cut short (each starts
+/// the blob again; objects stored by an earlier attempt are not written
+/// twice), and the pause before the first retry (then tripled).
+const ATTEMPTS: u32 = 4;
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// At most this many layers in one image.
 const MAX_LAYERS: usize = 4096;
 
@@ -82,7 +88,8 @@ pub fn parse_platform(s: &str) -> Result<Platform> {
 pub trait PullProgress: Sync {
     /// Compressed bytes of all the layers to download.
     fn total(&self, _bytes: u64) {}
-    /// Layer `index` (0-based, in manifest order) of `size` bytes starts.
+    /// Layer `index` (0-based, in manifest order) of `size` bytes starts;
+    /// again if the network cut it short (its bytes so far are lost).
     fn layer_start(&self, _index: usize, _digest: &Digest, _size: u64) {}
     /// `n` more bytes of layer `index` arrived.
     fn bytes(&self, _index: usize, _n: u64) {}
@@ -158,18 +165,37 @@ impl Read for Verifier<'_> {
     }
 }
 
-/// A whole small blob (a config), checked.
+/// A whole small blob (a config), checked; started again when the
+/// network cuts it short.
 fn fetch_document(src: &dyn ImageSource, d: &Descriptor, what: &str) -> Result<Vec<u8>> {
     if d.size > super::layout::MAX_DOCUMENT {
         bail!("{what} is {} bytes: too large", d.size);
     }
-    let mut r = Verifier::blob(src, d, None)?;
-    let mut bytes = Vec::new();
-    (&mut r)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read {what}"))?;
-    r.check(d, what)?;
-    Ok(bytes)
+    retry_interrupted(|| {
+        let mut r = Verifier::blob(src, d, None)?;
+        let mut bytes = Vec::new();
+        r.read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {what}"))?;
+        r.check(d, what)?;
+        Ok(bytes)
+    })
+}
+
+/// `f`, again (up to [`ATTEMPTS`] in all, with growing pauses) while it
+/// fails because the network cut a download short.
+fn retry_interrupted<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut pause = RETRY_PAUSE;
+    let mut attempt = 1;
+    loop {
+        match f() {
+            Err(e) if attempt < ATTEMPTS && super::source::is_interrupted(&e) => {
+                attempt += 1;
+                std::thread::sleep(pause);
+                pause *= 3;
+            }
+            r => return r,
+        }
+    }
 }
 
 fn platform_matches(p: &Platform, want: &Platform) -> bool {
@@ -388,16 +414,18 @@ pub fn pull(
                         let Some(&i) = todo.get(k) else { break };
                         let d = &manifest.layers[i];
                         let what = format!("{}: layer {} ({})", src.describe(), i + 1, d.digest);
-                        progress.layer_start(i, &d.digest, d.size);
-                        let r = pull_layer(
-                            repo,
-                            src,
-                            i,
-                            d,
-                            &config.rootfs.diff_ids[i],
-                            &what,
-                            progress,
-                        );
+                        let r = retry_interrupted(|| {
+                            progress.layer_start(i, &d.digest, d.size);
+                            pull_layer(
+                                repo,
+                                src,
+                                i,
+                                d,
+                                &config.rootfs.diff_ids[i],
+                                &what,
+                                progress,
+                            )
+                        });
                         progress.layer_done(i);
                         let failed = r.is_err();
                         results

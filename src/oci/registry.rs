@@ -616,7 +616,13 @@ impl Read for BlobReader {
         if buf.is_empty() {
             return Ok(0);
         }
-        let wrap = |e: Error, what: &str| Error::new(e.kind(), format!("{what}: {e}"));
+        // Network trouble: the pull may start the blob again.
+        let wrap = |e: Error, what: &str| {
+            Error::new(
+                e.kind(),
+                super::source::Interrupted(format!("{what}: {e}")),
+            )
+        };
         if self.remaining == 0 {
             let mut extra = [0u8; 1];
             return match self.inner.read(&mut extra) {
@@ -634,12 +640,12 @@ impl Read for BlobReader {
         match self.inner.read(&mut buf[..n]) {
             Ok(0) => Err(Error::new(
                 ErrorKind::UnexpectedEof,
-                format!(
+                super::source::Interrupted(format!(
                     "{}: the body ended after {} of {} bytes",
                     self.what,
                     self.size - self.remaining,
                     self.size
-                ),
+                )),
             )),
             Ok(k) => {
                 self.remaining -= k as u64;
@@ -708,7 +714,7 @@ fn error_detail(resp: Response) -> String {
     summarize_error_body(&buf)
 }
 
-fn summarize_error_body(body: &[u8]) -> String {
+pub fn summarize_error_body(body: &[u8]) -> String {
     #[derive(Deserialize)]
     struct Errors {
         errors: Vec<ErrorEntry>,
@@ -753,7 +759,7 @@ fn summarize_error_body(body: &[u8]) -> String {
 
 /// The media type of a manifest: the Content-Type, unless it is missing
 /// or generic; then the document's own ([`spec::document_media_type`]).
-fn media_type_of(content_type: &str, bytes: &[u8]) -> Option<String> {
+pub fn media_type_of(content_type: &str, bytes: &[u8]) -> Option<String> {
     if !matches!(
         content_type,
         "" | "application/json" | "text/plain" | "application/octet-stream"
@@ -843,14 +849,14 @@ pub fn validate_repository(name: &str) -> Result<()> {
 
 /// One authentication challenge of a `WWW-Authenticate` header.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Challenge {
-    scheme: String,
+pub struct Challenge {
+    pub scheme: String,
     /// Names lowercased, values unquoted.
-    params: Vec<(String, String)>,
+    pub params: Vec<(String, String)>,
 }
 
 impl Challenge {
-    fn param(&self, name: &str) -> Option<&str> {
+    pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(n, _)| n == name)
@@ -861,7 +867,7 @@ impl Challenge {
 /// `Bearer realm="…",service="…",scope="a,b"`, possibly several challenges
 /// in one header (`Basic realm="x", Bearer realm="y"`). Quoted values may
 /// hold commas and backslash escapes.
-fn parse_challenges(header: &str) -> Vec<Challenge> {
+pub fn parse_challenges(header: &str) -> Vec<Challenge> {
     let b = header.as_bytes();
     let is_sep = |c: u8| c == b',' || c.is_ascii_whitespace();
     let mut out: Vec<Challenge> = Vec::new();
@@ -931,7 +937,7 @@ fn parse_challenges(header: &str) -> Vec<Challenge> {
 }
 
 /// Query-component encoding: everything but unreserved characters.
-fn percent_encode(s: &str) -> String {
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -952,7 +958,7 @@ fn split_url(url: &str) -> Option<(&str, &str, &str)> {
 
 /// `scheme://host[:port]`, lowercased, default port dropped, userinfo
 /// dropped: what decides where our Authorization may go.
-fn origin_of(url: &str) -> Option<String> {
+pub fn origin_of(url: &str) -> Option<String> {
     let (scheme, authority, _) = split_url(url)?;
     let scheme = scheme.to_ascii_lowercase();
     if scheme != "http" && scheme != "https" {
@@ -971,7 +977,7 @@ fn origin_of(url: &str) -> Option<String> {
 }
 
 /// A `Location` resolved against the URL that answered it.
-fn resolve_location(base: &str, location: &str) -> Option<String> {
+pub fn resolve_location(base: &str, location: &str) -> Option<String> {
     let location = location.trim();
     if location.is_empty() {
         return None;

@@ -307,6 +307,28 @@ impl Tree for CommitTree {
         Ok(self.list(dir)?.0.into())
     }
 
+    /// The checksums ostree names the node by, read back from the
+    /// stream's index at the positions the node already holds (no side
+    /// table, nothing decoded): dirtree + dirmeta for a directory, the
+    /// file checksum for a file. `None` for a node whose objects are
+    /// missing (its loading fails with the reason).
+    fn subtree_id(&self, ino: Ino) -> Option<crate::tree::SubtreeId> {
+        let node = self.node(ino).ok()?;
+        let stream = self.stream().ok()?;
+        match node {
+            Node::Dir { tree, meta, .. } if tree != MISSING && meta != MISSING => {
+                Some(crate::tree::SubtreeId::OstreeDir {
+                    tree: stream.checksum_at(tree)?.0,
+                    meta: stream.checksum_at(meta)?.0,
+                })
+            }
+            Node::File(f) if f != MISSING => {
+                Some(crate::tree::SubtreeId::OstreeFile(stream.checksum_at(f)?.0))
+            }
+            _ => None,
+        }
+    }
+
     /// Let go of the stream (a few hundred KiB to MiBs) when it can be
     /// loaded again.
     fn shrink(&self) {

@@ -16,19 +16,25 @@ pub struct HttpSource {
     mode: RepoMode,
 }
 
-/// Connect and read timeouts: a stalled server fails the request (and it
-/// is retried), it never hangs the pull.
+/// Default connect and read timeouts: a stalled server fails the request
+/// (and it is retried), it never hangs the pull.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl HttpSource {
-    pub fn new(url: &str) -> Result<HttpSource> {
+    /// `timeout`, when given, bounds connecting and every read instead of
+    /// the defaults.
+    pub fn new(url: &str, timeout: Option<Duration>) -> Result<HttpSource> {
+        if timeout.is_some_and(|t| t.is_zero()) {
+            bail!("the HTTP timeout must be positive");
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_recv_response(Some(READ_TIMEOUT))
+            .timeout_connect(Some(timeout.unwrap_or(CONNECT_TIMEOUT)))
+            .timeout_send_request(Some(timeout.unwrap_or(READ_TIMEOUT)))
+            .timeout_recv_response(Some(timeout.unwrap_or(READ_TIMEOUT)))
             .timeout_recv_body(None)
-            .timeout_per_read(Some(READ_TIMEOUT))
+            .timeout_per_read(Some(timeout.unwrap_or(READ_TIMEOUT)))
             .max_idle_connections_per_host(64)
             .user_agent(concat!("composefs/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -104,7 +110,8 @@ impl Source for HttpSource {
     fn file(&self, csum: &Checksum) -> Result<FileObject> {
         let path = object_path(csum, ObjType::File);
         let body = self
-            .get(&path)?
+            .get(&path)
+            .with_context(|| format!("file object {csum}"))?
             .with_context(|| format!("file object {csum}: {}/{path} not found", self.base))?;
         let reader = body.into_with_config().limit(u64::MAX).reader();
         filez_object(
@@ -120,9 +127,7 @@ struct TransientReader<R>(R);
 impl<R: Read> Read for TransientReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.0.read(buf).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof
-                || e.kind() == std::io::ErrorKind::InvalidData
-            {
+            if e.kind() == std::io::ErrorKind::InvalidData {
                 e
             } else {
                 std::io::Error::other(Transient(format!("network read failed: {e}")))

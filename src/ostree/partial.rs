@@ -149,7 +149,37 @@ impl PartialLog {
     /// The pull completed: the log is no longer needed.
     pub fn remove(self) -> Result<()> {
         drop(self.out);
-        std::fs::remove_file(&self.path)
-            .with_context(|| format!("cannot remove {}", self.path.display()))
+        remove_if_present(&self.path)
+    }
+
+    /// Forget the log of `commit`, which is stored: a pull killed after
+    /// naming its stream never removed it. A log another pull holds is
+    /// left to that pull.
+    pub fn discard(repo: &Repository, commit: &Checksum) -> Result<()> {
+        let p = path(repo, commit);
+        let f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", p.display())),
+        };
+        if rustix::fs::flock(
+            f.as_fd(),
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        )
+        .is_err()
+        {
+            return Ok(());
+        }
+        remove_if_present(&p)
+    }
+}
+
+/// Remove a log; one already gone (discarded by another pull) is fine.
+fn remove_if_present(p: &std::path::Path) -> Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", p.display()))
+        }
+        _ => Ok(()),
     }
 }

@@ -43,6 +43,9 @@ pub struct PullOptions {
     /// Parallel fetches.
     pub jobs: usize,
     pub trust: Trust,
+    /// HTTP connect and read timeout (default: 30 s to connect, 60 s
+    /// for any read).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Live counters for progress display.
@@ -391,7 +394,7 @@ pub fn pull(
 ) -> Result<PullReport> {
     repo.ensure_writable()?;
     *stats.phase.lock().expect("stats") = "resolving";
-    let src = source::open(source_spec)?;
+    let src = source::open_with(source_spec, opts.timeout)?;
     let src: &dyn Source = &*src;
     let summary_bytes = retry(|| src.read("summary", MAX_SUMMARY_SIZE)).context("summary")?;
     let summary = match &summary_bytes {
@@ -433,6 +436,8 @@ pub fn pull(
             &ref_name,
             &commitstream::content_id(&commit),
         )?;
+        // Best effort: the ref is published whatever happens here.
+        let _ = PartialLog::discard(repo, &commit);
         return Ok(PullReport {
             commit,
             name,

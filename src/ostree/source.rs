@@ -62,8 +62,15 @@ pub struct FileObject {
 #[error("{0}")]
 pub struct Transient(pub String);
 
+/// Whether `e` is [`Transient`], or carries one: directly, or inside an
+/// `io::Error` (whose `source()` skips the error it wraps).
 pub fn is_transient(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<Transient>().is_some())
+    e.chain().any(|c| {
+        c.downcast_ref::<Transient>().is_some()
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.downcast_ref::<Transient>().is_some())
+    })
 }
 
 /// An ostree repository to pull from.
@@ -99,8 +106,13 @@ pub trait Source: Send + Sync {
 
 /// Open a source: a local path, `file://` URL, or `http(s)://` URL.
 pub fn open(spec: &str) -> Result<Box<dyn Source>> {
+    open_with(spec, None)
+}
+
+/// [`open`], with an HTTP timeout other than the default.
+pub fn open_with(spec: &str, timeout: Option<std::time::Duration>) -> Result<Box<dyn Source>> {
     if spec.starts_with("http://") || spec.starts_with("https://") {
-        return Ok(Box::new(super::http::HttpSource::new(spec)?));
+        return Ok(Box::new(super::http::HttpSource::new(spec, timeout)?));
     }
     let path = match spec.strip_prefix("file://") {
         Some(p) => PathBuf::from(p),

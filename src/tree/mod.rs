@@ -169,6 +169,21 @@ impl Inode {
     }
 }
 
+/// What [`Tree::subtree_id`] returns: a content identity of a whole
+/// subtree. The variants are separate namespaces; ids of different
+/// variants are never equal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SubtreeId {
+    /// A directory of an ostree commit: its dirtree checksum (names and
+    /// checksums of everything below) and dirmeta checksum (its own mode,
+    /// owner, xattrs). A tree whose root has such an id is an ostree
+    /// commit: one inode per name (no hardlinks), every mtime 0.
+    OstreeDir { tree: [u8; 32], meta: [u8; 32] },
+    /// A file or symlink of an ostree commit: its file checksum (content
+    /// or target, mode, owner, xattrs).
+    OstreeFile([u8; 32]),
+}
+
 /// A directory entry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DirEntry {
@@ -204,6 +219,16 @@ pub trait Tree: Send + Sync {
 
     /// Let go of memory that can be loaded again on demand.
     fn shrink(&self) {}
+
+    /// An identity of the whole subtree at `ino` (the inode itself and,
+    /// for a directory, everything below it, mtimes excepted) when the
+    /// source names its content that way: two inodes, of this tree or
+    /// another, with equal ids are equal all the way down, so a consumer
+    /// comparing trees (`diff`) may skip them unread. Different ids say
+    /// nothing. `None` (the default): no such identity, compare by walking.
+    fn subtree_id(&self, _ino: Ino) -> Option<SubtreeId> {
+        None
+    }
 
     /// The inode named `name` in directory `dir`, if any.
     fn lookup(&self, dir: Ino, name: &[u8]) -> Result<Option<Ino>> {

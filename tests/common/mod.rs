@@ -2,6 +2,7 @@
 //! scratch repositories, external tools, and looking at the repository on disk.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod registry;
 
 use std::ffi::OsStr;
@@ -629,4 +630,132 @@ impl Drop for Mounted {
             let _ = Command::new("umount").arg("-l").arg(&self.path).status();
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Crash and concurrency tests (tests/crash.rs, tests/concurrency.rs,
+// fuse-tests/concurrency.rs)
+// ---------------------------------------------------------------------------
+
+/// The size of file `i` of [`mixed_tree`]: mostly small (empty, inline,
+/// one block, a few blocks), every 37th one large.
+fn mixed_size(i: usize) -> usize {
+    const SIZES: [usize; 8] = [0, 40, 700, 4096, 9_000, 30_000, 120_000, 65];
+    if i % 37 == 36 {
+        1_200_000 + i
+    } else {
+        SIZES[i % SIZES.len()] + if SIZES[i % SIZES.len()] > 64 { i } else { 0 }
+    }
+}
+
+/// Write `n` regular files of mixed sizes under `root` (`dK/sJ/fI`, up
+/// to 1.2 MiB, every 10th a copy of an earlier one so some content is
+/// shared) and a few symlinks; contents depend on `seed`. Returns the
+/// bytes written.
+pub fn mixed_tree(root: &Path, seed: u64, n: usize) -> u64 {
+    let mut total = 0u64;
+    for i in 0..n {
+        let data = if i % 10 == 9 {
+            pseudo_random(seed * 100_000 + (i - 5) as u64, mixed_size(i - 5))
+        } else {
+            pseudo_random(seed * 100_000 + i as u64, mixed_size(i))
+        };
+        total += data.len() as u64;
+        write_file(&root.join(format!("d{}/s{}/f{i:04}", i % 5, i % 3)), &data);
+    }
+    for k in 0..4 {
+        std::os::unix::fs::symlink(format!("d0/s0/f{:04}", k * 15), root.join(format!("l{k}")))
+            .unwrap();
+    }
+    total
+}
+
+/// Rewrite every `every`-th file (from `first`) of a [`mixed_tree`] with
+/// new content: a second version sharing the rest.
+pub fn mixed_tree_modify(root: &Path, seed: u64, n: usize, first: usize, every: usize) {
+    for i in (first..n).step_by(every) {
+        let p = root.join(format!("d{}/s{}/f{i:04}", i % 5, i % 3));
+        write_file(
+            &p,
+            &pseudo_random(seed * 100_000 + 50_000 + i as u64, mixed_size(i) + 1),
+        );
+    }
+}
+
+/// `tar -cf OUT -C DIR MEMBERS…` (GNU tar, sorted, fixed owners and
+/// mtimes: the same files always make the same archive).
+pub fn tar_members(dir: &Path, members: &[&str], out: &Path) {
+    require_tool("tar");
+    let mut args: Vec<&OsStr> = [
+        "--sort=name",
+        "--format=gnu",
+        "--mtime=@1600000000",
+        "--owner=0",
+        "--group=0",
+        "--numeric-owner",
+        "-C",
+    ]
+    .iter()
+    .map(OsStr::new)
+    .collect();
+    args.push(dir.as_os_str());
+    args.push(OsStr::new("-cf"));
+    args.push(out.as_os_str());
+    args.extend(members.iter().map(OsStr::new));
+    run_tool("tar", &args, Path::new("/"));
+}
+
+/// Add image `tag` to the OCI layout `layout` (made if missing) with
+/// umoci: an empty image plus each tar as one layer, in order.
+pub fn umoci_image(layout: &Path, tag: &str, layers: &[&Path]) {
+    let image = format!("{}:{tag}", layout.display());
+    if !layout.join("index.json").exists() {
+        run_tool(
+            "umoci",
+            &[
+                OsStr::new("init"),
+                OsStr::new("--layout"),
+                layout.as_os_str(),
+            ],
+            Path::new("/"),
+        );
+    }
+    run_tool(
+        "umoci",
+        &[OsStr::new("new"), OsStr::new("--image"), OsStr::new(&image)],
+        Path::new("/"),
+    );
+    for l in layers {
+        run_tool(
+            "umoci",
+            &[
+                OsStr::new("raw"),
+                OsStr::new("add-layer"),
+                OsStr::new("--image"),
+                OsStr::new(&image),
+                l.as_os_str(),
+            ],
+            Path::new("/"),
+        );
+    }
+}
+
+/// The hex names of every object in the repository at `repo`, sorted.
+pub fn object_names(repo: &Path) -> Vec<String> {
+    list_objects(repo).into_iter().map(|(hex, _)| hex).collect()
+}
+
+/// Everything below `repo` whose name starts with `.tmp` (temporary
+/// files and symlinks a crash may leave behind).
+pub fn tmp_leftovers(repo: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    walk(repo, &mut |p| {
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".tmp"))
+        {
+            out.push(p.to_path_buf());
+        }
+    });
+    out.sort();
+    out
 }

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# composefs diff of two stored ostree commits vs `diff -rq` over the two
+# kernel-mounted images of the same commits, side by side.
+#
+#   benches/diff.sh [-n RUNS] [--copies=N] [--bin=PATH]
+#
+# Setup (untimed, cached under target/bench-work-diff/): the debootstrap
+# minbase bookworm tree (benches/rootfs.sh; without its /dev nodes, which
+# ostree cannot hold) committed with `ostree commit` as v1, and three
+# variants of it, each committed on its own branch:
+#
+#   one    1 file changed
+#   v2     ~370 paths: 200 files edited, 50 chmod'ed, 50 deleted, a new
+#          directory /opt/bench-new with 50 files, 20 new files in /etc
+#   many   every second file over 1 KiB edited, at most 2000 (~1800 on
+#          minbase: a few bytes in the middle)
+#
+# --copies=N (default 1) makes v1 N copies of the tree (/copy1 … /copyN),
+# the same changes spread over all of them: a bigger tree, the same
+# change, to show what grows with what (cached separately).
+#
+# All four are pulled into a composefs repository (`composefs ostree
+# pull`) and imaged (`composefs ostree create-image`) for kernel mounts
+# (`composefs mount --kernel`: EROFS + overlayfs). Then RUNS times
+# (default 5), for each pair v1→one, v1→v2, v1→many:
+#
+#   composefs   composefs diff v1 X >/dev/null
+#   diff -rq    diff -rq --no-dereference MNT/v1 MNT/X >/dev/null
+#
+# warm (second of two back-to-back runs) and cold (sync; echo 3 >
+# /proc/sys/vm/drop_caches before). The table shows medians in seconds and
+# the ratio diff -rq / composefs. Needs root. stdout: the table only.
+
+set -euo pipefail
+runs=5
+copies=1
+prebuilt=""
+usage() { echo "usage: $0 [-n RUNS] [--copies=N] [--bin=PATH]" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -n) [ $# -ge 2 ] || usage; runs="$2"; shift ;;
+        --copies=*) copies="${1#--copies=}" ;;
+        --bin=*) prebuilt="${1#--bin=}" ;;
+        *) usage ;;
+    esac
+    shift
+done
+[[ "$copies" =~ ^[1-9][0-9]*$ ]] || usage
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "must run as root (commits with owners, kernel mounts, dropping caches)"
+command -v ostree >/dev/null || die "ostree missing (scripts/deps.sh installs it)"
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+if [ -n "$prebuilt" ]; then built="$(realpath "$prebuilt")"; else
+    cargo build --release --quiet >&2; built="$repo_root/target/release/composefs"; fi
+mapfile -t inputs < <("$repo_root/benches/rootfs.sh")
+rootfs="${inputs[0]%.tar}"
+[ -d "$rootfs" ] || die "no root filesystem at $rootfs"
+
+work="$repo_root/target/bench-work-diff"
+[ "$copies" -eq 1 ] || work="$work-x$copies"
+mkdir -p "$work"
+bin="$work/composefs"; cp "$built" "$bin"
+repo="$work/repo"
+osrc="$work/ostree-src"
+tree="$work/tree"
+mnts=()
+cleanup() {
+    for m in "${mnts[@]}"; do
+        if mountpoint -q "$m"; then "$bin" umount "$m" 2>/dev/null || umount -l "$m" || true; fi
+    done
+    return 0
+}
+trap cleanup EXIT
+
+# A fresh copy of v1 in $tree (ostree holds no device nodes, fifos, sockets).
+fresh_tree() {
+    rm -rf "$tree"
+    if [ "$copies" -eq 1 ]; then
+        cp -a "$rootfs" "$tree"
+    else
+        mkdir "$tree"
+        for i in $(seq 1 "$copies"); do cp -a "$rootfs" "$tree/copy$i"; done
+    fi
+    find "$tree" -name .bench-complete -delete
+    find "$tree" \( -type b -o -type c -o -type p -o -type s \) -delete
+}
+commit() { ostree commit --repo="$osrc" -b "$1" --subject "bench $1" "$tree" >/dev/null; }
+# Regular files of at least 1 KiB whose path contains $1, every $2-th, at most $3.
+pick() { find "$tree" -type f -size +1k -path "*$1*" | sort | awk -v k="$2" -v n="$3" 'NR % k == 0 && c < n { print; c++ }'; }
+poke() { while read -r f; do printf 'composefs-bench' | dd of="$f" bs=1 seek=512 conv=notrunc status=none; done; }
+
+if [ ! -f "$work/.ready" ]; then
+    log "building the commits (ostree commit of $rootfs and three variants)"
+    rm -rf "$repo" "$osrc"
+    ostree init --repo="$osrc" --mode=archive
+    fresh_tree; commit v1
+    # one: a single file.
+    pick /usr/bin/ 1 1 | poke; commit one
+    fresh_tree
+    # v2: a few hundred paths of every kind.
+    pick /usr/share/ $((11 * copies)) 200 | while read -r f; do echo "# edited by benches/diff.sh" >>"$f"; done
+    pick /usr/bin/ $((3 * copies)) 50 | xargs -d "\n" chmod 0700
+    pick /usr/lib/ $((13 * copies)) 50 | xargs -d "\n" rm -f
+    mkdir -p "$tree/opt/bench-new"
+    for i in $(seq -w 1 50); do head -c $((10#$i * 300)) /dev/urandom >"$tree/opt/bench-new/file-$i"; done
+    mkdir -p "$tree/etc"
+    for i in $(seq -w 1 20); do echo "setting $i" >"$tree/etc/bench-new-$i.conf"; done
+    commit v2
+    fresh_tree
+    # many: ~2000 files.
+    pick / $((2 * copies)) 2000 | poke; commit many
+    rm -rf "$tree"
+    "$bin" --repo "$repo" init >/dev/null
+    for c in v1 one v2 many; do
+        "$bin" --repo "$repo" ostree pull "$osrc" "$c" --name "$c" >/dev/null
+        "$bin" --repo "$repo" ostree create-image "$c" --image-name "img-$c" >/dev/null
+    done
+    touch "$work/.ready"
+fi
+
+for c in v1 one v2 many; do
+    m="$work/mnt-$c"; mkdir -p "$m"
+    mountpoint -q "$m" && "$bin" umount "$m"
+    "$bin" --repo "$repo" mount --kernel "img-$c" "$m"
+    mnts+=("$m")
+done
+
+cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+now() { date +%s%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", (b - a) / 1e9 }'; }
+ours() { "$bin" --repo "$repo" diff v1 "$1" >/dev/null || [ $? -eq 1 ]; }
+theirs() { diff -rq --no-dereference "$work/mnt-v1" "$work/mnt-$1" >/dev/null || [ $? -eq 1 ]; }
+results="$work/results"; : >"$results"
+
+pairs=(one v2 many)
+for p in "${pairs[@]}"; do
+    n=$("$bin" --repo "$repo" diff v1 "$p" | wc -l || true)
+    nrq=$(diff -rq --no-dereference "$work/mnt-v1" "$work/mnt-$p" | wc -l || true)
+    echo "$p paths $n" >>"$results"
+    echo "$p rq_lines $nrq" >>"$results"
+    log "v1 -> $p: composefs diff lists $n paths, diff -rq prints $nrq lines"
+done
+for i in $(seq 1 "$runs"); do
+    for p in "${pairs[@]}"; do
+        for tool in ours theirs; do
+            cold; t0=$(now); $tool "$p"; t1=$(now)
+            echo "$p ${tool}_cold $(secs "$t0" "$t1")" >>"$results"
+            $tool "$p"; t0=$(now); $tool "$p"; t1=$(now)
+            echo "$p ${tool}_warm $(secs "$t0" "$t1")" >>"$results"
+        done
+    done
+    log "run $i done"
+done
+
+med() { awk -v p="$1" -v m="$2" '$1 == p && $2 == m { print $3 }' "$results" | sort -n |
+    awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "-" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.0fx", a / b; else print "-" }'; }
+printf '%-6s %6s  %10s %10s %7s  %10s %10s %7s\n' pair paths "cfs warm" "rq warm" ratio "cfs cold" "rq cold" ratio
+for p in "${pairs[@]}"; do
+    ow=$(med "$p" ours_warm); tw=$(med "$p" theirs_warm)
+    oc=$(med "$p" ours_cold); tc=$(med "$p" theirs_cold)
+    printf '%-6s %6s  %10s %10s %7s  %10s %10s %7s\n' "$p" "$(med "$p" paths)" \
+        "$ow" "$tw" "$(ratio "$tw" "$ow")" "$oc" "$tc" "$(ratio "$tc" "$oc")"
+done

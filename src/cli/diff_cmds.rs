@@ -1,0 +1,229 @@
+//! `composefs diff A B`: argument plumbing for [`crate::diff`]. Names are
+//! resolved with [`crate::view::resolve`] (ostree commits, images, OCI
+//! images) or read as local directories; the output formats come from
+//! [`crate::diff::format`] and [`crate::diff::DiffStat`]. Exit status as
+//! diff(1): 0 equal, 1 different, 2 trouble.
+
+use std::ffi::OsString;
+use std::io::{BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::repo_cmds::open;
+use crate::diff::content::{self, Loc};
+use crate::diff::format::{self, JsonWriter};
+use crate::diff::text;
+use crate::diff::{Change, DiffOptions, DiffStat, LocalDir, Side, diff_sides};
+use crate::repository::Repository;
+use crate::tree::{Inode, Kind, Tree};
+
+/// Contents larger than this are not line-diffed (`Files … differ`).
+const TEXT_LIMIT: u64 = 8 << 20;
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// First tree: ostree commit (ref, checksum, prefix, ostree/NAME,
+    /// commits/C), image (ref, digest, images/NAME), OCI image (oci/NAME),
+    /// or a local directory (an existing directory, or a path starting
+    /// with / or ./)
+    a: String,
+    /// Second tree (same forms)
+    b: String,
+    /// Per top-level directory: paths added, deleted, modified, bytes added and removed
+    #[arg(long, conflicts_with_all = ["json", "name_status"])]
+    stat: bool,
+    /// One JSON document with every change and its details
+    #[arg(long, conflicts_with = "name_status")]
+    json: bool,
+    /// One line per changed path: A, D, M or T, a tab, the path (the default)
+    #[arg(long)]
+    name_status: bool,
+    /// After the list, unified diffs of changed regular files (3 lines of context)
+    #[arg(long, conflicts_with = "json")]
+    content: bool,
+    /// Compare modification times too (ignored by default)
+    #[arg(long)]
+    mtime: bool,
+    /// Do not compare hardlink structure (never compared against an ostree commit)
+    #[arg(long)]
+    no_hardlinks: bool,
+    /// Only these paths and what is below them (after `--`)
+    #[arg(last = true, value_name = "PATH")]
+    paths: Vec<OsString>,
+}
+
+/// A side as loaded.
+enum Loaded {
+    Local(LocalDir),
+    Stored(Arc<dyn Tree>),
+}
+
+impl Loaded {
+    fn side(&self) -> Side<'_> {
+        match self {
+            Loaded::Local(l) => l.side(),
+            Loaded::Stored(t) => Side::tree(t.as_ref()),
+        }
+    }
+}
+
+/// A local directory: an existing directory, or a path spelled as one.
+fn is_local(name: &str) -> bool {
+    name.starts_with('/')
+        || name.starts_with("./")
+        || name.starts_with("../")
+        || name == "."
+        || name == ".."
+        || Path::new(name).is_dir()
+}
+
+fn load(repo: Option<&Repository>, name: &str) -> Result<Loaded> {
+    if is_local(name) {
+        return Ok(Loaded::Local(LocalDir::read(Path::new(name))?));
+    }
+    let r = repo.context("no repository")?;
+    let source = crate::view::resolve(r, name)?;
+    Ok(Loaded::Stored(
+        source.load(r).with_context(|| format!("{name:?}"))?,
+    ))
+}
+
+pub fn run(repo: Option<&Path>, args: &DiffArgs) -> Result<ExitCode> {
+    let mut changed = false;
+    match diff(repo, args, &mut changed) {
+        Ok(()) => Ok(ExitCode::from(u8::from(changed))),
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            // The reader went away (`| head`): what was found stands.
+            Ok(ExitCode::from(if changed { 1 } else { 2 }))
+        }
+        Err(e) => {
+            eprintln!("composefs: error: {e:#}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn diff(repo_path: Option<&Path>, args: &DiffArgs, changed: &mut bool) -> Result<()> {
+    let repo = if is_local(&args.a) && is_local(&args.b) {
+        None
+    } else {
+        Some(open(repo_path)?)
+    };
+    // Both sides load at once (a stored commit's stream is decompressed
+    // whole: most of the time of a small diff).
+    let (a, b) = std::thread::scope(|s| {
+        let second = s.spawn(|| load(repo.as_ref(), &args.b));
+        let a = load(repo.as_ref(), &args.a);
+        let b = second
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("loading the second tree panicked")));
+        (a, b)
+    });
+    let a = a.with_context(|| format!("first tree {:?}", args.a))?;
+    let b = b.with_context(|| format!("second tree {:?}", args.b))?;
+    let opts = DiffOptions {
+        mtime: args.mtime,
+        ignore_hardlinks: args.no_hardlinks,
+        paths: args.paths.iter().map(|p| p.as_bytes().to_vec()).collect(),
+    };
+    let (sa, sb) = (a.side(), b.side());
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut stat = DiffStat::new();
+    let mut patches: Vec<Change> = Vec::new();
+    let mut json = if args.json {
+        Some(JsonWriter::start(&mut out, &args.a, &args.b)?)
+    } else {
+        None
+    };
+    diff_sides(repo.as_ref(), sa, sb, &opts, &mut |c| {
+        *changed = true;
+        if let Some(j) = json.as_mut() {
+            j.change(&mut out, &c)?;
+        } else if args.stat {
+            stat.add(&c);
+        } else {
+            format::write_name_status(&mut out, &c)?;
+        }
+        if args.content && format::has_patch(&c) {
+            patches.push(c);
+        }
+        Ok(())
+    })?;
+    if let Some(j) = json {
+        j.finish(&mut out)?;
+    }
+    if args.stat {
+        write!(out, "{stat}")?;
+    }
+    for c in &patches {
+        write_patch(&mut out, repo.as_ref(), &sa, &sb, c)
+            .with_context(|| format!("content of {}", crate::util::display_bytes(&c.path)))?;
+    }
+    out.flush().context("cannot write to stdout")?;
+    Ok(())
+}
+
+/// A regular file's inode and number, when the side has one.
+fn regular(i: &Option<Arc<Inode>>, ino: Option<u64>) -> Option<(&Inode, u64)> {
+    match (i.as_deref(), ino) {
+        (Some(n), Some(ino)) if matches!(n.kind, Kind::Regular(_)) => Some((n, ino)),
+        _ => None,
+    }
+}
+
+fn bytes_of(
+    repo: Option<&Repository>,
+    side: &Side<'_>,
+    f: Option<(&Inode, u64)>,
+) -> Result<Option<Vec<u8>>> {
+    let Some((inode, ino)) = f else {
+        return Ok(Some(Vec::new()));
+    };
+    let Kind::Regular(data) = &inode.kind else {
+        return Ok(Some(Vec::new()));
+    };
+    let loc: Loc<'_> = content::locate(side, ino, data);
+    content::read(repo, loc, TEXT_LIMIT)
+}
+
+/// One file's patch: `diff --git` header, then hunks, or a line saying
+/// binary or large files differ.
+fn write_patch(
+    out: &mut dyn Write,
+    repo: Option<&Repository>,
+    sa: &Side<'_>,
+    sb: &Side<'_>,
+    c: &Change,
+) -> Result<()> {
+    let old = regular(&c.old, c.old_ino);
+    let new = regular(&c.new, c.new_ino);
+    format::write_patch_header(out, c, old.map(|o| o.0), new.map(|n| n.0))?;
+    let (has_old, has_new) = (old.is_some(), new.is_some());
+    let x = bytes_of(repo, sa, old)?;
+    let y = bytes_of(repo, sb, new)?;
+    let (Some(x), Some(y)) = (x, y) else {
+        format::write_binary(out, c, has_old, has_new, "Files")?;
+        return Ok(());
+    };
+    if text::is_binary(&x) || text::is_binary(&y) {
+        format::write_binary(out, c, has_old, has_new, "Binary files")?;
+        return Ok(());
+    }
+    let mut hunks = Vec::new();
+    if text::write_hunks(&mut hunks, &x, &y)? {
+        format::write_file_names(out, c, has_old, has_new)?;
+        out.write_all(&hunks)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! Where a regular file's bytes are, and deciding whether two files have
+//! the same bytes while reading as little as possible:
+//! - sizes first: different sizes are different contents, nothing read;
+//! - object id against object id (same algorithm): equal ids, equal bytes;
+//! - inline bytes against an object id: the fs-verity digest of the inline
+//!   bytes with the id's algorithm (inlining thresholds differ between
+//!   sources), no object read;
+//! - a local file against an object id: the file's digest (only reached
+//!   when the sizes match);
+//! - inline or local bytes against each other: compared directly;
+//! - a file whose content the tree does not locate (a dumpfile without
+//!   digest): reported as different.
+//!
+//! Also reading the bytes for `--content` ([`read`]), bounded.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use super::Side;
+use crate::fsverity::{self, Algorithm, ObjectId};
+use crate::repository::Repository;
+use crate::tree::{FileData, Ino};
+
+/// Where a regular file's content is.
+#[derive(Clone, Copy, Debug)]
+pub enum Loc<'a> {
+    Inline(&'a [u8]),
+    Object(ObjectId, u64),
+    /// A file of a local directory, by its path on disk.
+    Local(&'a Path, u64),
+    /// Neither bytes nor an id nor a path: only the size is known.
+    Unknown(u64),
+}
+
+impl Loc<'_> {
+    pub fn size(&self) -> u64 {
+        match self {
+            Loc::Inline(b) => b.len() as u64,
+            Loc::Object(_, s) | Loc::Local(_, s) | Loc::Unknown(s) => *s,
+        }
+    }
+}
+
+/// An object id from a redirect path `XX/rest-of-hex` (the algorithm
+/// from the length).
+fn id_from_redirect(r: &[u8]) -> Option<ObjectId> {
+    let s = std::str::from_utf8(r).ok()?;
+    let (head, rest) = s.split_once('/')?;
+    if head.len() != 2 {
+        return None;
+    }
+    let hex = format!("{head}{rest}");
+    [Algorithm::Sha256, Algorithm::Sha512]
+        .into_iter()
+        .find_map(|alg| ObjectId::from_hex(alg, &hex))
+}
+
+/// Where the content of regular file `ino` (with data `data`) of `side` is.
+pub fn locate<'a>(side: &Side<'a>, ino: Ino, data: &'a FileData) -> Loc<'a> {
+    match data {
+        FileData::Inline(b) => Loc::Inline(b),
+        FileData::External {
+            size,
+            digest: Some(id),
+            ..
+        } => Loc::Object(*id, *size),
+        FileData::External { size, redirect, .. } => {
+            if let Some(id) = redirect.as_deref().and_then(id_from_redirect) {
+                return Loc::Object(id, *size);
+            }
+            match side.local.and_then(|l| l.file_path(ino)) {
+                Some(p) => Loc::Local(p, *size),
+                None => Loc::Unknown(*size),
+            }
+        }
+    }
+}
+
+/// Digests of local files, computed once per (path, algorithm).
+#[derive(Default)]
+pub struct Digests {
+    local: HashMap<(std::path::PathBuf, Algorithm), ObjectId>,
+}
+
+impl Digests {
+    fn local(&mut self, path: &Path, alg: Algorithm) -> Result<ObjectId> {
+        if let Some(id) = self.local.get(&(path.to_path_buf(), alg)) {
+            return Ok(*id);
+        }
+        let f = open_local(path)?;
+        let (id, _) = fsverity::digest_reader(alg, f)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        self.local.insert((path.to_path_buf(), alg), id);
+        Ok(id)
+    }
+}
+
+/// Open a local file without following a symlink put in its place.
+fn open_local(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// Whether two contents are the same bytes (see the module comment for
+/// what is read).
+pub fn equal(
+    repo: Option<&Repository>,
+    digests: &mut Digests,
+    a: Loc<'_>,
+    b: Loc<'_>,
+) -> Result<bool> {
+    if a.size() != b.size() {
+        return Ok(false);
+    }
+    Ok(match (a, b) {
+        (Loc::Unknown(_), _) | (_, Loc::Unknown(_)) => false,
+        (Loc::Inline(x), Loc::Inline(y)) => x == y,
+        (Loc::Object(x, _), Loc::Object(y, _)) => {
+            if x.algorithm() == y.algorithm() {
+                x == y
+            } else {
+                let r = repo.with_context(|| {
+                    format!("objects {x:?} and {y:?} use different algorithms: comparing them needs the repository")
+                })?;
+                let f = r.open_object(&y).with_context(|| format!("object {y}"))?;
+                let (id, _) = fsverity::digest_reader(x.algorithm(), f)
+                    .with_context(|| format!("cannot read object {y}"))?;
+                id == x
+            }
+        }
+        (Loc::Inline(x), Loc::Object(id, _)) | (Loc::Object(id, _), Loc::Inline(x)) => {
+            fsverity::digest_bytes(id.algorithm(), x) == id
+        }
+        (Loc::Local(p, _), Loc::Object(id, _)) | (Loc::Object(id, _), Loc::Local(p, _)) => {
+            digests.local(p, id.algorithm())? == id
+        }
+        (Loc::Local(p, _), Loc::Inline(x)) | (Loc::Inline(x), Loc::Local(p, _)) => {
+            same_reader(open_local(p)?, x, p)?
+        }
+        (Loc::Local(p, _), Loc::Local(q, _)) => {
+            let mut g = open_local(q)?;
+            let mut buf = vec![0u8; 1 << 16];
+            let mut f = open_local(p)?;
+            loop {
+                let n = read_some(&mut f, &mut buf, p)?;
+                if n == 0 {
+                    let mut one = [0u8; 1];
+                    break read_some(&mut g, &mut one, q)? == 0;
+                }
+                let mut other = vec![0u8; n];
+                let m = crate::util::read_full(&mut g, &mut other)
+                    .with_context(|| format!("cannot read {}", q.display()))?;
+                if m != n || other != buf[..n] {
+                    break false;
+                }
+            }
+        }
+    })
+}
+
+fn read_some(f: &mut File, buf: &mut [u8], p: &Path) -> Result<usize> {
+    crate::util::read_full(f, buf).with_context(|| format!("cannot read {}", p.display()))
+}
+
+/// Whether the reader yields exactly `want`.
+fn same_reader(mut f: File, want: &[u8], p: &Path) -> Result<bool> {
+    let mut buf = vec![0u8; want.len() + 1];
+    let n = read_some(&mut f, &mut buf, p)?;
+    Ok(n == want.len() && buf[..n] == *want)
+}
+
+/// The bytes of a content of at most `limit` bytes; `None` when larger.
+/// Objects are read from `repo`.
+pub fn read(repo: Option<&Repository>, loc: Loc<'_>, limit: u64) -> Result<Option<Vec<u8>>> {
+    if loc.size() > limit {
+        return Ok(None);
+    }
+    let (mut r, what): (Box<dyn Read>, String) = match loc {
+        Loc::Inline(b) => return Ok(Some(b.to_vec())),
+        Loc::Object(id, _) => {
+            let repo =
+                repo.with_context(|| format!("object {id}: no repository to read it from"))?;
+            (
+                Box::new(
+                    repo.open_object(&id)
+                        .with_context(|| format!("object {id}"))?,
+                ),
+                format!("object {id}"),
+            )
+        }
+        Loc::Local(p, _) => (Box::new(open_local(p)?), p.display().to_string()),
+        Loc::Unknown(_) => bail!("the tree does not say where the content is"),
+    };
+    let mut v = Vec::with_capacity(loc.size() as usize);
+    r.by_ref()
+        .take(limit + 1)
+        .read_to_end(&mut v)
+        .with_context(|| format!("cannot read {what}"))?;
+    if v.len() as u64 > limit {
+        return Ok(None);
+    }
+    Ok(Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_against_object_by_digest() {
+        let data = b"hello, world\n".repeat(100);
+        let id = fsverity::digest_bytes(Algorithm::Sha512, &data);
+        let mut d = Digests::default();
+        let size = data.len() as u64;
+        assert!(equal(None, &mut d, Loc::Inline(&data), Loc::Object(id, size)).unwrap());
+        let mut other = data.clone();
+        other[5] = b'!';
+        assert!(!equal(None, &mut d, Loc::Inline(&other), Loc::Object(id, size)).unwrap());
+        // Different sizes: different, nothing digested.
+        assert!(!equal(None, &mut d, Loc::Inline(b"x"), Loc::Object(id, size)).unwrap());
+        assert!(!equal(None, &mut d, Loc::Unknown(1), Loc::Inline(b"x")).unwrap());
+    }
+
+    #[test]
+    fn local_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let q = dir.path().join("g");
+        let data = vec![7u8; 200_000];
+        std::fs::write(&p, &data).unwrap();
+        std::fs::write(&q, &data).unwrap();
+        let n = data.len() as u64;
+        let id = fsverity::digest_bytes(Algorithm::Sha256, &data);
+        let mut d = Digests::default();
+        assert!(equal(None, &mut d, Loc::Local(&p, n), Loc::Object(id, n)).unwrap());
+        assert!(equal(None, &mut d, Loc::Local(&p, n), Loc::Local(&q, n)).unwrap());
+        assert!(equal(None, &mut d, Loc::Local(&p, n), Loc::Inline(&data)).unwrap());
+        let mut other = data.clone();
+        other[199_999] = 1;
+        std::fs::write(&q, &other).unwrap();
+        assert!(!equal(None, &mut d, Loc::Local(&p, n), Loc::Local(&q, n)).unwrap());
+        assert!(!equal(None, &mut d, Loc::Local(&q, n), Loc::Inline(&data)).unwrap());
+        assert_eq!(
+            read(None, Loc::Local(&q, n), 1 << 20).unwrap().unwrap(),
+            other
+        );
+        assert!(read(None, Loc::Local(&q, n), 10).unwrap().is_none());
+    }
+
+    #[test]
+    fn redirects() {
+        let id = fsverity::digest_bytes(Algorithm::Sha256, b"abc");
+        assert_eq!(id_from_redirect(id.object_path().as_bytes()), Some(id));
+        assert_eq!(id_from_redirect(b"zz/123"), None);
+        assert_eq!(id_from_redirect(b"../etc/passwd"), None);
+    }
+}
