@@ -9,6 +9,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod concurrency;
 mod diff;
 mod live;
 mod oci;

@@ -18,6 +18,7 @@ PKGS=(
   skopeo     # builds OCI layouts and archives, pushes them to the registry
   umoci      # the oracle for OCI images: `umoci unpack`
   docker-registry # a real OCI registry on 127.0.0.1 for the tests
+  strace     # tests/crash.rs: refs are published only after a syncfs
 )
 
 missing=()

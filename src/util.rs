@@ -17,9 +17,13 @@ pub fn replace_symlink(dir: impl AsFd, name: &Path, target: &Path) -> io::Result
         io::Error::new(io::ErrorKind::InvalidInput, "symlink name has no file name")
     })?;
     let mut tmp_name = parent.map(Path::to_path_buf).unwrap_or_default();
+    // Unique per process and call: two threads may link the same name
+    // (an image listing one layer twice).
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp_base = std::ffi::OsString::from(".tmp-");
     tmp_base.push(base);
-    tmp_base.push(format!(".{}", std::process::id()));
+    tmp_base.push(format!(".{}.{seq}", std::process::id()));
     tmp_name.push(tmp_base);
     let _ = rustix::fs::unlinkat(dir, &tmp_name, AtFlags::empty());
     rustix::fs::symlinkat(target, dir, &tmp_name)?;

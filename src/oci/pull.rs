@@ -279,8 +279,12 @@ pub fn resolve_manifest(
     bail!("{}: indexes nested too deep", src.describe())
 }
 
+/// The stream `content_id` names, if it is stored: the entry and its
+/// object (an entry left naming a missing object is not stored).
 fn stored(repo: &Repository, content_id: &str) -> Option<ObjectId> {
-    repo.entry_object(RefKind::Stream, content_id).ok()
+    repo.entry_object(RefKind::Stream, content_id)
+        .ok()
+        .filter(|id| repo.has_object(id).unwrap_or(false))
 }
 
 /// Download, verify and store one layer; its stream object.

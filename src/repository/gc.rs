@@ -2,9 +2,11 @@
 //!
 //! Roots are the refs under `streams/refs/` and `images/refs/`. A reachable
 //! stream marks its object refs and, recursively, the streams it names; a
-//! reachable image marks every object its files redirect to. Then
-//! every unmarked object is deleted, and every `streams/` or `images/` entry
-//! whose object is gone. The caller must hold the exclusive lock
+//! reachable image marks every object its files redirect to. Then every
+//! `streams/` or `images/` entry whose object is unmarked (or gone) is
+//! removed, and after that every unmarked object, so that a collection
+//! cut short never leaves an entry naming a missing object. The caller
+//! must hold the exclusive lock
 //! ([`super::Lock::Exclusive`]), so no import can be half-way through.
 //!
 //! A root that cannot be read aborts the collection before anything is
@@ -82,6 +84,24 @@ pub fn gc(repo: &Repository, dry_run: bool) -> Result<GcReport> {
         dry_run,
         ..Default::default()
     };
+    // Entries go before their objects: a collection cut short (kill -9,
+    // power loss) then leaves unreferenced objects, never an entry naming
+    // a missing object (which fsck reports and a pull would trust).
+    for kind in [RefKind::Stream, RefKind::Image] {
+        for (entry, id) in repo.list_entries(kind)? {
+            let keep = matches!(&id, Ok(id) if marked.contains(id));
+            if keep {
+                continue;
+            }
+            if !dry_run {
+                repo.remove_entry(kind, &entry)?;
+            }
+            match kind {
+                RefKind::Stream => report.streams_removed.push(entry),
+                RefKind::Image => report.images_removed.push(entry),
+            }
+        }
+    }
     let objects = repo.path().join("objects");
     for fan in 0..=255u8 {
         let dir = objects.join(format!("{fan:02x}"));
@@ -110,38 +130,39 @@ pub fn gc(repo: &Repository, dry_run: bool) -> Result<GcReport> {
             report.bytes_freed += size;
         }
     }
-    // We hold the exclusive lock: every temporary file is a crash leftover.
+    // We hold the exclusive lock: every temporary file is a crash leftover:
+    // named objects, half-made entries and refs (`.tmp-NAME.PID` symlinks,
+    // see `util::replace_symlink`), the ostree index's temporary copies.
     if !dry_run {
-        remove_stale_tmp(&objects)?;
-    }
-    for kind in [RefKind::Stream, RefKind::Image] {
-        for (entry, id) in repo.list_entries(kind)? {
-            let keep = matches!(&id, Ok(id) if marked.contains(id));
-            if keep {
-                continue;
-            }
-            if !dry_run {
-                repo.remove_entry(kind, &entry)?;
-            }
-            match kind {
-                RefKind::Stream => report.streams_removed.push(entry),
-                RefKind::Image => report.images_removed.push(entry),
-            }
+        let root = repo.path();
+        remove_stale_tmp(&objects, super::objects::TMP_PREFIX, false)?;
+        for kind in [RefKind::Stream, RefKind::Image] {
+            remove_stale_tmp(&root.join(kind.dir()), ".tmp-", false)?;
+            remove_stale_tmp(&root.join(kind.dir()).join("refs"), ".tmp-", true)?;
         }
+        remove_stale_tmp(&root.join("ostree"), ".tmp", false)?;
     }
     Ok(report)
 }
 
-fn remove_stale_tmp(objects: &std::path::Path) -> Result<()> {
-    let rd =
-        std::fs::read_dir(objects).with_context(|| format!("cannot list {}", objects.display()))?;
+/// Remove every non-directory named `prefix…` in `dir` (and, with
+/// `recurse`, below it).
+fn remove_stale_tmp(dir: &std::path::Path, prefix: &str, recurse: bool) -> Result<()> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
     for ent in rd {
-        let ent = ent.with_context(|| format!("cannot list {}", objects.display()))?;
-        if ent
-            .file_name()
-            .to_string_lossy()
-            .starts_with(super::objects::TMP_PREFIX)
-        {
+        let ent = ent.with_context(|| format!("cannot list {}", dir.display()))?;
+        let is_dir = ent.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir {
+            if recurse {
+                remove_stale_tmp(&ent.path(), prefix, true)?;
+            }
+            continue;
+        }
+        if ent.file_name().to_string_lossy().starts_with(prefix) {
             std::fs::remove_file(ent.path()).with_context(|| {
                 format!(
                     "cannot remove stale temporary file {}",

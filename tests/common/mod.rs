@@ -759,3 +759,126 @@ pub fn tmp_leftovers(repo: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Seeded randomness for the crash and concurrency harnesses
+/// (xorshift64*): the seed is printed so that a failure can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..=n`.
+    pub fn upto(&mut self, n: u64) -> u64 {
+        self.next() % (n + 1)
+    }
+}
+
+/// `$VAR` as a number; `default` when unset (`None`: the clock's
+/// nanoseconds, for seeds).
+pub fn env_number(var: &str, default: Option<u64>) -> u64 {
+    match std::env::var(var) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{var}={v:?}: expected a number")),
+        Err(_) => default.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        }),
+    }
+}
+
+/// `composefs --repo REPO ARGS` (run from `/`, standard input empty).
+pub fn command_in(repo: &Path, args: &[String]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("--repo")
+        .arg(repo)
+        .args(args)
+        .current_dir("/")
+        .env_remove("COMPOSEFS_REPO")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Run `cmd` to completion, output captured; a run longer than `limit`
+/// is killed and fails the test (a hang must not hang the suite).
+pub fn output_within(mut cmd: Command, limit: std::time::Duration, what: &str) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => {
+            let out = out.unwrap();
+            assert_no_panic(what, &out);
+            out
+        }
+        Err(_) => {
+            // SAFETY: kill(2) of our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("{what} did not finish within {limit:?}: a hang");
+        }
+    }
+}
+
+/// `composefs --repo REPO ARGS` within two minutes.
+pub fn run_in(repo: &Path, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    output_within(
+        command_in(repo, &args),
+        std::time::Duration::from_secs(120),
+        &format!("composefs {}", args.join(" ")),
+    )
+}
+
+/// [`run_in`], required to succeed; stdout.
+pub fn ok_in(repo: &Path, args: &[&str]) -> Vec<u8> {
+    let out = run_in(repo, args);
+    assert!(
+        out.status.success(),
+        "composefs {} on {} failed ({}):\n{}",
+        args.join(" "),
+        repo.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `composefs refs`, one line per ref.
+pub fn refs_in(repo: &Path) -> std::collections::BTreeSet<String> {
+    String::from_utf8(ok_in(repo, &["refs"]))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `cp -a SRC DST`.
+pub fn copy_dir(src: &Path, dst: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp -a {} {}", src.display(), dst.display());
+}
