@@ -191,6 +191,8 @@ fn parse_seconds(s: &str) -> std::result::Result<std::time::Duration, String> {
         Ok(v) if v > 0.0 && v.is_finite() && v <= 86_400.0 => {
             Ok(std::time::Duration::from_secs_f64(v))
         }
-        _ => Err(format!("{s:?}: expected seconds, more than 0 and at most 86400")),
+        _ => Err(format!(
+            "{s:?}: expected seconds, more than 0 and at most 86400"
+        )),
     }
 }

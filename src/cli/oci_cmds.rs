@@ -123,11 +123,9 @@ fn open_source(
             repository,
             reference,
         } => (
-                Box::new(crate::oci::registry::Registry::new(
-                    host, repository, opts,
-                )?),
-                reference.clone(),
-            ),
+            Box::new(crate::oci::registry::Registry::new(host, repository, opts)?),
+            reference.clone(),
+        ),
     })
 }
 

@@ -100,34 +100,47 @@ pub fn run(repo: Option<&Path>, cmd: OstreeCommand) -> Result<ExitCode> {
 }
 
 fn trust(a: &PullArgs) -> Result<Trust> {
-    let mut t = Trust {
+    let (gpg, ed25519) = load_keys(&a.gpg_keyring, &a.ed25519_key, &a.ed25519_keyfile)?;
+    Ok(Trust {
         require: a.require_signatures,
-        ..Default::default()
-    };
-    for p in &a.gpg_keyring {
+        gpg,
+        ed25519,
+    })
+}
+
+/// The OpenPGP keyrings in `gpg_files` merged into one, and the ed25519
+/// keys given in base64 and in `ed25519_files` merged into one.
+pub(super) fn load_keys(
+    gpg_files: &[PathBuf],
+    ed25519_keys: &[String],
+    ed25519_files: &[PathBuf],
+) -> Result<(Option<Keyring>, Option<Ed25519Keys>)> {
+    let mut gpg: Option<Keyring> = None;
+    for p in gpg_files {
         let k = Keyring::load(p).with_context(|| format!("keyring {}", p.display()))?;
-        match &mut t.gpg {
+        match &mut gpg {
             Some(all) => all.merge(k),
-            None => t.gpg = Some(k),
+            None => gpg = Some(k),
         }
     }
     let mut keys: Vec<Ed25519Keys> = Vec::new();
-    for k in &a.ed25519_key {
+    for k in ed25519_keys {
         keys.push(Ed25519Keys::from_base64(k).with_context(|| format!("ed25519 key {k:?}"))?);
     }
-    for p in &a.ed25519_keyfile {
+    for p in ed25519_files {
         keys.push(
             Ed25519Keys::load_file(p)
                 .with_context(|| format!("ed25519 key file {}", p.display()))?,
         );
     }
+    let mut ed25519: Option<Ed25519Keys> = None;
     for k in keys {
-        match &mut t.ed25519 {
+        match &mut ed25519 {
             Some(all) => all.merge(k),
-            None => t.ed25519 = Some(k),
+            None => ed25519 = Some(k),
         }
     }
-    Ok(t)
+    Ok((gpg, ed25519))
 }
 
 /// Draw bars from `stats` on stderr until `done`.

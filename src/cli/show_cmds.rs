@@ -11,7 +11,6 @@ use clap::Args;
 use super::repo_cmds::open;
 use crate::inspect::log::{self, LogEnd, LogEntry};
 use crate::inspect::summary::{Keys, summarize};
-use crate::ostree::signature::{Ed25519Keys, Keyring};
 use crate::view::Source;
 
 #[derive(Args, Debug)]
@@ -54,31 +53,9 @@ pub struct LogArgs {
 }
 
 fn keys(a: &ShowArgs) -> Result<Keys> {
-    let mut k = Keys::default();
-    for p in &a.gpg_keyring {
-        let ring = Keyring::load(p).with_context(|| format!("keyring {}", p.display()))?;
-        match &mut k.gpg {
-            Some(all) => all.merge(ring),
-            None => k.gpg = Some(ring),
-        }
-    }
-    let mut ed = Vec::new();
-    for s in &a.ed25519_key {
-        ed.push(Ed25519Keys::from_base64(s).with_context(|| format!("ed25519 key {s:?}"))?);
-    }
-    for p in &a.ed25519_keyfile {
-        ed.push(
-            Ed25519Keys::load_file(p)
-                .with_context(|| format!("ed25519 key file {}", p.display()))?,
-        );
-    }
-    for e in ed {
-        match &mut k.ed25519 {
-            Some(all) => all.merge(e),
-            None => k.ed25519 = Some(e),
-        }
-    }
-    Ok(k)
+    let (gpg, ed25519) =
+        super::ostree_cmds::load_keys(&a.gpg_keyring, &a.ed25519_key, &a.ed25519_keyfile)?;
+    Ok(Keys { gpg, ed25519 })
 }
 
 pub fn show(repo: Option<&Path>, a: &ShowArgs) -> Result<ExitCode> {

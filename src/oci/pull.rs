@@ -420,15 +420,7 @@ pub fn pull(
                         let what = format!("{}: layer {} ({})", src.describe(), i + 1, d.digest);
                         let r = retry_interrupted(|| {
                             progress.layer_start(i, &d.digest, d.size);
-                            pull_layer(
-                                repo,
-                                src,
-                                i,
-                                d,
-                                &config.rootfs.diff_ids[i],
-                                &what,
-                                progress,
-                            )
+                            pull_layer(repo, src, i, d, &config.rootfs.diff_ids[i], &what, progress)
                         });
                         progress.layer_done(i);
                         let failed = r.is_err();

@@ -618,10 +618,7 @@ impl Read for BlobReader {
         }
         // Network trouble: the pull may start the blob again.
         let wrap = |e: Error, what: &str| {
-            Error::new(
-                e.kind(),
-                super::source::Interrupted(format!("{what}: {e}")),
-            )
+            Error::new(e.kind(), super::source::Interrupted(format!("{what}: {e}")))
         };
         if self.remaining == 0 {
             let mut extra = [0u8; 1];
