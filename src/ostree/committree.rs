@@ -197,7 +197,7 @@ impl CommitTree {
         }
         let stream = self.stream()?;
         let data = stream.metadata_at(tree)?;
-        let t = DirTree::parse(data)
+        let t = DirTree::parse_stored(data)
             .with_context(|| format!("dirtree {}", stream.checksum_at(tree).unwrap_or_default()))?;
         let pos = |c: &Checksum, ty| stream.position(c, ty).unwrap_or(MISSING);
         let mut st = self.state();
