@@ -19,6 +19,7 @@ PKGS=(
   umoci      # the oracle for OCI images: `umoci unpack`
   docker-registry # a real OCI registry on 127.0.0.1 for the tests
   strace     # tests/crash.rs: refs are published only after a syncfs
+  g++        # compiles libFuzzer for the fuzz targets (scripts/fuzz.sh)
 )
 
 missing=()

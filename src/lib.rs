@@ -16,6 +16,8 @@ pub mod dumpfile;
 pub mod erofs;
 pub mod fsverity;
 pub mod fuse;
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod hashtee;
 pub mod importdir;
 pub mod inspect;
