@@ -4,7 +4,8 @@
 # a static delta between them, a summary) over HTTP on 127.0.0.1, pull both
 # commits into a fresh composefs repository (the second one through the
 # delta), mount both live through FUSE straight from the repository and
-# `diff -r` them, build a composefs image of the newest, mount it with the
+# `diff -r` them (and `composefs diff` them from the repository), build a
+# composefs image of the newest, mount it with the
 # kernel (as root: EROFS + overlayfs), compare it with `ostree checkout`.
 # Then the tar path: import the bundled sample tar and read it back byte for
 # byte. With --keep, the FUSE mounts stay up for you to browse.
@@ -53,8 +54,8 @@ echo "== composefs ostree pull $url sample/stable   (1.1: through the static del
 "$bin" --repo "$repo" ostree pull "$url" sample/stable
 echo "== composefs ostree list"
 "$bin" --repo "$repo" ostree list
-echo "== composefs ostree log sample/stable"
-"$bin" --repo "$repo" ostree log sample/stable
+echo "== composefs ostree log sample/stable --stat"
+"$bin" --repo "$repo" ostree log sample/stable --stat
 echo "== composefs mount sample-1.0 V1.0; composefs mount sample/stable V1.1   (live FUSE views, nothing checked out)"
 mkdir "$work/v1.0" "$work/v1.1"
 "$bin" --repo "$repo" mount sample-1.0 "$work/v1.0"
@@ -62,6 +63,9 @@ mkdir "$work/v1.0" "$work/v1.1"
 ls -l "$work/v1.1/usr/bin"
 echo "== diff -r V1.0 V1.1   (what changed between the two versions)"
 diff -r --no-dereference "$work/v1.0" "$work/v1.1" || true
+echo "== composefs diff sample-1.0 sample/stable --stat   (the same from the repository: equal subtrees skipped by checksum)"
+"$bin" --repo "$repo" diff sample-1.0 sample/stable || true
+"$bin" --repo "$repo" diff sample-1.0 sample/stable --stat || true
 echo "== composefs cat sample/stable:/etc/os-release   (the same, without mounting)"
 "$bin" --repo "$repo" cat sample/stable:/etc/os-release
 echo "== composefs ostree create-image sample/stable --image-name sample"
