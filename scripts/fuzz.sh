@@ -7,9 +7,10 @@
 # then runs each given target (default: all) for SECONDS (default 600;
 # --smoke: 1 s each on an unoptimised build, which compiles in a fraction
 # of the time: for CI, so the targets keep building and their seeds still
-# run clean). Each run starts from the seeds in fuzz/corpus/TARGET
-# plus what earlier runs found (fuzz/work/TARGET, not committed) and
-# prints execs/s and coverage from libFuzzer's final stats. A crash, panic,
+# run clean). Each run starts from the seeds in fuzz/corpus/TARGET plus
+# what earlier runs found (fuzz/work/TARGET, not committed; a smoke run
+# starts from the seeds alone and keeps nothing), logs to fuzz/work/logs/,
+# and prints execs/s and coverage from libFuzzer's final stats. A crash, panic,
 # timeout (a slow input is a finding) or out-of-memory leaves the input in
 # fuzz/artifacts/TARGET/ and makes the exit status non-zero.
 set -euo pipefail
@@ -107,8 +108,9 @@ for t in "${targets[@]}"; do
   # A smoke run starts from the seeds alone, and keeps nothing.
   [ "$smoke" -eq 0 ] || work="$scratch/work-$t"
   arts="fuzz/artifacts/$t"
-  mkdir -p "$work" "$arts" "fuzz/work/logs"
   log="fuzz/work/logs/$t.log"
+  [ "$smoke" -eq 0 ] || log="$scratch/$t.log"
+  mkdir -p "$work" "$arts" "$(dirname "$log")"
   echo "== $t: ${time_each}s"
   status=0
   COMPOSEFS_FUZZ_TMPDIR="$scratch/$t" "$BIN/$t" \
@@ -120,21 +122,21 @@ for t in "${targets[@]}"; do
     -artifact_prefix="$arts/" \
     "$work" "fuzz/corpus/$t" >"$log" 2>&1 || status=$?
   rm -rf "${scratch:?}/$t"
-  execs=$(awk '/^stat::number_of_executed_units:/ { print $2 }' "$log")
-  rate=$(awk '/^stat::average_exec_per_sec:/ { print $2 }' "$log")
-  last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -n 1 || true)
+  execs=$(grep -a '^stat::number_of_executed_units:' "$log" | tail -n 1 | awk '{ print $2 }')
+  rate=$(grep -a '^stat::average_exec_per_sec:' "$log" | tail -n 1 | awk '{ print $2 }')
+  last=$(grep -a -E '^#[0-9]+.*cov: ' "$log" | tail -n 1 || true)
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
   corp=$(sed -n 's/.* corp: \([0-9]*\/[0-9A-Za-z]*\).*/\1/p' <<<"$last")
   if [ "$status" -eq 0 ]; then
     result="ok"
   else
-    what=$(grep -m1 -oE 'ERROR: libFuzzer: [a-z-]+|panicked at [^:]*:[0-9]+' "$log" || echo "exit $status")
-    art=$(grep -m1 -oE "Test unit written to [^ ]+" "$log" | sed 's/Test unit written to //' || true)
+    what=$(grep -a -m1 -oE 'ERROR: libFuzzer: [a-z-]+|panicked at [^:]*:[0-9]+' "$log" || echo "exit $status")
+    art=$(grep -a -m1 -oE "Test unit written to [^ ]+" "$log" | sed 's/Test unit written to //' || true)
     result="FOUND ($what) ${art:-see $log}"
     found+=("$t")
     echo "   $t: $result"
-    grep -m5 -E 'panicked at|ERROR: libFuzzer|SUMMARY' "$log" | sed 's/^/   /' || true
+    grep -a -A12 -E 'panicked at|ERROR: libFuzzer' "$log" | head -n 40 | sed 's/^/   /' || true
   fi
   line=$(printf '%-26s %6ss %11s %9s %7s %8s %12s  %s' "$t" "$time_each" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$result")
   summary+=("$line")
