@@ -124,6 +124,8 @@ for t in "${targets[@]}"; do
   rm -rf "${scratch:?}/$t"
   execs=$(grep -a '^stat::number_of_executed_units:' "$log" | tail -n 1 | awk '{ print $2 }')
   rate=$(grep -a '^stat::average_exec_per_sec:' "$log" | tail -n 1 | awk '{ print $2 }')
+  slowest=$(grep -a '^stat::slowest_unit_time_sec:' "$log" | tail -n 1 | awk '{ print $2 }')
+  rss=$(grep -a '^stat::peak_rss_mb:' "$log" | tail -n 1 | awk '{ print $2 }')
   last=$(grep -a -E '^#[0-9]+.*cov: ' "$log" | tail -n 1 || true)
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
@@ -138,14 +140,15 @@ for t in "${targets[@]}"; do
     echo "   $t: $result"
     grep -a -A12 -E 'panicked at|ERROR: libFuzzer' "$log" | head -n 40 | sed 's/^/   /' || true
   fi
-  line=$(printf '%-26s %6ss %11s %9s %7s %8s %12s  %s' "$t" "$time_each" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$result")
+  line=$(printf '%-26s %6ss %11s %8s %6s %7s %12s %7s %6s  %s' "$t" "$time_each" "${execs:-?}" \
+    "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "${slowest:-?}s" "${rss:-?}M" "$result")
   summary+=("$line")
   echo "$line"
 done
 
 echo
 echo "== fuzz summary (build ${build_secs}s)"
-printf '%-26s %7s %11s %9s %7s %8s %12s  %s\n' target time execs exec/s cov ft corpus result
+printf '%-26s %7s %11s %8s %6s %7s %12s %7s %6s  %s\n' target time execs exec/s cov ft corpus slowest rss result
 printf '%s\n' "${summary[@]}"
 if [ ${#found[@]} -gt 0 ]; then
   echo "findings in: ${found[*]} (inputs under fuzz/artifacts/; see docs/fuzzing.md)"
