@@ -1033,3 +1033,199 @@ fn parallel_writer_is_byte_identical_to_sequential() {
     let want: Vec<u8> = pieces.iter().flat_map(|(_, d)| d.iter().copied()).collect();
     assert!(out == want, "reassembled stream differs");
 }
+
+// ---------------------------------------------------------------------------
+// Framed splitstreams: independent frames plus a table in a skippable frame
+// ---------------------------------------------------------------------------
+
+/// A framed stream of `frames` frames, each a few inline pieces and an
+/// object; returns its id, the objects and the expected bytes.
+fn framed_stream(repo: &Repository, frames: usize) -> (ObjectId, Vec<ObjectId>, Vec<u8>) {
+    let mut w = repo
+        .stream_writer(content_type::OCI_BLOB)
+        .unwrap()
+        .framed()
+        .unwrap();
+    let mut want = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..frames {
+        let text = format!("frame {i} says hello; ").repeat(i + 1);
+        w.write_inline(text.as_bytes()).unwrap();
+        want.extend_from_slice(text.as_bytes());
+        let content = pseudo_random(i as u64 + 10, 200 + i);
+        ids.push(
+            w.write_external(&content[..], content.len() as u64)
+                .unwrap(),
+        );
+        want.extend_from_slice(&content);
+        w.write_inline(b"|").unwrap();
+        want.push(b'|');
+        assert!(w.frame_size() > 0);
+        w.end_frame().unwrap();
+        assert_eq!(w.frame_size(), 0);
+        w.end_frame().unwrap(); // an empty frame is not written
+    }
+    let id = repo.commit_stream(w, "framed", None).unwrap();
+    (id, ids, want)
+}
+
+#[test]
+fn framed_stream_reads_whole_and_frame_by_frame() {
+    let (_tmp, repo) = new_repo(Algorithm::Sha256);
+    let (id, ids, want) = framed_stream(&repo, 5);
+
+    // Front to back, as any reader: the skippable table frame is skipped.
+    let mut out = Vec::new();
+    repo.open_stream_object(&id)
+        .unwrap()
+        .cat(&repo, &mut out)
+        .unwrap();
+    assert_eq!(out, want);
+    // zstd's own tool agrees the stream section is valid zstd (frames +
+    // one skippable frame).
+    let f = std::fs::read(repo.object_path(&id)).unwrap();
+    let info = u64_at(&f, 16) as usize;
+    let (s0, s1) = (
+        u64_at(&f, info + 32) as usize,
+        u64_at(&f, info + 40) as usize,
+    );
+    let mut zstd = std::process::Command::new("zstd")
+        .args(["-d", "-c", "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    zstd.stdin.take().unwrap().write_all(&f[s0..s1]).unwrap();
+    let o = zstd.wait_with_output().unwrap();
+    assert!(o.status.success(), "zstd -d refused the framed stream");
+    assert!(!o.stdout.is_empty());
+
+    // Frame by frame, in any order.
+    let frames = repo
+        .open_stream_object(&id)
+        .unwrap()
+        .into_frames()
+        .unwrap()
+        .ok()
+        .expect("a framed stream has frames");
+    assert_eq!(frames.table().len(), 5);
+    let mut inline_total = 0;
+    for i in (0..5).rev() {
+        let d = frames.read(i).unwrap();
+        let text = format!("frame {i} says hello; ").repeat(i + 1);
+        let mut expect = text.into_bytes();
+        let at = expect.len() as u64;
+        expect.push(b'|');
+        assert_eq!(d.inline, expect);
+        assert_eq!(d.externals, vec![(at, ids[i])]);
+        let e = frames.table()[i];
+        assert_eq!(frames.frame_of(e.inline_offset), Some(i));
+        inline_total += d.inline.len() as u64;
+    }
+    assert_eq!(frames.inline_len(), inline_total);
+    assert_eq!(frames.frame_of(inline_total), None);
+
+    // An unframed stream has no frames: the reader comes back intact.
+    let mut w = repo.stream_writer(content_type::OCI_BLOB).unwrap();
+    w.write_inline(b"plain").unwrap();
+    let plain = repo.commit_stream(w, "plain", None).unwrap();
+    let mut r = repo
+        .open_stream_object(&plain)
+        .unwrap()
+        .into_frames()
+        .unwrap()
+        .err()
+        .expect("not framed");
+    let mut out = Vec::new();
+    r.cat(&repo, &mut out).unwrap();
+    assert_eq!(out, b"plain");
+}
+
+#[test]
+fn damaged_frame_tables_and_frames_are_errors() {
+    let (_tmp, repo) = new_repo(Algorithm::Sha256);
+    let (id, _, _) = framed_stream(&repo, 3);
+    let good = std::fs::read(repo.object_path(&id)).unwrap();
+    let info = u64_at(&good, 16) as usize;
+    let s1 = u64_at(&good, info + 40) as usize;
+    // Table layout from the end: footer (16), 3 entries (96), header (8).
+    let table = s1 - 16 - 96 - 8;
+    let open = |bytes: &[u8]| -> Result<Vec<Vec<u8>>, String> {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let mut f = memfile(bytes);
+            f.seek(SeekFrom::Start(0)).unwrap();
+            let r = SplitStreamReader::new(f, Algorithm::Sha256).map_err(|e| format!("{e:#}"))?;
+            let frames = match r.into_frames().map_err(|e| format!("{e:#}"))? {
+                Ok(f) => f,
+                Err(_) => return Err("not framed".to_string()),
+            };
+            (0..frames.table().len())
+                .map(|i| {
+                    frames
+                        .read(i)
+                        .map(|d| d.inline)
+                        .map_err(|e| format!("{e:#}"))
+                })
+                .collect()
+        }));
+        r.unwrap_or_else(|_| panic!("framed reading panicked"))
+    };
+    assert_eq!(open(&good).unwrap().len(), 3);
+    let cases: Vec<(&str, usize, u8, &str)> = vec![
+        ("footer magic", s1 - 1, b'X', "not framed"),
+        ("version", s1 - 12, 9, "version"),
+        ("count", s1 - 16, 200, "does not fit"),
+        ("skippable magic", table, 1, "skippable"),
+        (
+            "an entry's compressed offset",
+            table + 8 + 32,
+            1,
+            "inconsistent",
+        ),
+        (
+            "the first entry's compressed length",
+            table + 8 + 8,
+            1,
+            "inconsistent",
+        ),
+        (
+            "the last entry's compressed length",
+            table + 8 + 64 + 8,
+            1,
+            "cover",
+        ),
+        ("an entry's raw length", table + 8 + 12, 0xff, "decompress"),
+        (
+            "the last entry's inline length",
+            table + 8 + 64 + 24,
+            1,
+            "does not hold",
+        ),
+        (
+            "an entry's object count",
+            table + 8 + 28,
+            3,
+            "does not hold",
+        ),
+    ];
+    for (what, at, v, words) in cases {
+        let mut b = good.clone();
+        b[at] = b[at].wrapping_add(v);
+        let err = open(&b).expect_err(what);
+        assert!(err.contains(words), "{what}: {err}");
+    }
+    // A flipped byte inside a frame: an error from that frame, never
+    // wrong bytes.
+    let s0 = u64_at(&good, info + 32) as usize;
+    for at in s0 + 4..table {
+        let mut b = good.clone();
+        b[at] ^= 0x55;
+        if let Ok(frames) = open(&b) {
+            assert_eq!(
+                frames,
+                open(&good).unwrap(),
+                "flip at {at} gave other bytes"
+            );
+        }
+    }
+}

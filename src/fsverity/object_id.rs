@@ -138,8 +138,19 @@ impl ObjectId {
 
     /// Path of the object below `objects/`: `XX/<rest of hex>`.
     pub fn object_path(&self) -> String {
-        let hex = self.to_hex();
-        format!("{}/{}", &hex[..2], &hex[2..])
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let b = self.as_bytes();
+        let mut s = String::with_capacity(b.len() * 2 + 1);
+        for (i, &x) in b.iter().enumerate() {
+            s.push(HEX[(x >> 4) as usize] as char);
+            if i == 0 {
+                s.push(HEX[(x & 15) as usize] as char);
+                s.push('/');
+            } else {
+                s.push(HEX[(x & 15) as usize] as char);
+            }
+        }
+        s
     }
 }
 

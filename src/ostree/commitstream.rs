@@ -20,6 +20,7 @@
 //! by every object in full.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail};
 
@@ -27,7 +28,7 @@ use super::checksum::{Checksum, ObjType};
 use super::objects::FileHeader;
 use crate::fsverity::ObjectId;
 use crate::repository::Repository;
-use crate::splitstream::{Piece, SplitStreamReader, SplitStreamWriter};
+use crate::splitstream::{FrameData, Frames, Piece, SplitStreamReader, SplitStreamWriter};
 
 /// Splitstream content type of stored ostree commits.
 pub const CONTENT_TYPE: u64 = u64::from_le_bytes(*b"ostreecm");
@@ -35,6 +36,8 @@ const MAGIC: &[u8; 8] = b"CFSOSTR1";
 const ENTRY_SIZE: usize = 56;
 /// Content up to this size is kept inline in the stream.
 pub const INLINE_MAX: u64 = 64;
+/// Frames of a framed commit stream hold about this many bytes.
+pub const FRAME_TARGET: usize = 16 << 10;
 
 /// The content id of the stream of commit `c`.
 pub fn content_id(c: &Checksum) -> String {
@@ -64,34 +67,88 @@ pub type Objects = BTreeMap<(Checksum, ObjType), Stored>;
 /// One object with its key, as produced by a delta part or a resume log.
 pub type Entry = ((Checksum, ObjType), Stored);
 
-/// Write `objects` as a splitstream; the caller publishes it.
+/// The order objects are laid out in: the commit, then the tree depth
+/// first — each directory's dirtree and dirmeta followed by its files —
+/// then anything not reached. What one directory needs sits together,
+/// so a framed reader decompresses few frames for it.
+fn layout_order(objects: &Objects) -> Vec<(Checksum, ObjType)> {
+    let mut order = Vec::with_capacity(objects.len());
+    let mut placed = std::collections::HashSet::with_capacity(objects.len());
+    let mut place = |k: (Checksum, ObjType), order: &mut Vec<_>| {
+        if objects.contains_key(&k) && placed.insert(k) {
+            order.push(k);
+            true
+        } else {
+            false
+        }
+    };
+    let root = objects.iter().find_map(|((c, t), s)| match (t, s) {
+        (ObjType::Commit, Stored::Meta(b)) => Some((*c, super::objects::Commit::parse(b).ok()?)),
+        _ => None,
+    });
+    if let Some((c, commit)) = root {
+        place((c, ObjType::Commit), &mut order);
+        place((c, ObjType::CommitMeta), &mut order);
+        // An explicit stack: trees may be deep.
+        let mut stack = vec![(commit.root_tree, commit.root_meta)];
+        while let Some((tree, meta)) = stack.pop() {
+            if !place((tree, ObjType::DirTree), &mut order) {
+                place((meta, ObjType::DirMeta), &mut order);
+                continue;
+            }
+            place((meta, ObjType::DirMeta), &mut order);
+            let Some(Stored::Meta(b)) = objects.get(&(tree, ObjType::DirTree)) else {
+                continue;
+            };
+            let Ok(dt) = super::objects::DirTree::parse_stored(b) else {
+                continue;
+            };
+            for (_, f) in &dt.files {
+                place((*f, ObjType::File), &mut order);
+            }
+            for (_, t, m) in dt.dirs.iter().rev() {
+                stack.push((*t, *m));
+            }
+        }
+    }
+    for k in objects.keys() {
+        place(*k, &mut order);
+    }
+    order
+}
+
+/// Write `objects` as a splitstream; the caller publishes it. With a
+/// framed writer ([`SplitStreamWriter::framed`]) frames are cut about
+/// every [`FRAME_TARGET`] bytes, between index entries and objects.
 pub fn write(w: &mut SplitStreamWriter<'_>, objects: &Objects) -> Result<()> {
+    let order = layout_order(objects);
+    let mut offsets = std::collections::HashMap::with_capacity(objects.len());
+    let mut offset = (16 + objects.len() * ENTRY_SIZE) as u64;
+    for k in &order {
+        offsets.insert(*k, offset);
+        offset += stored_len(&objects[k]).0;
+    }
     let mut head = Vec::with_capacity(16 + objects.len() * ENTRY_SIZE);
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&(objects.len() as u32).to_le_bytes());
     head.extend_from_slice(&[0; 4]);
-    let mut offset = (16 + objects.len() * ENTRY_SIZE) as u64;
-    for ((c, t), s) in objects {
-        let (len, flags) = match s {
-            Stored::Meta(b) => (b.len() as u64, 0),
-            Stored::File {
-                header, content, ..
-            } => match content {
-                Content::Inline(b) => (4 + header.len() as u64 + b.len() as u64, 0),
-                Content::External(_) => (4 + header.len() as u64, 1),
-            },
-        };
+    for (k @ (c, t), s) in objects {
+        let (len, flags) = stored_len(s);
         head.extend_from_slice(&c.0);
         head.push(*t as u8);
         head.push(flags);
         head.extend_from_slice(&[0; 6]);
-        head.extend_from_slice(&offset.to_le_bytes());
+        head.extend_from_slice(&offsets[k].to_le_bytes());
         head.extend_from_slice(&len.to_le_bytes());
-        offset += len;
     }
-    w.write_inline(&head)?;
-    for s in objects.values() {
-        match s {
+    // Frames hold whole entries (the 16-byte head goes with the first).
+    w.write_inline(&head[..16])?;
+    for piece in head[16..].chunks(FRAME_TARGET / ENTRY_SIZE * ENTRY_SIZE) {
+        w.write_inline(piece)?;
+        w.end_frame()?;
+    }
+    for k in &order {
+        match &objects[k] {
             Stored::Meta(b) => w.write_inline(b)?,
             Stored::File {
                 header,
@@ -106,20 +163,43 @@ pub fn write(w: &mut SplitStreamWriter<'_>, objects: &Objects) -> Result<()> {
                 }
             }
         }
+        if w.frame_size() >= FRAME_TARGET {
+            w.end_frame()?;
+        }
     }
     Ok(())
 }
 
-/// A stored commit, loaded: the index and inline bytes in memory, external
-/// content by object id.
+/// Inline bytes of a stored object in the stream, and its index flags.
+fn stored_len(s: &Stored) -> (u64, u8) {
+    match s {
+        Stored::Meta(b) => (b.len() as u64, 0),
+        Stored::File {
+            header, content, ..
+        } => match content {
+            Content::Inline(b) => (4 + header.len() as u64 + b.len() as u64, 0),
+            Content::External(_) => (4 + header.len() as u64, 1),
+        },
+    }
+}
+
+/// A stored commit, opened. A framed stream (what pulls write) is read a
+/// frame at a time, when an object in it is first asked for: a lookup
+/// decompresses the few frames it touches, never the whole commit. An
+/// older unframed stream is decompressed whole on open, as one frame.
 pub struct CommitStream {
-    /// The stream with external content left out.
-    inline: Vec<u8>,
-    /// (inline bytes before it, object id) of each external chunk, sorted.
-    externals: Vec<(u64, ObjectId)>,
+    /// Inline offset and length of each frame.
+    spans: Vec<(u64, u64)>,
+    /// Each frame once decompressed.
+    loaded: Vec<OnceLock<FrameData>>,
+    /// Where unloaded frames come from (`None`: unframed, all loaded).
+    frames: Option<Frames>,
     count: usize,
     pub commit: Checksum,
 }
+
+/// One index entry: checksum, type, flags, inline offset, inline length.
+type IndexEntry = (Checksum, u8, u8, u64, u64);
 
 impl CommitStream {
     pub fn open(repo: &Repository, commit: &Checksum) -> Result<CommitStream> {
@@ -129,57 +209,131 @@ impl CommitStream {
         Self::load(reader, *commit).with_context(|| format!("stored ostree commit {commit}"))
     }
 
-    pub fn load(mut reader: SplitStreamReader, commit: Checksum) -> Result<CommitStream> {
-        let mut inline = Vec::new();
-        let mut externals = Vec::new();
-        while let Some(p) = reader.next_piece()? {
-            match p {
-                Piece::Inline(b) => inline.extend_from_slice(b),
-                Piece::External(id) => externals.push((inline.len() as u64, id)),
+    pub fn load(reader: SplitStreamReader, commit: Checksum) -> Result<CommitStream> {
+        let mut s = match reader.into_frames()? {
+            Ok(frames) => {
+                let spans: Vec<_> = frames
+                    .table()
+                    .iter()
+                    .map(|e| (e.inline_offset, u64::from(e.inline_len)))
+                    .collect();
+                CommitStream {
+                    loaded: spans.iter().map(|_| OnceLock::new()).collect(),
+                    spans,
+                    frames: Some(frames),
+                    count: 0,
+                    commit,
+                }
             }
-        }
-        if inline.len() < 16 || &inline[..8] != MAGIC {
+            Err(reader) => Self::load_whole(reader, commit)?,
+        };
+        let inline_len = s.spans.last().map_or(0, |(o, l)| o + l);
+        let head = s
+            .bytes(0, 16)
+            .map_err(|_| anyhow::anyhow!("not an ostree commit stream (too short)"))?;
+        if &head[..8] != MAGIC {
             bail!("not an ostree commit stream (bad magic)");
         }
-        let count = u32::from_le_bytes(inline[8..12].try_into().expect("4")) as usize;
-        if 16 + count.saturating_mul(ENTRY_SIZE) > inline.len() {
+        let count = u32::from_le_bytes(head[8..12].try_into().expect("4")) as usize;
+        if 16 + count as u64 * ENTRY_SIZE as u64 > inline_len {
             bail!("ostree commit stream index is truncated");
         }
-        let s = CommitStream {
-            inline,
-            externals,
-            count,
-            commit,
-        };
-        let mut prev: Option<(Checksum, u8)> = None;
-        for i in 0..count {
-            let (c, t, _, _) = s.entry(i);
-            if prev.is_some_and(|p| p >= (c, t)) {
-                bail!("ostree commit stream index is not sorted");
-            }
-            prev = Some((c, t));
+        s.count = count;
+        if s.frames.is_none() {
+            s.verify_index()?;
         }
         Ok(s)
     }
 
-    fn entry(&self, i: usize) -> (Checksum, u8, u64, u64) {
-        let e = self.raw_entry(i);
+    /// An unframed stream: everything decompressed now, as one frame.
+    fn load_whole(mut reader: SplitStreamReader, commit: Checksum) -> Result<CommitStream> {
+        let mut data = FrameData::default();
+        while let Some(p) = reader.next_piece()? {
+            match p {
+                Piece::Inline(b) => data.inline.extend_from_slice(b),
+                Piece::External(id) => data.externals.push((data.inline.len() as u64, id)),
+            }
+        }
+        let len = data.inline.len() as u64;
+        Ok(CommitStream {
+            spans: vec![(0, len)],
+            loaded: vec![OnceLock::from(data)],
+            frames: None,
+            count: 0,
+            commit,
+        })
+    }
+
+    /// Check the whole index: sorted, every entry inside the stream and
+    /// inside one frame. Reads every frame holding index entries; `fsck`
+    /// calls it (lookups only ever read what they need).
+    pub fn verify_index(&self) -> Result<()> {
+        let mut prev: Option<(Checksum, u8)> = None;
+        for i in 0..self.count {
+            let (c, t, _, off, len) = self.entry(i)?;
+            if prev.is_some_and(|p| p >= (c, t)) {
+                bail!("ostree commit stream index is not sorted");
+            }
+            self.bytes(off, len)
+                .with_context(|| format!("object {c} in stored commit {}", self.commit))?;
+            prev = Some((c, t));
+        }
+        Ok(())
+    }
+
+    /// Frame `k`, decompressed on first use.
+    fn frame(&self, k: usize) -> Result<&FrameData> {
+        if let Some(d) = self.loaded[k].get() {
+            return Ok(d);
+        }
+        let frames = self
+            .frames
+            .as_ref()
+            .context("commit stream frame not loaded")?;
+        let d = frames
+            .read(k)
+            .with_context(|| format!("stored ostree commit {}", self.commit))?;
+        // Another thread may have loaded it meanwhile: either copy will do.
+        let _ = self.loaded[k].set(d);
+        Ok(self.loaded[k].get().expect("set above"))
+    }
+
+    /// The frame holding inline offset `at`, and its span.
+    fn frame_at(&self, at: u64) -> Result<(&FrameData, u64, u64)> {
+        let k = self.spans.partition_point(|(o, l)| o + l <= at);
+        match self.spans.get(k) {
+            Some(&(o, l)) if o <= at => Ok((self.frame(k)?, o, l)),
+            _ => bail!("offset {at} is past the end of the stream"),
+        }
+    }
+
+    /// Inline bytes `[off, off+len)`, which must lie within one frame.
+    fn bytes(&self, off: u64, len: u64) -> Result<&[u8]> {
+        let end = off.checked_add(len).context("bad length")?;
+        let (d, start, flen) = self.frame_at(off)?;
+        if end > start + flen {
+            bail!("object at {off} ({len} bytes) crosses a frame boundary: corrupt");
+        }
+        let (a, b) = ((off - start) as usize, (end - start) as usize);
+        d.inline.get(a..b).context("object offset out of range")
+    }
+
+    fn entry(&self, i: usize) -> Result<IndexEntry> {
+        let e = self.bytes(16 + (i * ENTRY_SIZE) as u64, ENTRY_SIZE as u64)?;
         let c = Checksum(e[..32].try_into().expect("32"));
         let off = u64::from_le_bytes(e[40..48].try_into().expect("8"));
         let len = u64::from_le_bytes(e[48..56].try_into().expect("8"));
-        (c, e[32], off, len)
-    }
-
-    fn raw_entry(&self, i: usize) -> &[u8] {
-        &self.inline[16 + i * ENTRY_SIZE..16 + (i + 1) * ENTRY_SIZE]
+        Ok((c, e[32], e[33], off, len))
     }
 
     /// Every (checksum, type) stored.
-    pub fn keys(&self) -> impl Iterator<Item = (Checksum, Option<ObjType>)> + '_ {
-        (0..self.count).map(|i| {
-            let (c, t, _, _) = self.entry(i);
-            (c, ObjType::from_u8(t))
-        })
+    pub fn keys(&self) -> Result<Vec<(Checksum, Option<ObjType>)>> {
+        (0..self.count)
+            .map(|i| {
+                let (c, t, ..) = self.entry(i)?;
+                Ok((c, ObjType::from_u8(t)))
+            })
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -190,44 +344,40 @@ impl CommitStream {
         self.count == 0
     }
 
-    fn find(&self, c: &Checksum, t: ObjType) -> Option<(usize, u64, u64)> {
+    fn find(&self, c: &Checksum, t: ObjType) -> Result<Option<usize>> {
         let key = (*c, t as u8);
         let (mut lo, mut hi) = (0, self.count);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            let (ec, et, off, len) = self.entry(mid);
+            let (ec, et, ..) = self.entry(mid)?;
             match (ec, et).cmp(&key) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some((mid, off, len)),
+                std::cmp::Ordering::Equal => return Ok(Some(mid)),
             }
         }
-        None
-    }
-
-    /// Inline bytes `[off, off+len)`.
-    fn inline_range(&self, off: u64, len: u64) -> Result<&[u8]> {
-        let end = off.checked_add(len).context("bad length")?;
-        self.inline
-            .get(off as usize..end as usize)
-            .context("object offset out of range")
+        Ok(None)
     }
 
     /// Where `(c, t)` sits in the index: a compact handle for
     /// [`Self::metadata_at`] and [`Self::file_at`].
-    pub fn position(&self, c: &Checksum, t: ObjType) -> Option<u32> {
-        self.find(c, t).map(|(i, _, _)| i as u32)
+    pub fn position(&self, c: &Checksum, t: ObjType) -> Result<Option<u32>> {
+        Ok(self.find(c, t)?.map(|i| i as u32))
     }
 
-    /// The checksum at index position `i`.
+    /// The checksum at index position `i` (`None` past the end or when its
+    /// frame cannot be read).
     pub fn checksum_at(&self, i: u32) -> Option<Checksum> {
-        ((i as usize) < self.count).then(|| self.entry(i as usize).0)
+        if i as usize >= self.count {
+            return None;
+        }
+        self.entry(i as usize).ok().map(|e| e.0)
     }
 
     /// A metadata object's bytes.
     pub fn metadata(&self, c: &Checksum, t: ObjType) -> Result<Option<&[u8]>> {
-        match self.find(c, t) {
-            Some((i, _, _)) => self.metadata_at(i as u32).map(Some),
+        match self.find(c, t)? {
+            Some(i) => self.metadata_at(i as u32).map(Some),
             None => Ok(None),
         }
     }
@@ -237,16 +387,37 @@ impl CommitStream {
         if i as usize >= self.count {
             bail!("no index position {i} in stored commit {}", self.commit);
         }
-        let (c, t, off, len) = self.entry(i as usize);
+        let (c, t, _, off, len) = self.entry(i as usize)?;
         let name = ObjType::from_u8(t).map_or("object", |t| t.name());
-        self.inline_range(off, len)
+        self.bytes(off, len)
             .with_context(|| format!("{name} {c} in stored commit {}", self.commit))
+    }
+
+    /// Like [`Self::metadata_at`], with where the bytes sit in the stream
+    /// (for [`Self::checksum_bytes_at`] of checksums inside them).
+    pub fn metadata_with_offset(&self, i: u32) -> Result<(u64, &[u8])> {
+        if i as usize >= self.count {
+            bail!("no index position {i} in stored commit {}", self.commit);
+        }
+        let (c, t, _, off, len) = self.entry(i as usize)?;
+        let name = ObjType::from_u8(t).map_or("object", |t| t.name());
+        let b = self
+            .bytes(off, len)
+            .with_context(|| format!("{name} {c} in stored commit {}", self.commit))?;
+        Ok((off, b))
+    }
+
+    /// The 32 bytes at inline offset `at` as a checksum (one a dirtree
+    /// names, found by [`Self::metadata_with_offset`]).
+    pub fn checksum_bytes_at(&self, at: u64) -> Result<Checksum> {
+        let b = self.bytes(at, 32)?;
+        Ok(Checksum(b.try_into().expect("32 bytes")))
     }
 
     /// A file object: header bytes, parsed header, content.
     pub fn file(&self, c: &Checksum) -> Result<Option<(Vec<u8>, FileHeader, Content)>> {
-        match self.find(c, ObjType::File) {
-            Some((i, _, _)) => self.file_at(i as u32).map(Some),
+        match self.find(c, ObjType::File)? {
+            Some(i) => self.file_at(i as u32).map(Some),
             None => Ok(None),
         }
     }
@@ -257,34 +428,35 @@ impl CommitStream {
         if i >= self.count {
             bail!("no index position {i} in stored commit {}", self.commit);
         }
-        let (c, t, off, len) = self.entry(i);
+        let (c, t, flags, off, len) = self.entry(i)?;
         if t != ObjType::File as u8 {
             bail!("object {c} in stored commit {} is not a file", self.commit);
         }
-        let external = self.raw_entry(i)[33] & 1 != 0;
+        let external = flags & 1 != 0;
         let what = || format!("file {c} in stored commit {}", self.commit);
-        let hl = self.inline_range(off, 4).with_context(what)?;
-        let hl = u32::from_le_bytes(hl.try_into().expect("4")) as u64;
-        let hbytes = self.inline_range(off + 4, hl).with_context(what)?.to_vec();
+        let whole = self.bytes(off, len).with_context(what)?;
+        let hl = whole.get(..4).with_context(what)?;
+        let hl = u32::from_le_bytes(hl.try_into().expect("4")) as usize;
+        let hbytes = whole
+            .get(4..4 + hl)
+            .with_context(|| format!("{}: header past its entry", what()))?
+            .to_vec();
         let header = FileHeader::parse_archive(&hbytes).with_context(what)?;
-        let coff = off + 4 + hl;
         let content = if external {
-            if len != 4 + hl {
+            if whole.len() != 4 + hl {
                 bail!("{}: bad entry length", what());
             }
-            match self.externals.binary_search_by_key(&coff, |e| e.0) {
-                Ok(j) => Content::External(self.externals[j].1),
+            let coff = off + len;
+            let (d, start, _) = self.frame_at(off)?;
+            match d.externals.binary_search_by_key(&(coff - start), |e| e.0) {
+                Ok(j) => Content::External(d.externals[j].1),
                 Err(_) => bail!("{}: external content missing", what()),
             }
         } else {
-            if len != 4 + hl + header.size {
+            if whole.len() as u64 != 4 + hl as u64 + header.size {
                 bail!("{}: length does not match its header", what());
             }
-            Content::Inline(
-                self.inline_range(coff, header.size)
-                    .with_context(what)?
-                    .to_vec(),
-            )
+            Content::Inline(whole[4 + hl..].to_vec())
         };
         Ok((hbytes, header, content))
     }
@@ -299,5 +471,98 @@ impl CommitStream {
             }));
         }
         Ok(self.metadata(c, t)?.map(|b| Stored::Meta(b.to_vec())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsverity::Algorithm;
+
+    /// Many metadata objects and files (inline and external): enough for
+    /// dozens of frames.
+    fn objects(repo: &Repository) -> Objects {
+        let mut m = Objects::new();
+        for i in 0..3000u32 {
+            let c = Checksum::of(&i.to_le_bytes());
+            let meta = format!("metadata object {i}").repeat(1 + i as usize % 7);
+            let t = [ObjType::DirTree, ObjType::DirMeta][i as usize % 2];
+            m.insert((c, t), Stored::Meta(meta.into_bytes()));
+            let content = format!("file {i} ")
+                .repeat(1 + i as usize % 20)
+                .into_bytes();
+            let h = FileHeader {
+                size: content.len() as u64,
+                uid: i,
+                gid: 7,
+                mode: 0o100644,
+                rdev: 0,
+                symlink: String::new(),
+                xattrs: Vec::new(),
+            };
+            let content = if content.len() as u64 > INLINE_MAX {
+                Content::External(repo.store_bytes(&content).unwrap())
+            } else {
+                Content::Inline(content)
+            };
+            m.insert(
+                (Checksum::of(&(i + 1_000_000).to_le_bytes()), ObjType::File),
+                Stored::File {
+                    header: h.serialize_archive(),
+                    size: h.size,
+                    content,
+                },
+            );
+        }
+        m
+    }
+
+    fn store(repo: &Repository, m: &Objects, framed: bool) -> CommitStream {
+        let mut w = repo.stream_writer(CONTENT_TYPE).unwrap();
+        if framed {
+            w = w.framed().unwrap();
+        }
+        write(&mut w, m).unwrap();
+        let name = format!("test-{framed}");
+        let id = repo.commit_stream(w, &name, None).unwrap();
+        let r = repo.open_stream_object(&id).unwrap();
+        CommitStream::load(r, Checksum::of(b"test")).unwrap()
+    }
+
+    #[test]
+    fn framed_and_whole_streams_hold_the_same_objects() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init(&tmp.path().join("repo"), Algorithm::Sha256).unwrap();
+        let m = objects(&repo);
+        let framed = store(&repo, &m, true);
+        let whole = store(&repo, &m, false);
+        assert!(framed.spans.len() > 20, "{} frames", framed.spans.len());
+        assert_eq!(whole.spans.len(), 1);
+        // Nothing but the head frame is read before a lookup.
+        assert_eq!(
+            framed.loaded.iter().filter(|l| l.get().is_some()).count(),
+            1
+        );
+        framed.verify_index().unwrap();
+        for s in [&framed, &whole] {
+            assert_eq!(s.len(), m.len());
+            let keys: Vec<_> = s.keys().unwrap();
+            let want: Vec<_> = m.keys().map(|(c, t)| (*c, Some(*t))).collect();
+            assert_eq!(keys, want);
+            for ((c, t), v) in &m {
+                assert_eq!(s.stored(c, *t).unwrap().as_ref(), Some(v), "{c} {t:?}");
+            }
+            assert!(
+                s.stored(&Checksum::of(b"absent"), ObjType::File)
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        // One lookup in a fresh framed stream reads a few frames, not all.
+        let fresh = store(&repo, &m, true);
+        let ((c, t), _) = m.iter().nth(4321).unwrap();
+        fresh.stored(c, *t).unwrap().unwrap();
+        let read = fresh.loaded.iter().filter(|l| l.get().is_some()).count();
+        assert!(read <= 8, "{read} of {} frames read", fresh.spans.len());
     }
 }

@@ -21,13 +21,29 @@ use crate::tree::{DirEntry, Ino, Inode, Tree};
 
 /// No such object in the stream: the node fails when it is loaded.
 const MISSING: u32 = u32::MAX;
+/// Not looked up in the stream's index yet.
+const UNRESOLVED: u32 = u32::MAX - 1;
+/// The node was not listed from a dirtree (the root).
+const NO_AT: u64 = u64::MAX;
 
-/// What an inode number stands for: positions in the stream's index
-/// (12 bytes a node, however long the checksums).
+/// What an inode number stands for: positions in the stream's index,
+/// looked up when the node is first loaded, and where its checksums sit
+/// in its parent's dirtree (`at`), so comparing two nodes by checksum
+/// ([`Tree::subtree_id`]) needs no lookup at all. 32 bytes a node,
+/// however long the names.
 #[derive(Clone, Copy)]
 enum Node {
-    Dir { tree: u32, meta: u32, depth: u32 },
-    File(u32),
+    Dir {
+        tree: u32,
+        meta: u32,
+        depth: u32,
+        at: u64,
+        meta_at: u64,
+    },
+    File {
+        pos: u32,
+        at: u64,
+    },
 }
 
 /// A listed directory: its children got the consecutive inode numbers
@@ -85,8 +101,8 @@ impl CommitTree {
             .with_context(|| format!("stored commit {c} lacks its commit object"))?;
         let commit = Commit::parse(bytes).with_context(|| format!("commit {c}"))?;
         let mut state = State::default();
-        let tree = stream.position(&commit.root_tree, ObjType::DirTree);
-        let meta = stream.position(&commit.root_meta, ObjType::DirMeta);
+        let tree = stream.position(&commit.root_tree, ObjType::DirTree)?;
+        let meta = stream.position(&commit.root_meta, ObjType::DirMeta)?;
         if tree.is_none() {
             bail!(
                 "stored commit {c}: root dirtree {} is missing",
@@ -101,11 +117,16 @@ impl CommitTree {
         }
         // Index 0 is unused: inode numbers start at 1.
         state.nodes = vec![
-            Node::File(MISSING),
+            Node::File {
+                pos: MISSING,
+                at: NO_AT,
+            },
             Node::Dir {
                 tree: tree.unwrap_or(MISSING),
                 meta: meta.unwrap_or(MISSING),
                 depth: 0,
+                at: NO_AT,
+                meta_at: NO_AT,
             },
         ];
         Ok(CommitTree {
@@ -142,11 +163,62 @@ impl CommitTree {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn node(&self, ino: Ino) -> Result<Node> {
+    /// A node as listed, positions possibly not looked up yet.
+    fn raw_node(&self, ino: Ino) -> Result<Node> {
         match self.state().nodes.get(ino as usize) {
             Some(n) if ino != 0 => Ok(*n),
             _ => bail!("no inode {ino} in commit {}", self.commit),
         }
+    }
+
+    /// A node with its index positions (looked up now if not yet; a
+    /// checksum the stream lacks becomes [`MISSING`], named in `missing`).
+    fn node(&self, ino: Ino) -> Result<Node> {
+        let n = self.raw_node(ino)?;
+        let resolved = match n {
+            Node::File {
+                pos: UNRESOLVED,
+                at,
+            } => {
+                let stream = self.stream()?;
+                let c = stream.checksum_bytes_at(at)?;
+                let pos = stream.position(&c, ObjType::File)?.unwrap_or(MISSING);
+                if pos == MISSING {
+                    self.state().missing.insert(ino, c);
+                }
+                Node::File { pos, at }
+            }
+            Node::Dir {
+                tree: UNRESOLVED,
+                depth,
+                at,
+                meta_at,
+                ..
+            } => {
+                let stream = self.stream()?;
+                let (tc, mc) = (
+                    stream.checksum_bytes_at(at)?,
+                    stream.checksum_bytes_at(meta_at)?,
+                );
+                let tree = stream.position(&tc, ObjType::DirTree)?.unwrap_or(MISSING);
+                let meta = stream.position(&mc, ObjType::DirMeta)?.unwrap_or(MISSING);
+                if tree == MISSING {
+                    self.state().missing.insert(ino, tc);
+                } else if meta == MISSING {
+                    self.state().missing.insert(ino, mc);
+                }
+                Node::Dir {
+                    tree,
+                    meta,
+                    depth,
+                    at,
+                    meta_at,
+                }
+            }
+            n => return Ok(n),
+        };
+        self.state().nodes[ino as usize] = resolved;
+        Ok(resolved)
     }
 
     fn missing(&self, ino: Ino, what: &str) -> anyhow::Error {
@@ -170,7 +242,7 @@ impl CommitTree {
                 })?;
                 dir_inode(&m)
             }
-            Node::File(f) => {
+            Node::File { pos: f, .. } => {
                 if f == MISSING {
                     return Err(self.missing(ino, "file"));
                 }
@@ -196,35 +268,27 @@ impl CommitTree {
             return Err(self.missing(dir, "dirtree"));
         }
         let stream = self.stream()?;
-        let data = stream.metadata_at(tree)?;
-        let t = DirTree::parse_stored(data)
+        let (base, data) = stream.metadata_with_offset(tree)?;
+        let t = DirTree::parse_in_place(data)
             .with_context(|| format!("dirtree {}", stream.checksum_at(tree).unwrap_or_default()))?;
-        let pos = |c: &Checksum, ty| stream.position(c, ty).unwrap_or(MISSING);
         let mut st = self.state();
         let listed = match st.listed.get(&dir) {
             Some(l) => *l,
             None => {
                 let first = st.nodes.len() as Ino;
-                for (_, f) in &t.files {
-                    let p = pos(f, ObjType::File);
-                    if p == MISSING {
-                        let ino = st.nodes.len() as Ino;
-                        st.missing.insert(ino, *f);
-                    }
-                    st.nodes.push(Node::File(p));
+                for &(_, off) in &t.files {
+                    st.nodes.push(Node::File {
+                        pos: UNRESOLVED,
+                        at: base + off as u64,
+                    });
                 }
-                for (_, dt, dm) in &t.dirs {
-                    let (tp, mp) = (pos(dt, ObjType::DirTree), pos(dm, ObjType::DirMeta));
-                    let ino = st.nodes.len() as Ino;
-                    if tp == MISSING {
-                        st.missing.insert(ino, *dt);
-                    } else if mp == MISSING {
-                        st.missing.insert(ino, *dm);
-                    }
+                for &(_, toff, moff) in &t.dirs {
                     st.nodes.push(Node::Dir {
-                        tree: tp,
-                        meta: mp,
+                        tree: UNRESOLVED,
+                        meta: UNRESOLVED,
                         depth: depth + 1,
+                        at: base + toff as u64,
+                        meta_at: base + moff as u64,
                     });
                 }
                 let l = Listed {
@@ -243,15 +307,16 @@ impl CommitTree {
         let names = t
             .files
             .iter()
-            .map(|(n, _)| n)
-            .chain(t.dirs.iter().map(|(n, _, _)| n));
+            .map(|(n, _)| *n)
+            .chain(t.dirs.iter().map(|(n, _, _)| *n));
         let mut entries: Vec<DirEntry> = names
             .enumerate()
             .map(|(i, name)| DirEntry {
-                name: name.as_bytes().to_vec(),
+                name: name.to_vec(),
                 ino: listed.first + i as Ino,
             })
             .collect();
+        // Two sorted runs (files, directories): a stable sort merges them.
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok((entries, listed))
     }
@@ -271,7 +336,7 @@ impl Tree for CommitTree {
     /// 2 + their subdirectories.
     fn nlink(&self, ino: Ino) -> Result<Option<u64>> {
         match self.node(ino)? {
-            Node::File(_) => Ok(Some(1)),
+            Node::File { .. } => Ok(Some(1)),
             Node::Dir { tree, .. } => {
                 let known = {
                     let st = self.state();
@@ -313,18 +378,24 @@ impl Tree for CommitTree {
     /// file checksum for a file. `None` for a node whose objects are
     /// missing (its loading fails with the reason).
     fn subtree_id(&self, ino: Ino) -> Option<crate::tree::SubtreeId> {
-        let node = self.node(ino).ok()?;
+        let node = self.raw_node(ino).ok()?;
         let stream = self.stream().ok()?;
         match node {
-            Node::Dir { tree, meta, .. } if tree != MISSING && meta != MISSING => {
+            Node::Dir { at, meta_at, .. } if at != NO_AT => {
+                Some(crate::tree::SubtreeId::OstreeDir {
+                    tree: stream.checksum_bytes_at(at).ok()?.0,
+                    meta: stream.checksum_bytes_at(meta_at).ok()?.0,
+                })
+            }
+            Node::Dir { tree, meta, .. } if tree < UNRESOLVED && meta < UNRESOLVED => {
                 Some(crate::tree::SubtreeId::OstreeDir {
                     tree: stream.checksum_at(tree)?.0,
                     meta: stream.checksum_at(meta)?.0,
                 })
             }
-            Node::File(f) if f != MISSING => {
-                Some(crate::tree::SubtreeId::OstreeFile(stream.checksum_at(f)?.0))
-            }
+            Node::File { at, .. } if at != NO_AT => Some(crate::tree::SubtreeId::OstreeFile(
+                stream.checksum_bytes_at(at).ok()?.0,
+            )),
             _ => None,
         }
     }

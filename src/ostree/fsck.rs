@@ -2,7 +2,7 @@
 //! object hashes to its name, its tree is complete; and the object index
 //! is current (rebuilt when it is missing or stale).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::checksum::{Checksum, ObjType};
 use super::commitstream::CommitStream;
@@ -19,6 +19,8 @@ pub struct OstreeFsck {
 
 fn check_commit(repo: &Repository, c: &Checksum) -> Result<()> {
     let s = CommitStream::open(repo, c)?;
+    s.verify_index()
+        .with_context(|| format!("stored ostree commit {c}"))?;
     let bytes = s
         .metadata(c, ObjType::Commit)?
         .ok_or_else(|| anyhow::anyhow!("stored commit {c} lacks its commit object"))?;

@@ -216,7 +216,11 @@ fn rebuild_locked(repo: &Repository) -> Result<usize> {
     let mut map = BTreeMap::new();
     for c in stored_commits(repo)? {
         let s = CommitStream::open(repo, &c)?;
-        add_commit(&mut map, c, s.keys().filter_map(|(o, t)| Some((o, t?))));
+        add_commit(
+            &mut map,
+            c,
+            s.keys()?.into_iter().filter_map(|(o, t)| Some((o, t?))),
+        );
     }
     write(repo, &map)?;
     Ok(map.len())
@@ -238,7 +242,7 @@ pub fn check(repo: &Repository) -> Result<Option<String>> {
     }
     for c in &commits {
         let s = CommitStream::open(repo, c)?;
-        for (o, t) in s.keys() {
+        for (o, t) in s.keys()? {
             if let Some(t) = t
                 && matches!(t, ObjType::File | ObjType::DirTree | ObjType::DirMeta)
                 && idx.lookup(&o, t).is_none()

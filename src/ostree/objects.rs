@@ -228,6 +228,15 @@ pub struct DirTree {
     pub dirs: Vec<(String, Checksum, Checksum)>,
 }
 
+/// A dirtree read in place ([`DirTree::parse_in_place`]): files (name,
+/// offset of the file checksum) and subdirectories (name, offsets of the
+/// dirtree and dirmeta checksums), offsets into the dirtree's bytes.
+#[derive(Debug)]
+pub struct DirTreeEntries<'a> {
+    pub files: Vec<(&'a [u8], usize)>,
+    pub dirs: Vec<(&'a [u8], usize, usize)>,
+}
+
 fn check_dirtree_size(data: &[u8]) -> Result<()> {
     if data.len() > MAX_METADATA_SIZE {
         bail!(
@@ -306,6 +315,72 @@ impl DirTree {
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             bail!("dirtree names {:?} twice", w[0]);
+        }
+        Ok(t)
+    }
+
+    /// Read a stored dirtree in place (see [`Self::parse_stored`]: names
+    /// checked, no normal-form round trip): names as slices of `data`, and
+    /// where in `data` each checksum sits (a directory's dirmeta checksum
+    /// at its own offset). Nothing is copied: a listing that only compares
+    /// checksums reads them from the dirtree when it needs them.
+    pub fn parse_in_place(data: &[u8]) -> Result<DirTreeEntries<'_>> {
+        check_dirtree_size(data)?;
+        // Borrowed when `data` happens to be aligned, else one copy; the
+        // offsets are the same either way, names are sliced from `data`.
+        let aligned = gvariant::aligned_bytes::copy_to_align(data);
+        let base = aligned.as_ptr() as usize;
+        // Where a slice GVariant handed out lies in the buffer (a malformed
+        // value may yield a default that lies elsewhere).
+        let offset = |b: &[u8]| -> Result<usize> {
+            let p = (b.as_ptr() as usize).wrapping_sub(base);
+            if p > data.len() || b.len() > data.len() - p {
+                bail!("dirtree is malformed");
+            }
+            Ok(p)
+        };
+        let v = gv!("(a(say)a(sayay))").cast(aligned.as_ref());
+        let (files, dirs) = v.to_tuple();
+        let at = |b: &[u8], what: &[u8]| -> Result<usize> {
+            if b.len() != 32 {
+                bail!(
+                    "{:?}: checksum of {} bytes",
+                    String::from_utf8_lossy(what),
+                    b.len()
+                );
+            }
+            offset(b)
+        };
+        let name_of = |raw: &[u8]| -> Result<&[u8]> {
+            check_entry_name(raw)?;
+            std::str::from_utf8(raw)
+                .with_context(|| format!("name {:?} is not UTF-8", String::from_utf8_lossy(raw)))?;
+            let off = offset(raw)?;
+            Ok(&data[off..off + raw.len()])
+        };
+        let mut t = DirTreeEntries {
+            files: Vec::with_capacity(files.len()),
+            dirs: Vec::with_capacity(dirs.len()),
+        };
+        for f in files {
+            let (name, csum) = f.to_tuple();
+            let raw = name.as_bytes_non_conformant();
+            t.files.push((name_of(raw)?, at(csum, raw)?));
+        }
+        for d in dirs {
+            let (name, tree, meta) = d.to_tuple();
+            let raw = name.as_bytes_non_conformant();
+            t.dirs.push((name_of(raw)?, at(tree, raw)?, at(meta, raw)?));
+        }
+        let mut names: Vec<&[u8]> = t
+            .files
+            .iter()
+            .map(|f| f.0)
+            .chain(t.dirs.iter().map(|d| d.0))
+            .collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            bail!("dirtree names {:?} twice", String::from_utf8_lossy(w[0]));
         }
         Ok(t)
     }

@@ -608,7 +608,7 @@ pub fn pull(
     if let Some(m) = commitmeta {
         objects.insert((commit, ObjType::CommitMeta), Stored::Meta(m));
     }
-    let mut w = repo.stream_writer(commitstream::CONTENT_TYPE)?;
+    let mut w = repo.stream_writer(commitstream::CONTENT_TYPE)?.framed()?;
     commitstream::write(&mut w, &objects)?;
     let cid = commitstream::content_id(&commit);
     repo.commit_stream(w, &cid, Some(&ref_name))?;

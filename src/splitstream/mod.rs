@@ -9,10 +9,12 @@
 //! bytes or walks the chunks without opening any object.
 
 mod format;
+pub mod frames;
 mod reader;
 mod reftable;
 mod writer;
 
 pub use format::{Header, Info, MAGIC, content_type, content_type_name};
+pub use frames::{FrameData, Frames};
 pub use reader::{Piece, SplitStreamReader};
 pub use writer::SplitStreamWriter;

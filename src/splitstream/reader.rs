@@ -11,6 +11,7 @@ use std::ops::Range;
 use anyhow::{Context, Result, bail};
 
 use super::format::{HEADER_SIZE, Header, INFO_SIZE, Info};
+use super::frames::Frames;
 use crate::fsverity::{Algorithm, ObjectId};
 use crate::repository::Repository;
 
@@ -37,6 +38,8 @@ pub struct SplitStreamReader {
     object_refs: Vec<ObjectId>,
     stream_refs: Vec<ObjectId>,
     named_refs: Vec<(String, ObjectId)>,
+    /// Where the compressed chunks are in the file.
+    section: Range<u64>,
     decoder: zstd::stream::read::Decoder<'static, BufReader<Take<File>>>,
     inline_left: u64,
     /// Inline bytes handed out so far (bounds claims against `stream_size`).
@@ -143,11 +146,29 @@ impl SplitStreamReader {
             object_refs,
             stream_refs,
             named_refs,
+            section: info.stream.clone(),
             decoder,
             inline_left: 0,
             inline_seen: 0,
             buf: vec![0u8; PIECE],
         })
+    }
+
+    /// Random access to the stream's frames when it was written framed
+    /// (see [`super::frames`]); `Ok(Err(self))` gives the reader back
+    /// otherwise. Call before reading any piece.
+    pub fn into_frames(mut self) -> Result<std::result::Result<Frames, SplitStreamReader>> {
+        let file = self
+            .decoder
+            .get_ref()
+            .get_ref()
+            .get_ref()
+            .try_clone()
+            .context("cannot open splitstream frames")?;
+        match Frames::open(file, self.section.clone(), &mut self.object_refs)? {
+            Some(f) => Ok(Ok(f)),
+            None => Ok(Err(self)),
+        }
     }
 
     /// Objects whose content the stream splices in, in order of first use.

@@ -7,6 +7,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use anyhow::{Context, Result, bail};
 
 use super::format::{HEADER_SIZE, Header, INFO_SIZE, Info};
+use super::frames::{self, FrameEntry, MAX_FRAME_RAW};
 use super::reftable::RefTable;
 use crate::fsverity::{Algorithm, ObjectId};
 use crate::repository::Repository;
@@ -29,7 +30,7 @@ pub const MAX_QUEUED: usize = 4096;
 pub struct SplitStreamWriter<'r> {
     repo: &'r Repository,
     content_type: u64,
-    stream: zstd::stream::write::Encoder<'static, BufWriter<File>>,
+    stream: Sink,
     inline: Vec<u8>,
     object_refs: RefTable,
     stream_refs: Vec<ObjectId>,
@@ -62,11 +63,13 @@ impl<'r> SplitStreamWriter<'r> {
                 repo.path().display()
             )
         })?;
-        let stream = zstd::stream::write::Encoder::new(
-            BufWriter::with_capacity(256 * 1024, tmp),
-            ZSTD_LEVEL,
-        )
-        .context("cannot start zstd compression")?;
+        let stream = Sink::Stream(
+            zstd::stream::write::Encoder::new(
+                BufWriter::with_capacity(256 * 1024, tmp),
+                ZSTD_LEVEL,
+            )
+            .context("cannot start zstd compression")?,
+        );
         Ok(SplitStreamWriter {
             repo,
             content_type,
@@ -100,6 +103,72 @@ impl<'r> SplitStreamWriter<'r> {
             self.pool = Some(StorePool::new(self.repo, threads)?);
         }
         Ok(self)
+    }
+
+    /// Compress the stream as independent zstd frames, cut where the
+    /// caller says ([`Self::end_frame`]), with a table of them at the end
+    /// (see [`super::frames`]): a reader can then decompress any frame on
+    /// its own. Readers that know nothing of frames read the stream as
+    /// before. Call before writing anything.
+    pub fn framed(mut self) -> Result<Self> {
+        if self.size != 0 {
+            bail!("a splitstream can only be made framed before anything is written");
+        }
+        if let Sink::Stream(enc) = std::mem::replace(&mut self.stream, Sink::Done) {
+            let out = enc.finish().context("cannot start framed splitstream")?;
+            // Nothing was written, so the empty frame `finish` might emit is
+            // dropped by starting the file again.
+            let mut file = out
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .context("cannot start framed splitstream")?;
+            file.set_len(0)
+                .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
+                .context("cannot start framed splitstream")?;
+            self.stream = Sink::Framed(Framed {
+                out: BufWriter::with_capacity(256 * 1024, file),
+                raw: Vec::new(),
+                compressor: {
+                    let mut c = zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                        .context("cannot start zstd compression")?;
+                    // Each frame carries its checksum: a damaged frame is an
+                    // error, never other bytes.
+                    c.include_checksum(true)
+                        .context("cannot start zstd compression")?;
+                    c
+                },
+                table: Vec::new(),
+                compressed: 0,
+                inline_at: 0,
+                frame_inline: 0,
+                frame_externals: 0,
+            });
+        }
+        Ok(self)
+    }
+
+    /// Bytes in the frame being built (a framed stream; 0 otherwise),
+    /// counting inline bytes not yet emitted.
+    pub fn frame_size(&self) -> usize {
+        match &self.stream {
+            Sink::Framed(f) => f.raw.len() + self.inline.len(),
+            _ => 0,
+        }
+    }
+
+    /// End the current frame of a framed stream here (no-op otherwise, or
+    /// when the frame is empty). Everything written so far is emitted
+    /// first, so a frame always ends on a chunk boundary.
+    pub fn end_frame(&mut self) -> Result<()> {
+        if !matches!(self.stream, Sink::Framed(_)) {
+            return Ok(());
+        }
+        self.pump(true)?;
+        self.flush_inline()?;
+        if let Sink::Framed(f) = &mut self.stream {
+            f.end_frame()?;
+        }
+        Ok(())
     }
 
     pub fn repository(&self) -> &'r Repository {
@@ -139,11 +208,14 @@ impl<'r> SplitStreamWriter<'r> {
         }
         let len = self.inline.len() as i64;
         self.stream
-            .write_all(&(-len).to_le_bytes())
+            .put(&(-len).to_le_bytes())
             .context("cannot write splitstream")?;
         self.stream
-            .write_all(&self.inline)
+            .put(&self.inline)
             .context("cannot write splitstream")?;
+        if let Sink::Framed(f) = &mut self.stream {
+            f.frame_inline += self.inline.len() as u64;
+        }
         self.inline.clear();
         Ok(())
     }
@@ -169,8 +241,11 @@ impl<'r> SplitStreamWriter<'r> {
     fn emit_object_ref(&mut self, id: ObjectId) -> Result<()> {
         self.flush_inline()?;
         let idx = self.object_ref_index(id)? as i64;
+        if let Sink::Framed(f) = &mut self.stream {
+            f.frame_externals += 1;
+        }
         self.stream
-            .write_all(&idx.to_le_bytes())
+            .put(&idx.to_le_bytes())
             .context("cannot write splitstream")
     }
 
@@ -287,10 +362,16 @@ impl<'r> SplitStreamWriter<'r> {
         self.pool.take();
         self.flush_inline()?;
         let alg = self.repo.algorithm();
-        let mut tmp = self
-            .stream
-            .finish()
-            .context("cannot finish zstd stream")?
+        let out = match std::mem::replace(&mut self.stream, Sink::Done) {
+            Sink::Stream(enc) => enc.finish().context("cannot finish zstd stream")?,
+            Sink::Framed(mut f) => {
+                f.end_frame()?;
+                f.write_table()?;
+                f.out
+            }
+            Sink::Done => bail!("splitstream writer used after an error"),
+        };
+        let mut tmp = out
             .into_inner()
             .map_err(|e| e.into_error())
             .context("cannot write splitstream")?;
@@ -337,6 +418,86 @@ impl<'r> SplitStreamWriter<'r> {
         };
         write(&mut w).context("cannot write splitstream object")?;
         Ok(w.finish()?.0)
+    }
+}
+
+/// Where the compressed chunk sequence goes.
+enum Sink {
+    /// One zstd stream (every splitstream but framed ones).
+    Stream(zstd::stream::write::Encoder<'static, BufWriter<File>>),
+    /// Independent frames and a table of them (see [`super::frames`]).
+    Framed(Framed),
+    /// Taken apart by `finish` (or `framed`).
+    Done,
+}
+
+impl Sink {
+    fn put(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Stream(enc) => enc.write_all(data),
+            Sink::Framed(f) => {
+                f.raw.extend_from_slice(data);
+                Ok(())
+            }
+            Sink::Done => Err(io::Error::other("splitstream writer used after an error")),
+        }
+    }
+}
+
+/// A framed stream being written: the raw chunk bytes of the current
+/// frame, the frames done so far.
+struct Framed {
+    out: BufWriter<File>,
+    raw: Vec<u8>,
+    compressor: zstd::bulk::Compressor<'static>,
+    table: Vec<FrameEntry>,
+    /// Compressed bytes written so far.
+    compressed: u64,
+    /// Inline bytes before the current frame.
+    inline_at: u64,
+    frame_inline: u64,
+    frame_externals: u32,
+}
+
+impl Framed {
+    fn end_frame(&mut self) -> Result<()> {
+        if self.raw.is_empty() {
+            return Ok(());
+        }
+        if self.raw.len() > MAX_FRAME_RAW {
+            bail!(
+                "a splitstream frame of {} bytes is over the {MAX_FRAME_RAW}-byte limit",
+                self.raw.len()
+            );
+        }
+        let packed = self
+            .compressor
+            .compress(&self.raw)
+            .context("cannot compress a splitstream frame")?;
+        self.out
+            .write_all(&packed)
+            .context("cannot write splitstream")?;
+        self.table.push(FrameEntry {
+            compressed_offset: self.compressed,
+            compressed_len: packed.len() as u32,
+            raw_len: self.raw.len() as u32,
+            inline_offset: self.inline_at,
+            inline_len: self.frame_inline as u32,
+            externals: self.frame_externals,
+        });
+        self.compressed += packed.len() as u64;
+        self.inline_at += self.frame_inline;
+        self.frame_inline = 0;
+        self.frame_externals = 0;
+        self.raw.clear();
+        Ok(())
+    }
+
+    fn write_table(&mut self) -> Result<()> {
+        let table = frames::encode_table(&self.table);
+        self.out
+            .write_all(&table)
+            .context("cannot write splitstream frame table")
     }
 }
 
