@@ -222,6 +222,7 @@ pub fn splitstream(data: &[u8]) -> Result<u64> {
     if raw.is_ok() {
         let _ = reassemble(data, algorithm, false);
     }
+    let _ = read_frames(data, algorithm);
     let wrapped = wrap_chunks(data).map(|w| {
         let walked = walk_stream(&w, Algorithm::Sha512);
         if walked.is_ok() {
@@ -233,6 +234,20 @@ pub fn splitstream(data: &[u8]) -> Result<u64> {
         (Err(_), Some(Ok(n))) => Ok(n),
         (raw, _) => raw,
     }
+}
+
+/// Open a splitstream as a framed one (its frame table, then every
+/// frame); the number of inline bytes.
+fn read_frames(data: &[u8], algorithm: Algorithm) -> Result<u64> {
+    let r = SplitStreamReader::new(memfile(data)?, algorithm)?;
+    let Ok(frames) = r.into_frames()? else {
+        return Ok(0);
+    };
+    let mut inline = 0u64;
+    for i in 0..frames.table().len() {
+        inline += frames.read(i)?.inline.len() as u64;
+    }
+    Ok(inline)
 }
 
 /// Open a splitstream and walk its chunks (no object is opened); the
