@@ -6,17 +6,18 @@
 //! large files are digested — and stored — on all cores in parallel.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 
 use crate::fsverity::{self, Algorithm, ObjectId};
 use crate::repository::Repository;
 use crate::tree::dirsource::{DirOptions, scan_dir};
-use crate::tree::{FileData, Ino, Kind, MemTree};
+use crate::tree::{FileData, Kind, MemTree};
 
 /// Files up to this size are stored in the image itself (as mkcomposefs does).
 pub const INLINE_MAX: u64 = 64;
@@ -40,154 +41,212 @@ pub struct ImportStats {
     pub bytes: u64,
 }
 
+/// A large file on its way from the directory walk to a worker: the
+/// open file (a duplicate of the walk's descriptor, so the worker never
+/// opens anything by path), its size, and its path shortened for messages.
+struct Job {
+    /// Which call of the content function it came from: the index into
+    /// `DirScan::files`.
+    index: usize,
+    file: File,
+    size: u64,
+    shown: String,
+}
+
 /// Read `path` into a tree; regular files over [`INLINE_MAX`] bytes become
 /// `FileData::External` pointing at their digest.
+///
+/// The walk ([`scan_dir`], one thread) hands each large file, open, to
+/// `threads` workers that digest (and store) it while the walk goes on:
+/// files are reached through their directory's descriptor, never by path,
+/// so depth does not matter. At most `4 × threads` files wait in the queue
+/// (that many descriptors and [`Job`]s: memory and descriptors do not grow
+/// with the number of files). Large files are read with their holes
+/// skipped and stored with holes ([`Repository::store_file_with`]).
 pub fn tree_from_directory(
     path: &Path,
     opts: &DirOptions,
     sink: &ContentSink<'_>,
     threads: usize,
 ) -> Result<(MemTree, ImportStats)> {
-    let mut stats = ImportStats::default();
-    let mut scan = scan_dir(path, opts, &mut |p, file, size| {
-        stats.files += 1;
-        if size <= INLINE_MAX {
-            let mut buf = Vec::with_capacity(size as usize);
-            file.take(size + 1)
-                .read_to_end(&mut buf)
-                .with_context(|| format!("cannot read {}", p.display()))?;
-            if buf.len() as u64 != size {
-                bail!("{} changed size while being read", p.display());
-            }
-            Ok(FileData::Inline(buf))
-        } else {
-            Ok(FileData::External {
-                size,
-                redirect: None,
-                digest: None,
-            })
-        }
-    })?;
-    let pending: Vec<(Ino, PathBuf, u64)> = scan
-        .files
-        .iter()
-        .filter_map(|(ino, p)| match &scan.builder.get(*ino)?.kind {
-            Kind::Regular(FileData::External { size, .. }) => Some((*ino, p.clone(), *size)),
-            _ => None,
-        })
-        .collect();
-    stats.external = pending.len() as u64;
-    stats.bytes = pending.iter().map(|(_, _, s)| s).sum();
+    tree_from_directory_with(path, opts, sink, threads, &|_| {})
+}
 
-    let results = Mutex::new(Vec::with_capacity(pending.len()));
-    let next = AtomicUsize::new(0);
-    let first_error = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
+/// [`tree_from_directory`] with a progress callback, called from the
+/// workers with the bytes of large-file content done so far, piece by
+/// piece (a 10 GB file moves the bar as it goes).
+pub fn tree_from_directory_with(
+    path: &Path,
+    opts: &DirOptions,
+    sink: &ContentSink<'_>,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(MemTree, ImportStats)> {
+    let threads = threads.max(1);
+    let mut stats = ImportStats::default();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(4 * threads);
+    let rx = Mutex::new(rx);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let results: Mutex<Vec<(usize, ObjectId)>> = Mutex::new(Vec::new());
+    let fail = |e: anyhow::Error| {
+        first_error.lock().unwrap().get_or_insert(e);
+        failed.store(true, Ordering::Relaxed);
+    };
+
+    let scanned = std::thread::scope(|s| {
+        for _ in 0..threads {
             s.spawn(|| {
                 let repo = match sink {
                     ContentSink::Repository(r) => match r.try_clone() {
                         Ok(r) => Some(r),
                         Err(e) => {
-                            first_error.lock().unwrap().get_or_insert(e);
-                            return;
+                            fail(e);
+                            None
                         }
                     },
                     _ => None,
                 };
+                // Runs until the walk closes the queue; after a failure it
+                // only drains it (the walk stops at its next large file).
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((ino, path, size)) = pending.get(i) else {
-                        break;
-                    };
-                    if first_error.lock().unwrap().is_some() {
-                        break;
+                    let job = rx.lock().unwrap().recv();
+                    let Ok(job) = job else { break };
+                    if failed.load(Ordering::Relaxed) {
+                        continue;
                     }
-                    match store_one(sink, repo.as_ref(), path, *size) {
-                        Ok(id) => results.lock().unwrap().push((*ino, id, *size)),
-                        Err(e) => {
-                            first_error.lock().unwrap().get_or_insert(e);
-                            break;
+                    let index = job.index;
+                    match store_one(sink, repo.as_ref(), job, &mut |n| progress(n)) {
+                        Ok(id) => {
+                            results.lock().unwrap().push((index, id));
                         }
+                        Err(e) => fail(e),
                     }
                 }
             });
         }
+        let mut calls = 0usize;
+        let scan = scan_dir(path, opts, &mut |p, file, size| {
+            let index = calls;
+            calls += 1;
+            stats.files += 1;
+            if size <= INLINE_MAX {
+                let mut buf = Vec::with_capacity(size as usize);
+                file.take(size + 1)
+                    .read_to_end(&mut buf)
+                    .with_context(|| format!("cannot read {}", shown(p)))?;
+                if buf.len() as u64 != size {
+                    bail!("{} changed size while being read", shown(p));
+                }
+                return Ok(FileData::Inline(buf));
+            }
+            if failed.load(Ordering::Relaxed) {
+                bail!("stopped after an error");
+            }
+            stats.external += 1;
+            stats.bytes += size;
+            let job = Job {
+                index,
+                file: file
+                    .try_clone()
+                    .with_context(|| format!("cannot duplicate the descriptor of {}", shown(p)))?,
+                size,
+                shown: shown(p),
+            };
+            tx.send(job).ok().context("the import workers stopped")?;
+            Ok(FileData::External {
+                size,
+                redirect: None,
+                digest: None,
+            })
+        });
+        if scan.is_err() {
+            // The workers only drain what is queued.
+            failed.store(true, Ordering::Relaxed);
+        }
+        drop(tx);
+        scan
     });
+    // A worker's error is the cause of any "stopped" error of the walk.
     if let Some(e) = first_error.into_inner().unwrap() {
         return Err(e);
     }
-    for (ino, id, size) in results.into_inner().unwrap() {
-        let mut inode = scan.builder.get(ino).expect("scanned inode").clone();
+    let mut scan = scanned?;
+    let results = results.into_inner().unwrap();
+    if results.len() as u64 != stats.external {
+        bail!(
+            "{} of {} large files were stored",
+            results.len(),
+            stats.external
+        );
+    }
+    for (index, id) in results {
+        let ino = *scan
+            .files
+            .get(index)
+            .context("a stored file not in the scan")?;
+        let mut inode = scan.builder.get(ino).context("a scanned inode")?.clone();
+        let size = inode.size();
         inode.kind = Kind::Regular(FileData::object(id, size));
         scan.builder.replace(ino, inode)?;
     }
     Ok((scan.build()?, stats))
 }
 
-fn open_checked(path: &Path, size: u64) -> Result<File> {
-    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let now = f
-        .metadata()
-        .with_context(|| format!("cannot stat {}", path.display()))?
-        .len();
-    if now != size {
-        bail!(
-            "{} changed size while being imported ({size} → {now} bytes)",
-            path.display()
-        );
-    }
-    Ok(f)
+/// A path for messages: short even 10,000 directories deep.
+fn shown(p: &Path) -> String {
+    crate::util::short_path(p.as_os_str().as_bytes())
 }
 
+/// Digest (and store) one large file; its length is checked against the
+/// size the walk saw.
 fn store_one(
     sink: &ContentSink<'_>,
     repo: Option<&Repository>,
-    path: &Path,
-    size: u64,
+    job: Job,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<ObjectId> {
-    let f = open_checked(path, size)?;
+    let Job {
+        file, size, shown, ..
+    } = job;
+    let path = shown.as_str();
     match sink {
         ContentSink::DigestOnly(alg) => {
-            let (id, n) =
-                fsverity::digest_reader(*alg, io::BufReader::with_capacity(256 * 1024, f))
-                    .with_context(|| format!("cannot read {}", path.display()))?;
+            let (id, n) = fsverity::digest_file(*alg, &file)
+                .with_context(|| format!("cannot read {path}"))?;
+            progress(n);
             check_len(path, n, size)?;
             Ok(id)
         }
         ContentSink::Repository(_) => {
-            let repo = repo.expect("a repository handle per worker");
+            let repo = repo.context("no repository handle")?;
             let (id, n) = repo
-                .store_file(f)
-                .with_context(|| format!("cannot import {}", path.display()))?;
+                .store_file_with(file, progress)
+                .with_context(|| format!("cannot import {path}"))?;
             check_len(path, n, size)?;
             Ok(id)
         }
         ContentSink::DigestStore(dir) => {
-            let (id, n) = fsverity::digest_reader(
-                Algorithm::Sha256,
-                io::BufReader::with_capacity(256 * 1024, &f),
-            )
-            .with_context(|| format!("cannot read {}", path.display()))?;
+            let (id, n) = fsverity::digest_file(Algorithm::Sha256, &file)
+                .with_context(|| format!("cannot read {path}"))?;
+            progress(n);
             check_len(path, n, size)?;
-            copy_to_store(dir, &id, path)?;
+            copy_to_store(dir, &id, &file, path)?;
             Ok(id)
         }
     }
 }
 
-fn check_len(path: &Path, got: u64, want: u64) -> Result<()> {
+fn check_len(path: &str, got: u64, want: u64) -> Result<()> {
     if got != want {
-        bail!(
-            "{} changed size while being read ({want} → {got} bytes)",
-            path.display()
-        );
+        bail!("{path} changed size while being read ({want} → {got} bytes)");
     }
     Ok(())
 }
 
-/// Copy `src` to `dir/XX/<rest>` unless present: temp file, then rename.
-fn copy_to_store(dir: &Path, id: &ObjectId, src: &Path) -> Result<()> {
+/// Copy the open file `src` (from its start) to `dir/XX/<rest>` unless
+/// present: temp file, then rename.
+fn copy_to_store(dir: &Path, id: &ObjectId, mut src: &File, shown: &str) -> Result<()> {
     let dest = dir.join(id.object_path());
     if dest.exists() {
         return Ok(());
@@ -197,9 +256,9 @@ fn copy_to_store(dir: &Path, id: &ObjectId, src: &Path) -> Result<()> {
         .with_context(|| format!("cannot create {}", parent.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(parent)
         .with_context(|| format!("cannot write into {}", parent.display()))?;
-    let mut input = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
-    io::copy(&mut input, tmp.as_file_mut())
-        .with_context(|| format!("cannot copy {}", src.display()))?;
+    src.seek(io::SeekFrom::Start(0))
+        .with_context(|| format!("cannot rewind {shown}"))?;
+    io::copy(&mut src, tmp.as_file_mut()).with_context(|| format!("cannot copy {shown}"))?;
     tmp.as_file_mut().flush()?;
     let f = tmp.persist_noclobber(&dest);
     match f {
@@ -218,21 +277,34 @@ fn copy_to_store(dir: &Path, id: &ObjectId, src: &Path) -> Result<()> {
 
 /// Refuse a tree holding a socket: a socket in an image has no listener
 /// and no meaning. (`mkcomposefs` keeps them, as the C tool does.)
+/// Depth first with an explicit stack; the path is only put together for
+/// the message (shortened: the tree may be 10,000 directories deep).
 pub fn reject_sockets(tree: &dyn crate::tree::Tree) -> Result<()> {
-    let mut stack = vec![(tree.root(), Vec::<u8>::new())];
-    while let Some((dir, path)) = stack.pop() {
-        for e in tree.readdir(dir)?.iter() {
-            let mut p = path.clone();
-            p.push(b'/');
-            p.extend_from_slice(&e.name);
-            match tree.inode(e.ino)?.kind {
-                Kind::Socket => bail!(
+    // (directory, its entries, the next entry to look at)
+    let mut stack = vec![(tree.root(), tree.readdir(tree.root())?, 0usize)];
+    while let Some((_, entries, pos)) = stack.last_mut() {
+        let Some(e) = entries.get(*pos).cloned() else {
+            stack.pop();
+            continue;
+        };
+        *pos += 1;
+        match tree.inode(e.ino)?.kind {
+            Kind::Socket => {
+                let mut p = Vec::new();
+                for (_, entries, pos) in &stack {
+                    p.push(b'/');
+                    p.extend_from_slice(&entries[*pos - 1].name);
+                }
+                bail!(
                     "{} is a socket: sockets cannot be stored in an image",
-                    crate::util::display_bytes(&p)
-                ),
-                Kind::Directory => stack.push((e.ino, p)),
-                _ => {}
+                    crate::util::short_path(&p)
+                );
             }
+            Kind::Directory => {
+                let entries = tree.readdir(e.ino)?;
+                stack.push((e.ino, entries, 0));
+            }
+            _ => {}
         }
     }
     Ok(())

@@ -13,13 +13,17 @@ use anyhow::{Context, Result, bail};
 
 use crate::hashtee::HashTee;
 use crate::splitstream::SplitStreamWriter;
-use crate::util::{display_bytes, read_full};
+use crate::util::{read_full, short_path};
 
 /// Regular files up to this size stay inline (as composefs does).
 pub const INLINE_MAX: u64 = 64;
 const BLOCK: usize = 512;
 /// PAX and GNU long-name records are read into memory; cap them.
 const MAX_META_RECORD: u64 = 16 << 20;
+/// Why sparse members are refused, and what to do instead.
+const SPARSE_UNSUPPORTED: &str = "sparse tar members are not supported (the tar stores a \
+     packed map, not the file's bytes, so the content cannot be stored as an object and \
+     spliced back); write the archive without --sparse: composefs stores zero blocks as holes";
 
 /// What an import saw.
 #[derive(Clone, Debug, Default)]
@@ -181,7 +185,7 @@ pub fn split(
             break;
         }
         let name = long_name.take().unwrap_or_else(|| header_name(&block));
-        let shown = || display_bytes(&name);
+        let shown = || short_path(&name);
         if !checksum_ok(&block) {
             bail!(
                 "tar header at byte {at} (member {:?}) has a bad checksum: corrupt or not a tar",
@@ -234,17 +238,30 @@ pub fn split(
                 let data = &meta[..size as usize];
                 match typeflag {
                     b'x' => {
-                        for (k, v) in
-                            pax_records(data).with_context(|| format!("PAX header at byte {at}"))?
-                        {
+                        let records = pax_records(data)
+                            .with_context(|| format!("PAX header at byte {at}"))?;
+                        for &(k, v) in &records {
                             if k == b"size" {
                                 let v = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok());
                                 pax_size = Some(v.with_context(|| {
                                     format!("PAX header at byte {at} has a bad size")
                                 })?);
                             } else if k.starts_with(b"GNU.sparse.") {
+                                // The member's real name: GNU.sparse.name
+                                // (format 0.1/1.0), else the PAX path.
+                                let name = ["GNU.sparse.name", "path"].iter().find_map(|want| {
+                                    records.iter().find(|(k, _)| *k == want.as_bytes())
+                                });
+                                let who = match name {
+                                    Some((_, v)) => format!(
+                                        "tar member {:?} (PAX header at byte {at})",
+                                        short_path(v)
+                                    ),
+                                    None => format!("the tar member after byte {at}"),
+                                };
                                 bail!(
-                                    "tar member after byte {at} is a sparse file: sparse files are not supported"
+                                    "{who} is a sparse file (GNU.sparse.* records): \
+                                     {SPARSE_UNSUPPORTED}"
                                 );
                             }
                         }
@@ -260,7 +277,8 @@ pub fn split(
                 continue;
             }
             b'S' => bail!(
-                "tar member {:?} is a sparse file: sparse files are not supported",
+                "tar member {:?} (header at byte {at}) is a GNU sparse file (type 'S'): \
+                 {SPARSE_UNSUPPORTED}",
                 shown()
             ),
             _ => {}

@@ -100,6 +100,103 @@ pub fn display_bytes(b: &[u8]) -> String {
         .to_string()
 }
 
+/// A piece of a file as [`for_each_extent`] reads it.
+pub enum Extent<'a> {
+    /// Bytes read (may still contain zeros).
+    Data(&'a [u8]),
+    /// A hole: this many zero bytes, not read.
+    Zeros(u64),
+}
+
+/// Read `f` from offset 0 to its end, in order, skipping what the file
+/// system reports as holes (`SEEK_DATA`/`SEEK_HOLE`): they come as
+/// [`Extent::Zeros`] without being read. Where the file system cannot
+/// tell (no `SEEK_DATA`), everything is data. Reads are positioned
+/// (`pread`) into `buf`; the file offset is moved by the seeks. Returns
+/// the number of bytes seen (data and zeros): the file's size, unless it
+/// changed meanwhile.
+pub fn for_each_extent(
+    f: &std::fs::File,
+    buf: &mut [u8],
+    mut each: impl FnMut(Extent<'_>) -> io::Result<()>,
+) -> io::Result<u64> {
+    use rustix::fs::SeekFrom;
+    use std::os::unix::fs::FileExt;
+    let mut pos = 0u64;
+    let mut sparse = true;
+    loop {
+        // The next stretch of data: [data, hole).
+        let (data, hole) = if sparse {
+            match rustix::fs::seek(f, SeekFrom::Data(pos)) {
+                Ok(d) => (d, rustix::fs::seek(f, SeekFrom::Hole(d))?),
+                Err(rustix::io::Errno::NXIO) => {
+                    // Nothing but a hole from here to the end.
+                    let end = f.metadata()?.len();
+                    if end > pos {
+                        each(Extent::Zeros(end - pos))?;
+                        pos = end;
+                    }
+                    return Ok(pos);
+                }
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) if pos == 0 => {
+                    sparse = false;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            (pos, u64::MAX)
+        };
+        if data > pos {
+            each(Extent::Zeros(data - pos))?;
+            pos = data;
+        }
+        while pos < hole {
+            let want = (hole - pos).min(buf.len() as u64) as usize;
+            let n = match f.read_at(&mut buf[..want], pos) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                // The end of the file (it may have shrunk meanwhile).
+                return Ok(pos);
+            }
+            each(Extent::Data(&buf[..n]))?;
+            pos += n as u64;
+        }
+    }
+}
+
+/// Bytes kept at each end of a path shortened by [`short_path`].
+pub const SHORT_PATH_KEEP: usize = 100;
+
+/// A path for a message, as [`display_bytes`] shows it when it is short;
+/// otherwise its first and last [`SHORT_PATH_KEEP`] bytes around `…`, with
+/// its length and number of components, so that an error about a file
+/// 10,000 directories deep is one line, not 20 KB.
+pub fn short_path(p: &[u8]) -> String {
+    if p.len() <= 2 * SHORT_PATH_KEEP + 32 {
+        return display_bytes(p);
+    }
+    // Cut on UTF-8 character boundaries (never inside a sequence).
+    let mut head = SHORT_PATH_KEEP;
+    while head > 0 && p[head] & 0xc0 == 0x80 {
+        head -= 1;
+    }
+    let mut tail = p.len() - SHORT_PATH_KEEP;
+    while tail < p.len() && p[tail] & 0xc0 == 0x80 {
+        tail += 1;
+    }
+    let components = p.split(|&c| c == b'/').filter(|c| !c.is_empty()).count();
+    format!(
+        "{}…{} ({} bytes, {components} components)",
+        display_bytes(&p[..head]),
+        display_bytes(&p[tail..]),
+        p.len()
+    )
+}
+
 /// `/proc/self/fd/N` for an open descriptor: how `linkat`, `open` and mount
 /// options reach an unnamed file or a detached mount.
 pub fn proc_self_fd(fd: impl AsFd) -> String {

@@ -1,7 +1,7 @@
 //! Image commands: mkcomposefs, create-image, dump, ls, mount, umount.
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use super::repo_cmds::open;
 use crate::erofs::reader::ErofsImage;
 use crate::erofs::writer::{FormatVersion, WriteOptions, write_image_with};
 use crate::fsverity::{self, Algorithm};
-use crate::importdir::{ContentSink, tree_from_directory};
+use crate::importdir::{ContentSink, tree_from_directory, tree_from_directory_with};
 use crate::mount::{MountOptions, mount_image, unmount};
 use crate::tree::dirsource::DirOptions;
 use crate::tree::{FileData, Ino, Kind, Tree, mode};
@@ -73,15 +73,29 @@ pub(crate) fn store_tree_image(
     image_name: Option<&str>,
     min_version: u32,
 ) -> Result<ExitCode> {
-    let mut image = Vec::new();
-    crate::erofs::writer::write_image_with(
+    let (image, _) = image_file(
         tree,
-        &crate::erofs::writer::WriteOptions::version(version(min_version, "--min-version")?),
-        &mut image,
+        &WriteOptions::version(version(min_version, "--min-version")?),
     )?;
-    let id = r.commit_image(&image[..], image_name)?;
+    let id = r.commit_image(image, image_name)?;
     writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Write `tree` as an image into an unnamed temporary file, rather than
+/// memory (an image takes about 50 bytes per inode: a wide tree's image
+/// would take as much memory as the tree itself); returns it to be read
+/// from the start, and its size.
+fn image_file(
+    tree: &dyn crate::tree::Tree,
+    opts: &WriteOptions,
+) -> Result<(std::io::BufReader<File>, u64)> {
+    let mut image = tempfile::tempfile().context("cannot create a temporary file")?;
+    let info = write_image_with(tree, opts, &mut image)?;
+    image
+        .seek(std::io::SeekFrom::Start(0))
+        .context("cannot read the image back")?;
+    Ok((std::io::BufReader::new(image), info.size))
 }
 
 pub(crate) fn version(n: u32, what: &str) -> Result<FormatVersion> {
@@ -100,17 +114,17 @@ pub fn mkcomposefs(a: MkcomposefsArgs) -> Result<ExitCode> {
         _ => {}
     }
     let tree: Box<dyn Tree> = if a.from_file {
-        let text = if a.source == Path::new("-") {
-            let mut v = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut v)
-                .context("cannot read standard input")?;
-            v
+        // Read line by line: a dumpfile of a deep tree is mostly paths
+        // (100 MB for one 10,000 directories deep), none of it kept.
+        let input: Box<dyn std::io::BufRead> = if a.source == Path::new("-") {
+            Box::new(std::io::stdin().lock())
         } else {
-            std::fs::read(&a.source)
-                .with_context(|| format!("cannot read {}", a.source.display()))?
+            let f = File::open(&a.source)
+                .with_context(|| format!("cannot read {}", a.source.display()))?;
+            Box::new(std::io::BufReader::with_capacity(1 << 16, f))
         };
         Box::new(
-            crate::dumpfile::parse(&text)
+            crate::dumpfile::parse_reader(input)
                 .with_context(|| format!("dumpfile {}", a.source.display()))?,
         )
     } else {
@@ -131,24 +145,25 @@ pub fn mkcomposefs(a: MkcomposefsArgs) -> Result<ExitCode> {
         min_version: min,
         max_version: max,
     };
-    let mut image = Vec::new();
-    write_image_with(tree.as_ref(), &opts, &mut image)?;
+    let (mut image, _) = image_file(tree.as_ref(), &opts)?;
     if let Some(out) = &a.image {
         if out == Path::new("-") {
             let stdout = std::io::stdout();
             if stdout.is_terminal() {
                 bail!("standard output is a terminal; refusing to write an image to it");
             }
-            stdout
-                .lock()
-                .write_all(&image)
+            std::io::copy(&mut image, &mut stdout.lock())
                 .context("cannot write image to standard output")?;
         } else {
-            write_file(out, &image)?;
+            write_file(out, &mut image)?;
         }
+        image
+            .seek(std::io::SeekFrom::Start(0))
+            .context("cannot read the image back")?;
     }
     if a.print_digest || a.print_digest_only {
-        let digest = fsverity::digest_bytes(Algorithm::Sha256, &image);
+        let (digest, _) = fsverity::digest_reader(Algorithm::Sha256, &mut image)
+            .context("cannot read the image back")?;
         writeln!(std::io::stdout(), "{digest}").context("cannot write to stdout")?;
     }
     Ok(ExitCode::SUCCESS)
@@ -156,11 +171,10 @@ pub fn mkcomposefs(a: MkcomposefsArgs) -> Result<ExitCode> {
 
 /// Write the image as the C tool does (`fopen(IMAGE, "w")`): through
 /// symlinks, into fifos and devices, new files with 0666 less the umask.
-fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+fn write_file(path: &Path, data: &mut impl std::io::Read) -> Result<()> {
     let mut f = File::create(path)
         .with_context(|| format!("cannot open {} for writing", path.display()))?;
-    f.write_all(data)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::copy(data, &mut f).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -175,21 +189,23 @@ pub fn create_image(
     if let Some(n) = name {
         crate::repository::validate_ref_name(n)?;
     }
-    let (tree, stats) = tree_from_directory(
+    // Bytes of file content stored, as they go (hidden off a terminal).
+    let bar = super::progress::bytes(None, "importing");
+    let (tree, stats) = tree_from_directory_with(
         dir,
         &DirOptions::default(),
         &ContentSink::Repository(&r),
         threads(None),
+        &|n| bar.inc(n),
     )?;
+    bar.finish_and_clear();
     crate::importdir::reject_sockets(&tree)
         .with_context(|| format!("cannot import {}", dir.display()))?;
-    let mut image = Vec::new();
-    write_image_with(
+    let (image, image_size) = image_file(
         &tree,
         &WriteOptions::version(version(min_version, "--min-version")?),
-        &mut image,
     )?;
-    let id = r.commit_image(&image[..], name)?;
+    let id = r.commit_image(image, name)?;
     writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
     if std::io::stderr().is_terminal() {
         let _ = writeln!(
@@ -199,7 +215,7 @@ pub fn create_image(
             stats.files,
             stats.external,
             crate::util::human_bytes(stats.bytes),
-            image.len()
+            image_size
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -203,7 +203,10 @@ impl LocalDir {
     /// Read the metadata of everything below `path` (no symlink followed,
     /// hardlinks detected, xattrs of every namespace, no contents).
     pub fn read(path: &Path) -> Result<LocalDir> {
-        let scan = scan_dir(path, &DirOptions::default(), &mut |_, _, size| {
+        // The content function is called once per file, in `scan.files` order.
+        let mut paths = Vec::new();
+        let scan = scan_dir(path, &DirOptions::default(), &mut |p, _, size| {
+            paths.push(p.to_path_buf());
             Ok(FileData::External {
                 size,
                 redirect: None,
@@ -211,7 +214,7 @@ impl LocalDir {
             })
         })
         .with_context(|| format!("cannot read directory {}", path.display()))?;
-        let files = scan.files.iter().cloned().collect();
+        let files = scan.files.iter().copied().zip(paths).collect();
         let tree = scan
             .build()
             .with_context(|| format!("cannot read directory {}", path.display()))?;

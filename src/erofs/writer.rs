@@ -51,7 +51,8 @@
 //! supports at most 5000 bytes), and inputs the format cannot hold are
 //! refused with an error where C would truncate or assert.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
 
@@ -63,6 +64,7 @@ use super::format::{
     FEATURE_COMPAT_XATTR_FILTER, INODES_START, SLOT_SIZE, Superblock, XattrEntryHeader,
     XattrIbodyHeader, overlay,
 };
+use crate::fsverity::ObjectId;
 use crate::tree::{DirEntry, FileData, Ino, Inode, Kind, Timespec, Tree, check_name, mode};
 
 /// A composefs format version, as `mkcomposefs --min-version/--max-version`
@@ -154,14 +156,13 @@ pub fn write_image_with(
     opts: &WriteOptions,
     out: &mut impl Write,
 ) -> Result<ImageInfo> {
-    crate::tree::check_path_lengths(tree)?;
     let scan = Scan::run(tree)?;
     let mut version = opts.min_version.number();
     let max_version = opts.max_version.number().max(version);
     if version < 1 && max_version >= 1 && scan.has_whiteout {
         version = 1;
     }
-    let plan = Plan::build(&scan, version)?;
+    let plan = Plan::build(&scan, tree, version)?;
     let mut w = Out {
         inner: BufWriter::with_capacity(1 << 16, out),
         pos: 0,
@@ -176,9 +177,10 @@ pub fn write_image_with(
 }
 
 // ---------------------------------------------------------------------------
-// Pass 1: read the tree once (depth first), check it, count links.
+// Pass 1: read the tree once (depth first), check it, find hardlinks.
 // ---------------------------------------------------------------------------
 
+/// A non-directory that may have more than one name.
 struct LinkInfo {
     /// Number of names.
     count: u64,
@@ -187,9 +189,12 @@ struct LinkInfo {
     pos: usize,
 }
 
+/// What the first pass learns. Memory: the directories' listings (shared
+/// with the tree when it keeps them, as a [`crate::tree::MemTree`] does)
+/// and one [`LinkInfo`] per inode that may have several names; inodes the
+/// tree says have one name ([`Tree::nlink`]) are not recorded at all.
 struct Scan {
     root: Ino,
-    inodes: HashMap<Ino, Arc<Inode>>,
     dirs: HashMap<Ino, Arc<[DirEntry]>>,
     links: HashMap<Ino, LinkInfo>,
     has_whiteout: bool,
@@ -214,13 +219,10 @@ impl Scan {
         }
         let mut scan = Scan {
             root,
-            inodes: HashMap::new(),
             dirs: HashMap::new(),
             links: HashMap::new(),
             has_whiteout: false,
         };
-        scan.inodes.insert(root, root_inode);
-        let mut visited: HashSet<Ino> = HashSet::from([root]);
         let entries = read_dir(tree, root, "/")?;
         scan.dirs.insert(root, entries.clone());
         let mut stack = vec![Frame {
@@ -236,36 +238,35 @@ impl Scan {
             let pos = top.pos;
             top.pos += 1;
             let dir = top.ino;
-            let entry = &top.entries[pos];
-            let (child, name) = (entry.ino, entry.name.clone());
-            let inode = match scan.inodes.get(&child) {
-                Some(i) => i.clone(),
-                None => {
-                    let i = tree
-                        .inode(child)
-                        .with_context(|| path_of_stack(&stack, &name))?;
-                    scan.inodes.insert(child, i.clone());
-                    i
-                }
-            };
+            let child = top.entries[pos].ino;
+            let name = || top_name(&stack);
+            let inode = tree
+                .inode(child)
+                .with_context(|| path_of_stack(&stack, &name()))?;
             if inode.kind.is_dir() {
-                if !visited.insert(child) {
+                let path = path_of_stack(&stack, &name());
+                if child == root || scan.dirs.contains_key(&child) {
                     bail!(
-                        "{}: directory inode {child} is reachable twice (a directory hardlink or a loop)",
-                        path_of_stack(&stack, &name)
+                        "{path}: directory inode {child} is reachable twice (a directory hardlink or a loop)",
                     );
                 }
-                let entries = read_dir(tree, child, &path_of_stack(&stack, &name))?;
+                let entries = read_dir(tree, child, &path)?;
                 scan.dirs.insert(child, entries.clone());
                 stack.push(Frame {
                     ino: child,
                     entries,
                     pos: 0,
                 });
-            } else {
-                if matches!(inode.kind, Kind::CharDevice { rdev: 0 }) {
-                    scan.has_whiteout = true;
-                }
+                continue;
+            }
+            if matches!(inode.kind, Kind::CharDevice { rdev: 0 }) {
+                scan.has_whiteout = true;
+            }
+            let single = tree
+                .nlink(child)
+                .with_context(|| path_of_stack(&stack, &name()))?
+                == Some(1);
+            if !single {
                 scan.links
                     .entry(child)
                     .and_modify(|l| l.count += 1)
@@ -274,6 +275,15 @@ impl Scan {
         }
         Ok(scan)
     }
+}
+
+/// The name of the entry last taken from the directory at the top.
+fn top_name(stack: &[Frame]) -> Vec<u8> {
+    stack
+        .last()
+        .and_then(|f| f.entries.get(f.pos.wrapping_sub(1)))
+        .map(|e| e.name.clone())
+        .unwrap_or_default()
 }
 
 /// The path of `name` inside the directory at the top of `stack`.
@@ -316,6 +326,8 @@ fn read_dir(tree: &dyn Tree, dir: Ino, path: &str) -> Result<Arc<[DirEntry]>> {
 // ---------------------------------------------------------------------------
 
 type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+/// An xattr's name and value, borrowed or made.
+type CowXattr<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
 
 /// Set (add or replace) an xattr, as `lcfs_node_set_xattr`.
 fn set_xattr(xs: &mut Xattrs, key: &[u8], value: &[u8]) {
@@ -325,6 +337,48 @@ fn set_xattr(xs: &mut Xattrs, key: &[u8], value: &[u8]) {
     }
 }
 
+/// The distinct xattr sets of the image's inodes, each sorted by name:
+/// most inodes share a few sets (often the empty one, number 0), so a
+/// node names its set by number.
+struct XattrSets {
+    sets: Vec<Arc<Xattrs>>,
+    index: HashMap<Arc<Xattrs>, u32>,
+}
+
+impl XattrSets {
+    fn new() -> Self {
+        let empty: Arc<Xattrs> = Arc::new(Vec::new());
+        XattrSets {
+            sets: vec![empty.clone()],
+            index: HashMap::from([(empty, 0)]),
+        }
+    }
+
+    /// The number of `xs` (sorted here).
+    fn intern(&mut self, mut xs: Xattrs) -> Result<u32> {
+        if xs.is_empty() {
+            return Ok(0);
+        }
+        xs.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(&i) = self.index.get(&xs) {
+            return Ok(i);
+        }
+        let i = u32::try_from(self.sets.len()).context("too many distinct xattr sets")?;
+        let xs = Arc::new(xs);
+        self.sets.push(xs.clone());
+        self.index.insert(xs, i);
+        Ok(i)
+    }
+
+    /// Set number `set` with `f` applied: the number of the result.
+    fn modified(&mut self, set: u32, f: impl FnOnce(&mut Xattrs)) -> Result<u32> {
+        let mut xs = (*self.sets[set as usize]).clone();
+        f(&mut xs);
+        self.intern(xs)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Data {
     /// No data (devices, fifos, sockets, empty files).
     None,
@@ -333,61 +387,100 @@ enum Data {
     Inline,
     /// External content: chunk-based, all chunks holes.
     Chunked {
-        bits: u32,
-        count: u64,
+        bits: u8,
+        count: u16,
     },
     Symlink,
 }
 
+/// What a node is beyond its source inode.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The source inode as it is.
+    Plain,
+    /// A whiteout (character device 0:0), written as an empty regular file.
+    Whiteout,
+    /// One of the root's 256 whiteout stubs; `src` is the root's inode
+    /// (whose owner, mtime and SELinux label it takes).
+    Stub,
+}
+
+/// A directory entry of the image. `name` is an index into the
+/// directory's listing, or one of [`DOT`], [`DOTDOT`], [`STUB`]` - b`.
 #[derive(Clone, Copy)]
-enum Target {
-    Node(usize),
-    /// A hardlink to a tree inode whose node is made elsewhere.
-    Link(Ino),
-}
-
 struct Child {
-    name: Vec<u8>,
-    target: Target,
+    name: u32,
+    /// Node number; for a hardlink whose node is made later, an index
+    /// into [`Collect::pending`] until resolved.
+    target: u32,
 }
 
-/// One inode of the image.
+const DOT: u32 = u32::MAX;
+const DOTDOT: u32 = u32::MAX - 1;
+const STUB: u32 = u32::MAX - 2;
+/// Listing indexes below this are entries; above are the names above.
+const FIRST_SPECIAL: u32 = STUB - 255;
+
+/// One inode of the image: about 72 bytes. Everything the tree's inode
+/// already says (mode, owner, mtime, size, content) is read from `src`
+/// when needed rather than copied, and xattrs are a shared set number.
 struct Node {
-    /// The tree inode (`None` for a whiteout stub).
-    src: Option<Arc<Inode>>,
-    parent: usize,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: Timespec,
-    nlink: u64,
-    rdev: u32,
-    /// `st_size`: content length, symlink target length, 0 otherwise.
-    size: u64,
-    data: Data,
-    /// Final xattrs, sorted by name.
-    xattrs: Xattrs,
-    /// For each xattr: its offset in the shared table if shared.
-    shared: Vec<Option<u64>>,
-    /// Directory entries including `.` and `..`, sorted.
-    children: Vec<Child>,
-    // Layout.
-    n_blocks: u64,
-    tail: u64,
-    compact: bool,
-    xattr_size: u64,
-    ipad: u64,
+    src: Arc<Inode>,
     nid: u64,
-    blkaddr: u64,
+    n_blocks: u64,
+    /// Directories: where their entries start in [`Plan::children`].
+    first_child: u64,
+    parent: u32,
+    nlink: u32,
+    /// The set of stored xattrs (besides the overlay metacopy and
+    /// redirect of an external file, derived from `src` when needed).
+    xattrs: u32,
+    xattr_size: u32,
+    /// Directories: their number of entries (`.` and `..` included) and
+    /// their listing in [`Plan::listings`].
+    n_children: u32,
+    listing: u32,
+    blkaddr: u32,
+    tail: u16,
+    ipad: u16,
+    role: Role,
+    data: Data,
+    compact: bool,
 }
 
 impl Node {
+    fn mode(&self) -> u32 {
+        let perms = self.src.stat.perms & mode::PERMS;
+        match self.role {
+            Role::Plain => self.src.kind.format() | perms,
+            Role::Whiteout => mode::S_IFREG | perms,
+            Role::Stub => mode::S_IFCHR | 0o644,
+        }
+    }
+
     fn is_dir(&self) -> bool {
-        self.mode & mode::S_IFMT == mode::S_IFDIR
+        self.data == Data::Dir
+    }
+
+    /// `st_size`: content length, symlink target length, 0 otherwise.
+    fn size(&self) -> u64 {
+        match (self.role, &self.src.kind) {
+            (Role::Plain, Kind::Regular(d)) => d.size(),
+            (Role::Plain, Kind::Symlink(t)) => t.len() as u64,
+            _ => 0,
+        }
+    }
+
+    fn rdev(&self) -> u32 {
+        match (self.role, &self.src.kind) {
+            // Checked to fit when the node was made.
+            (Role::Plain, Kind::CharDevice { rdev } | Kind::BlockDevice { rdev }) => *rdev as u32,
+            _ => 0,
+        }
     }
 
     fn file_type(&self) -> u8 {
-        match self.mode & mode::S_IFMT {
+        match self.mode() & mode::S_IFMT {
             mode::S_IFREG => format::FT_REG_FILE,
             mode::S_IFDIR => format::FT_DIR,
             mode::S_IFCHR => format::FT_CHRDEV,
@@ -400,17 +493,39 @@ impl Node {
     }
 
     fn inline_content(&self) -> &[u8] {
-        match self.src.as_deref().map(|i| &i.kind) {
-            Some(Kind::Regular(FileData::Inline(d))) => d,
+        match &self.src.kind {
+            Kind::Regular(FileData::Inline(d)) if self.role == Role::Plain => d,
             _ => &[],
         }
     }
 
     fn symlink_target(&self) -> &[u8] {
-        match self.src.as_deref().map(|i| &i.kind) {
-            Some(Kind::Symlink(t)) => t,
+        match &self.src.kind {
+            Kind::Symlink(t) if self.role == Role::Plain => t,
             _ => &[],
         }
+    }
+
+    /// The overlay metacopy and redirect values of an external file.
+    fn derived_xattrs(&self) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        if !matches!(self.data, Data::Chunked { .. }) {
+            return (None, None);
+        }
+        let Kind::Regular(FileData::External {
+            redirect, digest, ..
+        }) = &self.src.kind
+        else {
+            return (None, None);
+        };
+        let metacopy = match digest {
+            Some(id) => format::metacopy_value(id.algorithm().kernel_id(), id.as_bytes()),
+            None => Vec::new(),
+        };
+        let redirect = redirect
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .map(|r| [b"/", r].concat());
+        (Some(metacopy), redirect)
     }
 }
 
@@ -431,8 +546,8 @@ fn chunk_bits(size: u64) -> u32 {
 
 /// Make the node for a tree inode: checks what the format can hold and
 /// applies the per-inode overlayfs rewrite (`add_overlayfs_xattrs`).
-fn make_node(inode: Arc<Inode>, parent: usize, nlink: u64) -> Result<Node> {
-    let mut xattrs: Xattrs = Vec::with_capacity(inode.xattrs.len() + 2);
+fn make_node(inode: Arc<Inode>, parent: usize, nlink: u64, sets: &mut XattrSets) -> Result<Node> {
+    let mut xattrs: Xattrs = Vec::with_capacity(inode.xattrs.len());
     for (k, v) in &inode.xattrs {
         if k.is_empty() || k.contains(&0) {
             bail!("invalid xattr name {:?}", show(k));
@@ -457,51 +572,40 @@ fn make_node(inode: Arc<Inode>, parent: usize, nlink: u64) -> Result<Node> {
         set_xattr(&mut xattrs, &key, v);
     }
 
-    let perms = inode.stat.perms & mode::PERMS;
-    let mut st_mode = inode.kind.format() | perms;
-    let mut size = 0;
-    let mut rdev = 0;
+    let mut role = Role::Plain;
     let data = match &inode.kind {
         Kind::Directory => Data::Dir,
         Kind::Regular(FileData::Inline(d)) => {
-            size = d.len() as u64;
             if d.is_empty() {
                 Data::None
             } else {
                 Data::Inline
             }
         }
-        Kind::Regular(FileData::External {
-            size: sz,
-            redirect,
-            digest,
-        }) => {
-            size = *sz;
-            if size == 0 {
+        Kind::Regular(FileData::External { size, redirect, .. }) => {
+            if *size == 0 {
                 // C treats an empty file as plain: no chunks, no metacopy.
                 Data::None
             } else {
-                let bits = chunk_bits(size);
+                let bits = chunk_bits(*size);
                 let count = size.div_ceil(1u64 << bits);
                 if count > format::MAX_CHUNKS {
                     bail!("a {size}-byte file needs more than 1024 chunks");
                 }
-                let metacopy = match digest {
-                    Some(id) => format::metacopy_value(id.algorithm().kernel_id(), id.as_bytes()),
-                    None => Vec::new(),
-                };
-                set_xattr(&mut xattrs, overlay::METACOPY, &metacopy);
+                // The metacopy and redirect xattrs are derived when
+                // needed ([`Node::derived_xattrs`]); check them here.
                 if let Some(r) = redirect.as_deref().filter(|r| !r.is_empty()) {
                     if r.contains(&0) {
                         bail!("backing path {:?} contains NUL", show(r));
                     }
-                    let v = [b"/", r].concat();
-                    if v.len() > usize::from(u16::MAX) {
+                    if r.len() + 1 > usize::from(u16::MAX) {
                         bail!("backing path of {} bytes is too long", r.len());
                     }
-                    set_xattr(&mut xattrs, overlay::REDIRECT, &v);
                 }
-                Data::Chunked { bits, count }
+                Data::Chunked {
+                    bits: bits as u8,
+                    count: count as u16,
+                }
             }
         }
         Kind::Symlink(t) => {
@@ -517,201 +621,217 @@ fn make_node(inode: Arc<Inode>, parent: usize, nlink: u64) -> Result<Node> {
                     t.len()
                 );
             }
-            size = t.len() as u64;
             Data::Symlink
         }
         Kind::CharDevice { rdev: 0 } => {
             // A whiteout: escaped to an empty regular file (the directory
             // is marked by the caller).
-            st_mode = mode::S_IFREG | perms;
+            role = Role::Whiteout;
             set_xattr(&mut xattrs, overlay::ESCAPED_WHITEOUT, b"");
             set_xattr(&mut xattrs, overlay::USERXATTR_WHITEOUT, b"");
             Data::None
         }
         Kind::CharDevice { rdev: r } | Kind::BlockDevice { rdev: r } => {
-            rdev = u32::try_from(*r)
+            u32::try_from(*r)
                 .map_err(|_| anyhow::anyhow!("device number {r:#x} does not fit 32 bits"))?;
             Data::None
         }
         Kind::Fifo | Kind::Socket => Data::None,
     };
-
+    if nlink > u64::from(u32::MAX) {
+        bail!("{nlink} links");
+    }
     Ok(Node {
-        mode: st_mode,
-        uid: inode.stat.uid,
-        gid: inode.stat.gid,
-        mtime: inode.stat.mtime,
-        nlink,
-        rdev,
-        size,
+        xattrs: sets.intern(xattrs)?,
+        nlink: nlink as u32,
         data,
-        xattrs,
-        shared: Vec::new(),
-        children: Vec::new(),
-        parent,
-        src: Some(inode),
-        n_blocks: 0,
-        tail: 0,
-        compact: false,
-        xattr_size: 0,
-        ipad: 0,
+        role,
+        parent: u32::try_from(parent).context("too many inodes")?,
+        src: inode,
         nid: 0,
+        n_blocks: 0,
+        first_child: 0,
+        xattr_size: 0,
+        n_children: 0,
+        listing: 0,
         blkaddr: 0,
+        tail: 0,
+        ipad: 0,
+        compact: false,
     })
 }
 
-fn whiteout_stub(root: &Node) -> Node {
+fn whiteout_stub(root: &Node, sets: &mut XattrSets) -> Result<Node> {
     let mut xattrs = Vec::new();
-    if let Some((_, v)) = root.xattrs.iter().find(|(k, _)| k == b"security.selinux") {
+    if let Some((_, v)) = sets.sets[root.xattrs as usize]
+        .iter()
+        .find(|(k, _)| k == b"security.selinux")
+    {
         xattrs.push((b"security.selinux".to_vec(), v.clone()));
     }
-    Node {
-        src: None,
+    Ok(Node {
+        src: root.src.clone(),
         parent: 0,
-        mode: mode::S_IFCHR | 0o644,
-        uid: root.uid,
-        gid: root.gid,
-        mtime: root.mtime,
         nlink: 1,
-        rdev: 0,
-        size: 0,
         data: Data::None,
-        xattrs,
-        shared: Vec::new(),
-        children: Vec::new(),
-        n_blocks: 0,
-        tail: 0,
-        compact: false,
-        xattr_size: 0,
-        ipad: 0,
+        role: Role::Stub,
+        xattrs: sets.intern(xattrs)?,
         nid: 0,
+        n_blocks: 0,
+        first_child: 0,
+        xattr_size: 0,
+        n_children: 0,
+        listing: 0,
         blkaddr: 0,
-    }
+        tail: 0,
+        ipad: 0,
+        compact: false,
+    })
 }
 
 /// Mark a directory as containing whiteouts.
-fn mark_whiteout_dir(dir: &mut Node, version: u32) {
-    set_xattr(&mut dir.xattrs, overlay::ESCAPED_WHITEOUTS, b"");
-    set_xattr(&mut dir.xattrs, overlay::USERXATTR_WHITEOUTS, b"");
-    if version >= 1 {
-        set_xattr(&mut dir.xattrs, overlay::ESCAPED_OPAQUE, b"x");
-        set_xattr(&mut dir.xattrs, overlay::USERXATTR_OPAQUE, b"x");
-    }
+fn mark_whiteout_dir(dir: &mut Node, version: u32, sets: &mut XattrSets) -> Result<()> {
+    dir.xattrs = sets.modified(dir.xattrs, |xs| {
+        set_xattr(xs, overlay::ESCAPED_WHITEOUTS, b"");
+        set_xattr(xs, overlay::USERXATTR_WHITEOUTS, b"");
+        if version >= 1 {
+            set_xattr(xs, overlay::ESCAPED_OPAQUE, b"x");
+            set_xattr(xs, overlay::USERXATTR_OPAQUE, b"x");
+        }
+    })?;
+    Ok(())
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-enum Src {
-    Dot,
-    DotDot,
-    Stub,
-    Entry(usize),
+/// The two-letter name of whiteout stub `b`.
+fn stub_name(b: u32) -> [u8; 2] {
+    [HEX[(b >> 4) as usize & 15], HEX[b as usize & 15]]
 }
 
-/// Split directory entries into blocks as `write_erofs_dentries` does:
-/// returns the ranges of the full blocks and the last range with its size.
-fn split_dir(children: &[Child]) -> (Vec<(usize, usize)>, (usize, usize), u64) {
-    let mut blocks = Vec::new();
-    let mut first = 0;
-    let mut size = 0u64;
-    for (i, c) in children.iter().enumerate() {
-        let len = Dirent::SIZE as u64 + c.name.len() as u64;
-        if size + len > BLOCK_SIZE {
-            blocks.push((first, i));
-            first = i;
-            size = 0;
-        }
-        size += len;
-    }
-    (blocks, (first, children.len()), size)
+/// An xattr of a node as stored: name, value, and its offset in the
+/// shared table if the inode refers to it there.
+struct StoredXattr<'a> {
+    key: &'a [u8],
+    value: Cow<'a, [u8]>,
+    shared: Option<u64>,
+}
+
+/// The shared xattr table and how to find an entry in it.
+#[derive(Default)]
+struct Shared {
+    table: Xattrs,
+    /// Per set: the table offset of each of its xattrs, if shared.
+    sets: Vec<Vec<Option<u64>>>,
+    /// Offsets of shared metacopy values, by digest.
+    metacopy: HashMap<Option<ObjectId>, u64>,
+    /// Offsets of shared redirects, by backing path.
+    redirect: HashMap<Vec<u8>, u64>,
 }
 
 struct Plan {
     nodes: Vec<Node>,
+    /// Every directory's entries, `.` and `..` included, in name order.
+    children: Vec<Child>,
+    listings: Vec<Arc<[DirEntry]>>,
+    sets: XattrSets,
+    shared: Shared,
     version: u32,
     has_acl: bool,
     min_mtime: Timespec,
-    shared: Xattrs,
     inodes_end: u64,
     data_start: u64,
     n_data_blocks: u64,
 }
 
 impl Plan {
-    fn build(scan: &Scan, version: u32) -> Result<Plan> {
-        let mut nodes = Self::collect(scan, version)?;
-        if nodes.len() as u64 > u64::from(u32::MAX) + 1 {
-            bail!("{} inodes do not fit 32-bit inode numbers", nodes.len());
+    fn build(scan: &Scan, tree: &dyn Tree, version: u32) -> Result<Plan> {
+        let mut plan = Self::collect(scan, tree, version)?;
+        if plan.nodes.len() as u64 > u64::from(u32::MAX) + 1 {
+            bail!(
+                "{} inodes do not fit 32-bit inode numbers",
+                plan.nodes.len()
+            );
         }
-
-        // Canonical xattr order (`cmp_xattr`: strcmp of the names).
-        for n in nodes.iter_mut() {
-            n.xattrs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut set_used = vec![false; plan.sets.sets.len()];
+        for n in &plan.nodes {
+            set_used[n.xattrs as usize] = true;
         }
-        let has_acl = nodes.iter().any(|n| {
-            n.xattrs
-                .iter()
-                .any(|(k, _)| k == b"system.posix_acl_access" || k == b"system.posix_acl_default")
+        plan.has_acl = plan.sets.sets.iter().zip(&set_used).any(|(s, used)| {
+            *used
+                && s.iter().any(|(k, _)| {
+                    k == b"system.posix_acl_access" || k == b"system.posix_acl_default"
+                })
         });
-        let min_mtime = nodes.iter().map(|n| n.mtime).min().unwrap_or_default();
+        plan.min_mtime = plan
+            .nodes
+            .iter()
+            .map(|n| n.src.stat.mtime)
+            .min()
+            .unwrap_or_default();
 
-        let shared = share_xattrs(&mut nodes);
-        let shared_size: u64 = shared.iter().map(|(k, v)| entry_size(k, v)).sum();
+        plan.shared = plan.share_xattrs();
+        let shared_size: u64 = plan
+            .shared
+            .table
+            .iter()
+            .map(|(k, v)| entry_size(k, v))
+            .sum();
 
         // Inode layout (`compute_erofs_inodes`).
         let mut pos = INODES_START;
         let mut n_data_blocks = 0u64;
-        for i in 0..nodes.len() {
-            let n = &mut nodes[i];
-            compute_sizes(n);
-            let size = if n.is_dir() {
-                n.n_blocks * BLOCK_SIZE + n.tail
-            } else {
-                n.size
+        for i in 0..plan.nodes.len() {
+            plan.compute_sizes(i);
+            let xattr_size = {
+                let stored = plan.stored_xattrs(&plan.nodes[i]);
+                let n_shared = stored.iter().filter(|x| x.shared.is_some()).count() as u64;
+                let inline: u64 = stored
+                    .iter()
+                    .filter(|x| x.shared.is_none())
+                    .map(|x| entry_size(x.key, &x.value))
+                    .sum();
+                if stored.is_empty() {
+                    0
+                } else {
+                    (XattrIbodyHeader::SIZE as u64 + 4 * n_shared + inline + 3) & !3
+                }
             };
-            n.compact = n.mtime == min_mtime
-                && n.nlink <= u64::from(u16::MAX)
-                && n.uid <= u32::from(u16::MAX)
-                && n.gid <= u32::from(u16::MAX)
-                && size <= u64::from(u32::MAX);
-            if n.nlink > u64::from(u32::MAX) {
-                bail!("inode {i} has {} links", n.nlink);
+            if xattr_size > 0 && (xattr_size - XattrIbodyHeader::SIZE as u64) / 4 + 1 > 0xffff {
+                bail!(
+                    "{}: {} bytes of xattrs do not fit an EROFS inode",
+                    plan.path_of(i),
+                    xattr_size
+                );
             }
+            let min_mtime = plan.min_mtime;
+            let n = &mut plan.nodes[i];
+            n.xattr_size = xattr_size as u32;
+            let size = if n.is_dir() {
+                n.n_blocks * BLOCK_SIZE + u64::from(n.tail)
+            } else {
+                n.size()
+            };
+            n.compact = n.src.stat.mtime == min_mtime
+                && n.nlink <= u32::from(u16::MAX)
+                && n.src.stat.uid <= u32::from(u16::MAX)
+                && n.src.stat.gid <= u32::from(u16::MAX)
+                && size <= u64::from(u32::MAX);
             let inode_size = if n.compact {
                 CompactInode::SIZE
             } else {
                 ExtendedInode::SIZE
             } as u64;
-            let n_shared = n.shared.iter().filter(|s| s.is_some()).count() as u64;
-            let inline: u64 = n
-                .xattrs
-                .iter()
-                .zip(&n.shared)
-                .filter(|(_, s)| s.is_none())
-                .map(|((k, v), _)| entry_size(k, v))
-                .sum();
-            n.xattr_size = if n.xattrs.is_empty() {
-                0
-            } else {
-                (XattrIbodyHeader::SIZE as u64 + 4 * n_shared + inline + 3) & !3
-            };
-            if n.xattr_size > 0 && (n.xattr_size - XattrIbodyHeader::SIZE as u64) / 4 + 1 > 0xffff {
-                let size = n.xattr_size;
-                bail!(
-                    "{}: {} bytes of xattrs do not fit an EROFS inode",
-                    path_of(&nodes, i),
-                    size
-                );
-            }
             let ppos = pos;
             pos = pos.next_multiple_of(SLOT_SIZE);
-            n.ipad = pos - ppos;
+            let mut ipad = pos - ppos;
             let extra = padding_for_tail(n, pos, inode_size);
-            n.ipad += extra;
+            ipad += extra;
+            n.ipad = ipad as u16;
             pos += extra;
             n.nid = pos / SLOT_SIZE;
             n_data_blocks += n.n_blocks;
-            pos += inode_size + n.xattr_size + n.tail;
+            pos += inode_size + u64::from(n.xattr_size) + u64::from(n.tail);
         }
         let inodes_end = pos.next_multiple_of(SLOT_SIZE);
         let data_start = (inodes_end + shared_size).next_multiple_of(BLOCK_SIZE);
@@ -720,133 +840,418 @@ impl Plan {
             bail!("the image would need {total_blocks} blocks; EROFS addresses 2^32");
         }
         let mut current = data_start;
-        for n in nodes.iter_mut().filter(|n| n.n_blocks > 0) {
-            n.blkaddr = current / BLOCK_SIZE;
+        for n in plan.nodes.iter_mut().filter(|n| n.n_blocks > 0) {
+            n.blkaddr = (current / BLOCK_SIZE) as u32;
             current += n.n_blocks * BLOCK_SIZE;
         }
-        if nodes[0].nid > u64::from(u16::MAX) {
+        if plan.nodes[0].nid > u64::from(u16::MAX) {
             bail!("root inode number does not fit 16 bits");
         }
-
-        Ok(Plan {
-            nodes,
-            version,
-            has_acl,
-            min_mtime,
-            shared,
-            inodes_end,
-            data_start,
-            n_data_blocks,
-        })
+        plan.inodes_end = inodes_end;
+        plan.data_start = data_start;
+        plan.n_data_blocks = n_data_blocks;
+        Ok(plan)
     }
 
     /// Breadth-first inode order with the overlayfs rewrite applied
     /// (`rewrite_tree_for_erofs` + `lcfs_compute_tree`).
-    fn collect(scan: &Scan, version: u32) -> Result<Vec<Node>> {
-        let root_inode = scan.inodes[&scan.root].clone();
-        let mut root = make_node(root_inode, 0, 2).context("the root directory")?;
-        set_xattr(&mut root.xattrs, overlay::OPAQUE, b"y");
+    fn collect(scan: &Scan, tree: &dyn Tree, version: u32) -> Result<Plan> {
+        let mut sets = XattrSets::new();
+        let root_inode = tree.inode(scan.root).context("reading the root inode")?;
+        let mut root = make_node(root_inode, 0, 2, &mut sets).context("the root directory")?;
+        root.xattrs = sets.modified(root.xattrs, |xs| set_xattr(xs, overlay::OPAQUE, b"y"))?;
         let mut nodes = vec![root];
-        let mut tree_ino = vec![scan.root];
-        let mut link_nodes: HashMap<Ino, usize> = HashMap::new();
+        let mut children: Vec<Child> = Vec::new();
+        let mut listings: Vec<Arc<[DirEntry]>> = Vec::new();
+        let mut dir_inos: Vec<Ino> = Vec::new();
+        // Nodes of inodes with several names, and names waiting for them.
+        let mut link_nodes: HashMap<Ino, u32> = HashMap::new();
+        let mut pending: Vec<(usize, Ino)> = Vec::new();
+        let mut whiteout_dirs: Vec<usize> = Vec::new();
 
+        listings.push(scan.dirs[&scan.root].clone());
+        dir_inos.push(scan.root);
         let mut i = 0;
         while i < nodes.len() {
             if !nodes[i].is_dir() {
                 i += 1;
                 continue;
             }
-            let dir = tree_ino[i];
-            let entries = scan.dirs[&dir].clone();
-            let mut srcs: Vec<(&[u8], Src)> = Vec::with_capacity(entries.len() + 2);
-            srcs.push((b".", Src::Dot));
-            srcs.push((b"..", Src::DotDot));
-            srcs.extend(
-                entries
-                    .iter()
-                    .enumerate()
-                    .map(|(p, e)| (e.name.as_slice(), Src::Entry(p))),
-            );
-            let mut stub_names = Vec::new();
+            let li = nodes[i].listing as usize;
+            let entries = listings[li].clone();
+            let dir = dir_inos[li];
+            // The names besides the entries, in order: `.`, `..`, then
+            // (in the root) the stubs for the names `00`..`ff` it lacks.
+            let mut specials: Vec<u32> = vec![DOT, DOTDOT];
             if i == 0 {
-                for b in 0..=255usize {
-                    let name = [HEX[b >> 4], HEX[b & 15]];
+                for b in 0..=255u32 {
+                    let name = stub_name(b);
                     if entries
-                        .binary_search_by(|e| e.name.as_slice().cmp(&name))
+                        .binary_search_by(|e| e.name.as_slice().cmp(&name[..]))
                         .is_err()
                     {
-                        stub_names.push(name);
+                        specials.push(STUB - b);
                     }
                 }
             }
-            srcs.extend(stub_names.iter().map(|n| (&n[..], Src::Stub)));
-            srcs.sort_by(|a, b| a.0.cmp(b.0));
-
-            let mut children = Vec::with_capacity(srcs.len());
+            let special_name = |s: u32| -> ([u8; 2], usize) {
+                match s {
+                    DOT => (*b"..", 1),
+                    DOTDOT => (*b"..", 2),
+                    _ => (stub_name(STUB - s), 2),
+                }
+            };
+            let first = children.len() as u64;
             let mut subdirs = 0u64;
-            for (name, src) in srcs {
-                let target = match src {
-                    Src::Dot => Target::Node(i),
-                    Src::DotDot => Target::Node(nodes[i].parent),
-                    Src::Stub => {
-                        let stub = whiteout_stub(&nodes[0]);
-                        nodes.push(stub);
-                        tree_ino.push(Ino::MAX);
-                        Target::Node(nodes.len() - 1)
+            let (mut e, mut s) = (0usize, 0usize);
+            while e < entries.len() || s < specials.len() {
+                let take_special = s < specials.len()
+                    && (e == entries.len() || {
+                        let (b, len) = special_name(specials[s]);
+                        b[..len] < entries[e].name[..]
+                    });
+                let (name, target) = if take_special {
+                    let sp = specials[s];
+                    s += 1;
+                    let target = match sp {
+                        DOT => i,
+                        DOTDOT => nodes[i].parent as usize,
+                        _ => {
+                            let stub = whiteout_stub(&nodes[0], &mut sets)?;
+                            nodes.push(stub);
+                            nodes.len() - 1
+                        }
+                    };
+                    (sp, target)
+                } else {
+                    let p = e;
+                    e += 1;
+                    if p >= FIRST_SPECIAL as usize {
+                        bail!("a directory of more than {FIRST_SPECIAL} entries");
                     }
-                    Src::Entry(p) => {
-                        let child = entries[p].ino;
-                        let inode = scan.inodes[&child].clone();
-                        let path = || format!("{}/{}", path_of(&nodes, i), show(name));
-                        if inode.kind.is_dir() {
-                            subdirs += 1;
-                            let n = make_node(inode, i, 0).with_context(path)?;
+                    let child = entries[p].ino;
+                    let path =
+                        |nodes: &[Node], children: &[Child], listings: &[Arc<[DirEntry]>]| {
+                            format!(
+                                "{}/{}",
+                                path_in(nodes, children, listings, i),
+                                show(&entries[p].name)
+                            )
+                        };
+                    let inode = tree
+                        .inode(child)
+                        .with_context(|| path(&nodes, &children, &listings))?;
+                    if inode.kind.is_dir() {
+                        subdirs += 1;
+                        let mut n = make_node(inode, i, 0, &mut sets)
+                            .with_context(|| path(&nodes, &children, &listings))?;
+                        n.listing =
+                            u32::try_from(listings.len()).context("too many directories")?;
+                        listings.push(scan.dirs[&child].clone());
+                        dir_inos.push(child);
+                        nodes.push(n);
+                        (p as u32, nodes.len() - 1)
+                    } else {
+                        let (count, first_name) = match scan.links.get(&child) {
+                            None => (1, true),
+                            Some(l) => (l.count, l.count == 1 || (l.dir == dir && l.pos == p)),
+                        };
+                        if first_name {
+                            let whiteout = matches!(inode.kind, Kind::CharDevice { rdev: 0 });
+                            let n = make_node(inode, i, count, &mut sets)
+                                .with_context(|| path(&nodes, &children, &listings))?;
                             nodes.push(n);
-                            tree_ino.push(child);
-                            Target::Node(nodes.len() - 1)
-                        } else {
-                            let link = &scan.links[&child];
-                            if link.count == 1 || (link.dir == dir && link.pos == p) {
-                                let whiteout = matches!(inode.kind, Kind::CharDevice { rdev: 0 });
-                                let n = make_node(inode, i, link.count).with_context(path)?;
-                                nodes.push(n);
-                                tree_ino.push(child);
-                                let idx = nodes.len() - 1;
-                                if link.count > 1 {
-                                    link_nodes.insert(child, idx);
-                                }
-                                if whiteout {
-                                    mark_whiteout_dir(&mut nodes[i], version);
-                                }
-                                Target::Node(idx)
-                            } else {
-                                Target::Link(child)
+                            let idx = nodes.len() - 1;
+                            if count > 1 {
+                                link_nodes.insert(child, idx as u32);
                             }
+                            if whiteout && whiteout_dirs.last() != Some(&i) {
+                                whiteout_dirs.push(i);
+                            }
+                            (p as u32, idx)
+                        } else {
+                            pending.push((children.len(), child));
+                            (p as u32, 0)
                         }
                     }
                 };
                 children.push(Child {
-                    name: name.to_vec(),
-                    target,
+                    name,
+                    target: u32::try_from(target).context("too many inodes")?,
                 });
             }
-            nodes[i].nlink = 2 + subdirs;
-            nodes[i].children = children;
+            let n = &mut nodes[i];
+            n.nlink = u32::try_from(2 + subdirs).context("too many subdirectories")?;
+            n.first_child = first;
+            n.n_children = u32::try_from(children.len() as u64 - first)
+                .context("too many directory entries")?;
             i += 1;
+        }
+        for d in whiteout_dirs {
+            mark_whiteout_dir(&mut nodes[d], version, &mut sets)?;
         }
 
         // Hardlinks point at the node made for the inode's first name.
-        for n in nodes.iter_mut() {
-            for c in n.children.iter_mut() {
-                if let Target::Link(ino) = c.target {
-                    let idx = *link_nodes
-                        .get(&ino)
-                        .with_context(|| format!("hardlinked inode {ino} was never placed"))?;
-                    c.target = Target::Node(idx);
+        for (c, ino) in pending {
+            let idx = *link_nodes
+                .get(&ino)
+                .with_context(|| format!("hardlinked inode {ino} was never placed"))?;
+            children[c].target = idx;
+        }
+        Ok(Plan {
+            nodes,
+            children,
+            listings,
+            sets,
+            shared: Shared::default(),
+            version,
+            has_acl: false,
+            min_mtime: Timespec::default(),
+            inodes_end: 0,
+            data_start: 0,
+            n_data_blocks: 0,
+        })
+    }
+
+    /// The entries of directory node `n`.
+    fn children_of(&self, n: &Node) -> &[Child] {
+        let start = n.first_child as usize;
+        &self.children[start..start + n.n_children as usize]
+    }
+
+    /// The name of entry `c` of directory node `n`.
+    fn child_name<'a>(&'a self, n: &Node, c: &Child) -> Cow<'a, [u8]> {
+        match c.name {
+            DOT => Cow::Borrowed(b"."),
+            DOTDOT => Cow::Borrowed(b".."),
+            s if s >= FIRST_SPECIAL => Cow::Owned(stub_name(STUB - s).to_vec()),
+            p => Cow::Borrowed(&self.listings[n.listing as usize][p as usize].name),
+        }
+    }
+
+    fn name_len(&self, n: &Node, c: &Child) -> u64 {
+        match c.name {
+            DOT => 1,
+            DOTDOT | FIRST_SPECIAL..=STUB => 2,
+            p => self.listings[n.listing as usize][p as usize].name.len() as u64,
+        }
+    }
+
+    /// Split directory entries into blocks as `write_erofs_dentries` does:
+    /// returns the ranges of the full blocks and the last range with its
+    /// size.
+    fn split_dir(&self, n: &Node) -> (Vec<(usize, usize)>, (usize, usize), u64) {
+        let children = self.children_of(n);
+        let mut blocks = Vec::new();
+        let mut first = 0;
+        let mut size = 0u64;
+        for (i, c) in children.iter().enumerate() {
+            let len = Dirent::SIZE as u64 + self.name_len(n, c);
+            if size + len > BLOCK_SIZE {
+                blocks.push((first, i));
+                first = i;
+                size = 0;
+            }
+            size += len;
+        }
+        (blocks, (first, children.len()), size)
+    }
+
+    /// Block count and inline tail of a node (`compute_erofs_inode_size`).
+    fn compute_sizes(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        let (blocks, tail) = match n.data {
+            Data::Dir => {
+                let (full, _, last) = self.split_dir(n);
+                if last > BLOCK_SIZE / 2 {
+                    (full.len() as u64 + 1, 0)
+                } else {
+                    (full.len() as u64, last)
+                }
+            }
+            Data::Symlink => (0, n.size()),
+            Data::Inline => {
+                let size = n.size();
+                let (b, t) = (size / BLOCK_SIZE, size % BLOCK_SIZE);
+                if t > BLOCK_SIZE / 2 {
+                    (b + 1, 0)
+                } else {
+                    (b, t)
+                }
+            }
+            Data::Chunked { count, .. } => (0, u64::from(count) * 4),
+            Data::None => (0, 0),
+        };
+        let n = &mut self.nodes[i];
+        n.n_blocks = blocks;
+        n.tail = tail as u16;
+    }
+
+    /// A node's xattrs as stored, sorted by name: its set and, for an
+    /// external file, the overlay metacopy and redirect; each with its
+    /// shared table offset when the inode refers to it there (at most
+    /// 128 do).
+    fn stored_xattrs<'a>(&'a self, n: &Node) -> Vec<StoredXattr<'a>> {
+        let set = &self.sets.sets[n.xattrs as usize];
+        let offsets = self.shared.sets.get(n.xattrs as usize);
+        let mut out: Vec<StoredXattr<'a>> = set
+            .iter()
+            .enumerate()
+            .map(|(j, (k, v))| StoredXattr {
+                key: k,
+                value: Cow::Borrowed(v.as_slice()),
+                shared: offsets.and_then(|o| o[j]),
+            })
+            .collect();
+        let (metacopy, redirect) = n.derived_xattrs();
+        let mut derived = false;
+        if let Some(v) = metacopy {
+            let digest = match &n.src.kind {
+                Kind::Regular(FileData::External { digest, .. }) => *digest,
+                _ => None,
+            };
+            out.push(StoredXattr {
+                key: overlay::METACOPY,
+                shared: self.shared.metacopy.get(&digest).copied(),
+                value: Cow::Owned(v),
+            });
+            derived = true;
+        }
+        if let Some(v) = redirect {
+            out.push(StoredXattr {
+                key: overlay::REDIRECT,
+                shared: self.shared.redirect.get(&v[1..]).copied(),
+                value: Cow::Owned(v),
+            });
+        }
+        if derived {
+            out.sort_by(|a, b| a.key.cmp(b.key));
+        }
+        let mut used = 0;
+        for x in out.iter_mut() {
+            if x.shared.is_some() {
+                if used < format::XATTR_LONG_PREFIX {
+                    used += 1;
+                } else {
+                    x.shared = None;
                 }
             }
         }
-        Ok(nodes)
+        out
+    }
+
+    /// Pick the shared xattrs: those that more than one inode has
+    /// (`compute_erofs_shared_xattrs`), counted by set and, for the
+    /// derived metacopy and redirect, by digest and backing path, without
+    /// listing every inode's xattrs.
+    fn share_xattrs(&self) -> Shared {
+        let mut uses = vec![0u64; self.sets.sets.len()];
+        let mut metacopy: HashMap<Option<&ObjectId>, u64> = HashMap::new();
+        let mut redirect: HashMap<&[u8], u64> = HashMap::new();
+        for n in &self.nodes {
+            uses[n.xattrs as usize] += 1;
+            if let (
+                Data::Chunked { .. },
+                Kind::Regular(FileData::External {
+                    redirect: r,
+                    digest,
+                    ..
+                }),
+            ) = (n.data, &n.src.kind)
+            {
+                *metacopy.entry(digest.as_ref()).or_default() += 1;
+                if let Some(r) = r.as_deref().filter(|r| !r.is_empty()) {
+                    *redirect.entry(r).or_default() += 1;
+                }
+            }
+        }
+        let mut counts: HashMap<(&[u8], &[u8]), u64> = HashMap::new();
+        for (s, &u) in self.sets.sets.iter().zip(&uses) {
+            if u == 0 {
+                continue;
+            }
+            for (k, v) in s.iter() {
+                *counts.entry((k, v)).or_default() += u;
+            }
+        }
+        // The derived xattrs' names differ from every set's (user
+        // `trusted.overlay.*` names are escaped), so the counts add up
+        // separately.
+        let mut shared: Vec<CowXattr> = counts
+            .iter()
+            .filter(|(_, c)| **c > 1)
+            .map(|((k, v), _)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
+            .collect();
+        for (d, c) in &metacopy {
+            if *c > 1 {
+                let v = match d {
+                    Some(id) => format::metacopy_value(id.algorithm().kernel_id(), id.as_bytes()),
+                    None => Vec::new(),
+                };
+                shared.push((Cow::Borrowed(overlay::METACOPY), Cow::Owned(v)));
+            }
+        }
+        for (r, c) in &redirect {
+            if *c > 1 {
+                shared.push((
+                    Cow::Borrowed(overlay::REDIRECT),
+                    Cow::Owned([b"/", *r].concat()),
+                ));
+            }
+        }
+        // `xattrs_ht_sort`: name, then value length, then value, all descending.
+        shared.sort_by(|a, b| {
+            b.0.cmp(&a.0)
+                .then(b.1.len().cmp(&a.1.len()))
+                .then(b.1.cmp(&a.1))
+        });
+        let mut offsets: HashMap<(&[u8], &[u8]), u64> = HashMap::with_capacity(shared.len());
+        let mut off = 0;
+        for (k, v) in &shared {
+            offsets.insert((k, v), off);
+            off += entry_size(k, v);
+        }
+        let sets = self
+            .sets
+            .sets
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .map(|(k, v)| offsets.get(&(k.as_slice(), v.as_slice())).copied())
+                    .collect()
+            })
+            .collect();
+        let metacopy = metacopy
+            .into_keys()
+            .filter_map(|d| {
+                let v = match &d {
+                    Some(id) => format::metacopy_value(id.algorithm().kernel_id(), id.as_bytes()),
+                    None => Vec::new(),
+                };
+                offsets
+                    .get(&(overlay::METACOPY, &v[..]))
+                    .map(|&o| (d.copied(), o))
+            })
+            .collect();
+        let redirect = redirect
+            .into_keys()
+            .filter_map(|r| {
+                let v = [b"/", r].concat();
+                offsets
+                    .get(&(overlay::REDIRECT, &v[..]))
+                    .map(|&o| (r.to_vec(), o))
+            })
+            .collect();
+        let table = shared
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        Shared {
+            table,
+            sets,
+            metacopy,
+            redirect,
+        }
     }
 
     fn write<W: Write>(&self, w: &mut Out<W>) -> Result<()> {
@@ -884,7 +1289,7 @@ impl Plan {
         w.align(SLOT_SIZE)?;
         debug_assert_eq!(w.pos, self.inodes_end);
 
-        for (k, v) in &self.shared {
+        for (k, v) in &self.shared.table {
             write_xattr(w, k, v)?;
         }
         w.align(BLOCK_SIZE)?;
@@ -894,16 +1299,17 @@ impl Plan {
             if n.n_blocks == 0 {
                 continue;
             }
-            debug_assert_eq!(w.pos, n.blkaddr * BLOCK_SIZE);
+            debug_assert_eq!(w.pos, u64::from(n.blkaddr) * BLOCK_SIZE);
             match n.data {
                 Data::Dir => {
-                    let (blocks, last, _) = split_dir(&n.children);
+                    let (blocks, last, _) = self.split_dir(n);
+                    let children = self.children_of(n);
                     for &(a, b) in &blocks {
-                        self.write_dirents(w, &n.children[a..b])?;
+                        self.write_dirents(w, n, &children[a..b])?;
                         w.align(BLOCK_SIZE)?;
                     }
                     if n.n_blocks > blocks.len() as u64 {
-                        self.write_dirents(w, &n.children[last.0..last.1])?;
+                        self.write_dirents(w, n, &children[last.0..last.1])?;
                         w.align(BLOCK_SIZE)?;
                     }
                 }
@@ -931,34 +1337,36 @@ impl Plan {
     }
 
     fn write_inode<W: Write>(&self, w: &mut Out<W>, i: usize, n: &Node) -> Result<()> {
-        w.zeros(n.ipad)?;
+        w.zeros(u64::from(n.ipad))?;
         debug_assert_eq!(w.pos, n.nid * SLOT_SIZE);
         let icount = if n.xattr_size == 0 {
             0
         } else {
-            ((n.xattr_size - XattrIbodyHeader::SIZE as u64) / 4 + 1) as u16
+            ((u64::from(n.xattr_size) - XattrIbodyHeader::SIZE as u64) / 4 + 1) as u16
         };
         let mut layout = if n.tail > 0 {
             format::LAYOUT_FLAT_INLINE
         } else {
             format::LAYOUT_FLAT_PLAIN
         };
-        let blkaddr = if n.n_blocks > 0 { n.blkaddr as u32 } else { 0 };
+        let blkaddr = if n.n_blocks > 0 { n.blkaddr } else { 0 };
+        let st_mode = n.mode();
         let (size, u) = match n.data {
-            Data::Dir => (n.n_blocks * BLOCK_SIZE + n.tail, blkaddr),
+            Data::Dir => (n.n_blocks * BLOCK_SIZE + u64::from(n.tail), blkaddr),
             Data::Chunked { bits, .. } => {
                 layout = format::LAYOUT_CHUNK_BASED;
-                let chunk_format = bits - u32::from(format::BLOCK_BITS);
-                (n.size, (blkaddr & 0xffff_0000) | chunk_format)
+                let chunk_format = u32::from(bits) - u32::from(format::BLOCK_BITS);
+                (n.size(), (blkaddr & 0xffff_0000) | chunk_format)
             }
-            Data::Symlink if n.n_blocks == 0 => (n.tail, 0),
-            Data::Inline | Data::Symlink => (n.size, blkaddr),
-            Data::None => match n.mode & mode::S_IFMT {
-                mode::S_IFCHR | mode::S_IFBLK => (0, n.rdev),
+            Data::Symlink if n.n_blocks == 0 => (u64::from(n.tail), 0),
+            Data::Inline | Data::Symlink => (n.size(), blkaddr),
+            Data::None => match st_mode & mode::S_IFMT {
+                mode::S_IFCHR | mode::S_IFBLK => (0, n.rdev()),
                 _ => (0, 0),
             },
         };
-        let mode16 = n.mode as u16;
+        let mode16 = st_mode as u16;
+        let stat = &n.src.stat;
         if n.compact {
             let inode = CompactInode {
                 format: format::inode_format(false, layout),
@@ -968,8 +1376,8 @@ impl Plan {
                 size: size as u32,
                 u,
                 ino: i as u32,
-                uid: n.uid as u16,
-                gid: n.gid as u16,
+                uid: stat.uid as u16,
+                gid: stat.gid as u16,
                 ..Default::default()
             };
             w.write(&inode.encode())?;
@@ -981,11 +1389,11 @@ impl Plan {
                 size,
                 u,
                 ino: i as u32,
-                uid: n.uid,
-                gid: n.gid,
-                mtime: n.mtime.sec as u64,
-                mtime_nsec: n.mtime.nsec,
-                nlink: n.nlink as u32,
+                uid: stat.uid,
+                gid: stat.gid,
+                mtime: stat.mtime.sec as u64,
+                mtime_nsec: stat.mtime.nsec,
+                nlink: n.nlink,
                 ..Default::default()
             };
             w.write(&inode.encode())?;
@@ -993,12 +1401,13 @@ impl Plan {
 
         if n.xattr_size > 0 {
             let start = w.pos;
+            let stored = self.stored_xattrs(n);
             let mut filter = 0u32;
-            for (k, _) in &n.xattrs {
-                let (index, suffix) = format::xattr_split(k);
+            for x in &stored {
+                let (index, suffix) = format::xattr_split(x.key);
                 filter |= format::xattr_filter_bit(index, suffix);
             }
-            let shared: Vec<u64> = n.shared.iter().flatten().copied().collect();
+            let shared: Vec<u64> = stored.iter().filter_map(|x| x.shared).collect();
             let header = XattrIbodyHeader {
                 name_filter: !filter,
                 shared_count: shared.len() as u8,
@@ -1009,24 +1418,24 @@ impl Plan {
                 let r = (self.inodes_end % BLOCK_SIZE + off) / 4;
                 w.write(&(r as u32).to_le_bytes())?;
             }
-            for ((k, v), s) in n.xattrs.iter().zip(&n.shared) {
-                if s.is_none() {
-                    write_xattr(w, k, v)?;
+            for x in &stored {
+                if x.shared.is_none() {
+                    write_xattr(w, x.key, &x.value)?;
                 }
             }
-            debug_assert_eq!(w.pos - start, n.xattr_size);
+            debug_assert_eq!(w.pos - start, u64::from(n.xattr_size));
         }
 
         if n.tail > 0 {
             match n.data {
                 Data::Dir => {
-                    let (_, last, _) = split_dir(&n.children);
-                    self.write_dirents(w, &n.children[last.0..last.1])?;
+                    let (_, last, _) = self.split_dir(n);
+                    self.write_dirents(w, n, &self.children_of(n)[last.0..last.1])?;
                 }
                 Data::Symlink => w.write(n.symlink_target())?,
                 Data::Inline => {
                     let c = n.inline_content();
-                    w.write(&c[c.len() - n.tail as usize..])?;
+                    w.write(&c[c.len() - usize::from(n.tail)..])?;
                 }
                 Data::Chunked { count, .. } => {
                     for _ in 0..count {
@@ -1039,13 +1448,15 @@ impl Plan {
         Ok(())
     }
 
-    fn write_dirents<W: Write>(&self, w: &mut Out<W>, children: &[Child]) -> Result<()> {
+    fn write_dirents<W: Write>(
+        &self,
+        w: &mut Out<W>,
+        dir: &Node,
+        children: &[Child],
+    ) -> Result<()> {
         let mut nameoff = (children.len() * Dirent::SIZE) as u64;
         for c in children {
-            let Target::Node(t) = c.target else {
-                unreachable!("hardlinks are resolved before writing")
-            };
-            let target = &self.nodes[t];
+            let target = &self.nodes[c.target as usize];
             let d = Dirent {
                 nid: target.nid,
                 nameoff: nameoff as u16,
@@ -1053,31 +1464,48 @@ impl Plan {
                 reserved: 0,
             };
             w.write(&d.encode())?;
-            nameoff += c.name.len() as u64;
+            nameoff += self.name_len(dir, c);
         }
         for c in children {
-            w.write(&c.name)?;
+            w.write(&self.child_name(dir, c))?;
         }
         Ok(())
+    }
+
+    fn path_of(&self, i: usize) -> String {
+        path_in(&self.nodes, &self.children, &self.listings, i)
     }
 }
 
 /// A readable path for error messages (walks the parent links).
-fn path_of(nodes: &[Node], mut i: usize) -> String {
+fn path_in(
+    nodes: &[Node],
+    children: &[Child],
+    listings: &[Arc<[DirEntry]>],
+    mut i: usize,
+) -> String {
     let mut parts = Vec::new();
     let mut guard = 0;
     while i != 0 && i < nodes.len() && guard < 4096 {
-        let p = nodes[i].parent;
+        let p = nodes[i].parent as usize;
         let name = nodes
             .get(p)
             .and_then(|pn| {
-                pn.children.iter().find(|c| {
-                    matches!(c.target, Target::Node(t) if t == i)
-                        && c.name != b"."
-                        && c.name != b".."
-                })
+                let start = pn.first_child as usize;
+                let end = (start + pn.n_children as usize).min(children.len());
+                children
+                    .get(start..end)?
+                    .iter()
+                    .find(|c| c.target as usize == i && c.name != DOT && c.name != DOTDOT)
+                    .map(|c| match c.name {
+                        s if s >= FIRST_SPECIAL => show(&stub_name(STUB - s)),
+                        e => listings
+                            .get(pn.listing as usize)
+                            .and_then(|l| l.get(e as usize))
+                            .map(|d| show(&d.name))
+                            .unwrap_or_default(),
+                    })
             })
-            .map(|c| show(&c.name))
             .unwrap_or_else(|| format!("<inode {i}>"));
         parts.push(name);
         i = p;
@@ -1108,92 +1536,12 @@ fn write_xattr<W: Write>(w: &mut Out<W>, key: &[u8], value: &[u8]) -> Result<()>
     w.align(4)
 }
 
-/// Pick the shared xattrs (used by more than one inode) and mark, per
-/// inode, which of its xattrs refer to the shared table (at most 128).
-fn share_xattrs(nodes: &mut [Node]) -> Xattrs {
-    let mut counts: HashMap<(&[u8], &[u8]), u32> = HashMap::new();
-    for n in nodes.iter() {
-        for (k, v) in &n.xattrs {
-            *counts.entry((k, v)).or_default() += 1;
-        }
-    }
-    let mut shared: Vec<(&[u8], &[u8])> = counts
-        .iter()
-        .filter(|(_, c)| **c > 1)
-        .map(|(kv, _)| *kv)
-        .collect();
-    // `xattrs_ht_sort`: name, then value length, then value, all descending.
-    shared.sort_by(|a, b| {
-        b.0.cmp(a.0)
-            .then(b.1.len().cmp(&a.1.len()))
-            .then(b.1.cmp(a.1))
-    });
-    let mut offsets: HashMap<(&[u8], &[u8]), u64> = HashMap::with_capacity(shared.len());
-    let mut off = 0;
-    for kv in &shared {
-        offsets.insert(*kv, off);
-        off += entry_size(kv.0, kv.1);
-    }
-    let plans: Vec<Vec<Option<u64>>> = nodes
-        .iter()
-        .map(|n| {
-            let mut used = 0;
-            n.xattrs
-                .iter()
-                .map(|(k, v)| match offsets.get(&(k.as_slice(), v.as_slice())) {
-                    Some(o) if used < format::XATTR_LONG_PREFIX => {
-                        used += 1;
-                        Some(*o)
-                    }
-                    _ => None,
-                })
-                .collect()
-        })
-        .collect();
-    let table: Xattrs = shared
-        .iter()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect();
-    drop(offsets);
-    drop(counts);
-    for (n, p) in nodes.iter_mut().zip(plans) {
-        n.shared = p;
-    }
-    table
-}
-
-/// Block count and inline tail of a node (`compute_erofs_inode_size`).
-fn compute_sizes(n: &mut Node) {
-    let (blocks, tail) = match n.data {
-        Data::Dir => {
-            let (full, _, last) = split_dir(&n.children);
-            if last > BLOCK_SIZE / 2 {
-                (full.len() as u64 + 1, 0)
-            } else {
-                (full.len() as u64, last)
-            }
-        }
-        Data::Symlink => (0, n.size),
-        Data::Inline => {
-            let (b, t) = (n.size / BLOCK_SIZE, n.size % BLOCK_SIZE);
-            if t > BLOCK_SIZE / 2 {
-                (b + 1, 0)
-            } else {
-                (b, t)
-            }
-        }
-        Data::Chunked { count, .. } => (0, count * 4),
-        Data::None => (0, 0),
-    };
-    n.n_blocks = blocks;
-    n.tail = tail;
-}
-
 /// Padding before an inode so its tail does not cross a block
 /// (`compute_erofs_inode_padding_for_tail`); may move the tail to a block.
 fn padding_for_tail(n: &mut Node, pos: u64, inode_size: u64) -> u64 {
-    let non_tail = inode_size + n.xattr_size;
-    let total = non_tail + n.tail;
+    let non_tail = inode_size + u64::from(n.xattr_size);
+    let tail = u64::from(n.tail);
+    let total = non_tail + tail;
     if matches!(n.data, Data::Symlink) {
         // The kernel wants the inode and the symlink target in one block;
         // if they cannot share one, the target goes to a data block.
@@ -1207,10 +1555,10 @@ fn padding_for_tail(n: &mut Node, pos: u64, inode_size: u64) -> u64 {
         return 0;
     }
     let remainder = BLOCK_SIZE - (pos + non_tail) % BLOCK_SIZE;
-    if remainder < n.tail {
+    if remainder < tail {
         let extra = remainder.next_multiple_of(SLOT_SIZE);
         let remainder = BLOCK_SIZE - (pos + non_tail + extra) % BLOCK_SIZE;
-        if n.tail <= remainder {
+        if tail <= remainder {
             return extra;
         }
         n.n_blocks += 1;

@@ -9,5 +9,5 @@ mod digest;
 pub mod ioctl;
 mod object_id;
 
-pub use digest::{Hasher, digest_bytes, digest_reader};
+pub use digest::{Hasher, digest_bytes, digest_file, digest_reader};
 pub use object_id::{Algorithm, ObjectId};

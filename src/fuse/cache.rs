@@ -4,7 +4,10 @@
 //!
 //! Trees decode on demand and keep nothing themselves (beyond their
 //! inode-number tables), so these bounds are what bounds the daemon,
-//! however large the tree or however long the walk.
+//! however large the tree or however long the walk. A listing larger than
+//! the whole budget is not kept here; the filesystem keeps the last few
+//! such listings while they are being read (see `fs.rs`,
+//! `BIG_LISTINGS`).
 
 use std::fs::File;
 use std::num::NonZeroUsize;
@@ -49,12 +52,7 @@ fn weight(v: &Value) -> usize {
             let xattrs: usize = i.xattrs.iter().map(|(n, v)| n.len() + v.len() + 48).sum();
             OVERHEAD + std::mem::size_of::<Inode>() + data + xattrs
         }
-        Value::Dir(d) => {
-            OVERHEAD
-                + d.iter()
-                    .map(|e| e.name.len() + std::mem::size_of::<DirEntry>())
-                    .sum::<usize>()
-        }
+        Value::Dir(d) => NodeCache::dir_weight(d),
     }
 }
 
@@ -89,11 +87,13 @@ impl NodeCache {
         lock(&self.inner).lru.get(&k).map(|(v, _)| v.clone())
     }
 
-    fn put(&self, k: Key, v: Value) {
+    /// Keep `v` (evicting the least recently used); false if it alone
+    /// is larger than the budget, and so not kept.
+    fn put(&self, k: Key, v: Value) -> bool {
         let w = weight(&v);
         let mut g = lock(&self.inner);
         if w > g.budget {
-            return;
+            return false;
         }
         if let Some((_, old)) = g.lru.put(k, (v, w)) {
             g.bytes -= old;
@@ -105,6 +105,7 @@ impl NodeCache {
                 None => break,
             }
         }
+        true
     }
 
     pub fn inode(&self, ino: Ino) -> Option<Arc<Inode>> {
@@ -118,6 +119,14 @@ impl NodeCache {
         self.put(Key::Inode(ino), Value::Inode(i));
     }
 
+    /// The weight a listing would have in the cache.
+    pub fn dir_weight(d: &[DirEntry]) -> usize {
+        64 + d
+            .iter()
+            .map(|e| e.name.len() + std::mem::size_of::<DirEntry>())
+            .sum::<usize>()
+    }
+
     pub fn dir(&self, ino: Ino) -> Option<Arc<[DirEntry]>> {
         match self.get(Key::Dir(ino)) {
             Some(Value::Dir(d)) => Some(d),
@@ -125,8 +134,9 @@ impl NodeCache {
         }
     }
 
-    pub fn put_dir(&self, ino: Ino, d: Arc<[DirEntry]>) {
-        self.put(Key::Dir(ino), Value::Dir(d));
+    /// Keep a listing; false if it is larger than the whole budget.
+    pub fn put_dir(&self, ino: Ino, d: Arc<[DirEntry]>) -> bool {
+        self.put(Key::Dir(ino), Value::Dir(d))
     }
 
     /// Bytes held now (for tests and statistics).

@@ -41,6 +41,15 @@ const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// pull or a gc may change): short, so changes show at once.
 const LIVE_TTL: Duration = Duration::from_secs(1);
 
+/// Listings larger than the whole cache budget kept while they are read
+/// (a kernel reads a directory in chunks of a few dozen entries, each a
+/// request that would otherwise read the whole listing again): at most
+/// this many, each dropped once read to its end or pushed out by newer
+/// ones. So a huge directory costs the daemon one copy of its listing
+/// while it is being listed (none for a tree held in memory, whose
+/// listings are shared), not one per request, and nothing after.
+const BIG_LISTINGS: usize = 2;
+
 /// How the filesystem serves.
 #[derive(Clone, Debug)]
 pub struct FsOptions {
@@ -94,6 +103,11 @@ pub struct TreeFs {
     root: Ino,
     nlinks: HashMap<Ino, u64>,
     nodes: NodeCache,
+    /// Listings too large for `nodes`, most recent first ([`BIG_LISTINGS`]).
+    big: Mutex<std::collections::VecDeque<(Ino, Arc<[DirEntry]>)>>,
+    /// Directories known to be too large for `nodes`: a name in them is
+    /// looked up by the tree, not in a listing read for it.
+    big_dirs: Mutex<std::collections::HashSet<Ino>>,
     objects: ObjectCache,
     verify: bool,
     handles: Mutex<HashMap<u64, Handle>>,
@@ -178,6 +192,8 @@ impl TreeFs {
             tree,
             nlinks,
             nodes: NodeCache::new(opts.cache_bytes),
+            big: Mutex::new(std::collections::VecDeque::new()),
+            big_dirs: Mutex::new(std::collections::HashSet::new()),
             objects: ObjectCache::new(opts.open_objects),
             // With fs-verity the kernel checks every object on open.
             verify: opts.verify && !repo.verity(),
@@ -232,8 +248,13 @@ impl TreeFs {
 
     fn dir_entries(&self, ino: Ino) -> Result<Arc<[DirEntry]>, Errno> {
         let live = self.tree.live(ino);
-        if !live && let Some(d) = self.nodes.dir(ino) {
-            return Ok(d);
+        if !live {
+            if let Some(d) = self.nodes.dir(ino) {
+                return Ok(d);
+            }
+            if let Some(d) = self.big_listing(ino) {
+                return Ok(d);
+            }
         }
         let inode = self.inode(ino)?;
         if !inode.kind.is_dir() {
@@ -243,10 +264,29 @@ impl TreeFs {
             eprintln!("composefs: cannot list directory inode {ino}: {e:#}");
             Errno::EIO
         })?;
-        if !live {
-            self.nodes.put_dir(ino, d.clone());
+        if !live && !self.nodes.put_dir(ino, d.clone()) {
+            lock(&self.big_dirs).insert(ino);
+            let mut big = lock(&self.big);
+            big.retain(|(i, _)| *i != ino);
+            big.push_front((ino, d.clone()));
+            big.truncate(BIG_LISTINGS);
         }
         Ok(d)
+    }
+
+    /// A listing kept in [`Self::big`], made the most recent.
+    fn big_listing(&self, ino: Ino) -> Option<Arc<[DirEntry]>> {
+        let mut big = lock(&self.big);
+        let pos = big.iter().position(|(i, _)| *i == ino)?;
+        let entry = big.remove(pos)?;
+        let d = entry.1.clone();
+        big.push_front(entry);
+        Some(d)
+    }
+
+    /// A listing was read to its end: let go of it if it is a big one.
+    fn listed(&self, ino: Ino) {
+        lock(&self.big).retain(|(i, _)| *i != ino);
     }
 
     /// How long the kernel may keep what it learns about `ino`.
@@ -308,6 +348,13 @@ impl TreeFs {
             if !self.inode(dir)?.kind.is_dir() {
                 return Err(Errno::ENOTDIR);
             }
+            self.tree.lookup(dir, name.as_bytes()).map_err(|e| {
+                eprintln!("composefs: cannot look up {name:?} in directory inode {dir}: {e:#}");
+                Errno::EIO
+            })?
+        } else if lock(&self.big_dirs).contains(&dir) && self.big_listing(dir).is_none() {
+            // Too large to keep: the tree finds the name without a
+            // listing made for it (or, by default, with one let go at once).
             self.tree.lookup(dir, name.as_bytes()).map_err(|e| {
                 eprintln!("composefs: cannot look up {name:?} in directory inode {dir}: {e:#}");
                 Errno::EIO
@@ -677,7 +724,15 @@ impl Filesystem for TreeFs {
             0 => Some((OsStr::new("."), ino, FileType::Directory)),
             1 => Some((OsStr::new(".."), ino, FileType::Directory)),
             n => match entries.get((n - 2) as usize) {
-                None => None,
+                None => {
+                    // Past the end: the kernel has all of it.
+                    if idx == offset
+                        && let Ok(t) = self.to_tree(ino)
+                    {
+                        self.listed(t);
+                    }
+                    None
+                }
                 Some(e) => match self.inode(e.ino) {
                     Ok(inode) => Some((
                         OsStr::from_bytes(&e.name),
@@ -721,7 +776,15 @@ impl Filesystem for TreeFs {
                 0 => (OsStr::new("."), dir_attr),
                 1 => (OsStr::new(".."), dir_attr),
                 n => match entries.get((n - 2) as usize) {
-                    None => break,
+                    None => {
+                        // Past the end: the kernel has all of it.
+                        if idx == offset
+                            && let Ok(t) = self.to_tree(ino)
+                        {
+                            self.listed(t);
+                        }
+                        break;
+                    }
                     Some(e) => match self.inode(e.ino) {
                         Ok(inode) => (OsStr::from_bytes(&e.name), self.attr(e.ino, &inode)),
                         Err(err) => return reply.error(err),

@@ -452,7 +452,7 @@ pub fn pull(
     // The layers must merge (no entry escaping the root, no hardlink to
     // nothing, …): a hostile image fails here, not at its first mount,
     // and gets no ref. Only the streams' headers are read.
-    super::merge::merge(repo, &layers).with_context(|| {
+    super::merge::check(repo, &layers).with_context(|| {
         format!(
             "{}: manifest {digest}: the layers do not merge",
             src.describe()

@@ -258,7 +258,7 @@ impl CommitTree {
         let Node::Dir { tree, depth, .. } = self.node(dir)? else {
             bail!("inode {dir} is not a directory");
         };
-        if depth as usize >= super::tree::MAX_DEPTH {
+        if depth as usize > super::tree::MAX_DEPTH {
             bail!(
                 "directories nested deeper than {} levels",
                 super::tree::MAX_DEPTH

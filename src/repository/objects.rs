@@ -13,7 +13,7 @@
 //! removes any a crash left behind.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
@@ -47,14 +47,29 @@ impl Drop for TmpFile<'_> {
 
 /// Streams one new object into the repository: `write` the content, then
 /// [`ObjectWriter::finish`]. Dropping it unfinished leaves nothing behind.
+///
+/// Hole-aware: 4 KiB blocks (at 4 KiB offsets) that are all zeros are not
+/// written but skipped over, and [`ObjectWriter::write_zeros`] skips a
+/// whole run without any data, so a mostly-zero file costs disk only for
+/// its data (the holes read back as zeros, and the digest is over the
+/// bytes, so nothing else can tell). Memory: one [`WRITE_BUF`] buffer.
 pub struct ObjectWriter<'r> {
     repo: &'r Repository,
-    out: BufWriter<File>,
+    file: File,
+    /// Bytes not yet written; they start at file offset `flushed`.
+    buf: Vec<u8>,
+    /// Bytes written or skipped so far (the offset `buf` starts at).
+    flushed: u64,
     tmp: TmpFile<'r>,
     hasher: Hasher,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The hole granularity: blocks of this size, at multiples of it, that
+/// are all zeros are not written.
+const HOLE_BLOCK: usize = 4096;
+static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
 
 impl<'r> ObjectWriter<'r> {
     pub(super) fn new(repo: &'r Repository) -> Result<Self> {
@@ -67,7 +82,9 @@ impl<'r> ObjectWriter<'r> {
         })?;
         Ok(ObjectWriter {
             repo,
-            out: BufWriter::with_capacity(WRITE_BUF, file),
+            file,
+            buf: Vec::with_capacity(WRITE_BUF),
+            flushed: 0,
             tmp,
             hasher: Hasher::new(repo.algorithm()),
         })
@@ -82,19 +99,66 @@ impl<'r> ObjectWriter<'r> {
         self.len() == 0
     }
 
+    /// Append `n` zero bytes without writing them (a hole where the file
+    /// system has holes).
+    pub fn write_zeros(&mut self, mut n: u64) -> io::Result<()> {
+        // Through the buffer up to a block boundary, then skip.
+        let to_boundary = (HOLE_BLOCK - self.buf.len() % HOLE_BLOCK) % HOLE_BLOCK;
+        let head = n.min(to_boundary as u64) as usize;
+        self.write_all(&ZEROS[..head])?;
+        n -= head as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        self.flush_buf()?;
+        let whole = n / HOLE_BLOCK as u64 * HOLE_BLOCK as u64;
+        self.hasher.update_zeros(whole);
+        self.flushed += whole;
+        self.write_all(&ZEROS[..(n - whole) as usize])
+    }
+
+    /// Write out `buf` at `flushed`, leaving whole zero blocks as holes
+    /// (the file is new: what is never written reads as zeros).
+    fn flush_buf(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let n = self.buf.len();
+        let zero_block = |at: usize| at + HOLE_BLOCK <= n && self.buf[at..at + HOLE_BLOCK] == ZEROS;
+        let mut off = 0;
+        while off < n {
+            if zero_block(off) {
+                off += HOLE_BLOCK;
+                continue;
+            }
+            // A run of data up to the next zero block (or the end).
+            let mut end = (off + HOLE_BLOCK).min(n);
+            while end < n && !zero_block(end) {
+                end = (end + HOLE_BLOCK).min(n);
+            }
+            self.file
+                .write_all_at(&self.buf[off..end], self.flushed + off as u64)?;
+            off = end;
+        }
+        self.flushed += n as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
     /// Move the object into place. Returns its id and whether it was new.
-    pub fn finish(self) -> Result<(ObjectId, bool)> {
+    pub fn finish(mut self) -> Result<(ObjectId, bool)> {
+        self.flush_buf().context("cannot write object")?;
+        // A trailing hole: the size says where the file ends.
+        let len = self.hasher.len();
+        if self.file.metadata().context("cannot stat object")?.len() != len {
+            self.file.set_len(len).context("cannot write object")?;
+        }
         let ObjectWriter {
             repo,
-            out,
+            file,
             mut tmp,
             hasher,
+            ..
         } = self;
         let id = hasher.finish();
-        let file = out
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .context("cannot write object")?;
         let new = seal_and_place(repo, file, &mut tmp, &id)?;
         Ok((id, new))
     }
@@ -102,19 +166,25 @@ impl<'r> ObjectWriter<'r> {
 
 impl Write for ObjectWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
+        self.write_all(buf)?;
+        Ok(buf.len())
     }
 
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.out.write_all(buf)?;
-        self.hasher.update(buf);
+    fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        self.hasher.update(data);
+        while !data.is_empty() {
+            let take = (WRITE_BUF - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == WRITE_BUF {
+                self.flush_buf()?;
+            }
+        }
         Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.flush_buf()
     }
 }
 
@@ -319,16 +389,48 @@ impl Repository {
 
     /// Store a file's content as an object; small files are digested in
     /// memory first and not written at all when the object exists.
-    pub fn store_file(&self, mut f: File) -> Result<(ObjectId, u64)> {
+    pub fn store_file(&self, f: File) -> Result<(ObjectId, u64)> {
+        self.store_file_with(f, &mut |_| {})
+    }
+
+    /// [`Self::store_file`], calling `progress` with the number of bytes
+    /// of each piece done. A large file is read from its start with its
+    /// holes skipped ([`crate::util::for_each_extent`]) and written with
+    /// holes where it has zeros ([`ObjectWriter`]): memory is one buffer
+    /// whatever the size, and a mostly-hole file is neither read nor
+    /// written in full.
+    pub fn store_file_with(
+        &self,
+        mut f: File,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(ObjectId, u64)> {
         const IN_MEMORY: u64 = 4 << 20;
         let len = f.metadata().context("cannot stat file")?.len();
         if len <= IN_MEMORY {
             let mut buf = Vec::with_capacity(len as usize);
             f.read_to_end(&mut buf).context("cannot read file")?;
             let id = self.store_bytes(&buf)?;
+            progress(buf.len() as u64);
             return Ok((id, buf.len() as u64));
         }
-        self.store_reader(f)
+        let mut w = self.object_writer()?;
+        let mut buf = vec![0u8; WRITE_BUF];
+        crate::util::for_each_extent(&f, &mut buf, |e| {
+            match e {
+                crate::util::Extent::Data(d) => {
+                    w.write_all(d)?;
+                    progress(d.len() as u64);
+                }
+                crate::util::Extent::Zeros(n) => {
+                    w.write_zeros(n)?;
+                    progress(n);
+                }
+            }
+            Ok(())
+        })
+        .context("cannot copy file into an object")?;
+        let len = w.len();
+        Ok((w.finish()?.0, len))
     }
 
     /// Store everything `r` yields as one object.

@@ -32,12 +32,13 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use rustix::fs::{AtFlags, Dir, Mode, OFlags, Stat as RawStat};
 use rustix::io::Errno;
+
+use crate::util::short_path;
 
 use super::{
     FileData, Ino, Inode, Kind, MemTree, MemTreeBuilder, Stat, Timespec, check_name, mode,
@@ -69,9 +70,9 @@ pub struct DirOptions {
 pub struct DirScan {
     pub builder: MemTreeBuilder,
     pub root: Ino,
-    /// Every regular-file inode (once per inode, not per name) with the
-    /// path the content function saw, in the order it was called.
-    pub files: Vec<(Ino, PathBuf)>,
+    /// Every regular-file inode (once per inode, not per name), in the
+    /// order the content function was called for them.
+    pub files: Vec<Ino>,
 }
 
 impl DirScan {
@@ -92,13 +93,27 @@ pub fn read_dir_tree(
     scan_dir(path, opts, content)?.build()
 }
 
-struct Pending {
-    /// `None` for the root.
-    parent: Option<(Arc<OwnedFd>, Ino)>,
-    name: Vec<u8>,
-    path: PathBuf,
-    /// `(st_dev, st_ino)` seen in the parent's listing.
-    id: Option<(u64, u64)>,
+/// Directory descriptors the walk keeps open: the current directory and
+/// up to this many of its nearest ancestors. Farther ancestors are closed
+/// on the way down and reopened through `..` on the way back up (checked
+/// against the `(st_dev, st_ino)` they had), so a 10,000-deep tree needs
+/// no more descriptors than a flat one.
+const MAX_OPEN_DIRS: usize = 16;
+
+/// One directory on the walk's stack (the path from the root to the
+/// directory being read).
+struct Frame {
+    /// Open while the frame is one of the [`MAX_OPEN_DIRS`] deepest;
+    /// always open for the top frame.
+    fd: Option<OwnedFd>,
+    ino: Ino,
+    /// `(st_dev, st_ino)`, to recognise the directory when reopened.
+    id: (u64, u64),
+    /// Subdirectories still to read, in name order, with the
+    /// `(st_dev, st_ino)` the listing showed.
+    subdirs: std::vec::IntoIter<(Vec<u8>, (u64, u64))>,
+    /// Length of [`Walker::path`] for this directory.
+    path_len: usize,
 }
 
 #[allow(clippy::unnecessary_cast)]
@@ -112,13 +127,16 @@ fn dev_ino(st: &RawStat) -> (u64, u64) {
 }
 
 #[allow(clippy::unnecessary_cast)]
-fn to_stat(st: &RawStat, opts: &DirOptions, path: &Path) -> Result<Stat> {
+fn to_stat(st: &RawStat, opts: &DirOptions, path: &[u8]) -> Result<Stat> {
     let mtime = if opts.use_epoch {
         Timespec::default()
     } else {
         let nsec = st.st_mtime_nsec as u64;
         if nsec >= 1_000_000_000 {
-            bail!("{}: mtime nanoseconds {nsec} out of range", path.display());
+            bail!(
+                "{}: mtime nanoseconds {nsec} out of range",
+                short_path(path)
+            );
         }
         Timespec {
             sec: st.st_mtime as i64,
@@ -134,6 +152,13 @@ fn to_stat(st: &RawStat, opts: &DirOptions, path: &Path) -> Result<Stat> {
 }
 
 /// Like [`read_dir_tree`], but stops before building: see [`DirScan`].
+///
+/// The walk is depth first with an explicit stack (no recursion: any depth
+/// the filesystem holds is read), every open relative to the parent's
+/// descriptor (no path is ever longer than one name, so `PATH_MAX` does not
+/// apply), at most [`MAX_OPEN_DIRS`] + 1 directories open at once. Memory
+/// beyond the tree itself: the current path and, per directory on it, the
+/// names of its subdirectories not yet read.
 pub fn scan_dir(
     path: &Path,
     opts: &DirOptions,
@@ -142,57 +167,132 @@ pub fn scan_dir(
     if opts.skip_xattrs && opts.user_xattrs_only {
         bail!("skipping xattrs and keeping only user xattrs contradict each other");
     }
-    let mut b = MemTreeBuilder::new();
-    let mut files = Vec::new();
-    let mut hardlinks: HashMap<(u64, u64), Ino> = HashMap::new();
-    let mut root = None;
-    let mut stack = vec![Pending {
-        parent: None,
-        name: Vec::new(),
-        path: path.to_path_buf(),
-        id: None,
-    }];
+    let mut w = Walker {
+        opts,
+        content,
+        b: MemTreeBuilder::new(),
+        files: Vec::new(),
+        hardlinks: HashMap::new(),
+        path: path.as_os_str().as_bytes().to_vec(),
+    };
+    let fd = rustix::fs::openat(
+        rustix::fs::CWD,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening directory {}", short_path(&w.path)))?;
+    let top = w.read_directory(fd, None, None)?;
+    let root = top.ino;
+    let mut stack = vec![top];
 
-    while let Some(p) = stack.pop() {
-        let shown = p.path.display();
-        // Open the directory itself, and make sure it is the one listed.
-        let fd: OwnedFd = match &p.parent {
-            None => rustix::fs::openat(
-                rustix::fs::CWD,
-                &p.path,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            ),
-            Some((pfd, _)) => rustix::fs::openat(
-                pfd,
-                OsStr::from_bytes(&p.name),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            ),
+    while let Some(top) = stack.last_mut() {
+        match top.subdirs.next() {
+            Some((name, id)) => {
+                let pfd = top.fd.as_ref().expect("the top frame is open");
+                let parent = top.ino;
+                let len = w.push_name(&name);
+                let fd = rustix::fs::openat(
+                    pfd,
+                    OsStr::from_bytes(&name),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .with_context(|| format!("opening directory {}", short_path(&w.path)))?;
+                let mut frame = w.read_directory(fd, Some((parent, &name)), Some(id))?;
+                frame.path_len = len;
+                if stack.len() > MAX_OPEN_DIRS {
+                    let far = stack.len() - 1 - MAX_OPEN_DIRS;
+                    stack[far].fd = None;
+                }
+                stack.push(frame);
+            }
+            None => {
+                let done = stack.pop().expect("a top frame");
+                let Some(parent) = stack.last_mut() else {
+                    break;
+                };
+                w.path.truncate(parent.path_len);
+                if parent.fd.is_none() {
+                    let child = done.fd.as_ref().expect("the top frame is open");
+                    let fd = rustix::fs::openat(
+                        child,
+                        "..",
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .with_context(|| format!("reopening directory {}", short_path(&w.path)))?;
+                    let st = rustix::fs::fstat(&fd)
+                        .with_context(|| format!("stat {}", short_path(&w.path)))?;
+                    if dev_ino(&st) != parent.id {
+                        bail!("{} was moved while it was being read", short_path(&w.path));
+                    }
+                    parent.fd = Some(fd);
+                }
+            }
         }
-        .with_context(|| format!("opening directory {shown}"))?;
-        let st = rustix::fs::fstat(&fd).with_context(|| format!("stat {shown}"))?;
-        if p.id.is_some_and(|id| dev_ino(&st) != id) {
-            bail!("{shown} was replaced while it was being read");
+    }
+
+    Ok(DirScan {
+        builder: w.b,
+        root,
+        files: w.files,
+    })
+}
+
+/// The state of one [`scan_dir`] walk.
+struct Walker<'a> {
+    opts: &'a DirOptions,
+    content: &'a mut dyn FnMut(&Path, &File, u64) -> Result<FileData>,
+    b: MemTreeBuilder,
+    files: Vec<Ino>,
+    hardlinks: HashMap<(u64, u64), Ino>,
+    /// The path of what is being read: the root path as given, then the
+    /// names below it (for messages and the content function).
+    path: Vec<u8>,
+}
+
+impl Walker<'_> {
+    /// Append `/name` to the path; returns the new length.
+    fn push_name(&mut self, name: &[u8]) -> usize {
+        if !self.path.ends_with(b"/") {
+            self.path.push(b'/');
         }
-        let xattrs = read_xattrs(XattrSource::Fd(fd.as_fd()), opts, &p.path)?;
-        let ino = b.add(Inode {
-            stat: to_stat(&st, opts, &p.path)?,
+        self.path.extend_from_slice(name);
+        self.path.len()
+    }
+
+    /// Read the directory open as `fd` (whose path is [`Self::path`]): its
+    /// inode, linked as `name` into `parent`, and every non-directory in
+    /// it; returns its frame with the subdirectories still to read.
+    fn read_directory(
+        &mut self,
+        fd: OwnedFd,
+        parent: Option<(Ino, &[u8])>,
+        expected: Option<(u64, u64)>,
+    ) -> Result<Frame> {
+        let st = rustix::fs::fstat(&fd).with_context(|| format!("stat {}", self.shown()))?;
+        if expected.is_some_and(|id| dev_ino(&st) != id) {
+            bail!("{} was replaced while it was being read", self.shown());
+        }
+        let xattrs = read_xattrs(XattrSource::Fd(fd.as_fd()), self.opts, &self.path)?;
+        let ino = self.b.add(Inode {
+            stat: to_stat(&st, self.opts, &self.path)?,
             kind: Kind::Directory,
             xattrs,
         });
-        match &p.parent {
-            None => root = Some(ino),
-            Some((_, parent)) => b
-                .link(*parent, &p.name, ino)
-                .with_context(|| format!("adding {shown}"))?,
+        if let Some((parent, name)) = parent {
+            self.b
+                .link(parent, name, ino)
+                .with_context(|| format!("adding {}", self.shown()))?;
         }
 
         // List it, sorted by name bytes.
         let mut names: Vec<Vec<u8>> = Vec::new();
-        let dir = Dir::read_from(&fd).with_context(|| format!("reading directory {shown}"))?;
+        let dir =
+            Dir::read_from(&fd).with_context(|| format!("reading directory {}", self.shown()))?;
         for entry in dir {
-            let entry = entry.with_context(|| format!("reading directory {shown}"))?;
+            let entry = entry.with_context(|| format!("reading directory {}", self.shown()))?;
             let name = entry.file_name().to_bytes();
             if name == b"." || name == b".." {
                 continue;
@@ -201,142 +301,137 @@ pub fn scan_dir(
         }
         names.sort_unstable();
 
-        let fd = Arc::new(fd);
+        let dir_len = self.path.len();
         let mut subdirs = Vec::new();
         for name in names {
-            let cpath = p.path.join(OsStr::from_bytes(&name));
-            let shown = cpath.display();
-            check_name(&name).with_context(|| format!("{shown} cannot be stored"))?;
-            let cst = rustix::fs::statat(&*fd, OsStr::from_bytes(&name), AtFlags::SYMLINK_NOFOLLOW)
-                .with_context(|| format!("stat {shown}"))?;
+            self.path.truncate(dir_len);
+            self.push_name(&name);
+            check_name(&name).with_context(|| format!("{} cannot be stored", self.shown()))?;
+            let cst = rustix::fs::statat(&fd, OsStr::from_bytes(&name), AtFlags::SYMLINK_NOFOLLOW)
+                .with_context(|| format!("stat {}", self.shown()))?;
             let fmt = raw_mode(&cst) & mode::S_IFMT;
             if fmt == mode::S_IFDIR {
-                subdirs.push(Pending {
-                    parent: Some((fd.clone(), ino)),
-                    name,
-                    path: cpath,
-                    id: Some(dev_ino(&cst)),
-                });
+                subdirs.push((name, dev_ino(&cst)));
                 continue;
             }
-            if opts.skip_devices && (fmt == mode::S_IFCHR || fmt == mode::S_IFBLK) {
+            if self.opts.skip_devices && (fmt == mode::S_IFCHR || fmt == mode::S_IFBLK) {
                 continue;
             }
             #[allow(clippy::unnecessary_cast)]
-            let multi = !opts.ignore_hardlinks && cst.st_nlink as u64 > 1;
-            if multi && let Some(&existing) = hardlinks.get(&dev_ino(&cst)) {
-                b.link(ino, &name, existing)
-                    .with_context(|| format!("adding {shown}"))?;
+            let multi = !self.opts.ignore_hardlinks && cst.st_nlink as u64 > 1;
+            if multi && let Some(&existing) = self.hardlinks.get(&dev_ino(&cst)) {
+                self.b
+                    .link(ino, &name, existing)
+                    .with_context(|| format!("adding {}", self.shown()))?;
                 continue;
             }
-            let child = read_entry(&fd, &name, &cpath, &cst, opts, content, &mut b, &mut files)?;
-            b.link(ino, &name, child)
-                .with_context(|| format!("adding {shown}"))?;
+            let child = self.read_entry(&fd, &name, &cst)?;
+            self.b
+                .link(ino, &name, child)
+                .with_context(|| format!("adding {}", self.shown()))?;
             if multi {
-                hardlinks.insert(dev_ino(&cst), child);
+                self.hardlinks.insert(dev_ino(&cst), child);
             }
         }
-        // Pushed in reverse so they are read in name order.
-        stack.extend(subdirs.into_iter().rev());
+        self.path.truncate(dir_len);
+        Ok(Frame {
+            fd: Some(fd),
+            ino,
+            id: dev_ino(&st),
+            subdirs: subdirs.into_iter(),
+            path_len: dir_len,
+        })
     }
 
-    Ok(DirScan {
-        builder: b,
-        root: root.context("no root directory")?,
-        files,
-    })
-}
+    /// [`Self::path`] for a message.
+    fn shown(&self) -> String {
+        short_path(&self.path)
+    }
 
-/// Read one non-directory entry into a new inode.
-#[allow(clippy::too_many_arguments)]
-fn read_entry(
-    dirfd: &OwnedFd,
-    name: &[u8],
-    path: &Path,
-    st: &RawStat,
-    opts: &DirOptions,
-    content: &mut dyn FnMut(&Path, &File, u64) -> Result<FileData>,
-    b: &mut MemTreeBuilder,
-    files: &mut Vec<(Ino, PathBuf)>,
-) -> Result<Ino> {
-    let shown = path.display();
-    let name_os = OsStr::from_bytes(name);
-    let fmt = raw_mode(st) & mode::S_IFMT;
-    let stat = to_stat(st, opts, path)?;
-    #[allow(clippy::unnecessary_cast)]
-    let rdev = st.st_rdev as u64;
-
-    if fmt == mode::S_IFREG {
-        let fd = rustix::fs::openat(
-            dirfd,
-            name_os,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .with_context(|| format!("opening {shown}"))?;
-        let fst = rustix::fs::fstat(&fd).with_context(|| format!("stat {shown}"))?;
-        if dev_ino(&fst) != dev_ino(st) || raw_mode(&fst) & mode::S_IFMT != mode::S_IFREG {
-            bail!("{shown} was replaced while it was being read");
-        }
-        let xattrs = read_xattrs(XattrSource::Fd(fd.as_fd()), opts, path)?;
+    /// Read one non-directory entry (at [`Self::path`]) into a new inode.
+    fn read_entry(&mut self, dirfd: &OwnedFd, name: &[u8], st: &RawStat) -> Result<Ino> {
+        let opts = self.opts;
+        let name_os = OsStr::from_bytes(name);
+        let fmt = raw_mode(st) & mode::S_IFMT;
+        let stat = to_stat(st, opts, &self.path)?;
         #[allow(clippy::unnecessary_cast)]
-        let size = fst.st_size as u64;
-        let file = File::from(fd);
-        let data = content(path, &file, size).with_context(|| format!("reading {shown}"))?;
-        if data.size() != size {
-            bail!(
-                "{shown}: content of {} bytes but the file has {size} (did it change?)",
-                data.size()
-            );
-        }
-        let ino = b.add(Inode {
-            stat,
-            kind: Kind::Regular(data),
-            xattrs,
-        });
-        files.push((ino, path.to_path_buf()));
-        return Ok(ino);
-    }
+        let rdev = st.st_rdev as u64;
 
-    let kind = match fmt {
-        mode::S_IFLNK => {
-            let target = rustix::fs::readlinkat(dirfd, name_os, Vec::new())
-                .with_context(|| format!("reading symlink {shown}"))?
-                .into_bytes();
-            if target.is_empty() {
-                bail!("{shown}: symlink with an empty target");
+        if fmt == mode::S_IFREG {
+            let fd = rustix::fs::openat(
+                dirfd,
+                name_os,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .with_context(|| format!("opening {}", self.shown()))?;
+            let fst = rustix::fs::fstat(&fd).with_context(|| format!("stat {}", self.shown()))?;
+            if dev_ino(&fst) != dev_ino(st) || raw_mode(&fst) & mode::S_IFMT != mode::S_IFREG {
+                bail!("{} was replaced while it was being read", self.shown());
             }
-            if target.len() > MAX_SYMLINK_TARGET {
+            let xattrs = read_xattrs(XattrSource::Fd(fd.as_fd()), opts, &self.path)?;
+            #[allow(clippy::unnecessary_cast)]
+            let size = fst.st_size as u64;
+            let file = File::from(fd);
+            let data = (self.content)(Path::new(OsStr::from_bytes(&self.path)), &file, size)
+                .with_context(|| format!("reading {}", self.shown()))?;
+            if data.size() != size {
                 bail!(
-                    "{shown}: symlink target of {} bytes is longer than {MAX_SYMLINK_TARGET}",
-                    target.len()
+                    "{}: content of {} bytes but the file has {size} (did it change?)",
+                    self.shown(),
+                    data.size()
                 );
             }
-            Kind::Symlink(target)
+            let ino = self.b.add(Inode {
+                stat,
+                kind: Kind::Regular(data),
+                xattrs,
+            });
+            self.files.push(ino);
+            return Ok(ino);
         }
-        mode::S_IFCHR => Kind::CharDevice { rdev },
-        mode::S_IFBLK => Kind::BlockDevice { rdev },
-        mode::S_IFIFO => Kind::Fifo,
-        mode::S_IFSOCK => Kind::Socket,
-        other => bail!("{shown}: unknown file type {other:o}"),
-    };
-    let xattrs = if opts.skip_xattrs {
-        Vec::new()
-    } else {
-        let fd = rustix::fs::openat(
-            dirfd,
-            name_os,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .with_context(|| format!("opening {shown}"))?;
-        let fst = rustix::fs::fstat(&fd).with_context(|| format!("stat {shown}"))?;
-        if dev_ino(&fst) != dev_ino(st) {
-            bail!("{shown} was replaced while it was being read");
-        }
-        read_xattrs(XattrSource::PathFd(fd.as_fd()), opts, path)?
-    };
-    Ok(b.add(Inode { stat, kind, xattrs }))
+
+        let kind = match fmt {
+            mode::S_IFLNK => {
+                let target = rustix::fs::readlinkat(dirfd, name_os, Vec::new())
+                    .with_context(|| format!("reading symlink {}", self.shown()))?
+                    .into_bytes();
+                if target.is_empty() {
+                    bail!("{}: symlink with an empty target", self.shown());
+                }
+                if target.len() > MAX_SYMLINK_TARGET {
+                    bail!(
+                        "{}: symlink target of {} bytes is longer than {MAX_SYMLINK_TARGET}",
+                        self.shown(),
+                        target.len()
+                    );
+                }
+                Kind::Symlink(target)
+            }
+            mode::S_IFCHR => Kind::CharDevice { rdev },
+            mode::S_IFBLK => Kind::BlockDevice { rdev },
+            mode::S_IFIFO => Kind::Fifo,
+            mode::S_IFSOCK => Kind::Socket,
+            other => bail!("{}: unknown file type {other:o}", self.shown()),
+        };
+        let xattrs = if opts.skip_xattrs {
+            Vec::new()
+        } else {
+            let fd = rustix::fs::openat(
+                dirfd,
+                name_os,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .with_context(|| format!("opening {}", self.shown()))?;
+            let fst = rustix::fs::fstat(&fd).with_context(|| format!("stat {}", self.shown()))?;
+            if dev_ino(&fst) != dev_ino(st) {
+                bail!("{} was replaced while it was being read", self.shown());
+            }
+            read_xattrs(XattrSource::PathFd(fd.as_fd()), opts, &self.path)?
+        };
+        Ok(self.b.add(Inode { stat, kind, xattrs }))
+    }
 }
 
 enum XattrSource<'a> {
@@ -374,12 +469,12 @@ fn read_sized(
 fn read_xattrs(
     src: XattrSource,
     opts: &DirOptions,
-    path: &Path,
+    path: &[u8],
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     if opts.skip_xattrs {
         return Ok(Vec::new());
     }
-    let shown = path.display();
+    let shown = || short_path(path);
     let proc_path = match src {
         XattrSource::PathFd(fd) => {
             use std::os::fd::AsRawFd;
@@ -401,7 +496,7 @@ fn read_xattrs(
         Ok(l) => l,
         // A filesystem (or file type) without xattr support has none.
         Err(Errno::NOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing xattrs of {shown}")),
+        Err(e) => return Err(e).with_context(|| format!("listing xattrs of {}", shown())),
     };
     let mut out = Vec::new();
     for name in list.split(|&c| c == 0).filter(|n| !n.is_empty()) {
@@ -425,13 +520,18 @@ fn read_xattrs(
             Err(Errno::NODATA) => continue,
             Err(e) => {
                 return Err(e).with_context(|| {
-                    format!("reading xattr {} of {shown}", String::from_utf8_lossy(name))
+                    format!(
+                        "reading xattr {} of {}",
+                        String::from_utf8_lossy(name),
+                        shown()
+                    )
                 });
             }
         };
         if value.len() > MAX_XATTR_VALUE {
             bail!(
-                "{shown}: xattr {} has {} bytes, more than a composefs image can hold ({MAX_XATTR_VALUE})",
+                "{}: xattr {} has {} bytes, more than a composefs image can hold ({MAX_XATTR_VALUE})",
+                shown(),
                 String::from_utf8_lossy(name),
                 value.len()
             );

@@ -1,9 +1,17 @@
 //! [`MemTree`]: a whole tree in memory.
+//!
+//! Memory per entry: 8 bytes for the inode's slot, 32 for its
+//! [`DirEntry`] plus the name's own allocation (32 bytes for names up to
+//! 24 bytes), 4 for its link count once asked for, and the [`Inode`]
+//! itself (about 190 bytes with its `Arc`) unless an equal one is already
+//! in the tree: [`MemTreeBuilder`] keeps one copy of equal inodes, so a
+//! directory of a million alike files holds one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use hashbrown::HashSet;
 
 use super::{DirEntry, Ino, Inode, Kind, Tree, check_name};
 
@@ -13,18 +21,53 @@ pub struct MemTree {
     root: Ino,
     inodes: Vec<Arc<Inode>>,
     dirs: HashMap<Ino, Arc<[DirEntry]>>,
-    /// Link counts, counted on first use.
-    nlinks: std::sync::OnceLock<HashMap<Ino, u64>>,
+    /// Link counts by inode number (0: not reachable from the root),
+    /// counted on first use.
+    nlinks: std::sync::OnceLock<Vec<u32>>,
+}
+
+impl MemTree {
+    /// Every inode's link count, in one walk from the root.
+    fn count_links(&self) -> Result<Vec<u32>> {
+        let mut counts = vec![0u32; self.inodes.len()];
+        let root = self.root as usize;
+        counts[root] = 2;
+        let mut stack = vec![self.root];
+        while let Some(dir) = stack.pop() {
+            for e in self.readdir(dir)?.iter() {
+                let i = e.ino as usize;
+                if self.inodes[i].kind.is_dir() {
+                    if counts[i] != 0 {
+                        bail!(
+                            "directory inode {} is reachable twice (a loop or a directory hardlink)",
+                            e.ino
+                        );
+                    }
+                    counts[i] = 2;
+                    counts[dir as usize] = counts[dir as usize].saturating_add(1);
+                    stack.push(e.ino);
+                } else {
+                    counts[i] = counts[i].saturating_add(1);
+                }
+            }
+        }
+        Ok(counts)
+    }
 }
 
 impl Tree for MemTree {
     /// Counted once over the whole tree, on first use.
     fn nlink(&self, ino: Ino) -> Result<Option<u64>> {
         if self.nlinks.get().is_none() {
-            let counts = super::link_counts(self)?;
+            let counts = self.count_links()?;
             let _ = self.nlinks.set(counts);
         }
-        Ok(self.nlinks.get().and_then(|m| m.get(&ino).copied()))
+        Ok(self
+            .nlinks
+            .get()
+            .and_then(|m| m.get(ino as usize).copied())
+            .filter(|&n| n > 0)
+            .map(u64::from))
     }
 
     fn root(&self) -> Ino {
@@ -50,6 +93,8 @@ impl Tree for MemTree {
 #[derive(Debug, Default)]
 pub struct MemTreeBuilder {
     inodes: Vec<Arc<Inode>>,
+    /// The distinct inodes added so far (dropped by [`Self::build`]).
+    distinct: HashSet<Arc<Inode>>,
     dirs: HashMap<Ino, Vec<DirEntry>>,
     /// Directories already linked somewhere (a directory has one name).
     linked_dirs: HashMap<Ino, ()>,
@@ -60,26 +105,44 @@ impl MemTreeBuilder {
         Self::default()
     }
 
-    /// Add an inode; returns its number (dense, from 0).
+    /// Add an inode; returns its number (dense, from 0). An inode equal
+    /// to one added before shares its memory.
     pub fn add(&mut self, inode: Inode) -> Ino {
+        let inode = self.intern(inode);
+        self.add_shared(inode)
+    }
+
+    /// Add an inode already shared (as [`Self::add`], without looking for
+    /// an equal one).
+    pub fn add_shared(&mut self, inode: Arc<Inode>) -> Ino {
         let ino = self.inodes.len() as Ino;
         if inode.kind.is_dir() {
             self.dirs.insert(ino, Vec::new());
         }
-        self.inodes.push(Arc::new(inode));
+        self.inodes.push(inode);
         ino
+    }
+
+    fn intern(&mut self, inode: Inode) -> Arc<Inode> {
+        if let Some(i) = self.distinct.get(&inode) {
+            return i.clone();
+        }
+        let i = Arc::new(inode);
+        self.distinct.insert(i.clone());
+        i
     }
 
     /// Replace an inode's contents (keeps its number and links).
     pub fn replace(&mut self, ino: Ino, inode: Inode) -> Result<()> {
         let slot = self
             .inodes
-            .get_mut(ino as usize)
+            .get(ino as usize)
             .with_context(|| format!("no inode {ino}"))?;
         if slot.kind.is_dir() != inode.kind.is_dir() {
             bail!("cannot change inode {ino} between directory and non-directory");
         }
-        *slot = Arc::new(inode);
+        let inode = self.intern(inode);
+        self.inodes[ino as usize] = inode;
         Ok(())
     }
 
@@ -105,6 +168,14 @@ impl MemTreeBuilder {
             .dirs
             .get_mut(&dir)
             .with_context(|| format!("inode {dir} is not a directory"))?;
+        // Names usually come in order: append without a search.
+        if entries.last().is_none_or(|e| e.name.as_slice() < name) {
+            entries.push(DirEntry {
+                name: name.to_vec(),
+                ino: child,
+            });
+            return Ok(());
+        }
         match entries.binary_search_by(|e| e.name.as_slice().cmp(name)) {
             Ok(_) => bail!(
                 "{:?} appears twice in one directory",
