@@ -79,6 +79,27 @@ fn parse_ids(alg: Algorithm, raw: &[u8], what: &str) -> Result<Vec<ObjectId>> {
         .collect())
 }
 
+/// Like [`parse_ids`] over `read_range`, read in bounded pieces: the raw
+/// array (64 bytes an object) is never held whole beside the parsed one.
+fn read_ids(f: &mut File, alg: Algorithm, r: &Range<u64>, what: &str) -> Result<Vec<ObjectId>> {
+    let n = alg.digest_len() as u64;
+    let len = r.end - r.start;
+    if len % n != 0 {
+        bail!("splitstream {what} array is {len} bytes, not a multiple of {n}");
+    }
+    let mut ids = Vec::with_capacity((len / n) as usize);
+    f.seek(SeekFrom::Start(r.start))?;
+    let mut buf = vec![0u8; (1024 * n) as usize];
+    let mut left = len;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        f.read_exact(&mut buf[..k])?;
+        ids.extend(parse_ids(alg, &buf[..k], what)?);
+        left -= k as u64;
+    }
+    Ok(ids)
+}
+
 impl SplitStreamReader {
     /// Open and validate a splitstream. `algorithm` is the repository's: a
     /// stream made for another algorithm is refused.
@@ -127,11 +148,7 @@ impl SplitStreamReader {
             &read_range(&mut file, &info.stream_refs)?,
             "stream refs",
         )?;
-        let object_refs = parse_ids(
-            algorithm,
-            &read_range(&mut file, &info.object_refs)?,
-            "object refs",
-        )?;
+        let object_refs = read_ids(&mut file, algorithm, &info.object_refs, "object refs")?;
         let named_refs = parse_named_refs(&read_range(&mut file, &info.named_refs)?, &stream_refs)?;
 
         file.seek(SeekFrom::Start(info.stream.start))
