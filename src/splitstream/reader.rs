@@ -84,7 +84,7 @@ fn parse_ids(alg: Algorithm, raw: &[u8], what: &str) -> Result<Vec<ObjectId>> {
 fn read_ids(f: &mut File, alg: Algorithm, r: &Range<u64>, what: &str) -> Result<Vec<ObjectId>> {
     let n = alg.digest_len() as u64;
     let len = r.end - r.start;
-    if len % n != 0 {
+    if !len.is_multiple_of(n) {
         bail!("splitstream {what} array is {len} bytes, not a multiple of {n}");
     }
     let mut ids = Vec::with_capacity((len / n) as usize);
