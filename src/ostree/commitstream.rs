@@ -411,13 +411,7 @@ impl CommitStream {
 
     /// The bytes of the metadata object at index position `i`.
     pub fn metadata_at(&self, i: u32) -> Result<&[u8]> {
-        if i as usize >= self.count {
-            bail!("no index position {i} in stored commit {}", self.commit);
-        }
-        let (c, t, _, off, len) = self.entry(i as usize)?;
-        let name = ObjType::from_u8(t).map_or("object", |t| t.name());
-        self.bytes(off, len)
-            .with_context(|| format!("{name} {c} in stored commit {}", self.commit))
+        self.metadata_with_offset(i).map(|(_, b)| b)
     }
 
     /// Like [`Self::metadata_at`], with where the bytes sit in the stream

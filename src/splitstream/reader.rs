@@ -143,11 +143,7 @@ impl SplitStreamReader {
         check_range(&info.object_refs, file_len, "object refs")?;
         check_range(&info.stream, file_len, "stream")?;
         check_range(&info.named_refs, file_len, "named refs")?;
-        let stream_refs = parse_ids(
-            algorithm,
-            &read_range(&mut file, &info.stream_refs)?,
-            "stream refs",
-        )?;
+        let stream_refs = read_ids(&mut file, algorithm, &info.stream_refs, "stream refs")?;
         let object_refs = read_ids(&mut file, algorithm, &info.object_refs, "object refs")?;
         let named_refs = parse_named_refs(&read_range(&mut file, &info.named_refs)?, &stream_refs)?;
 

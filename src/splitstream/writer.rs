@@ -57,12 +57,7 @@ enum Queued {
 impl<'r> SplitStreamWriter<'r> {
     pub fn new(repo: &'r Repository, content_type: u64) -> Result<Self> {
         repo.ensure_writable()?;
-        let tmp = tempfile::tempfile_in(repo.path().join("objects")).with_context(|| {
-            format!(
-                "cannot create a temporary file in {}/objects",
-                repo.path().display()
-            )
-        })?;
+        let tmp = temp_file(repo)?;
         let stream = Sink::Stream(
             zstd::stream::write::Encoder::new(
                 BufWriter::with_capacity(256 * 1024, tmp),
@@ -75,15 +70,7 @@ impl<'r> SplitStreamWriter<'r> {
             content_type,
             stream,
             inline: Vec::new(),
-            object_refs: RefTable::new(
-                tempfile::tempfile_in(repo.path().join("objects")).with_context(|| {
-                    format!(
-                        "cannot create a temporary file in {}/objects",
-                        repo.path().display()
-                    )
-                })?,
-                repo.algorithm().digest_len(),
-            ),
+            object_refs: RefTable::new(temp_file(repo)?, repo.algorithm().digest_len()),
             stream_refs: Vec::new(),
             stream_index: HashMap::new(),
             named_refs: BTreeMap::new(),
@@ -114,19 +101,10 @@ impl<'r> SplitStreamWriter<'r> {
         if self.size != 0 {
             bail!("a splitstream can only be made framed before anything is written");
         }
-        if let Sink::Stream(enc) = std::mem::replace(&mut self.stream, Sink::Done) {
-            let out = enc.finish().context("cannot start framed splitstream")?;
-            // Nothing was written, so the empty frame `finish` might emit is
-            // dropped by starting the file again.
-            let mut file = out
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .context("cannot start framed splitstream")?;
-            file.set_len(0)
-                .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
-                .context("cannot start framed splitstream")?;
+        if let Sink::Stream(_) = self.stream {
+            // The unused zstd stream and its (empty) file are dropped.
             self.stream = Sink::Framed(Framed {
-                out: BufWriter::with_capacity(256 * 1024, file),
+                out: BufWriter::with_capacity(256 * 1024, temp_file(self.repo)?),
                 raw: Vec::new(),
                 compressor: {
                     let mut c = zstd::bulk::Compressor::new(ZSTD_LEVEL)
@@ -419,6 +397,17 @@ impl<'r> SplitStreamWriter<'r> {
         write(&mut w).context("cannot write splitstream object")?;
         Ok(w.finish()?.0)
     }
+}
+
+/// An unnamed temporary file beside the objects (the same file system, so
+/// the finished stream links into place).
+fn temp_file(repo: &Repository) -> Result<File> {
+    tempfile::tempfile_in(repo.path().join("objects")).with_context(|| {
+        format!(
+            "cannot create a temporary file in {}/objects",
+            repo.path().display()
+        )
+    })
 }
 
 /// Where the compressed chunk sequence goes.
