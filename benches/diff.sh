@@ -33,6 +33,10 @@
 # the ratio diff -rq / composefs. Needs root. stdout: the table only.
 
 set -euo pipefail
+# Backtraces are a debugging aid: with RUST_BACKTRACE set, every error
+# made on the way (name lookups that miss) walks the stack.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+export LC_NUMERIC=C  # $EPOCHREALTIME with a decimal point
 runs=5
 copies=1
 prebuilt=""
@@ -137,8 +141,10 @@ cold() {
     sync; echo 3 >/proc/sys/vm/drop_caches
     "$bin" --version >/dev/null; diff --version >/dev/null
 }
-now() { date +%s%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", (b - a) / 1e9 }'; }
+# Timestamps from bash itself ($EPOCHREALTIME, microseconds): a `date`
+# process per timestamp would add its own start-up (~1 ms here) to every
+# time taken.
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", b - a }'; }
 ours() { "$bin" --repo "$repo" diff v1 "$1" >/dev/null || [ $? -eq 1 ]; }
 theirs() { diff -rq --no-dereference "$work/mnt-v1" "$work/mnt-$1" >/dev/null || [ $? -eq 1 ]; }
 results="$work/results"; : >"$results"
@@ -154,9 +160,9 @@ done
 for i in $(seq 1 "$runs"); do
     for p in "${pairs[@]}"; do
         for tool in ours theirs; do
-            cold; t0=$(now); $tool "$p"; t1=$(now)
+            cold; t0=$EPOCHREALTIME; $tool "$p"; t1=$EPOCHREALTIME
             echo "$p ${tool}_cold $(secs "$t0" "$t1")" >>"$results"
-            $tool "$p"; t0=$(now); $tool "$p"; t1=$(now)
+            $tool "$p"; t0=$EPOCHREALTIME; $tool "$p"; t1=$EPOCHREALTIME
             echo "$p ${tool}_warm $(secs "$t0" "$t1")" >>"$results"
         done
     done

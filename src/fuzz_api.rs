@@ -245,7 +245,10 @@ fn read_frames(data: &[u8], algorithm: Algorithm) -> Result<u64> {
     };
     let mut inline = 0u64;
     for i in 0..frames.table().len() {
-        inline += frames.read(i)?.inline.len() as u64;
+        let f = frames.read(i)?;
+        let all = f.to_inline();
+        assert_eq!(f.inline(0, all.len()), Some(&all[..]));
+        inline += f.inline_len() as u64;
     }
     Ok(inline)
 }
@@ -627,7 +630,30 @@ pub fn ostree_commit(data: &[u8]) -> Result<Commit> {
 /// to the same bytes.
 pub fn ostree_dirtree(data: &[u8]) -> Result<DirTree> {
     let n = DirTree::count_dirs(data);
+    // Read in place (as a stored commit's listings are): what the strict
+    // parser accepts, it reads alike.
+    let in_place = DirTree::parse_in_place(data).map(|e| {
+        let c = |at: usize| data[at..at + 32].to_vec();
+        let files: Vec<_> = e.files.iter().map(|(n, at)| (n.to_vec(), c(*at))).collect();
+        let dirs: Vec<_> = (e.dirs.iter())
+            .map(|(n, t, m)| (n.to_vec(), c(*t), c(*m)))
+            .collect();
+        (files, dirs)
+    });
     let t = DirTree::parse(data)?;
+    let want = (
+        (t.files.iter())
+            .map(|(n, c)| (n.as_bytes().to_vec(), c.0.to_vec()))
+            .collect::<Vec<_>>(),
+        (t.dirs.iter())
+            .map(|(n, a, b)| (n.as_bytes().to_vec(), a.0.to_vec(), b.0.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        in_place.as_ref().ok(),
+        Some(&want),
+        "parse_in_place reads what parse does"
+    );
     assert_eq!(
         t.serialize(),
         data,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use composefs::fsverity::{Algorithm, ObjectId, digest_bytes};
 use composefs::repository::{Lock, Repository};
-use composefs::splitstream::{Piece, SplitStreamReader, content_type};
+use composefs::splitstream::{FrameCoding, Piece, SplitStreamReader, content_type};
 
 use common::pseudo_random;
 
@@ -1040,11 +1040,15 @@ fn parallel_writer_is_byte_identical_to_sequential() {
 
 /// A framed stream of `frames` frames, each a few inline pieces and an
 /// object; returns its id, the objects and the expected bytes.
-fn framed_stream(repo: &Repository, frames: usize) -> (ObjectId, Vec<ObjectId>, Vec<u8>) {
+fn framed_stream(
+    repo: &Repository,
+    frames: usize,
+    coding: FrameCoding,
+) -> (ObjectId, Vec<ObjectId>, Vec<u8>) {
     let mut w = repo
         .stream_writer(content_type::OCI_BLOB)
         .unwrap()
-        .framed()
+        .framed(coding)
         .unwrap();
     let mut want = Vec::new();
     let mut ids = Vec::new();
@@ -1071,8 +1075,14 @@ fn framed_stream(repo: &Repository, frames: usize) -> (ObjectId, Vec<ObjectId>, 
 
 #[test]
 fn framed_stream_reads_whole_and_frame_by_frame() {
+    for coding in [FrameCoding::Zstd, FrameCoding::Stored] {
+        framed_stream_reads(coding);
+    }
+}
+
+fn framed_stream_reads(coding: FrameCoding) {
     let (_tmp, repo) = new_repo(Algorithm::Sha256);
-    let (id, ids, want) = framed_stream(&repo, 5);
+    let (id, ids, want) = framed_stream(&repo, 5, coding);
 
     // Front to back, as any reader: the skippable table frame is skipped.
     let mut out = Vec::new();
@@ -1116,11 +1126,20 @@ fn framed_stream_reads_whole_and_frame_by_frame() {
         let mut expect = text.into_bytes();
         let at = expect.len() as u64;
         expect.push(b'|');
-        assert_eq!(d.inline, expect);
-        assert_eq!(d.externals, vec![(at, ids[i])]);
+        assert_eq!(d.to_inline(), expect);
+        assert_eq!(d.inline(0, expect.len()), Some(&expect[..]), "{coding:?}");
+        // Across the external object: two chunks joined.
+        assert_eq!(
+            d.inline(at as usize - 2, 3),
+            Some(&expect[at as usize - 2..])
+        );
+        assert_eq!(d.inline(0, expect.len() + 1), None);
+        assert_eq!(d.externals().collect::<Vec<_>>(), vec![(at, ids[i])]);
+        assert_eq!(d.external_at(at), Some(ids[i]));
+        assert_eq!(d.external_at(at + 1), None);
         let e = frames.table()[i];
         assert_eq!(frames.frame_of(e.inline_offset), Some(i));
-        inline_total += d.inline.len() as u64;
+        inline_total += d.inline_len() as u64;
     }
     assert_eq!(frames.inline_len(), inline_total);
     assert_eq!(frames.frame_of(inline_total), None);
@@ -1143,8 +1162,14 @@ fn framed_stream_reads_whole_and_frame_by_frame() {
 
 #[test]
 fn damaged_frame_tables_and_frames_are_errors() {
+    for coding in [FrameCoding::Zstd, FrameCoding::Stored] {
+        damaged_frames(coding);
+    }
+}
+
+fn damaged_frames(coding: FrameCoding) {
     let (_tmp, repo) = new_repo(Algorithm::Sha256);
-    let (id, _, _) = framed_stream(&repo, 3);
+    let (id, _, _) = framed_stream(&repo, 3, coding);
     let good = std::fs::read(repo.object_path(&id)).unwrap();
     let info = u64_at(&good, 16) as usize;
     let s1 = u64_at(&good, info + 40) as usize;
@@ -1163,7 +1188,7 @@ fn damaged_frame_tables_and_frames_are_errors() {
                 .map(|i| {
                     frames
                         .read(i)
-                        .map(|d| d.inline)
+                        .map(|d| d.to_inline())
                         .map_err(|e| format!("{e:#}"))
                 })
                 .collect()

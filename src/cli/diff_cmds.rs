@@ -82,15 +82,38 @@ fn is_local(name: &str) -> bool {
         || Path::new(name).is_dir()
 }
 
-fn load(repo: Option<&Repository>, name: &str) -> Result<Loaded> {
+/// What a name stands for, before anything is read.
+enum Named {
+    Local,
+    Stored(crate::view::Source),
+}
+
+fn name(repo: Option<&Repository>, name: &str) -> Result<Named> {
     if is_local(name) {
-        return Ok(Loaded::Local(LocalDir::read(Path::new(name))?));
+        return Ok(Named::Local);
     }
     let r = repo.context("no repository")?;
-    let source = crate::view::resolve(r, name)?;
-    Ok(Loaded::Stored(
-        source.load(r).with_context(|| format!("{name:?}"))?,
-    ))
+    Ok(Named::Stored(crate::view::resolve(r, name)?))
+}
+
+/// Whether loading `n` is quick: a stored commit or image opens lazily
+/// (a mapping and a table), a directory is scanned and an OCI image's
+/// layers are read.
+fn opens_lazily(n: &Named) -> bool {
+    use crate::view::Source;
+    matches!(n, Named::Stored(Source::Commit(_) | Source::Image(_)))
+}
+
+fn load(repo: Option<&Repository>, name: &str, named: Named) -> Result<Loaded> {
+    match named {
+        Named::Local => Ok(Loaded::Local(LocalDir::read(Path::new(name))?)),
+        Named::Stored(source) => {
+            let r = repo.context("no repository")?;
+            Ok(Loaded::Stored(
+                source.load(r).with_context(|| format!("{name:?}"))?,
+            ))
+        }
+    }
 }
 
 pub fn run(repo: Option<&Path>, args: &DiffArgs) -> Result<ExitCode> {
@@ -119,16 +142,26 @@ fn diff(repo_path: Option<&Path>, args: &DiffArgs, changed: &mut bool) -> Result
     } else {
         Some(open(repo_path)?)
     };
-    // Both sides load at once (a stored commit's stream is decompressed
-    // whole: most of the time of a small diff).
-    let (a, b) = std::thread::scope(|s| {
-        let second = s.spawn(|| load(repo.as_ref(), &args.b));
-        let a = load(repo.as_ref(), &args.a);
-        let b = second
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("loading the second tree panicked")));
-        (a, b)
-    });
+    let na = name(repo.as_ref(), &args.a).with_context(|| format!("first tree {:?}", args.a))?;
+    let nb = name(repo.as_ref(), &args.b).with_context(|| format!("second tree {:?}", args.b))?;
+    // Sides that take reading (a directory scan, OCI layers) load at once
+    // on two threads; stored commits and images open in a moment, less
+    // than a thread costs.
+    let (a, b) = if opens_lazily(&na) && opens_lazily(&nb) {
+        (
+            load(repo.as_ref(), &args.a, na),
+            load(repo.as_ref(), &args.b, nb),
+        )
+    } else {
+        std::thread::scope(|s| {
+            let second = s.spawn(|| load(repo.as_ref(), &args.b, nb));
+            let a = load(repo.as_ref(), &args.a, na);
+            let b = second
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("loading the second tree panicked")));
+            (a, b)
+        })
+    };
     let a = a.with_context(|| format!("first tree {:?}", args.a))?;
     let b = b.with_context(|| format!("second tree {:?}", args.b))?;
     let opts = DiffOptions {

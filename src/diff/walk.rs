@@ -18,13 +18,15 @@ use anyhow::{Context, Result, bail};
 use super::content::{self, Digests};
 use super::{Aspects, Change, DiffOptions, Side, Status, normalize_path};
 use crate::repository::Repository;
-use crate::tree::{Ino, Inode, Kind, Tree};
+use crate::tree::{Ino, Inode, Kind, Listing, Tree};
 
 /// A path to compare, with its inode on each side.
 struct Item {
     path: Vec<u8>,
     a: Option<Ino>,
     b: Option<Ino>,
+    /// Their subtree ids were compared already (and differ, or are absent).
+    compared: bool,
 }
 
 /// The names of each multiply-linked inode of one tree, built on demand.
@@ -86,6 +88,8 @@ pub(super) struct Walker<'a> {
     links_a: Links,
     links_b: Links,
     digests: Digests,
+    /// Listings reused directory after directory.
+    lists: (Listing, Listing),
 }
 
 fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
@@ -119,6 +123,7 @@ impl<'a> Walker<'a> {
             links_a: Links::default(),
             links_b: Links::default(),
             digests: Digests::default(),
+            lists: Default::default(),
         }
     }
 
@@ -130,6 +135,7 @@ impl<'a> Walker<'a> {
                 path: b"/".to_vec(),
                 a: Some(self.a.tree.root()),
                 b: Some(self.b.tree.root()),
+                compared: false,
             }]);
         }
         let mut paths: Vec<Vec<u8>> = self.opts.paths.iter().map(|p| normalize_path(p)).collect();
@@ -159,7 +165,12 @@ impl<'a> Walker<'a> {
             if a.is_none() && b.is_none() {
                 bail!("{}: no such path in either tree", show(&p));
             }
-            out.push(Item { path: p, a, b });
+            out.push(Item {
+                path: p,
+                a,
+                b,
+                compared: false,
+            });
         }
         Ok(out)
     }
@@ -200,12 +211,14 @@ impl<'a> Walker<'a> {
                     path: p,
                     a: Some(e.ino),
                     b: None,
+                    compared: true,
                 }
             } else {
                 Item {
                     path: p,
                     a: None,
                     b: Some(e.ino),
+                    compared: true,
                 }
             });
         }
@@ -218,7 +231,12 @@ impl<'a> Walker<'a> {
         stack: &mut Vec<Item>,
         out: &mut dyn FnMut(Change) -> Result<()>,
     ) -> Result<()> {
-        let Item { path, a, b } = item;
+        let Item {
+            path,
+            a,
+            b,
+            compared,
+        } = item;
         match (a, b) {
             (None, None) => Ok(()),
             (Some(ia), None) => {
@@ -236,7 +254,9 @@ impl<'a> Walker<'a> {
                 out(change(path, Status::Added, None, Some((ib, new))))
             }
             (Some(ia), Some(ib)) => {
-                if let (Some(x), Some(y)) = (self.a.tree.subtree_id(ia), self.b.tree.subtree_id(ib))
+                if !compared
+                    && let (Some(x), Some(y)) =
+                        (self.a.tree.subtree_id(ia), self.b.tree.subtree_id(ib))
                     && x == y
                 {
                     return Ok(());
@@ -279,59 +299,59 @@ impl<'a> Walker<'a> {
     }
 
     /// Merge two sorted listings into items, pushed so that the smallest
-    /// name is popped first.
-    fn push_both(&self, path: &[u8], ia: Ino, ib: Ino, stack: &mut Vec<Item>) -> Result<()> {
-        let ea = self
-            .a
+    /// name is popped first. Entries with equal subtree ids are dropped
+    /// here, before any path is built: the cost of a listing is its
+    /// changed entries.
+    fn push_both(&mut self, path: &[u8], ia: Ino, ib: Ino, stack: &mut Vec<Item>) -> Result<()> {
+        let (ea, eb) = &mut self.lists;
+        self.a
             .tree
-            .readdir(ia)
+            .readdir_ids(ia, ea)
             .with_context(|| format!("listing {} in the first tree", show(path)))?;
-        let eb = self
-            .b
+        self.b
             .tree
-            .readdir(ib)
+            .readdir_ids(ib, eb)
             .with_context(|| format!("listing {} in the second tree", show(path)))?;
-        let mut items = Vec::with_capacity(ea.len().max(eb.len()));
+        let mut items = Vec::new();
         let (mut i, mut j) = (0, 0);
         while i < ea.len() || j < eb.len() {
-            let ord = match (ea.get(i), eb.get(j)) {
-                (Some(x), Some(y)) => x.name.cmp(&y.name),
-                (Some(_), None) => std::cmp::Ordering::Less,
+            let ord = match (i < ea.len(), j < eb.len()) {
+                (true, true) => ea.name(i).cmp(eb.name(j)),
+                (true, false) => std::cmp::Ordering::Less,
                 _ => std::cmp::Ordering::Greater,
             };
             let item = match ord {
                 std::cmp::Ordering::Less => {
                     i += 1;
                     Item {
-                        path: child_path(path, &ea[i - 1].name),
-                        a: Some(ea[i - 1].ino),
+                        path: child_path(path, ea.name(i - 1)),
+                        a: Some(ea.ino(i - 1)),
                         b: None,
+                        compared: true,
                     }
                 }
                 std::cmp::Ordering::Greater => {
                     j += 1;
                     Item {
-                        path: child_path(path, &eb[j - 1].name),
+                        path: child_path(path, eb.name(j - 1)),
                         a: None,
-                        b: Some(eb[j - 1].ino),
+                        b: Some(eb.ino(j - 1)),
+                        compared: true,
                     }
                 }
                 std::cmp::Ordering::Equal => {
                     i += 1;
                     j += 1;
-                    // Equal subtrees are dropped here, before any path is
-                    // built: the cost of a listing is its changed entries.
-                    let (x, y) = (&ea[i - 1], &eb[j - 1]);
-                    if let (Some(p), Some(q)) =
-                        (self.a.tree.subtree_id(x.ino), self.b.tree.subtree_id(y.ino))
+                    if let (Some(p), Some(q)) = (ea.id(i - 1), eb.id(j - 1))
                         && p == q
                     {
                         continue;
                     }
                     Item {
-                        path: child_path(path, &ea[i - 1].name),
-                        a: Some(ea[i - 1].ino),
-                        b: Some(eb[j - 1].ino),
+                        path: child_path(path, ea.name(i - 1)),
+                        a: Some(ea.ino(i - 1)),
+                        b: Some(eb.ino(j - 1)),
+                        compared: true,
                     }
                 }
             };

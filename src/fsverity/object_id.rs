@@ -140,17 +140,13 @@ impl ObjectId {
     pub fn object_path(&self) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let b = self.as_bytes();
-        let mut s = String::with_capacity(b.len() * 2 + 1);
-        for (i, &x) in b.iter().enumerate() {
-            s.push(HEX[(x >> 4) as usize] as char);
-            if i == 0 {
-                s.push(HEX[(x & 15) as usize] as char);
-                s.push('/');
-            } else {
-                s.push(HEX[(x & 15) as usize] as char);
-            }
+        let mut s = vec![b'/'; 2 * b.len() + 1];
+        let hex = |x: u8| [HEX[(x >> 4) as usize], HEX[(x & 15) as usize]];
+        s[..2].copy_from_slice(&hex(b[0]));
+        for (out, &x) in s[3..].chunks_exact_mut(2).zip(&b[1..]) {
+            out.copy_from_slice(&hex(x));
         }
-        s
+        String::from_utf8(s).expect("hex digits are ASCII")
     }
 }
 

@@ -27,8 +27,9 @@ use anyhow::{Context, Result, bail};
 use super::checksum::{Checksum, ObjType};
 use super::objects::FileHeader;
 use crate::fsverity::ObjectId;
+use crate::repository::RefKind;
 use crate::repository::Repository;
-use crate::splitstream::{FrameData, Frames, Piece, SplitStreamReader, SplitStreamWriter};
+use crate::splitstream::{Frame, Frames, Piece, SplitStreamReader, SplitStreamWriter};
 
 /// Splitstream content type of stored ostree commits.
 pub const CONTENT_TYPE: u64 = u64::from_le_bytes(*b"ostreecm");
@@ -183,16 +184,17 @@ fn stored_len(s: &Stored) -> (u64, u8) {
     }
 }
 
-/// A stored commit, opened. A framed stream (what pulls write) is read a
-/// frame at a time, when an object in it is first asked for: a lookup
-/// decompresses the few frames it touches, never the whole commit. An
-/// older unframed stream is decompressed whole on open, as one frame.
+/// A stored commit, opened. A framed stream (what pulls write) is mapped
+/// and read a frame at a time, when an object in it is first asked for:
+/// a lookup touches the few frames it needs, never the whole commit, and
+/// stored frames are used in place. An older unframed stream is
+/// decompressed whole on open, as one frame.
 pub struct CommitStream {
     /// Inline offset and length of each frame.
     spans: Vec<(u64, u64)>,
-    /// Each frame once decompressed.
-    loaded: Vec<OnceLock<FrameData>>,
-    /// Where unloaded frames come from (`None`: unframed, all loaded).
+    /// Each frame once read.
+    loaded: Vec<OnceLock<Frame>>,
+    /// Where unread frames come from (`None`: unframed, all read).
     frames: Option<Frames>,
     count: usize,
     pub commit: Checksum,
@@ -203,32 +205,70 @@ type IndexEntry = (Checksum, u8, u8, u64, u64);
 
 impl CommitStream {
     pub fn open(repo: &Repository, commit: &Checksum) -> Result<CommitStream> {
-        let (_, reader) = repo
-            .open_stream(&content_id(commit))
-            .with_context(|| format!("stored ostree commit {commit}"))?;
-        Self::load(reader, *commit).with_context(|| format!("stored ostree commit {commit}"))
+        let what = || format!("stored ostree commit {commit}");
+        let id = repo
+            .resolve(RefKind::Stream, &content_id(commit))
+            .with_context(what)?
+            .id;
+        let file = repo.open_object(&id).with_context(what)?;
+        let s = match Frames::map(&file, repo.algorithm()).with_context(what)? {
+            Some(frames) => Self::from_frames(frames, *commit),
+            None => SplitStreamReader::new(file, repo.algorithm())
+                .and_then(|r| Self::load_whole(r, *commit)),
+        };
+        s.with_context(what)
     }
 
     pub fn load(reader: SplitStreamReader, commit: Checksum) -> Result<CommitStream> {
-        let mut s = match reader.into_frames()? {
-            Ok(frames) => {
-                let spans: Vec<_> = frames
-                    .table()
-                    .iter()
-                    .map(|e| (e.inline_offset, u64::from(e.inline_len)))
-                    .collect();
-                CommitStream {
-                    loaded: spans.iter().map(|_| OnceLock::new()).collect(),
-                    spans,
-                    frames: Some(frames),
-                    count: 0,
-                    commit,
-                }
-            }
-            Err(reader) => Self::load_whole(reader, commit)?,
+        match reader.into_frames()? {
+            Ok(frames) => Self::from_frames(frames, commit),
+            Err(reader) => Self::load_whole(reader, commit),
+        }
+    }
+
+    fn from_frames(frames: Frames, commit: Checksum) -> Result<CommitStream> {
+        let spans: Vec<_> = frames
+            .table()
+            .iter()
+            .map(|e| (e.inline_offset, u64::from(e.inline_len)))
+            .collect();
+        let s = CommitStream {
+            loaded: spans.iter().map(|_| OnceLock::new()).collect(),
+            spans,
+            frames: Some(frames),
+            count: 0,
+            commit,
         };
-        let inline_len = s.spans.last().map_or(0, |(o, l)| o + l);
-        let head = s
+        s.check_head()
+    }
+
+    /// An unframed stream: everything decompressed now, as one frame.
+    fn load_whole(mut reader: SplitStreamReader, commit: Checksum) -> Result<CommitStream> {
+        let mut inline = Vec::new();
+        let mut externals = Vec::new();
+        while let Some(p) = reader.next_piece()? {
+            match p {
+                Piece::Inline(b) => inline.extend_from_slice(b),
+                Piece::External(id) => externals.push((inline.len() as u64, id)),
+            }
+        }
+        let len = inline.len() as u64;
+        let s = CommitStream {
+            spans: vec![(0, len)],
+            loaded: vec![OnceLock::from(Frame::from_inline(inline, externals)?)],
+            frames: None,
+            count: 0,
+            commit,
+        };
+        let s = s.check_head()?;
+        s.verify_index()?;
+        Ok(s)
+    }
+
+    /// Check the magic and that the index fits; take its entry count.
+    fn check_head(mut self) -> Result<CommitStream> {
+        let inline_len = self.spans.last().map_or(0, |(o, l)| o + l);
+        let head = self
             .bytes(0, 16)
             .map_err(|_| anyhow::anyhow!("not an ostree commit stream (too short)"))?;
         if &head[..8] != MAGIC {
@@ -238,30 +278,8 @@ impl CommitStream {
         if 16 + count as u64 * ENTRY_SIZE as u64 > inline_len {
             bail!("ostree commit stream index is truncated");
         }
-        s.count = count;
-        if s.frames.is_none() {
-            s.verify_index()?;
-        }
-        Ok(s)
-    }
-
-    /// An unframed stream: everything decompressed now, as one frame.
-    fn load_whole(mut reader: SplitStreamReader, commit: Checksum) -> Result<CommitStream> {
-        let mut data = FrameData::default();
-        while let Some(p) = reader.next_piece()? {
-            match p {
-                Piece::Inline(b) => data.inline.extend_from_slice(b),
-                Piece::External(id) => data.externals.push((data.inline.len() as u64, id)),
-            }
-        }
-        let len = data.inline.len() as u64;
-        Ok(CommitStream {
-            spans: vec![(0, len)],
-            loaded: vec![OnceLock::from(data)],
-            frames: None,
-            count: 0,
-            commit,
-        })
+        self.count = count;
+        Ok(self)
     }
 
     /// Check the whole index: sorted, every entry inside the stream and
@@ -281,8 +299,8 @@ impl CommitStream {
         Ok(())
     }
 
-    /// Frame `k`, decompressed on first use.
-    fn frame(&self, k: usize) -> Result<&FrameData> {
+    /// Frame `k`, read on first use.
+    fn frame(&self, k: usize) -> Result<&Frame> {
         if let Some(d) = self.loaded[k].get() {
             return Ok(d);
         }
@@ -293,13 +311,13 @@ impl CommitStream {
         let d = frames
             .read(k)
             .with_context(|| format!("stored ostree commit {}", self.commit))?;
-        // Another thread may have loaded it meanwhile: either copy will do.
+        // Another thread may have read it meanwhile: either copy will do.
         let _ = self.loaded[k].set(d);
         Ok(self.loaded[k].get().expect("set above"))
     }
 
     /// The frame holding inline offset `at`, and its span.
-    fn frame_at(&self, at: u64) -> Result<(&FrameData, u64, u64)> {
+    fn frame_at(&self, at: u64) -> Result<(&Frame, u64, u64)> {
         let k = self.spans.partition_point(|(o, l)| o + l <= at);
         match self.spans.get(k) {
             Some(&(o, l)) if o <= at => Ok((self.frame(k)?, o, l)),
@@ -314,8 +332,8 @@ impl CommitStream {
         if end > start + flen {
             bail!("object at {off} ({len} bytes) crosses a frame boundary: corrupt");
         }
-        let (a, b) = ((off - start) as usize, (end - start) as usize);
-        d.inline.get(a..b).context("object offset out of range")
+        d.inline((off - start) as usize, len as usize)
+            .context("object offset out of range")
     }
 
     fn entry(&self, i: usize) -> Result<IndexEntry> {
@@ -344,43 +362,82 @@ impl CommitStream {
         self.count == 0
     }
 
+    /// The index entries wholly inside the frame holding entry `g`: the
+    /// first, one past the last, and their bytes (`None` when entry `g`
+    /// itself straddles two frames).
+    fn index_run(&self, g: usize) -> Result<Option<(usize, usize, &[u8])>> {
+        let e = ENTRY_SIZE as u64;
+        let (frame, o, l) = self.frame_at(16 + g as u64 * e)?;
+        let first = o.saturating_sub(16).div_ceil(e) as usize;
+        let end = (((o + l).saturating_sub(16) / e) as usize).min(self.count);
+        if !(first <= g && g < end) {
+            return Ok(None);
+        }
+        let from = (16 + first as u64 * e - o) as usize;
+        Ok(frame
+            .inline(from, (end - first) * ENTRY_SIZE)
+            .map(|run| (first, end, run)))
+    }
+
     /// The index position of `(c, t)`. Checksums are SHA-256, spread
-    /// evenly: a few interpolation steps on their first 8 bytes narrow the
-    /// range to a handful of entries (in one or two frames) before the
-    /// binary search; a skewed index only costs those few extra probes.
+    /// evenly: interpolating on their first 8 bytes lands in the right
+    /// frame of the index nearly always, and that frame's entries are
+    /// then bisected in place. A skewed index costs a few more frames;
+    /// entries that straddle frames fall back to bisection entry by entry.
     fn find(&self, c: &Checksum, t: ObjType) -> Result<Option<usize>> {
-        let key = (*c, t as u8);
-        let prefix = |c: &Checksum| u64::from_be_bytes(c.0[..8].try_into().expect("8 bytes"));
-        let x = prefix(c);
+        use std::cmp::Ordering;
+        let key = (&c.0[..], t as u8);
+        let cmp = |run: &[u8], i: usize| {
+            let e = &run[i * ENTRY_SIZE..(i + 1) * ENTRY_SIZE];
+            (&e[..32], e[32]).cmp(&key)
+        };
+        let prefix = |b: &[u8]| u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+        let x = prefix(&c.0);
+        // The entry, if there, lies in [lo, hi); keys there lie in
+        // [lo_key, hi_key] (first 8 bytes).
         let (mut lo, mut hi) = (0, self.count);
         let (mut lo_key, mut hi_key) = (0u64, u64::MAX);
-        for _ in 0..4 {
-            if hi - lo <= 16 || x < lo_key || x > hi_key {
-                break;
+        for _ in 0..6 {
+            if lo >= hi {
+                return Ok(None);
             }
-            let span = u128::from(hi_key - lo_key) + 1;
-            let g = lo + ((u128::from(x - lo_key) * (hi - lo) as u128) / span) as usize;
-            let g = g.min(hi - 1);
-            let (ec, et, ..) = self.entry(g)?;
-            match (ec, et).cmp(&key) {
-                std::cmp::Ordering::Less => {
-                    lo = g + 1;
-                    lo_key = prefix(&ec);
+            if lo_key > hi_key {
+                break; // not sorted: damaged
+            }
+            let x = x.clamp(lo_key, hi_key);
+            let f = (x - lo_key) as f64 / ((hi_key - lo_key) as f64 + 1.0);
+            let g = (lo + (f * (hi - lo) as f64) as usize).min(hi - 1);
+            let Some((a, b, run)) = self.index_run(g)? else {
+                break;
+            };
+            let n = b - a;
+            if cmp(run, 0) == Ordering::Greater {
+                hi = a;
+                hi_key = prefix(run);
+            } else if cmp(run, n - 1) == Ordering::Less {
+                lo = b;
+                lo_key = prefix(&run[(n - 1) * ENTRY_SIZE..]);
+            } else {
+                let (mut i, mut j) = (0, n);
+                while i < j {
+                    let m = (i + j) / 2;
+                    match cmp(run, m) {
+                        Ordering::Less => i = m + 1,
+                        Ordering::Greater => j = m,
+                        Ordering::Equal => return Ok(Some(a + m)),
+                    }
                 }
-                std::cmp::Ordering::Greater => {
-                    hi = g;
-                    hi_key = prefix(&ec);
-                }
-                std::cmp::Ordering::Equal => return Ok(Some(g)),
+                return Ok(None);
             }
         }
+        let key = (*c, t as u8);
         while lo < hi {
             let mid = (lo + hi) / 2;
             let (ec, et, ..) = self.entry(mid)?;
             match (ec, et).cmp(&key) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Ok(Some(mid)),
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+                Ordering::Equal => return Ok(Some(mid)),
             }
         }
         Ok(None)
@@ -462,16 +519,16 @@ impl CommitStream {
             .get(4..4 + hl)
             .with_context(|| format!("{}: header past its entry", what()))?
             .to_vec();
-        let header = FileHeader::parse_archive(&hbytes).with_context(what)?;
+        let header = FileHeader::parse_archive_stored(&hbytes).with_context(what)?;
         let content = if external {
             if whole.len() != 4 + hl {
                 bail!("{}: bad entry length", what());
             }
             let coff = off + len;
             let (d, start, _) = self.frame_at(off)?;
-            match d.externals.binary_search_by_key(&(coff - start), |e| e.0) {
-                Ok(j) => Content::External(d.externals[j].1),
-                Err(_) => bail!("{}: external content missing", what()),
+            match d.external_at(coff - start) {
+                Some(id) => Content::External(id),
+                None => bail!("{}: external content missing", what()),
             }
         } else {
             if whole.len() as u64 != 4 + hl as u64 + header.size {
@@ -541,7 +598,7 @@ mod tests {
     fn store(repo: &Repository, m: &Objects, framed: bool) -> CommitStream {
         let mut w = repo.stream_writer(CONTENT_TYPE).unwrap();
         if framed {
-            w = w.framed().unwrap();
+            w = w.framed(crate::splitstream::FrameCoding::Stored).unwrap();
         }
         write(&mut w, m).unwrap();
         let name = format!("test-{framed}");

@@ -14,10 +14,10 @@ use anyhow::{Context, Result, bail};
 
 use super::checksum::{Checksum, ObjType};
 use super::commitstream::CommitStream;
-use super::objects::{Commit, DirMeta, DirTree};
+use super::objects::{Commit, DirMeta, DirTree, DirTreeEntries};
 use super::tree::{dir_inode, file_inode};
 use crate::repository::Repository;
-use crate::tree::{DirEntry, Ino, Inode, Tree};
+use crate::tree::{DirEntry, Ino, Inode, Listing, SubtreeId, Tree};
 
 /// No such object in the stream: the node fails when it is loaded.
 const MISSING: u32 = u32::MAX;
@@ -29,7 +29,7 @@ const NO_AT: u64 = u64::MAX;
 /// What an inode number stands for: positions in the stream's index,
 /// looked up when the node is first loaded, and where its checksums sit
 /// in its parent's dirtree (`at`), so comparing two nodes by checksum
-/// ([`Tree::subtree_id`]) needs no lookup at all. 32 bytes a node,
+/// ([`Tree::subtree_id`]) needs no lookup at all. 24 bytes a node,
 /// however long the names.
 #[derive(Clone, Copy)]
 enum Node {
@@ -37,14 +37,16 @@ enum Node {
         tree: u32,
         meta: u32,
         depth: u32,
+        /// The dirtree checksum; the dirmeta checksum follows it.
         at: u64,
-        meta_at: u64,
     },
     File {
         pos: u32,
         at: u64,
     },
 }
+
+const _: () = assert!(std::mem::size_of::<Node>() <= 24);
 
 /// A listed directory: its children got the consecutive inode numbers
 /// `first..first + files + dirs` (files first, in dirtree order, then
@@ -126,9 +128,11 @@ impl CommitTree {
                 meta: meta.unwrap_or(MISSING),
                 depth: 0,
                 at: NO_AT,
-                meta_at: NO_AT,
             },
         ];
+        // About one node per object: reserved once (untouched pages cost
+        // nothing), not regrown and copied listing by listing.
+        state.nodes.reserve(stream.len());
         Ok(CommitTree {
             commit: c,
             repo,
@@ -192,13 +196,12 @@ impl CommitTree {
                 tree: UNRESOLVED,
                 depth,
                 at,
-                meta_at,
                 ..
             } => {
                 let stream = self.stream()?;
                 let (tc, mc) = (
                     stream.checksum_bytes_at(at)?,
-                    stream.checksum_bytes_at(meta_at)?,
+                    stream.checksum_bytes_at(at + 32)?,
                 );
                 let tree = stream.position(&tc, ObjType::DirTree)?.unwrap_or(MISSING);
                 let meta = stream.position(&mc, ObjType::DirMeta)?.unwrap_or(MISSING);
@@ -212,7 +215,6 @@ impl CommitTree {
                     meta,
                     depth,
                     at,
-                    meta_at,
                 }
             }
             n => return Ok(n),
@@ -237,7 +239,7 @@ impl CommitTree {
                     return Err(self.missing(ino, "dirmeta"));
                 }
                 let data = stream.metadata_at(meta)?;
-                let m = DirMeta::parse(data).with_context(|| {
+                let m = DirMeta::parse_stored(data).with_context(|| {
                     format!("dirmeta {}", stream.checksum_at(meta).unwrap_or_default())
                 })?;
                 dir_inode(&m)
@@ -253,8 +255,13 @@ impl CommitTree {
     }
 
     /// Parse a directory's dirtree and give its children inode numbers
-    /// (the ones it got when first listed, else new ones).
-    fn list(&self, dir: Ino) -> Result<(Vec<DirEntry>, Listed)> {
+    /// (the ones it got when first listed, else new ones); `f` gets the
+    /// parse, the dirtree's bytes and the numbers.
+    fn list_with<R>(
+        &self,
+        dir: Ino,
+        f: impl FnOnce(&DirTreeEntries<'_>, &[u8], Listed) -> R,
+    ) -> Result<R> {
         let Node::Dir { tree, depth, .. } = self.node(dir)? else {
             bail!("inode {dir} is not a directory");
         };
@@ -283,12 +290,14 @@ impl CommitTree {
                     });
                 }
                 for &(_, toff, moff) in &t.dirs {
+                    if moff != toff + 32 {
+                        bail!("dirtree of inode {dir} is malformed");
+                    }
                     st.nodes.push(Node::Dir {
                         tree: UNRESOLVED,
                         meta: UNRESOLVED,
                         depth: depth + 1,
                         at: base + toff as u64,
-                        meta_at: base + moff as u64,
                     });
                 }
                 let l = Listed {
@@ -304,22 +313,47 @@ impl CommitTree {
         if listed.files as usize != t.files.len() || listed.dirs as usize != t.dirs.len() {
             bail!("directory inode {dir} changed between listings");
         }
-        let names = t
-            .files
-            .iter()
-            .map(|(n, _)| *n)
-            .chain(t.dirs.iter().map(|(n, _, _)| *n));
-        let mut entries: Vec<DirEntry> = names
-            .enumerate()
-            .map(|(i, name)| DirEntry {
-                name: name.to_vec(),
-                ino: listed.first + i as Ino,
-            })
-            .collect();
-        // Two sorted runs (files, directories): a stable sort merges them.
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok((entries, listed))
+        Ok(f(&t, data, listed))
     }
+}
+
+/// The entries of a parsed dirtree in name order, as (index: files first,
+/// then subdirectories; name): one merge of the two sorted runs, or a sort
+/// when the dirtree is not in ostree's order.
+fn name_order<'a>(t: &DirTreeEntries<'a>) -> Vec<(usize, &'a [u8])> {
+    let nf = t.files.len();
+    let mut order = Vec::with_capacity(nf + t.dirs.len());
+    if t.sorted {
+        let (mut i, mut j) = (0, 0);
+        while i < nf || j < t.dirs.len() {
+            match (t.files.get(i), t.dirs.get(j)) {
+                (Some(f), Some(d)) if f.0 < d.0 => {
+                    order.push((i, f.0));
+                    i += 1;
+                }
+                (Some(f), None) => {
+                    order.push((i, f.0));
+                    i += 1;
+                }
+                (_, Some(d)) => {
+                    order.push((nf + j, d.0));
+                    j += 1;
+                }
+                (None, None) => break,
+            }
+        }
+    } else {
+        order.extend(t.files.iter().enumerate().map(|(i, f)| (i, f.0)));
+        order.extend(t.dirs.iter().enumerate().map(|(j, d)| (nf + j, d.0)));
+        order.sort_by(|a, b| a.1.cmp(b.1));
+    }
+    order
+}
+
+fn checksum_in(data: &[u8], off: usize) -> [u8; 32] {
+    data[off..off + 32]
+        .try_into()
+        .expect("parse_in_place checked")
 }
 
 impl Tree for CommitTree {
@@ -369,7 +403,34 @@ impl Tree for CommitTree {
     }
 
     fn readdir(&self, dir: Ino) -> Result<Arc<[DirEntry]>> {
-        Ok(self.list(dir)?.0.into())
+        self.list_with(dir, |t, _, listed| {
+            name_order(t)
+                .into_iter()
+                .map(|(i, name)| DirEntry {
+                    name: name.to_vec(),
+                    ino: listed.first + i as Ino,
+                })
+                .collect()
+        })
+    }
+
+    /// Names and checksums straight from the dirtree: no per-entry lookup.
+    fn readdir_ids(&self, dir: Ino, out: &mut Listing) -> Result<()> {
+        self.list_with(dir, |t, data, listed| {
+            let order = name_order(t);
+            out.reset(order.len(), order.iter().map(|(_, n)| n.len()).sum());
+            let nf = t.files.len();
+            for (i, name) in order {
+                let id = match i.checked_sub(nf) {
+                    None => SubtreeId::OstreeFile(checksum_in(data, t.files[i].1)),
+                    Some(j) => SubtreeId::OstreeDir {
+                        tree: checksum_in(data, t.dirs[j].1),
+                        meta: checksum_in(data, t.dirs[j].2),
+                    },
+                };
+                out.push(name, listed.first + i as Ino, Some(id));
+            }
+        })
     }
 
     /// The checksums ostree names the node by, read back from the
@@ -381,12 +442,10 @@ impl Tree for CommitTree {
         let node = self.raw_node(ino).ok()?;
         let stream = self.stream().ok()?;
         match node {
-            Node::Dir { at, meta_at, .. } if at != NO_AT => {
-                Some(crate::tree::SubtreeId::OstreeDir {
-                    tree: stream.checksum_bytes_at(at).ok()?.0,
-                    meta: stream.checksum_bytes_at(meta_at).ok()?.0,
-                })
-            }
+            Node::Dir { at, .. } if at != NO_AT => Some(crate::tree::SubtreeId::OstreeDir {
+                tree: stream.checksum_bytes_at(at).ok()?.0,
+                meta: stream.checksum_bytes_at(at + 32).ok()?.0,
+            }),
             Node::Dir { tree, meta, .. } if tree < UNRESOLVED && meta < UNRESOLVED => {
                 Some(crate::tree::SubtreeId::OstreeDir {
                     tree: stream.checksum_at(tree)?.0,

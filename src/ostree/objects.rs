@@ -235,6 +235,104 @@ pub struct DirTree {
 pub struct DirTreeEntries<'a> {
     pub files: Vec<(&'a [u8], usize)>,
     pub dirs: Vec<(&'a [u8], usize, usize)>,
+    /// Files and subdirectories are each in strictly increasing name
+    /// order (as ostree writes them): one merge lists them all sorted.
+    pub sorted: bool,
+}
+
+/// Size of the framing offsets of a GVariant container of `len` bytes.
+fn gv_offset_size(len: usize) -> usize {
+    match len {
+        0..=0xff => 1,
+        0x100..=0xffff => 2,
+        0x1_0000..=0xffff_ffff => 4,
+        _ => 8,
+    }
+}
+
+/// The framing offset at `data[at..at + size]`.
+fn gv_offset(data: &[u8], at: usize, size: usize) -> usize {
+    let b = &data[at..at + size];
+    match size {
+        1 => usize::from(b[0]),
+        2 => usize::from(u16::from_le_bytes([b[0], b[1]])),
+        4 => u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize,
+        _ => usize::try_from(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .unwrap_or(usize::MAX),
+    }
+}
+
+/// A GVariant tuple of alignment 1 at `r` whose first `n` (≤ 2) members
+/// are variable-sized and not last: their end offsets (in member order,
+/// as absolute positions, non-decreasing) and where the last member ends
+/// (the start of the framing offsets). `None` if malformed.
+fn gv_frame(data: &[u8], r: std::ops::Range<usize>, n: usize) -> Option<([usize; 2], usize)> {
+    let size = gv_offset_size(r.len());
+    let tail = r.end.checked_sub(n * size)?;
+    if tail < r.start {
+        return None;
+    }
+    let mut ends = [0usize; 2];
+    let mut prev = r.start;
+    for (k, end) in ends.iter_mut().enumerate().take(n) {
+        // Stored in reverse: the first member's offset comes last.
+        let e = r
+            .start
+            .checked_add(gv_offset(data, r.end - (k + 1) * size, size))?;
+        if e < prev || e > tail {
+            return None;
+        }
+        *end = e;
+        prev = e;
+    }
+    Some((ends, tail))
+}
+
+/// The elements of a GVariant array of variable-sized, alignment-1
+/// elements at `r`: how many, and each one's range. `None` if malformed.
+fn gv_array(
+    data: &[u8],
+    r: std::ops::Range<usize>,
+) -> Option<(usize, impl Iterator<Item = std::ops::Range<usize>> + '_)> {
+    let (start, len) = (r.start, r.len());
+    let (table, count, size) = if len == 0 {
+        (start, 0, 1)
+    } else {
+        let size = gv_offset_size(len);
+        let last = gv_offset(data, r.end.checked_sub(size)?, size);
+        if last > len || !(len - last).is_multiple_of(size) {
+            return None;
+        }
+        (start + last, (len - last) / size, size)
+    };
+    // Every end offset checked up front: non-decreasing, inside the
+    // elements.
+    let mut prev = start;
+    for k in 0..count {
+        let e = start.checked_add(gv_offset(data, table + k * size, size))?;
+        if e < prev || e > table {
+            return None;
+        }
+        prev = e;
+    }
+    if count > 0 && prev != table {
+        return None;
+    }
+    let ranges = (0..count).scan(start, move |at, k| {
+        let e = start + gv_offset(data, table + k * size, size);
+        let r = *at..e;
+        *at = e;
+        Some(r)
+    });
+    Some((count, ranges))
+}
+
+/// A GVariant string at `r`: its bytes without the one trailing NUL.
+fn gv_string(data: &[u8], r: std::ops::Range<usize>) -> Option<&[u8]> {
+    match data.get(r)? {
+        [name @ .., 0] => Some(name),
+        _ => None,
+    }
 }
 
 fn check_dirtree_size(data: &[u8]) -> Result<()> {
@@ -326,61 +424,87 @@ impl DirTree {
     /// checksums reads them from the dirtree when it needs them.
     pub fn parse_in_place(data: &[u8]) -> Result<DirTreeEntries<'_>> {
         check_dirtree_size(data)?;
-        // Borrowed when `data` happens to be aligned, else one copy; the
-        // offsets are the same either way, names are sliced from `data`.
-        let aligned = gvariant::aligned_bytes::copy_to_align(data);
-        let base = aligned.as_ptr() as usize;
-        // Where a slice GVariant handed out lies in the buffer (a malformed
-        // value may yield a default that lies elsewhere).
-        let offset = |b: &[u8]| -> Result<usize> {
-            let p = (b.as_ptr() as usize).wrapping_sub(base);
-            if p > data.len() || b.len() > data.len() - p {
-                bail!("dirtree is malformed");
+        let malformed = || anyhow::anyhow!("dirtree is malformed");
+        let name_of = |raw: &'_ [u8]| -> Result<()> {
+            // The common case in one pass: ASCII without '/' or NUL.
+            let plain = raw.iter().all(|&b| b != 0 && b != b'/' && b.is_ascii())
+                && !matches!(raw, b"" | b"." | b"..");
+            if !plain {
+                check_entry_name(raw)?;
+                std::str::from_utf8(raw).with_context(|| {
+                    format!("name {:?} is not UTF-8", String::from_utf8_lossy(raw))
+                })?;
             }
-            Ok(p)
+            Ok(())
         };
-        let v = gv!("(a(say)a(sayay))").cast(aligned.as_ref());
-        let (files, dirs) = v.to_tuple();
-        let at = |b: &[u8], what: &[u8]| -> Result<usize> {
-            if b.len() != 32 {
+        // `(a(say)a(sayay))`: the files array ends where the tuple's one
+        // framing offset says; the directories array runs up to it.
+        let (ends, tail) = gv_frame(data, 0..data.len(), 1).ok_or_else(malformed)?;
+        let (files, dirs) = (0..ends[0], ends[0]..tail);
+        let (nf, files) = gv_array(data, files).ok_or_else(malformed)?;
+        let (nd, dirs) = gv_array(data, dirs).ok_or_else(malformed)?;
+        let mut t = DirTreeEntries {
+            files: Vec::with_capacity(nf),
+            dirs: Vec::with_capacity(nd),
+            sorted: false,
+        };
+        for e in files {
+            // `(say)`: the name's end in one framing offset; the checksum after.
+            let (ends, tail) = gv_frame(data, e.clone(), 1).ok_or_else(malformed)?;
+            let name = gv_string(data, e.start..ends[0]).ok_or_else(malformed)?;
+            if tail - ends[0] != 32 {
                 bail!(
                     "{:?}: checksum of {} bytes",
-                    String::from_utf8_lossy(what),
-                    b.len()
+                    String::from_utf8_lossy(name),
+                    tail - ends[0]
                 );
             }
-            offset(b)
-        };
-        let name_of = |raw: &[u8]| -> Result<&[u8]> {
-            check_entry_name(raw)?;
-            std::str::from_utf8(raw)
-                .with_context(|| format!("name {:?} is not UTF-8", String::from_utf8_lossy(raw)))?;
-            let off = offset(raw)?;
-            Ok(&data[off..off + raw.len()])
-        };
-        let mut t = DirTreeEntries {
-            files: Vec::with_capacity(files.len()),
-            dirs: Vec::with_capacity(dirs.len()),
-        };
-        for f in files {
-            let (name, csum) = f.to_tuple();
-            let raw = name.as_bytes_non_conformant();
-            t.files.push((name_of(raw)?, at(csum, raw)?));
+            name_of(name)?;
+            t.files.push((name, ends[0]));
         }
-        for d in dirs {
-            let (name, tree, meta) = d.to_tuple();
-            let raw = name.as_bytes_non_conformant();
-            t.dirs.push((name_of(raw)?, at(tree, raw)?, at(meta, raw)?));
+        for e in dirs {
+            // `(sayay)`: two framing offsets (the name's end, the dirtree
+            // checksum's end), the dirmeta checksum after.
+            let (ends, tail) = gv_frame(data, e.clone(), 2).ok_or_else(malformed)?;
+            let name = gv_string(data, e.start..ends[0]).ok_or_else(malformed)?;
+            if ends[1] - ends[0] != 32 || tail - ends[1] != 32 {
+                bail!(
+                    "{:?}: checksum of the wrong size",
+                    String::from_utf8_lossy(name)
+                );
+            }
+            name_of(name)?;
+            t.dirs.push((name, ends[0], ends[1]));
         }
-        let mut names: Vec<&[u8]> = t
-            .files
-            .iter()
-            .map(|f| f.0)
-            .chain(t.dirs.iter().map(|d| d.0))
-            .collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            bail!("dirtree names {:?} twice", String::from_utf8_lossy(w[0]));
+        t.sorted = t.files.windows(2).all(|w| w[0].0 < w[1].0)
+            && t.dirs.windows(2).all(|w| w[0].0 < w[1].0);
+        let twice = if t.sorted {
+            // Two sorted runs: a name in both is met by one merge.
+            let (mut i, mut j) = (0, 0);
+            let mut twice = None;
+            while let (Some(f), Some(d)) = (t.files.get(i), t.dirs.get(j)) {
+                match f.0.cmp(d.0) {
+                    std::cmp::Ordering::Less => i += 1,
+                    std::cmp::Ordering::Greater => j += 1,
+                    std::cmp::Ordering::Equal => {
+                        twice = Some(f.0);
+                        break;
+                    }
+                }
+            }
+            twice
+        } else {
+            let mut names: Vec<&[u8]> = t
+                .files
+                .iter()
+                .map(|f| f.0)
+                .chain(t.dirs.iter().map(|d| d.0))
+                .collect();
+            names.sort_unstable();
+            names.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+        };
+        if let Some(n) = twice {
+            bail!("dirtree names {:?} twice", String::from_utf8_lossy(n));
         }
         Ok(t)
     }
@@ -419,7 +543,18 @@ pub struct DirMeta {
 
 impl DirMeta {
     pub fn parse(data: &[u8]) -> Result<DirMeta> {
-        let (uid, gid, mode, xattrs) = parse_uuua(data, "dirmeta")?;
+        Self::parse_inner(data, true)
+    }
+
+    /// Parse a dirmeta read back from a stored commit (checked and
+    /// checksummed when pulled): the normal-form round trip is skipped,
+    /// as in [`DirTree::parse_stored`].
+    pub fn parse_stored(data: &[u8]) -> Result<DirMeta> {
+        Self::parse_inner(data, false)
+    }
+
+    fn parse_inner(data: &[u8], normal_form: bool) -> Result<DirMeta> {
+        let (uid, gid, mode, xattrs) = parse_uuua_inner(data, "dirmeta", normal_form)?;
         if mode & mode::S_IFMT != mode::S_IFDIR {
             bail!("dirmeta mode {mode:o} is not a directory");
         }
@@ -439,6 +574,14 @@ impl DirMeta {
 /// `(uuua(ayay))` with big-endian integers: dirmeta and the bare-user
 /// `user.ostreemeta` xattr.
 pub fn parse_uuua(data: &[u8], what: &str) -> Result<(u32, u32, u32, Vec<Xattr>)> {
+    parse_uuua_inner(data, what, true)
+}
+
+fn parse_uuua_inner(
+    data: &[u8],
+    what: &str,
+    normal_form: bool,
+) -> Result<(u32, u32, u32, Vec<Xattr>)> {
     if data.len() > MAX_METADATA_SIZE {
         bail!(
             "{what} of {} bytes is larger than the {} byte limit",
@@ -455,7 +598,9 @@ pub fn parse_uuua(data: &[u8], what: &str) -> Result<(u32, u32, u32, Vec<Xattr>)
         u32::from_be(*mode),
         x,
     );
-    check_normal(what, data, &serialize_uuua(r.0, r.1, r.2, &r.3))?;
+    if normal_form {
+        check_normal(what, data, &serialize_uuua(r.0, r.1, r.2, &r.3))?;
+    }
     Ok(r)
 }
 
@@ -528,6 +673,18 @@ impl FileHeader {
 
     /// Parse the archive header `(tuuuusa(ayay))`.
     pub fn parse_archive(data: &[u8]) -> Result<FileHeader> {
+        Self::parse_archive_inner(data, true)
+    }
+
+    /// Parse an archive header read back from a stored commit (checked
+    /// and checksummed when pulled): the normal-form round trip is
+    /// skipped, as in [`DirTree::parse_stored`]; the values are still
+    /// validated.
+    pub fn parse_archive_stored(data: &[u8]) -> Result<FileHeader> {
+        Self::parse_archive_inner(data, false)
+    }
+
+    fn parse_archive_inner(data: &[u8], normal_form: bool) -> Result<FileHeader> {
         if data.len() > MAX_METADATA_SIZE {
             bail!("file header of {} bytes is too large", data.len());
         }
@@ -544,7 +701,9 @@ impl FileHeader {
             symlink: target.to_string(),
             xattrs: read_xattrs(xattrs)?,
         };
-        check_normal("file header", data, &h.serialize_archive())?;
+        if normal_form {
+            check_normal("file header", data, &h.serialize_archive())?;
+        }
         h.validate()?;
         Ok(h)
     }
@@ -672,6 +831,75 @@ mod tests {
             xattrs: vec![],
         };
         assert!(DirTree::parse(&m.serialize()).is_err());
+    }
+
+    /// What `parse_in_place` reads, as names and checksums.
+    fn in_place(data: &[u8]) -> Result<DirTree> {
+        let e = DirTree::parse_in_place(data)?;
+        let c = |at: usize| Checksum(data[at..at + 32].try_into().unwrap());
+        Ok(DirTree {
+            files: e
+                .files
+                .iter()
+                .map(|(n, at)| (String::from_utf8(n.to_vec()).unwrap(), c(*at)))
+                .collect(),
+            dirs: e
+                .dirs
+                .iter()
+                .map(|(n, t, m)| (String::from_utf8(n.to_vec()).unwrap(), c(*t), c(*m)))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn dirtrees_read_in_place_as_parsed() {
+        // Sizes across every framing-offset width (1, 2 and 4 bytes), and
+        // names of every length up to 255.
+        for (files, dirs) in [(0, 0), (1, 0), (0, 1), (2, 1), (3, 3), (40, 30), (900, 200)] {
+            let name = |i: usize| format!("{i}-{}", "n".repeat(i * 7 % 250));
+            let t = DirTree {
+                files: (0..files)
+                    .map(|i| (name(i), Checksum::of(&i.to_le_bytes())))
+                    .collect(),
+                dirs: (0..dirs)
+                    .map(|i| {
+                        (
+                            format!("d{}", name(i)),
+                            Checksum::of(&((i + 1) << 20).to_le_bytes()),
+                            Checksum::of(&((i + 1) << 40).to_le_bytes()),
+                        )
+                    })
+                    .collect(),
+            };
+            let data = t.serialize();
+            assert_eq!(in_place(&data).unwrap(), t, "{files} files, {dirs} dirs");
+            assert_eq!(DirTree::parse(&data).unwrap(), t);
+            let sorted = DirTree::parse_in_place(&data).unwrap().sorted;
+            assert_eq!(sorted, files < 10 && dirs < 10, "{files} {dirs}");
+            // Cut short or with a byte changed: an error or what the
+            // strict parser reads, never a panic or other names.
+            if data.len() < 3000 {
+                for k in 0..data.len() {
+                    if let Ok(got) = in_place(&data[..k]) {
+                        assert_eq!(Some(got), DirTree::parse(&data[..k]).ok(), "cut at {k}");
+                    }
+                    let mut bad = data.clone();
+                    bad[k] ^= 0x41;
+                    match (in_place(&bad), DirTree::parse(&bad)) {
+                        (Ok(got), Ok(want)) => assert_eq!(got, want, "flip at {k}"),
+                        (Ok(_), Err(_)) | (Err(_), _) => {}
+                    }
+                }
+            }
+        }
+        // Hostile names are refused as by the strict parser.
+        for bad in ["", ".", "..", "a/b", "a\0b"] {
+            let t = DirTree {
+                files: vec![(bad.to_string(), Checksum([1; 32]))],
+                dirs: vec![],
+            };
+            assert!(DirTree::parse_in_place(&t.serialize()).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -608,7 +608,9 @@ pub fn pull(
     if let Some(m) = commitmeta {
         objects.insert((commit, ObjType::CommitMeta), Stored::Meta(m));
     }
-    let mut w = repo.stream_writer(commitstream::CONTENT_TYPE)?.framed()?;
+    let mut w = repo
+        .stream_writer(commitstream::CONTENT_TYPE)?
+        .framed(crate::splitstream::FrameCoding::Stored)?;
     commitstream::write(&mut w, &objects)?;
     let cid = commitstream::content_id(&commit);
     repo.commit_stream(w, &cid, Some(&ref_name))?;

@@ -162,5 +162,5 @@ fn dirmeta(s: &CommitStream, m: &Checksum) -> Result<DirMeta> {
     let data = s
         .metadata(m, ObjType::DirMeta)?
         .with_context(|| format!("commit {}: dirmeta {m} is missing", s.commit))?;
-    DirMeta::parse(data).with_context(|| format!("dirmeta {m}"))
+    DirMeta::parse_stored(data).with_context(|| format!("dirmeta {m}"))
 }

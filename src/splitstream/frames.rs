@@ -1,14 +1,21 @@
 //! Framed splitstreams: random access to the chunk sequence.
 //!
 //! A splitstream's chunks are one zstd stream, so reaching any byte means
-//! decompressing everything before it. A *framed* splitstream compresses
-//! its chunks as independent zstd frames instead, cut where the writer
-//! chose (always on chunk boundaries), and ends its stream section with a
-//! zstd *skippable* frame holding a table of them. zstd decoders skip such
+//! decompressing everything before it. A *framed* splitstream writes its
+//! chunks as independent zstd frames instead, cut where the writer chose
+//! (always on chunk boundaries), and ends its stream section with a zstd
+//! *skippable* frame holding a table of them. zstd decoders skip such
 //! frames, so any splitstream reader (ours, composefs-rs) still reads the
 //! stream front to back as before; [`Frames`] reads one frame at a time.
 //! Stored ostree commits use this (see `ostree::commitstream`): a diff or
 //! a lookup touches only the frames holding the objects it needs.
+//!
+//! Frames are compressed ([`FrameCoding::Zstd`]) or *stored*
+//! ([`FrameCoding::Stored`]): a valid zstd frame holding one raw
+//! (uncompressed) block and zstd's content checksum. A stored frame is
+//! read straight from the mapped file — no decompression, no copy — after
+//! its checksum is checked; ostree commit streams (mostly checksums, which
+//! do not compress) are written this way.
 //!
 //! The table (all integers little-endian), at the very end of the stream
 //! section:
@@ -20,7 +27,7 @@
 //! ```
 //! `compressed_offset` counts from the start of the stream section;
 //! `raw_len` is the frame's decompressed size (chunk headers included;
-//! each frame carries zstd's content checksum, checked as it decompresses);
+//! each frame carries zstd's content checksum, checked as it is read);
 //! `inline_offset`/`inline_len` place the frame's inline bytes in the
 //! stream with external content left out; `externals` counts its object
 //! chunks.
@@ -32,19 +39,33 @@
 
 use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result, bail};
 
-use crate::fsverity::ObjectId;
+use super::format::{HEADER_SIZE, Header, INFO_SIZE, Info};
+use crate::fsverity::{Algorithm, ObjectId};
+use crate::util::Bytes;
 
 /// Largest decompressed frame written or read.
 pub const MAX_FRAME_RAW: usize = 64 << 20;
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
+const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+/// zstd's largest block.
+const ZSTD_BLOCK_MAX: usize = 128 << 10;
 const FOOTER_MAGIC: &[u8; 8] = b"CFSFRAME";
 const FOOTER_SIZE: usize = 16;
 const ENTRY_SIZE: usize = 32;
 const VERSION: u32 = 1;
+
+/// How a framed stream's frames are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameCoding {
+    /// zstd-compressed.
+    Zstd,
+    /// Raw zstd blocks: read in place, never decompressed.
+    Stored,
+}
 
 /// One frame as the table records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,19 +98,57 @@ pub fn encode_table(table: &[FrameEntry]) -> Vec<u8> {
     out
 }
 
+/// `raw` as one zstd frame of raw blocks (what [`FrameCoding::Stored`]
+/// writes): magic; a header saying single segment, a 4-byte content size
+/// and a content checksum; blocks of at most 128 KiB; the low 32 bits of
+/// the content's XXH64. `zstd -d` reads it like any other frame.
+pub fn stored_frame(raw: &[u8]) -> Vec<u8> {
+    debug_assert!(raw.len() <= MAX_FRAME_RAW);
+    let blocks = raw.len().div_ceil(ZSTD_BLOCK_MAX).max(1);
+    let mut out = Vec::with_capacity(raw.len() + 9 + 3 * blocks + 4);
+    out.extend_from_slice(&ZSTD_MAGIC.to_le_bytes());
+    // Frame_Content_Size_flag 2 (4 bytes), Single_Segment, Content_Checksum.
+    out.push(0b1010_0100);
+    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    let mut pieces = raw.chunks(ZSTD_BLOCK_MAX).peekable();
+    if pieces.peek().is_none() {
+        out.extend_from_slice(&1u32.to_le_bytes()[..3]); // one empty last block
+    }
+    while let Some(p) = pieces.next() {
+        let last = u32::from(pieces.peek().is_none());
+        // Block_Type 0 (raw) in bits 1–2, Block_Size from bit 3.
+        out.extend_from_slice(&(last | (p.len() as u32) << 3).to_le_bytes()[..3]);
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(&(xxhash_rust::xxh64::xxh64(raw, 0) as u32).to_le_bytes());
+    out
+}
+
+/// The content of `frame` when it is a stored frame of one block (as
+/// [`stored_frame`] writes up to 128 KiB) of `raw_len` bytes with a
+/// checksum; `None` for any other frame, left to zstd.
+fn stored_content(frame: &[u8], raw_len: usize) -> Option<&[u8]> {
+    let head = frame.get(..12)?;
+    if u32_at(head, 0) != ZSTD_MAGIC || head[4] != 0b1010_0100 {
+        return None;
+    }
+    let block = u32::from_le_bytes([head[9], head[10], head[11], 0]);
+    // Last block, raw, exactly the content; then the 4-byte checksum.
+    if u32_at(head, 5) as usize != raw_len
+        || block != 1 | (raw_len as u32) << 3
+        || frame.len() != 12 + raw_len + 4
+    {
+        return None;
+    }
+    Some(&frame[12..12 + raw_len])
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-
-fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, offset)
-        .with_context(|| format!("cannot read {len} bytes of splitstream at offset {offset}"))?;
-    Ok(buf)
 }
 
 /// Run `f` with this thread's zstd decompression context (made once: a
@@ -110,54 +169,197 @@ fn with_decompressor<T>(
     })
 }
 
-/// A frame, decompressed: its inline bytes, and the objects spliced in
-/// with where (offset into `inline`).
-#[derive(Debug, Default)]
-pub struct FrameData {
-    pub inline: Vec<u8>,
-    pub externals: Vec<(u64, ObjectId)>,
+/// Where a frame's raw chunk bytes are.
+enum FrameBytes {
+    /// In the mapped stream file (a stored frame), at this range.
+    Mapped(Arc<Bytes>, Range<usize>),
+    /// Decompressed (or gathered) into memory.
+    Owned(Vec<u8>),
+}
+
+/// Where the ids of a frame's external chunks come from.
+enum Ids {
+    /// The stream's object refs array in the mapped file: ref `n` is the
+    /// `n`th digest of `refs` (every `n` a frame holds was checked).
+    Refs {
+        map: Arc<Bytes>,
+        refs: Range<usize>,
+        algorithm: Algorithm,
+    },
+    /// Listed (an unframed stream read whole): ref `n` is the `n`th.
+    Listed(Vec<ObjectId>),
+}
+
+/// One frame, read: its chunks located in place. Inline bytes are handed
+/// out from where they lie (the mapped file for a stored frame); a range
+/// that spans chunks is served from a joined copy made on first need.
+/// 12 bytes an inline chunk, 12 an external one.
+pub struct Frame {
+    bytes: FrameBytes,
+    /// Inline chunks in order: (offset among the frame's inline bytes,
+    /// offset in `bytes`, length).
+    chunks: Vec<(u32, u32, u32)>,
+    /// Objects spliced in, in order: (offset among the inline bytes, ref).
+    externals: Vec<(u32, u32)>,
+    ids: Ids,
+    inline_len: usize,
+    joined: OnceLock<Vec<u8>>,
+}
+
+impl Frame {
+    /// A frame of contiguous inline bytes with objects spliced in at the
+    /// given offsets (an unframed stream read whole); at most 4 GiB.
+    pub fn from_inline(inline: Vec<u8>, externals: Vec<(u64, ObjectId)>) -> Result<Frame> {
+        let len = inline.len();
+        let n = u32::try_from(len)
+            .ok()
+            .filter(|_| externals.len() < u32::MAX as usize);
+        let Some(n) = n else {
+            bail!("a splitstream of {len} inline bytes is too large to read whole");
+        };
+        Ok(Frame {
+            bytes: FrameBytes::Owned(inline),
+            chunks: vec![(0, 0, n)],
+            externals: externals
+                .iter()
+                .enumerate()
+                .map(|(k, (at, _))| (*at as u32, k as u32))
+                .collect(),
+            ids: Ids::Listed(externals.into_iter().map(|(_, id)| id).collect()),
+            inline_len: len,
+            joined: OnceLock::new(),
+        })
+    }
+
+    fn raw(&self) -> &[u8] {
+        match &self.bytes {
+            FrameBytes::Mapped(map, r) => &map[r.clone()],
+            FrameBytes::Owned(v) => v,
+        }
+    }
+
+    fn id(&self, n: u32) -> ObjectId {
+        match &self.ids {
+            Ids::Refs {
+                map,
+                refs,
+                algorithm,
+            } => {
+                let len = algorithm.digest_len();
+                let at = refs.start + n as usize * len;
+                ObjectId::from_bytes(*algorithm, &map[at..at + len]).expect("digest length")
+            }
+            Ids::Listed(v) => v[n as usize],
+        }
+    }
+
+    /// Inline bytes in this frame.
+    pub fn inline_len(&self) -> usize {
+        self.inline_len
+    }
+
+    /// The objects spliced into this frame, with where (offset among its
+    /// inline bytes), in order.
+    pub fn externals(&self) -> impl Iterator<Item = (u64, ObjectId)> + '_ {
+        (self.externals.iter()).map(|&(at, n)| (u64::from(at), self.id(n)))
+    }
+
+    /// The object spliced in at inline offset `at` of this frame.
+    pub fn external_at(&self, at: u64) -> Option<ObjectId> {
+        let at = u32::try_from(at).ok()?;
+        let k = self.externals.binary_search_by_key(&at, |e| e.0).ok()?;
+        Some(self.id(self.externals[k].1))
+    }
+
+    /// Inline bytes `[off, off + len)` of this frame, `None` past its end.
+    pub fn inline(&self, off: usize, len: usize) -> Option<&[u8]> {
+        let end = off.checked_add(len)?;
+        if end > self.inline_len {
+            return None;
+        }
+        let k = self.chunks.partition_point(|c| (c.0 + c.2) as usize <= off);
+        if let Some(&(at, raw_at, n)) = self.chunks.get(k) {
+            let (at, raw_at, n) = (at as usize, raw_at as usize, n as usize);
+            if at <= off && end <= at + n {
+                return self.raw().get(raw_at + off - at..raw_at + end - at);
+            }
+        }
+        self.joined.get_or_init(|| self.to_inline()).get(off..end)
+    }
+
+    /// All inline bytes of the frame, joined.
+    pub fn to_inline(&self) -> Vec<u8> {
+        let raw = self.raw();
+        let mut v = Vec::with_capacity(self.inline_len);
+        for &(_, at, n) in &self.chunks {
+            v.extend_from_slice(&raw[at as usize..(at + n) as usize]);
+        }
+        v
+    }
 }
 
 /// Random access to the frames of a framed splitstream.
 pub struct Frames {
-    file: File,
+    map: Arc<Bytes>,
     section: Range<u64>,
-    object_refs: Vec<ObjectId>,
+    algorithm: Algorithm,
+    /// The object refs array, in the file.
+    refs: Range<usize>,
     table: Vec<FrameEntry>,
 }
 
 impl Frames {
-    /// The frame table of the stream section `section` of `file`, or
-    /// `None` when the stream is not framed (then `object_refs` is left
-    /// alone; else the frames take it). A table that is there but
-    /// inconsistent is an error.
+    /// Map a splitstream file and read its frame table, without reading
+    /// anything else (object refs are read from the mapping as frames
+    /// need them). `None` when the stream is not framed; the caller reads
+    /// it as a [`super::SplitStreamReader`]. A bad layout or table is an
+    /// error, as the reader would report it.
+    pub fn map(file: &File, algorithm: Algorithm) -> Result<Option<Frames>> {
+        let map = Bytes::map(file).context("cannot map splitstream")?;
+        let header = Header::decode(map.get(..HEADER_SIZE).unwrap_or(&map[..]))?;
+        let info_at = usize::try_from(header.info.start).unwrap_or(usize::MAX);
+        let info = map
+            .get(info_at..info_at.saturating_add(INFO_SIZE))
+            .context("splitstream info section lies outside the file: truncated or corrupt")?;
+        let info = Info::decode(info)?;
+        super::reader::check_layout(&header, &info, map.len() as u64, algorithm)?;
+        let refs = info.object_refs.start as usize..info.object_refs.end as usize;
+        Self::open(Arc::new(map), algorithm, info.stream, refs)
+    }
+
+    /// The frame table of the stream section `section` of the file mapped
+    /// at `map`, or `None` when the stream is not framed. A table that is
+    /// there but inconsistent is an error. `section` and `refs` lie in the
+    /// file (checked by the caller).
     pub(super) fn open(
-        file: File,
+        map: Arc<Bytes>,
+        algorithm: Algorithm,
         section: Range<u64>,
-        object_refs: &mut Vec<ObjectId>,
+        refs: Range<usize>,
     ) -> Result<Option<Frames>> {
         let len = section.end - section.start;
         if len < (8 + FOOTER_SIZE) as u64 {
             return Ok(None);
         }
-        let footer = read_at(&file, section.end - FOOTER_SIZE as u64, FOOTER_SIZE)?;
+        let end = section.end as usize;
+        let footer = &map[end - FOOTER_SIZE..end];
         if &footer[8..] != FOOTER_MAGIC {
             return Ok(None);
         }
-        if u32_at(&footer, 4) != VERSION {
+        if u32_at(footer, 4) != VERSION {
             bail!(
                 "splitstream frame table version {} is not supported",
-                u32_at(&footer, 4)
+                u32_at(footer, 4)
             );
         }
-        let count = u32_at(&footer, 0) as u64;
+        let count = u32_at(footer, 0) as u64;
         let body = count * ENTRY_SIZE as u64 + FOOTER_SIZE as u64;
         if body + 8 > len {
             bail!("splitstream frame table of {count} frames does not fit its stream section");
         }
         let table_at = section.end - body - 8;
-        let raw = read_at(&file, table_at, (body + 8) as usize)?;
-        if u32_at(&raw, 0) != SKIPPABLE_MAGIC || u64::from(u32_at(&raw, 4)) != body {
+        let raw = &map[table_at as usize..end];
+        if u32_at(raw, 0) != SKIPPABLE_MAGIC || u64::from(u32_at(raw, 4)) != body {
             bail!("splitstream frame table lacks its skippable frame header: corrupt");
         }
         let frames_len = table_at - section.start;
@@ -189,10 +391,18 @@ impl Frames {
                 "splitstream frames cover {compressed} bytes, the stream section holds {frames_len}: corrupt"
             );
         }
+        if !(refs.end - refs.start).is_multiple_of(algorithm.digest_len()) {
+            bail!(
+                "splitstream object refs array is {} bytes, not a multiple of {}",
+                refs.end - refs.start,
+                algorithm.digest_len()
+            );
+        }
         Ok(Some(Frames {
-            file,
+            map,
             section,
-            object_refs: std::mem::take(object_refs),
+            algorithm,
+            refs,
             table,
         }))
     }
@@ -216,27 +426,48 @@ impl Frames {
         (i < self.table.len() && self.table[i].inline_offset <= at).then_some(i)
     }
 
-    /// Decompress frame `i` and split its chunks.
-    pub fn read(&self, i: usize) -> Result<FrameData> {
+    /// Object refs the stream lists.
+    fn ref_count(&self) -> u64 {
+        ((self.refs.end - self.refs.start) / self.algorithm.digest_len()) as u64
+    }
+
+    /// Read frame `i` — in place when stored, else decompressed — check
+    /// its checksum and locate its chunks.
+    pub fn read(&self, i: usize) -> Result<Frame> {
         let e = *self.table.get(i).context("no such splitstream frame")?;
-        let packed = read_at(
-            &self.file,
-            self.section.start + e.compressed_offset,
-            e.compressed_len as usize,
-        )?;
-        let raw = with_decompressor(|d| d.decompress(&packed, e.raw_len as usize))
-            .with_context(|| format!("cannot decompress splitstream frame {i}"))?;
-        if raw.len() != e.raw_len as usize {
-            bail!(
-                "splitstream frame {i} decompresses to {} bytes, its table says {}: corrupt",
-                raw.len(),
-                e.raw_len
-            );
-        }
-        let mut data = FrameData {
-            inline: Vec::with_capacity(e.inline_len as usize),
-            externals: Vec::with_capacity(e.externals as usize),
+        let at = (self.section.start + e.compressed_offset) as usize;
+        let frame = &self.map[at..at + e.compressed_len as usize];
+        let raw_len = e.raw_len as usize;
+        let bytes = match stored_content(frame, raw_len) {
+            Some(content) => {
+                let sum = u32_at(frame, frame.len() - 4);
+                if xxhash_rust::xxh64::xxh64(content, 0) as u32 != sum {
+                    bail!("splitstream frame {i} fails its checksum: corrupt");
+                }
+                let start = at + 12;
+                FrameBytes::Mapped(self.map.clone(), start..start + raw_len)
+            }
+            None => {
+                let raw = with_decompressor(|d| d.decompress(frame, raw_len))
+                    .with_context(|| format!("cannot decompress splitstream frame {i}"))?;
+                if raw.len() != raw_len {
+                    bail!(
+                        "splitstream frame {i} decompresses to {} bytes, its table says {}: corrupt",
+                        raw.len(),
+                        e.raw_len
+                    );
+                }
+                FrameBytes::Owned(raw)
+            }
         };
+        let raw: &[u8] = match &bytes {
+            FrameBytes::Mapped(map, r) => &map[r.clone()],
+            FrameBytes::Owned(v) => v,
+        };
+        // Inline chunks alternate with external ones, about.
+        let mut chunks = Vec::with_capacity(e.externals as usize + 1);
+        let mut externals = Vec::with_capacity(e.externals as usize);
+        let mut inline = 0usize;
         let mut at = 0usize;
         while at < raw.len() {
             let Some(h) = raw.get(at..at + 8) else {
@@ -245,30 +476,72 @@ impl Frames {
             let v = i64::from_le_bytes(h.try_into().expect("8 bytes"));
             at += 8;
             if v >= 0 {
-                let id = self.object_refs.get(v as usize).with_context(|| {
-                    format!(
+                if v as u64 >= self.ref_count() {
+                    bail!(
                         "splitstream frame {i} refers to object #{v}, but only {} are listed: corrupt",
-                        self.object_refs.len()
-                    )
-                })?;
-                data.externals.push((data.inline.len() as u64, *id));
+                        self.ref_count()
+                    );
+                }
+                externals.push((inline as u32, v as u32));
             } else {
-                let n = v.unsigned_abs();
-                let Some(b) = usize::try_from(n)
+                let Some(n) = usize::try_from(v.unsigned_abs())
                     .ok()
-                    .and_then(|n| raw.get(at..at.checked_add(n)?))
+                    .filter(|n| at.checked_add(*n).is_some_and(|end| end <= raw.len()))
                 else {
                     bail!("splitstream frame {i} ends inside an inline chunk: corrupt");
                 };
-                data.inline.extend_from_slice(b);
-                at += b.len();
+                // Frames are at most MAX_FRAME_RAW bytes: offsets fit u32.
+                chunks.push((inline as u32, at as u32, n as u32));
+                inline += n;
+                at += n;
             }
         }
-        if data.inline.len() != e.inline_len as usize
-            || data.externals.len() != e.externals as usize
-        {
+        if inline != e.inline_len as usize || externals.len() != e.externals as usize {
             bail!("splitstream frame {i} does not hold what its table says: corrupt");
         }
-        Ok(data)
+        Ok(Frame {
+            bytes,
+            chunks,
+            externals,
+            ids: Ids::Refs {
+                map: self.map.clone(),
+                refs: self.refs.clone(),
+                algorithm: self.algorithm,
+            },
+            inline_len: inline,
+            joined: OnceLock::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_frames_are_zstd_frames() {
+        for n in [
+            0,
+            1,
+            100,
+            ZSTD_BLOCK_MAX - 1,
+            ZSTD_BLOCK_MAX,
+            ZSTD_BLOCK_MAX * 2 + 5,
+        ] {
+            let raw: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+            let frame = stored_frame(&raw);
+            let back = zstd::bulk::decompress(&frame, n.max(1)).unwrap();
+            assert_eq!(back, raw, "{n} bytes");
+            // One block: read in place; more: left to zstd.
+            assert_eq!(
+                stored_content(&frame, n).is_some(),
+                n <= ZSTD_BLOCK_MAX,
+                "{n} bytes"
+            );
+        }
+        // zstd's checksum is what we write: a flipped content byte fails it.
+        let mut frame = stored_frame(b"some stored bytes");
+        frame[14] ^= 1;
+        assert!(zstd::bulk::decompress(&frame, 100).is_err());
     }
 }

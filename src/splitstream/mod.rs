@@ -15,6 +15,6 @@ mod reftable;
 mod writer;
 
 pub use format::{Header, Info, MAGIC, content_type, content_type_name};
-pub use frames::{FrameData, Frames};
+pub use frames::{Frame, FrameCoding, Frames};
 pub use reader::{Piece, SplitStreamReader};
 pub use writer::SplitStreamWriter;

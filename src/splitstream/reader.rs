@@ -40,6 +40,8 @@ pub struct SplitStreamReader {
     named_refs: Vec<(String, ObjectId)>,
     /// Where the compressed chunks are in the file.
     section: Range<u64>,
+    /// Where the object refs array is in the file.
+    refs: Range<u64>,
     decoder: zstd::stream::read::Decoder<'static, BufReader<Take<File>>>,
     inline_left: u64,
     /// Inline bytes handed out so far (bounds claims against `stream_size`).
@@ -63,6 +65,40 @@ fn read_range(f: &mut File, r: &Range<u64>) -> io::Result<Vec<u8>> {
     f.seek(SeekFrom::Start(r.start))?;
     f.read_exact(&mut v)?;
     Ok(v)
+}
+
+/// Check a splitstream's header and info against its file length and
+/// the repository's algorithm: everything [`SplitStreamReader::new`] and
+/// [`Frames::map`] rely on.
+pub(super) fn check_layout(
+    header: &Header,
+    info: &Info,
+    file_len: u64,
+    algorithm: Algorithm,
+) -> Result<()> {
+    if header.algorithm != algorithm {
+        bail!(
+            "splitstream uses {}, the repository uses {algorithm}",
+            header.algorithm
+        );
+    }
+    if header.lg_blocksize != Algorithm::LG_BLOCKSIZE {
+        bail!(
+            "splitstream uses fs-verity block size 2^{}, only 2^12 is supported",
+            header.lg_blocksize
+        );
+    }
+    check_range(&header.info, file_len, "info")?;
+    if header.info.end - header.info.start < INFO_SIZE as u64 {
+        bail!(
+            "splitstream info section is too short ({} bytes)",
+            header.info.end - header.info.start
+        );
+    }
+    check_range(&info.stream_refs, file_len, "stream refs")?;
+    check_range(&info.object_refs, file_len, "object refs")?;
+    check_range(&info.stream, file_len, "stream")?;
+    check_range(&info.named_refs, file_len, "named refs")
 }
 
 fn parse_ids(alg: Algorithm, raw: &[u8], what: &str) -> Result<Vec<ObjectId>> {
@@ -114,18 +150,6 @@ impl SplitStreamReader {
         file.read_exact(&mut hb)
             .context("cannot read splitstream header")?;
         let header = Header::decode(&hb)?;
-        if header.algorithm != algorithm {
-            bail!(
-                "splitstream uses {}, the repository uses {algorithm}",
-                header.algorithm
-            );
-        }
-        if header.lg_blocksize != Algorithm::LG_BLOCKSIZE {
-            bail!(
-                "splitstream uses fs-verity block size 2^{}, only 2^12 is supported",
-                header.lg_blocksize
-            );
-        }
         check_range(&header.info, file_len, "info")?;
         if header.info.end - header.info.start < INFO_SIZE as u64 {
             bail!(
@@ -139,10 +163,7 @@ impl SplitStreamReader {
         )
         .context("cannot read splitstream info")?;
         let info = Info::decode(&info_bytes)?;
-        check_range(&info.stream_refs, file_len, "stream refs")?;
-        check_range(&info.object_refs, file_len, "object refs")?;
-        check_range(&info.stream, file_len, "stream")?;
-        check_range(&info.named_refs, file_len, "named refs")?;
+        check_layout(&header, &info, file_len, algorithm)?;
         let stream_refs = read_ids(&mut file, algorithm, &info.stream_refs, "stream refs")?;
         let object_refs = read_ids(&mut file, algorithm, &info.object_refs, "object refs")?;
         let named_refs = parse_named_refs(&read_range(&mut file, &info.named_refs)?, &stream_refs)?;
@@ -160,6 +181,7 @@ impl SplitStreamReader {
             stream_refs,
             named_refs,
             section: info.stream.clone(),
+            refs: info.object_refs.clone(),
             decoder,
             inline_left: 0,
             inline_seen: 0,
@@ -170,15 +192,16 @@ impl SplitStreamReader {
     /// Random access to the stream's frames when it was written framed
     /// (see [`super::frames`]); `Ok(Err(self))` gives the reader back
     /// otherwise. Call before reading any piece.
-    pub fn into_frames(mut self) -> Result<std::result::Result<Frames, SplitStreamReader>> {
-        let file = self
-            .decoder
-            .get_ref()
-            .get_ref()
-            .get_ref()
-            .try_clone()
-            .context("cannot open splitstream frames")?;
-        match Frames::open(file, self.section.clone(), &mut self.object_refs)? {
+    pub fn into_frames(self) -> Result<std::result::Result<Frames, SplitStreamReader>> {
+        let map = crate::util::Bytes::map(self.decoder.get_ref().get_ref().get_ref())
+            .context("cannot map splitstream")?;
+        let refs = self.refs.start as usize..self.refs.end as usize;
+        match Frames::open(
+            std::sync::Arc::new(map),
+            self.algorithm,
+            self.section.clone(),
+            refs,
+        )? {
             Some(f) => Ok(Ok(f)),
             None => Ok(Err(self)),
         }

@@ -7,7 +7,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use anyhow::{Context, Result, bail};
 
 use super::format::{HEADER_SIZE, Header, INFO_SIZE, Info};
-use super::frames::{self, FrameEntry, MAX_FRAME_RAW};
+use super::frames::{self, FrameCoding, FrameEntry, MAX_FRAME_RAW};
 use super::reftable::RefTable;
 use crate::fsverity::{Algorithm, ObjectId};
 use crate::repository::Repository;
@@ -92,12 +92,12 @@ impl<'r> SplitStreamWriter<'r> {
         Ok(self)
     }
 
-    /// Compress the stream as independent zstd frames, cut where the
-    /// caller says ([`Self::end_frame`]), with a table of them at the end
-    /// (see [`super::frames`]): a reader can then decompress any frame on
-    /// its own. Readers that know nothing of frames read the stream as
-    /// before. Call before writing anything.
-    pub fn framed(mut self) -> Result<Self> {
+    /// Write the stream as independent zstd frames, compressed or stored
+    /// (`coding`), cut where the caller says ([`Self::end_frame`]), with a
+    /// table of them at the end (see [`super::frames`]): a reader can then
+    /// read any frame on its own. Readers that know nothing of frames read
+    /// the stream as before. Call before writing anything.
+    pub fn framed(mut self, coding: FrameCoding) -> Result<Self> {
         if self.size != 0 {
             bail!("a splitstream can only be made framed before anything is written");
         }
@@ -106,6 +106,7 @@ impl<'r> SplitStreamWriter<'r> {
             self.stream = Sink::Framed(Framed {
                 out: BufWriter::with_capacity(256 * 1024, temp_file(self.repo)?),
                 raw: Vec::new(),
+                coding,
                 compressor: {
                     let mut c = zstd::bulk::Compressor::new(ZSTD_LEVEL)
                         .context("cannot start zstd compression")?;
@@ -438,6 +439,7 @@ impl Sink {
 struct Framed {
     out: BufWriter<File>,
     raw: Vec<u8>,
+    coding: FrameCoding,
     compressor: zstd::bulk::Compressor<'static>,
     table: Vec<FrameEntry>,
     /// Compressed bytes written so far.
@@ -459,10 +461,13 @@ impl Framed {
                 self.raw.len()
             );
         }
-        let packed = self
-            .compressor
-            .compress(&self.raw)
-            .context("cannot compress a splitstream frame")?;
+        let packed = match self.coding {
+            FrameCoding::Zstd => self
+                .compressor
+                .compress(&self.raw)
+                .context("cannot compress a splitstream frame")?,
+            FrameCoding::Stored => frames::stored_frame(&self.raw),
+        };
         self.out
             .write_all(&packed)
             .context("cannot write splitstream")?;

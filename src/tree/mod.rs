@@ -191,6 +191,67 @@ pub struct DirEntry {
     pub ino: Ino,
 }
 
+/// A directory's entries with their subtree ids ([`Tree::readdir_ids`]),
+/// sorted by name; the names share one buffer (no allocation per entry).
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    names: Vec<u8>,
+    entries: Vec<ListingEntry>,
+}
+
+#[derive(Clone, Debug)]
+struct ListingEntry {
+    /// Where the name ends in `names` (it starts where the previous ends).
+    end: usize,
+    ino: Ino,
+    id: Option<SubtreeId>,
+}
+
+impl Listing {
+    /// Empty it for a new listing of `entries` entries and `name_bytes`
+    /// bytes of names, keeping its memory (a walk reuses one listing).
+    pub fn reset(&mut self, entries: usize, name_bytes: usize) {
+        self.names.clear();
+        self.names.reserve(name_bytes);
+        self.entries.clear();
+        self.entries.reserve(entries);
+    }
+
+    /// Append an entry (the caller keeps names sorted).
+    pub fn push(&mut self, name: &[u8], ino: Ino, id: Option<SubtreeId>) {
+        self.names.extend_from_slice(name);
+        self.entries.push(ListingEntry {
+            end: self.names.len(),
+            ino,
+            id,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn name(&self, i: usize) -> &[u8] {
+        let start = match i {
+            0 => 0,
+            _ => self.entries[i - 1].end,
+        };
+        &self.names[start..self.entries[i].end]
+    }
+
+    pub fn ino(&self, i: usize) -> Ino {
+        self.entries[i].ino
+    }
+
+    pub fn id(&self, i: usize) -> Option<&SubtreeId> {
+        self.entries[i].id.as_ref()
+    }
+}
+
 /// A navigable filesystem tree. Implementations may load lazily; all
 /// methods may fail (a damaged source), and must fail rather than panic.
 pub trait Tree: Send + Sync {
@@ -228,6 +289,21 @@ pub trait Tree: Send + Sync {
     /// nothing. `None` (the default): no such identity, compare by walking.
     fn subtree_id(&self, _ino: Ino) -> Option<SubtreeId> {
         None
+    }
+
+    /// The entries of `dir` as [`Self::readdir`] lists them, each with its
+    /// [`Self::subtree_id`], into `out` (emptied first): what comparing two
+    /// directories needs, in one call. Trees that name subtrees read both
+    /// from one parse (an ostree dirtree holds the names and checksums);
+    /// the default asks `subtree_id` of each entry.
+    fn readdir_ids(&self, dir: Ino, out: &mut Listing) -> Result<()> {
+        let entries = self.readdir(dir)?;
+        let bytes = entries.iter().map(|e| e.name.len()).sum();
+        out.reset(entries.len(), bytes);
+        for e in entries.iter() {
+            out.push(&e.name, e.ino, self.subtree_id(e.ino));
+        }
+        Ok(())
     }
 
     /// The inode named `name` in directory `dir`, if any.
