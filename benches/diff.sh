@@ -27,16 +27,16 @@
 #   composefs   composefs diff v1 X >/dev/null
 #   diff -rq    diff -rq --no-dereference MNT/v1 MNT/X >/dev/null
 #
-# warm (second of two back-to-back runs) and cold (sync; echo 3 >
-# /proc/sys/vm/drop_caches before, then each tool's binary paged back in
-# by running it once with --version: cold data, warm programs). The table shows medians in seconds and
-# the ratio diff -rq / composefs. Needs root. stdout: the table only.
+# timed with hyperfine, warm (after 2 warm-up runs) and cold (sync; echo 3
+# >/proc/sys/vm/drop_caches before each run, then each tool's binary paged
+# back in by running it once with --version: cold data, warm programs).
+# The table shows medians in seconds and the ratio diff -rq / composefs.
+# Needs root, hyperfine and python3. stdout: the table only.
 
 set -euo pipefail
 # Backtraces are a debugging aid: with RUST_BACKTRACE set, every error
 # made on the way (name lookups that miss) walks the stack.
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
-export LC_NUMERIC=C  # $EPOCHREALTIME with a decimal point
 runs=5
 copies=1
 prebuilt=""
@@ -55,6 +55,7 @@ log() { printf 'bench: %s\n' "$*" >&2; }
 die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "must run as root (commits with owners, kernel mounts, dropping caches)"
 command -v ostree >/dev/null || die "ostree missing (scripts/deps.sh installs it)"
+command -v hyperfine >/dev/null || die "hyperfine missing (apt-get install hyperfine)"
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
@@ -97,7 +98,8 @@ commit() { ostree commit --repo="$osrc" -b "$1" --subject "bench $1" "$tree" >/d
 pick() { find "$tree" -type f -size +1k -path "*$1*" | sort | awk -v k="$2" -v n="$3" 'NR % k == 0 && c < n { print; c++ }'; }
 poke() { while read -r f; do printf 'composefs-bench' | dd of="$f" bs=1 seek=512 conv=notrunc status=none; done; }
 
-if [ ! -f "$work/.ready" ]; then
+# .ready-2: commit streams with stored frames (older caches are rebuilt).
+if [ ! -f "$work/.ready-2" ]; then
     log "building the commits (ostree commit of $rootfs and three variants)"
     rm -rf "$repo" "$osrc"
     ostree init --repo="$osrc" --mode=archive
@@ -123,7 +125,7 @@ if [ ! -f "$work/.ready" ]; then
         "$bin" --repo "$repo" ostree pull "$osrc" "$c" --name "$c" >/dev/null
         "$bin" --repo "$repo" ostree create-image "$c" --image-name "img-$c" >/dev/null
     done
-    touch "$work/.ready"
+    touch "$work/.ready-2"
 fi
 
 for c in v1 one v2 many; do
@@ -133,20 +135,14 @@ for c in v1 one v2 many; do
     mnts+=("$m")
 done
 
-# Cold data: every cache dropped, then both programs run once on nothing
-# so their own binaries are back in memory (composefs's 9.5 MB of text
-# costs ~20 ms to page in cold, GNU diff's 0.2 MB nothing; what is measured
-# is reading the two trees, not loading the tool).
-cold() {
-    sync; echo 3 >/proc/sys/vm/drop_caches
-    "$bin" --version >/dev/null; diff --version >/dev/null
-}
-# Timestamps from bash itself ($EPOCHREALTIME, microseconds): a `date`
-# process per timestamp would add its own start-up (~1 ms here) to every
-# time taken.
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", b - a }'; }
-ours() { "$bin" --repo "$repo" diff v1 "$1" >/dev/null || [ $? -eq 1 ]; }
-theirs() { diff -rq --no-dereference "$work/mnt-v1" "$work/mnt-$1" >/dev/null || [ $? -eq 1 ]; }
+# Times come from hyperfine (run directly, no shell: -N), the usual tool
+# for timing commands; both tools are timed the same way. Warm: after 2
+# warm-up runs. Cold data: before each run every cache is dropped, then
+# both programs run once on nothing so their own binaries are back in
+# memory (composefs's 9.5 MB of text costs ~20 ms to page in cold, GNU
+# diff's 0.2 MB nothing; what is measured is reading the two trees, not
+# loading the tool).
+cold="sh -c 'sync; echo 3 >/proc/sys/vm/drop_caches; $bin --version >/dev/null; diff --version >/dev/null'"
 results="$work/results"; : >"$results"
 
 pairs=(one v2 many)
@@ -157,16 +153,25 @@ for p in "${pairs[@]}"; do
     echo "$p rq_lines $nrq" >>"$results"
     log "v1 -> $p: composefs diff lists $n paths, diff -rq prints $nrq lines"
 done
-for i in $(seq 1 "$runs"); do
-    for p in "${pairs[@]}"; do
-        for tool in ours theirs; do
-            cold; t0=$EPOCHREALTIME; $tool "$p"; t1=$EPOCHREALTIME
-            echo "$p ${tool}_cold $(secs "$t0" "$t1")" >>"$results"
-            $tool "$p"; t0=$EPOCHREALTIME; $tool "$p"; t1=$EPOCHREALTIME
-            echo "$p ${tool}_warm $(secs "$t0" "$t1")" >>"$results"
-        done
+# Medians of a hyperfine JSON export, one line per command: "ours" then "theirs".
+medians() {
+    python3 -c 'import json, statistics, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print("%.4f" % statistics.median(r["times"]))' "$1"
+}
+for p in "${pairs[@]}"; do
+    ours="$bin --repo $repo diff v1 $p"
+    theirs="diff -rq --no-dereference $work/mnt-v1 $work/mnt-$p"
+    hyperfine -N -i --style none --warmup 2 --runs "$runs" \
+        --export-json "$work/warm-$p.json" "$ours" "$theirs" >/dev/null 2>&1
+    hyperfine -N -i --style none --runs "$runs" --prepare "$cold" \
+        --export-json "$work/cold-$p.json" "$ours" "$theirs" >/dev/null 2>&1
+    for temp in warm cold; do
+        { read -r o; read -r t; } < <(medians "$work/$temp-$p.json")
+        echo "$p ours_$temp $o" >>"$results"
+        echo "$p theirs_$temp $t" >>"$results"
     done
-    log "run $i done"
+    log "v1 -> $p timed"
 done
 
 med() { awk -v p="$1" -v m="$2" '$1 == p && $2 == m { print $3 }' "$results" | sort -n |

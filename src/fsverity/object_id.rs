@@ -138,13 +138,23 @@ impl ObjectId {
 
     /// Path of the object below `objects/`: `XX/<rest of hex>`.
     pub fn object_path(&self) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
+        /// Each byte's two hex digits.
+        const HEX: [[u8; 2]; 256] = {
+            let digits = b"0123456789abcdef";
+            let mut t = [[0u8; 2]; 256];
+            let mut i = 0;
+            while i < 256 {
+                t[i] = [digits[i >> 4], digits[i & 15]];
+                i += 1;
+            }
+            t
+        };
         let b = self.as_bytes();
-        let mut s = vec![b'/'; 2 * b.len() + 1];
-        let hex = |x: u8| [HEX[(x >> 4) as usize], HEX[(x & 15) as usize]];
-        s[..2].copy_from_slice(&hex(b[0]));
-        for (out, &x) in s[3..].chunks_exact_mut(2).zip(&b[1..]) {
-            out.copy_from_slice(&hex(x));
+        let mut s = Vec::with_capacity(2 * b.len() + 1);
+        s.extend_from_slice(&HEX[b[0] as usize]);
+        s.push(b'/');
+        for &x in &b[1..] {
+            s.extend_from_slice(&HEX[x as usize]);
         }
         String::from_utf8(s).expect("hex digits are ASCII")
     }

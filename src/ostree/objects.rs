@@ -417,11 +417,13 @@ impl DirTree {
         Ok(t)
     }
 
-    /// Read a stored dirtree in place (see [`Self::parse_stored`]: names
-    /// checked, no normal-form round trip): names as slices of `data`, and
+    /// Read a stored dirtree in place: names as slices of `data`, and
     /// where in `data` each checksum sits (a directory's dirmeta checksum
-    /// at its own offset). Nothing is copied: a listing that only compares
-    /// checksums reads them from the dirtree when it needs them.
+    /// right after its dirtree checksum). Nothing is copied: a listing that
+    /// only compares checksums reads them from the dirtree when it needs
+    /// them. The GVariant framing is read directly and strictly (what it
+    /// accepts is in normal form; the fuzz target checks it against
+    /// [`Self::parse`]); names are checked as by [`Self::parse_stored`].
     pub fn parse_in_place(data: &[u8]) -> Result<DirTreeEntries<'_>> {
         check_dirtree_size(data)?;
         let malformed = || anyhow::anyhow!("dirtree is malformed");
