@@ -556,6 +556,7 @@ impl CommitStream {
 mod tests {
     use super::*;
     use crate::fsverity::Algorithm;
+    use crate::splitstream::FrameCoding;
 
     /// Many metadata objects and files (inline and external): enough for
     /// dozens of frames.
@@ -595,16 +596,28 @@ mod tests {
         m
     }
 
-    fn store(repo: &Repository, m: &Objects, framed: bool) -> CommitStream {
+    /// `m` stored framed with `coding`, or unframed; opened as a pull's
+    /// stream is (`open`: mapped) when `named`.
+    fn store(
+        repo: &Repository,
+        m: &Objects,
+        coding: Option<FrameCoding>,
+        name: &str,
+    ) -> CommitStream {
         let mut w = repo.stream_writer(CONTENT_TYPE).unwrap();
-        if framed {
-            w = w.framed(crate::splitstream::FrameCoding::Stored).unwrap();
+        if let Some(c) = coding {
+            w = w.framed(c).unwrap();
         }
         write(&mut w, m).unwrap();
-        let name = format!("test-{framed}");
-        let id = repo.commit_stream(w, &name, None).unwrap();
+        let commit = Checksum::of(name.as_bytes());
+        let id = repo
+            .commit_stream(w, &content_id(&commit), None)
+            .unwrap();
         let r = repo.open_stream_object(&id).unwrap();
-        CommitStream::load(r, Checksum::of(b"test")).unwrap()
+        let loaded = CommitStream::load(r, commit).unwrap();
+        let opened = CommitStream::open(repo, &commit).unwrap();
+        assert_eq!(opened.spans, loaded.spans);
+        opened
     }
 
     #[test]
@@ -612,32 +625,35 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let repo = Repository::init(&tmp.path().join("repo"), Algorithm::Sha256).unwrap();
         let m = objects(&repo);
-        let framed = store(&repo, &m, true);
-        let whole = store(&repo, &m, false);
-        assert!(framed.spans.len() > 20, "{} frames", framed.spans.len());
+        let stored = store(&repo, &m, Some(FrameCoding::Stored), "stored");
+        let zstd = store(&repo, &m, Some(FrameCoding::Zstd), "zstd");
+        let whole = store(&repo, &m, None, "whole");
+        for framed in [&stored, &zstd] {
+            assert!(framed.spans.len() > 20, "{} frames", framed.spans.len());
+            // Nothing but the head frame is read before a lookup.
+            assert_eq!(
+                framed.loaded.iter().filter(|l| l.get().is_some()).count(),
+                1
+            );
+            framed.verify_index().unwrap();
+        }
         assert_eq!(whole.spans.len(), 1);
-        // Nothing but the head frame is read before a lookup.
-        assert_eq!(
-            framed.loaded.iter().filter(|l| l.get().is_some()).count(),
-            1
-        );
-        framed.verify_index().unwrap();
-        for s in [&framed, &whole] {
+        for s in [&stored, &zstd, &whole] {
             assert_eq!(s.len(), m.len());
             let keys: Vec<_> = s.keys().unwrap();
             let want: Vec<_> = m.keys().map(|(c, t)| (*c, Some(*t))).collect();
             assert_eq!(keys, want);
             for ((c, t), v) in &m {
                 assert_eq!(s.stored(c, *t).unwrap().as_ref(), Some(v), "{c} {t:?}");
+                assert_eq!(s.position(c, *t).unwrap().map(|i| s.checksum_at(i)), Some(Some(*c)));
             }
-            assert!(
-                s.stored(&Checksum::of(b"absent"), ObjType::File)
-                    .unwrap()
-                    .is_none()
-            );
+            // Absent: anywhere, before the first entry, past the last.
+            for c in [Checksum::of(b"absent"), Checksum([0; 32]), Checksum([0xff; 32])] {
+                assert!(s.stored(&c, ObjType::File).unwrap().is_none());
+            }
         }
         // One lookup in a fresh framed stream reads a few frames, not all.
-        let fresh = store(&repo, &m, true);
+        let fresh = store(&repo, &m, Some(FrameCoding::Stored), "fresh");
         let ((c, t), _) = m.iter().nth(4321).unwrap();
         fresh.stored(c, *t).unwrap().unwrap();
         let read = fresh.loaded.iter().filter(|l| l.get().is_some()).count();
