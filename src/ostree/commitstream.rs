@@ -610,9 +610,7 @@ mod tests {
         }
         write(&mut w, m).unwrap();
         let commit = Checksum::of(name.as_bytes());
-        let id = repo
-            .commit_stream(w, &content_id(&commit), None)
-            .unwrap();
+        let id = repo.commit_stream(w, &content_id(&commit), None).unwrap();
         let r = repo.open_stream_object(&id).unwrap();
         let loaded = CommitStream::load(r, commit).unwrap();
         let opened = CommitStream::open(repo, &commit).unwrap();
@@ -645,10 +643,17 @@ mod tests {
             assert_eq!(keys, want);
             for ((c, t), v) in &m {
                 assert_eq!(s.stored(c, *t).unwrap().as_ref(), Some(v), "{c} {t:?}");
-                assert_eq!(s.position(c, *t).unwrap().map(|i| s.checksum_at(i)), Some(Some(*c)));
+                assert_eq!(
+                    s.position(c, *t).unwrap().map(|i| s.checksum_at(i)),
+                    Some(Some(*c))
+                );
             }
             // Absent: anywhere, before the first entry, past the last.
-            for c in [Checksum::of(b"absent"), Checksum([0; 32]), Checksum([0xff; 32])] {
+            for c in [
+                Checksum::of(b"absent"),
+                Checksum([0; 32]),
+                Checksum([0xff; 32]),
+            ] {
                 assert!(s.stored(&c, ObjType::File).unwrap().is_none());
             }
         }
