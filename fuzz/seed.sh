@@ -310,9 +310,11 @@ for f in "$O"/delta-indexes/*/*.index; do
   [ -e "$f" ] && seed ostree_summary "delta-index-$(basename "$f")" <"$f"
 done
 
-# The commit stream a pull stores (composefs ostree pull): a framed
-# splitstream (the seed `ostree-commit`, an unframed one from before pulls
-# framed their streams, was kept by hand: regenerating drops it).
+# The commit stream a pull stores (composefs ostree pull): a splitstream
+# framed with stored frames. The seeds `ostree-commit` (unframed, from
+# before pulls framed their streams) and `ostree-commit-framed-zstd`
+# (compressed frames, from before they were stored) were kept by hand:
+# regenerating drops them.
 "$CFS" --repo "$R512" ostree pull "$O" main --name fuzz \
   --gpg-keyring fixtures/signing-keys.asc --require-signatures >/dev/null
 seed splitstream ostree-commit-framed <"$(stream "$R512" ostree/fuzz)"
