@@ -88,7 +88,7 @@ enum Named {
     Stored(crate::view::Source),
 }
 
-fn name(repo: Option<&Repository>, name: &str) -> Result<Named> {
+fn identify(repo: Option<&Repository>, name: &str) -> Result<Named> {
     if is_local(name) {
         return Ok(Named::Local);
     }
@@ -142,8 +142,10 @@ fn diff(repo_path: Option<&Path>, args: &DiffArgs, changed: &mut bool) -> Result
     } else {
         Some(open(repo_path)?)
     };
-    let na = name(repo.as_ref(), &args.a).with_context(|| format!("first tree {:?}", args.a))?;
-    let nb = name(repo.as_ref(), &args.b).with_context(|| format!("second tree {:?}", args.b))?;
+    let na =
+        identify(repo.as_ref(), &args.a).with_context(|| format!("first tree {:?}", args.a))?;
+    let nb =
+        identify(repo.as_ref(), &args.b).with_context(|| format!("second tree {:?}", args.b))?;
     // Sides that take reading (a directory scan, OCI layers) load at once
     // on two threads; stored commits and images open in a moment, less
     // than a thread costs.
