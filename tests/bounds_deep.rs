@@ -518,6 +518,25 @@ fn deep_directory_images_dump_ls_cat_fsck_diff_gc() {
         format!("M\t{bottom}/deepest.txt\n")
     );
 
+    // An image against a deep directory, and two directories: the local
+    // file at the bottom is read (same size, other bytes), its path past
+    // PATH_MAX.
+    for (what, a) in [
+        (
+            "diff of an image and a directory, 10k deep",
+            os("images/deep"),
+        ),
+        ("diff of two directories, 10k deep", os(&dir)),
+    ] {
+        let d = measure(what, &repo, &[os("diff"), a, os(&dir_b)], None, None).rss_below(64);
+        assert_eq!(d.status.code(), Some(1), "{what}: {}", d.stderr);
+        assert_eq!(
+            String::from_utf8_lossy(&d.stdout),
+            format!("M\t{bottom}/deepest.txt\n"),
+            "{what}"
+        );
+    }
+
     // gc: dropping one image frees its own object only.
     repo.ok(&["refs", "--delete", "deep-b"]);
     let gc = measure("gc, 10k deep", &repo, &[os("gc")], None, None)

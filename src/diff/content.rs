@@ -93,20 +93,58 @@ impl Digests {
         }
         let f = open_local(path)?;
         let (id, _) = fsverity::digest_reader(alg, f)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+            .with_context(|| format!("cannot read {}", show(path)))?;
         self.local.insert((path.to_path_buf(), alg), id);
         Ok(id)
     }
 }
 
-/// Open a local file without following a symlink put in its place.
+/// A local path for a message (a deep one shortened).
+fn show(p: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    crate::util::short_path(p.as_os_str().as_bytes())
+}
+
+/// Open a local file without following a symlink put in its place. A
+/// path longer than the kernel takes in one call (a deep tree) is opened a
+/// directory at a time, none of them followed if a symlink.
 fn open_local(path: &Path) -> Result<File> {
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))
+    let what = || format!("cannot open {}", show(path));
+    if path.as_os_str().as_bytes().len() < libc::PATH_MAX as usize {
+        return std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .with_context(what);
+    }
+    use rustix::fs::{CWD, Mode, OFlags, openat};
+    use std::path::Component;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut dir: Option<std::os::fd::OwnedFd> = None;
+    let mut comps = path.components().peekable();
+    while let Some(c) = comps.next() {
+        let name: &std::ffi::OsStr = match c {
+            Component::RootDir => "/".as_ref(),
+            Component::CurDir => continue,
+            Component::ParentDir => "..".as_ref(),
+            Component::Normal(n) => n,
+            Component::Prefix(_) => bail!("{}: not a Unix path", what()),
+        };
+        let last = comps.peek().is_none();
+        let f = if last {
+            flags
+        } else {
+            flags | OFlags::DIRECTORY
+        };
+        let fd = match &dir {
+            Some(d) => openat(d, name, f, Mode::empty()),
+            None => openat(CWD, name, f, Mode::empty()),
+        };
+        dir = Some(fd.map_err(std::io::Error::from).with_context(what)?);
+    }
+    Ok(File::from(dir.with_context(what)?))
 }
 
 /// Whether two contents are the same bytes (see the module comment for
@@ -157,7 +195,7 @@ pub fn equal(
                 }
                 let mut other = vec![0u8; n];
                 let m = crate::util::read_full(&mut g, &mut other)
-                    .with_context(|| format!("cannot read {}", q.display()))?;
+                    .with_context(|| format!("cannot read {}", show(q)))?;
                 if m != n || other != buf[..n] {
                     break false;
                 }
@@ -167,7 +205,7 @@ pub fn equal(
 }
 
 fn read_some(f: &mut File, buf: &mut [u8], p: &Path) -> Result<usize> {
-    crate::util::read_full(f, buf).with_context(|| format!("cannot read {}", p.display()))
+    crate::util::read_full(f, buf).with_context(|| format!("cannot read {}", show(p)))
 }
 
 /// Whether the reader yields exactly `want`.
@@ -196,7 +234,7 @@ pub fn read(repo: Option<&Repository>, loc: Loc<'_>, limit: u64) -> Result<Optio
                 format!("object {id}"),
             )
         }
-        Loc::Local(p, _) => (Box::new(open_local(p)?), p.display().to_string()),
+        Loc::Local(p, _) => (Box::new(open_local(p)?), show(p)),
         Loc::Unknown(_) => bail!("the tree does not say where the content is"),
     };
     let mut v = Vec::with_capacity(loc.size() as usize);

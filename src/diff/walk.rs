@@ -102,8 +102,9 @@ fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
+/// A path for a message (a deep one shortened).
 fn show(p: &[u8]) -> String {
-    crate::util::display_bytes(p)
+    crate::util::short_path(p)
 }
 
 impl<'a> Walker<'a> {
