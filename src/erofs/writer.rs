@@ -223,7 +223,7 @@ impl Scan {
             links: HashMap::new(),
             has_whiteout: false,
         };
-        let entries = read_dir(tree, root, "/")?;
+        let entries = read_dir(tree, root, &|| "/".to_string())?;
         scan.dirs.insert(root, entries.clone());
         let mut stack = vec![Frame {
             ino: root,
@@ -244,10 +244,13 @@ impl Scan {
                 .inode(child)
                 .with_context(|| path_of_stack(&stack, &name()))?;
             if inode.kind.is_dir() {
-                let path = path_of_stack(&stack, &name());
+                // Built only for a message: building it for every
+                // directory would cost O(depth) each, O(depth²) in all.
+                let path = || path_of_stack(&stack, &name());
                 if child == root || scan.dirs.contains_key(&child) {
                     bail!(
-                        "{path}: directory inode {child} is reachable twice (a directory hardlink or a loop)",
+                        "{}: directory inode {child} is reachable twice (a directory hardlink or a loop)",
+                        path()
                     );
                 }
                 let entries = read_dir(tree, child, &path)?;
@@ -286,29 +289,31 @@ fn top_name(stack: &[Frame]) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// The path of `name` inside the directory at the top of `stack`.
+/// The path of `name` inside the directory at the top of `stack`, for a
+/// message (a deep one shortened).
 fn path_of_stack(stack: &[Frame], name: &[u8]) -> String {
-    let mut p = String::new();
+    let mut p = Vec::new();
     for w in stack.windows(2) {
         // The child frame was entered from entry `pos - 1` of its parent.
         let parent = &w[0];
         if let Some(e) = parent.entries.get(parent.pos.wrapping_sub(1)) {
-            p.push('/');
-            p.push_str(&show(&e.name));
+            p.push(b'/');
+            p.extend_from_slice(&e.name);
         }
     }
-    p.push('/');
-    p.push_str(&show(name));
-    p
+    p.push(b'/');
+    p.extend_from_slice(name);
+    crate::util::short_path(&p)
 }
 
-/// A directory's entries, checked: valid names, sorted, unique.
-fn read_dir(tree: &dyn Tree, dir: Ino, path: &str) -> Result<Arc<[DirEntry]>> {
+/// A directory's entries, checked: valid names, sorted, unique. `path`
+/// names the directory in a message.
+fn read_dir(tree: &dyn Tree, dir: Ino, path: &dyn Fn() -> String) -> Result<Arc<[DirEntry]>> {
     let entries = tree
         .readdir(dir)
-        .with_context(|| format!("reading directory {path}"))?;
+        .with_context(|| format!("reading directory {}", path()))?;
     for e in entries.iter() {
-        check_name(&e.name).with_context(|| format!("in directory {path}"))?;
+        check_name(&e.name).with_context(|| format!("in directory {}", path()))?;
     }
     if entries.windows(2).all(|w| w[0].name < w[1].name) {
         return Ok(entries);
@@ -316,7 +321,7 @@ fn read_dir(tree: &dyn Tree, dir: Ino, path: &str) -> Result<Arc<[DirEntry]>> {
     let mut v = entries.to_vec();
     v.sort_by(|a, b| a.name.cmp(&b.name));
     if let Some(w) = v.windows(2).find(|w| w[0].name == w[1].name) {
-        bail!("{path}: the name {:?} appears twice", show(&w[0].name));
+        bail!("{}: the name {:?} appears twice", path(), show(&w[0].name));
     }
     Ok(v.into())
 }
