@@ -1,14 +1,16 @@
 //! How a pulled commit is stored: one splitstream (content id
-//! `ostree-commit-<checksum>`) holding every object of the commit, sorted
-//! by checksum behind an index, so any dirtree, dirmeta or file can be
-//! found by binary search once the (small) inline part is loaded.
+//! `ostree-commit-<checksum>`) holding every object of the commit behind
+//! an index sorted by checksum, so any dirtree, dirmeta or file is found
+//! by searching the index. Pulls write it framed with stored frames
+//! (`splitstream::frames`): opening it maps the file, and a lookup reads
+//! in place the index frame it lands in and the frame of the object.
 //!
 //! Logical stream layout (all integers little-endian):
 //! ```text
 //! "CFSOSTR1"  u32 count  u32 0
 //! count × { checksum[32] type:u8 flags:u8 pad[6] offset:u64 length:u64 }
 //!         sorted by (checksum, type); flags bit 0: content is external
-//! objects, in index order:
+//! objects (depth first as pulls write them; older streams: index order):
 //!   metadata (commit, commitmeta, dirtree, dirmeta): the object's bytes
 //!   file: u32 header length, the archive header `(tuuuusa(ayay))`, content
 //! ```
