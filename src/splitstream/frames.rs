@@ -177,6 +177,15 @@ enum FrameBytes {
     Owned(Vec<u8>),
 }
 
+impl FrameBytes {
+    fn get(&self) -> &[u8] {
+        match self {
+            FrameBytes::Mapped(map, r) => &map[r.clone()],
+            FrameBytes::Owned(v) => v,
+        }
+    }
+}
+
 /// Where the ids of a frame's external chunks come from.
 enum Ids {
     /// The stream's object refs array in the mapped file: ref `n` is the
@@ -232,10 +241,7 @@ impl Frame {
     }
 
     fn raw(&self) -> &[u8] {
-        match &self.bytes {
-            FrameBytes::Mapped(map, r) => &map[r.clone()],
-            FrameBytes::Owned(v) => v,
-        }
+        self.bytes.get()
     }
 
     fn id(&self, n: u32) -> ObjectId {
@@ -460,10 +466,7 @@ impl Frames {
                 FrameBytes::Owned(raw)
             }
         };
-        let raw: &[u8] = match &bytes {
-            FrameBytes::Mapped(map, r) => &map[r.clone()],
-            FrameBytes::Owned(v) => v,
-        };
+        let raw = bytes.get();
         // Inline chunks alternate with external ones, about.
         let mut chunks = Vec::with_capacity(e.externals as usize + 1);
         let mut externals = Vec::with_capacity(e.externals as usize);
