@@ -323,12 +323,10 @@ impl Frames {
     pub fn map(file: &File, algorithm: Algorithm) -> Result<Option<Frames>> {
         let map = Bytes::map(file).context("cannot map splitstream")?;
         let header = Header::decode(map.get(..HEADER_SIZE).unwrap_or(&map[..]))?;
-        let info_at = usize::try_from(header.info.start).unwrap_or(usize::MAX);
-        let info = map
-            .get(info_at..info_at.saturating_add(INFO_SIZE))
-            .context("splitstream info section lies outside the file: truncated or corrupt")?;
-        let info = Info::decode(info)?;
-        super::reader::check_layout(&header, &info, map.len() as u64, algorithm)?;
+        super::reader::check_header(&header, map.len() as u64, algorithm)?;
+        let info_at = header.info.start as usize;
+        let info = Info::decode(&map[info_at..info_at + INFO_SIZE])?;
+        super::reader::check_sections(&info, map.len() as u64)?;
         let refs = info.object_refs.start as usize..info.object_refs.end as usize;
         Self::open(Arc::new(map), algorithm, info.stream, refs)
     }

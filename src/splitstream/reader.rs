@@ -67,15 +67,9 @@ fn read_range(f: &mut File, r: &Range<u64>) -> io::Result<Vec<u8>> {
     Ok(v)
 }
 
-/// Check a splitstream's header and info against its file length and
-/// the repository's algorithm: everything [`SplitStreamReader::new`] and
-/// [`Frames::map`] rely on.
-pub(super) fn check_layout(
-    header: &Header,
-    info: &Info,
-    file_len: u64,
-    algorithm: Algorithm,
-) -> Result<()> {
+/// Check a splitstream's header against its file length and the
+/// repository's algorithm, before its info section is read.
+pub(super) fn check_header(header: &Header, file_len: u64, algorithm: Algorithm) -> Result<()> {
     if header.algorithm != algorithm {
         bail!(
             "splitstream uses {}, the repository uses {algorithm}",
@@ -95,6 +89,13 @@ pub(super) fn check_layout(
             header.info.end - header.info.start
         );
     }
+    Ok(())
+}
+
+/// Check the sections an info names lie in the file: with
+/// [`check_header`], everything [`SplitStreamReader::new`] and
+/// [`Frames::map`] rely on.
+pub(super) fn check_sections(info: &Info, file_len: u64) -> Result<()> {
     check_range(&info.stream_refs, file_len, "stream refs")?;
     check_range(&info.object_refs, file_len, "object refs")?;
     check_range(&info.stream, file_len, "stream")?;
@@ -150,20 +151,14 @@ impl SplitStreamReader {
         file.read_exact(&mut hb)
             .context("cannot read splitstream header")?;
         let header = Header::decode(&hb)?;
-        check_range(&header.info, file_len, "info")?;
-        if header.info.end - header.info.start < INFO_SIZE as u64 {
-            bail!(
-                "splitstream info section is too short ({} bytes)",
-                header.info.end - header.info.start
-            );
-        }
+        check_header(&header, file_len, algorithm)?;
         let info_bytes = read_range(
             &mut file,
             &(header.info.start..header.info.start + INFO_SIZE as u64),
         )
         .context("cannot read splitstream info")?;
         let info = Info::decode(&info_bytes)?;
-        check_layout(&header, &info, file_len, algorithm)?;
+        check_sections(&info, file_len)?;
         let stream_refs = read_ids(&mut file, algorithm, &info.stream_refs, "stream refs")?;
         let object_refs = read_ids(&mut file, algorithm, &info.object_refs, "object refs")?;
         let named_refs = parse_named_refs(&read_range(&mut file, &info.named_refs)?, &stream_refs)?;
