@@ -26,10 +26,20 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing: ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-echo "installing: ${missing[*]}" >&2
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+# cfsctl (composefs-rs 0.9.4): the oracle for the shared repository format,
+# stream bytes and image digests (tests/compat_*.rs). Built from crates.io
+# once (about 8 minutes); an installed 0.9.4 is reused.
+CFSCTL_VERSION=0.9.4
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+if ! "$cargo_bin/cfsctl" --version 2>/dev/null | grep -qx "cfsctl $CFSCTL_VERSION"; then
+  echo "installing: cfsctl $CFSCTL_VERSION (cargo install --locked composefs-ctl)" >&2
+  cargo install --locked --quiet "composefs-ctl@$CFSCTL_VERSION" >&2
+fi

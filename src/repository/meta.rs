@@ -21,7 +21,10 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Compatible feature: objects have no fs-verity (the filesystem lacks it).
 pub const NO_FSVERITY: &str = "no-fsverity";
 
-const KNOWN_RO_COMPAT: &[&str] = &["v1_erofs"];
+/// Read-only-compatible feature: images are EROFS format version 1.
+pub const V1_EROFS: &str = "v1_erofs";
+
+const KNOWN_RO_COMPAT: &[&str] = &[V1_EROFS];
 const KNOWN_INCOMPAT: &[&str] = &[];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,18 +38,32 @@ pub struct Features {
     pub incompatible: Vec<String>,
 }
 
+/// composefs-rs's `erofs_formats`: which EROFS format version images of this
+/// repository are written in (`default`), and which more (`extra`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErofsFormats {
+    pub default: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     pub version: u32,
     pub algorithm: String,
     #[serde(default)]
     pub features: Features,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erofs_formats: Option<ErofsFormats>,
 }
 
 /// What the metadata allows us to do with the repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
     pub algorithm: Algorithm,
+    /// The EROFS format version of this repository's images (composefs-rs's
+    /// rule: `erofs_formats.default`, else 1 with the `v1_erofs` flag, else 2).
+    pub erofs_version: u32,
     /// `false` when unknown read-only-compatible features are present.
     pub writable: bool,
     /// `true` when objects carry (and reads enforce) fs-verity.
@@ -77,6 +94,7 @@ impl Meta {
             version: FORMAT_VERSION,
             algorithm: algorithm.meta_name(),
             features,
+            erofs_formats: None,
         }
     }
 
@@ -109,8 +127,14 @@ impl Meta {
         }
         let writable = unknown(&self.features.read_only_compatible, KNOWN_RO_COMPAT).is_empty();
         let verity = !self.features.compatible.iter().any(|f| f == NO_FSVERITY);
+        let erofs_version = match &self.erofs_formats {
+            Some(f) => f.default,
+            None if self.features.read_only_compatible.iter().any(|f| f == V1_EROFS) => 1,
+            None => 2,
+        };
         Ok(Checked {
             algorithm,
+            erofs_version,
             writable,
             verity,
         })

@@ -57,6 +57,8 @@ pub struct Repository {
     algorithm: Algorithm,
     verity: bool,
     writable: bool,
+    /// The EROFS format version images are written in (meta.json's `erofs_formats`).
+    erofs_version: u32,
 }
 
 impl std::fmt::Debug for Repository {
@@ -125,6 +127,7 @@ impl Repository {
             algorithm,
             verity,
             writable: true,
+            erofs_version: meta.check().map(|c| c.erofs_version).unwrap_or(1),
         })
     }
 
@@ -179,6 +182,7 @@ impl Repository {
             algorithm: checked.algorithm,
             verity: checked.verity,
             writable: checked.writable,
+            erofs_version: checked.erofs_version,
         })
     }
 
@@ -202,6 +206,7 @@ impl Repository {
             algorithm: self.algorithm,
             verity: self.verity,
             writable: self.writable,
+            erofs_version: self.erofs_version,
         })
     }
 
@@ -211,6 +216,12 @@ impl Repository {
 
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
+    }
+
+    /// The EROFS format version (0, 1 or 2, as composefs-rs numbers them)
+    /// this repository's images are written in.
+    pub fn erofs_version(&self) -> u32 {
+        self.erofs_version
     }
 
     /// Whether objects carry kernel-enforced fs-verity.

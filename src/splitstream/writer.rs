@@ -13,12 +13,16 @@ use crate::fsverity::{Algorithm, ObjectId};
 use crate::repository::Repository;
 use crate::repository::pool::{StorePool, Ticket};
 
-/// Inline bytes are gathered into chunks of at most this size.
-const MAX_INLINE_CHUNK: usize = 1 << 20;
+/// Inline bytes between two external chunks form one chunk, whatever its
+/// size, as composefs-rs writes it (the chunk's bytes are part of the shared
+/// format). Past this many bytes a run is spooled to a temporary file, so
+/// memory stays bounded. Framed streams (our own) cut chunks at this size.
+const MAX_INLINE_BUFFER: usize = 1 << 20;
 /// External content up to this size is digested in memory first, so content
 /// already in the repository is never written again.
 const BUFFERED_EXTERNAL: u64 = 4 << 20;
-const ZSTD_LEVEL: i32 = 3;
+/// zstd's default level (3), spelled as composefs-rs spells it.
+const ZSTD_LEVEL: i32 = 0;
 /// Object content and inline bytes waiting for worker threads, at most (bounds memory).
 pub const MAX_IN_FLIGHT: u64 = 16 << 20;
 /// Chunks waiting for worker threads, at most (bounds memory for many tiny objects).
@@ -32,6 +36,8 @@ pub struct SplitStreamWriter<'r> {
     content_type: u64,
     stream: Sink,
     inline: Vec<u8>,
+    /// The start of the current inline run, when it outgrew [`MAX_INLINE_BUFFER`].
+    spill: Option<Spill>,
     object_refs: RefTable,
     stream_refs: Vec<ObjectId>,
     stream_index: HashMap<ObjectId, usize>,
@@ -70,6 +76,7 @@ impl<'r> SplitStreamWriter<'r> {
             content_type,
             stream,
             inline: Vec::new(),
+            spill: None,
             object_refs: RefTable::new(temp_file(repo)?, repo.algorithm().digest_len()),
             stream_refs: Vec::new(),
             stream_index: HashMap::new(),
@@ -175,20 +182,68 @@ impl<'r> SplitStreamWriter<'r> {
 
     fn emit_inline(&mut self, data: &[u8]) -> Result<()> {
         self.inline.extend_from_slice(data);
-        if self.inline.len() >= MAX_INLINE_CHUNK {
-            self.flush_inline()?;
+        if self.inline.len() >= MAX_INLINE_BUFFER {
+            if matches!(self.stream, Sink::Framed(_)) {
+                self.flush_inline()?;
+            } else {
+                self.spill_inline()?;
+            }
         }
         Ok(())
     }
 
+    /// Move the buffered inline bytes to the end of the spool file.
+    fn spill_inline(&mut self) -> Result<()> {
+        if self.spill.is_none() {
+            self.spill = Some(Spill {
+                file: BufWriter::new(temp_file(self.repo)?),
+                len: 0,
+            });
+        }
+        let spill = self.spill.as_mut().expect("spill file just made");
+        spill
+            .file
+            .write_all(&self.inline)
+            .context("cannot spool inline splitstream bytes")?;
+        spill.len += self.inline.len() as u64;
+        self.inline.clear();
+        Ok(())
+    }
+
     fn flush_inline(&mut self) -> Result<()> {
-        if self.inline.is_empty() {
+        let spilled = self.spill.as_ref().map_or(0, |s| s.len);
+        if self.inline.is_empty() && spilled == 0 {
             return Ok(());
         }
-        let len = self.inline.len() as i64;
+        let len = (spilled + self.inline.len() as u64) as i64;
         self.stream
             .put(&(-len).to_le_bytes())
             .context("cannot write splitstream")?;
+        if let Some(spill) = self.spill.as_mut().filter(|s| s.len > 0) {
+            spill
+                .file
+                .flush()
+                .context("cannot spool inline splitstream bytes")?;
+            let f = spill.file.get_mut();
+            f.seek(SeekFrom::Start(0))
+                .context("cannot read spooled splitstream bytes")?;
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut left = spill.len;
+            while left > 0 {
+                let n = buf.len().min(left as usize);
+                f.read_exact(&mut buf[..n])
+                    .context("cannot read spooled splitstream bytes")?;
+                self.stream
+                    .put(&buf[..n])
+                    .context("cannot write splitstream")?;
+                left -= n as u64;
+            }
+            f.seek(SeekFrom::Start(0))
+                .context("cannot reuse the splitstream spool file")?;
+            f.set_len(0)
+                .context("cannot reuse the splitstream spool file")?;
+            spill.len = 0;
+        }
         self.stream
             .put(&self.inline)
             .context("cannot write splitstream")?;
@@ -411,6 +466,12 @@ fn temp_file(repo: &Repository) -> Result<File> {
     })
 }
 
+/// Inline bytes of one long run, spooled to disk until the run ends.
+struct Spill {
+    file: BufWriter<File>,
+    len: u64,
+}
+
 /// Where the compressed chunk sequence goes.
 enum Sink {
     /// One zstd stream (every splitstream but framed ones).
@@ -502,15 +563,14 @@ fn short_read(got: u64, want: u64) -> anyhow::Error {
     ))
 }
 
-/// `"<index>:<name>\0"` records sorted by name, in one zstd frame; empty when none.
+/// `"<index>:<name>\0"` records sorted by name, in one zstd frame written
+/// by the streaming encoder (no content size in the frame header), also when
+/// there are none: the bytes composefs-rs writes.
 fn encode_named_refs(refs: &BTreeMap<String, usize>) -> Result<Vec<u8>> {
-    if refs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut text = Vec::new();
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)
+        .context("cannot compress named refs")?;
     for (name, idx) in refs {
-        text.extend_from_slice(format!("{idx}:{name}").as_bytes());
-        text.push(0);
+        write!(enc, "{idx}:{name}\0").context("cannot compress named refs")?;
     }
-    zstd::bulk::compress(&text, ZSTD_LEVEL).context("cannot compress named refs")
+    enc.finish().context("cannot compress named refs")
 }

@@ -2,6 +2,7 @@
 //! scratch repositories, external tools, and looking at the repository on disk.
 #![allow(dead_code)]
 
+pub mod cfsctl;
 pub mod faults;
 pub mod registry;
 
