@@ -38,11 +38,22 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Create a new repository
+    /// Create a new repository (as `cfsctl init` does; either tool opens it)
     Init {
         /// fs-verity hash algorithm for object names
         #[arg(long, default_value = "sha512", value_name = "sha256|sha512")]
         hash: Algorithm,
+        /// Objects need no fs-verity: none is enabled on meta.json (as
+        /// cfsctl's --insecure); without it, fs-verity where the filesystem has it
+        #[arg(long)]
+        insecure: bool,
+        /// EROFS format version of the repository's images: 0 and 1 as C
+        /// mkcomposefs (default and --min-version=1), 2 composefs-rs's legacy format
+        #[arg(long, default_value_t = 1, value_name = "0|1|2",
+              value_parser = clap::value_parser!(u32).range(0..=2))]
+        erofs_version: u32,
+        /// The repository directory (default: --repo, $COMPOSEFS_REPO, ...)
+        path: Option<PathBuf>,
     },
     /// Print the fs-verity digest of files (as `fsverity digest` computes it)
     Measure {
@@ -160,7 +171,19 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     let repo = cli.repo.as_deref();
     match cli.command {
-        Command::Init { hash } => repo_cmds::init(repo, hash),
+        Command::Init {
+            hash,
+            insecure,
+            erofs_version,
+            path,
+        } => repo_cmds::init(
+            path.as_deref().or(repo),
+            &crate::repository::InitOptions {
+                algorithm: hash,
+                insecure,
+                erofs_version,
+            },
+        ),
         Command::Measure { hash, files } => measure::run(hash, &files),
         Command::ImportTar { name, file } => tar_cmds::import(repo, &name, file.as_deref()),
         Command::Cat { name } => tar_cmds::cat_or_path(repo, &name),

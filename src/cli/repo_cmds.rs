@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::progress;
-use crate::fsverity::Algorithm;
 use crate::repository::{self, Lock, RefKind, Repository};
 use crate::util::human_bytes;
 
@@ -15,19 +14,22 @@ pub fn open(repo: Option<&Path>) -> Result<Repository> {
     Repository::open(&repository::default_path(repo)?)
 }
 
-pub fn init(repo: Option<&Path>, hash: Algorithm) -> Result<ExitCode> {
+pub fn init(repo: Option<&Path>, opts: &repository::InitOptions) -> Result<ExitCode> {
     let path = repository::default_path(repo)?;
-    let r = Repository::init(&path, hash)?;
+    let r = Repository::init_with(&path, opts)?;
     let verity = if r.verity() {
         "fs-verity enforced"
+    } else if opts.insecure {
+        "insecure: objects need no fs-verity"
     } else {
         "no fs-verity on this filesystem: digests computed in userspace, unverified"
     };
     writeln!(
         std::io::stdout(),
-        "initialized {} repository at {} ({verity})",
-        hash.meta_name(),
-        path.display()
+        "initialized {} repository at {} (EROFS format {}; {verity})",
+        opts.algorithm.meta_name(),
+        path.display(),
+        opts.erofs_version
     )
     .context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)

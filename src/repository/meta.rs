@@ -5,9 +5,15 @@
 //! Unknown *incompatible* features make us refuse the repository, unknown
 //! *read-only-compatible* ones make it read-only, unknown *compatible* ones are ignored.
 //!
-//! We add one compatible feature of our own, [`NO_FSVERITY`]: the repository
-//! lives on a filesystem without fs-verity, so objects are named by digests
-//! computed in userspace and the kernel does not enforce them.
+//! Whether objects need fs-verity is signalled as composefs-rs does: by
+//! fs-verity on `meta.json` itself (none: "insecure", objects need none).
+//! Earlier versions of this tool wrote a compatible feature of their own,
+//! [`NO_FSVERITY`], instead; it is still honoured when read, never written.
+//!
+//! The EROFS format of the repository's images: `erofs_formats.default`
+//! (0, 1 or 2); without that field, 1 with the read-only-compatible
+//! `v1_erofs` flag, else 2. New repositories get both the field and, for
+//! version 1, the flag, as `cfsctl init` writes them.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +24,8 @@ pub const META_FILENAME: &str = "meta.json";
 /// The newest base format version this tool understands.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Compatible feature: objects have no fs-verity (the filesystem lacks it).
+/// Compatible feature written by earlier versions of this tool: objects
+/// have no fs-verity. Read, never written (see the module doc).
 pub const NO_FSVERITY: &str = "no-fsverity";
 
 /// Read-only-compatible feature: images are EROFS format version 1.
@@ -66,7 +73,8 @@ pub struct Checked {
     pub erofs_version: u32,
     /// `false` when unknown read-only-compatible features are present.
     pub writable: bool,
-    /// `true` when objects carry (and reads enforce) fs-verity.
+    /// `false` when the legacy [`NO_FSVERITY`] flag says objects have no
+    /// fs-verity; otherwise fs-verity on `meta.json` decides.
     pub verity: bool,
 }
 
@@ -82,19 +90,29 @@ pub enum MetaError {
     Algorithm(String),
     #[error("repository needs features this tool does not know: {0:?}; upgrade composefs")]
     Incompatible(Vec<String>),
+    #[error(
+        "unsupported EROFS format version {0} in {META_FILENAME} erofs_formats (0, 1 or 2 are known); upgrade composefs"
+    )]
+    ErofsVersion(u32),
 }
 
 impl Meta {
-    pub fn new(algorithm: Algorithm, verity: bool) -> Self {
+    /// What `cfsctl init --erofs-version N` writes: the version, the
+    /// algorithm, `erofs_formats: {"default": N}` and, for N = 1, the
+    /// read-only-compatible `v1_erofs` flag.
+    pub fn new(algorithm: Algorithm, erofs_version: u32) -> Self {
         let mut features = Features::default();
-        if !verity {
-            features.compatible.push(NO_FSVERITY.to_string());
+        if erofs_version == 1 {
+            features.read_only_compatible.push(V1_EROFS.to_string());
         }
         Meta {
             version: FORMAT_VERSION,
             algorithm: algorithm.meta_name(),
             features,
-            erofs_formats: None,
+            erofs_formats: Some(ErofsFormats {
+                default: erofs_version,
+                extra: Vec::new(),
+            }),
         }
     }
 
@@ -132,6 +150,17 @@ impl Meta {
             None if self.features.read_only_compatible.iter().any(|f| f == V1_EROFS) => 1,
             None => 2,
         };
+        if erofs_version > 2 {
+            return Err(MetaError::ErofsVersion(erofs_version));
+        }
+        if let Some(bad) = self
+            .erofs_formats
+            .iter()
+            .flat_map(|f| f.extra.iter())
+            .find(|v| **v > 2)
+        {
+            return Err(MetaError::ErofsVersion(*bad));
+        }
         Ok(Checked {
             algorithm,
             erofs_version,
@@ -147,13 +176,23 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let m = Meta::new(Algorithm::Sha256, false);
-        let back = Meta::parse(m.to_json().as_bytes()).unwrap();
-        assert_eq!(back, m);
-        let c = back.check().unwrap();
-        assert_eq!(c.algorithm, Algorithm::Sha256);
+        for v in 0..=2 {
+            let m = Meta::new(Algorithm::Sha256, v);
+            let back = Meta::parse(m.to_json().as_bytes()).unwrap();
+            assert_eq!(back, m);
+            let c = back.check().unwrap();
+            assert_eq!(c.algorithm, Algorithm::Sha256);
+            assert_eq!(c.erofs_version, v);
+            assert!(c.verity && c.writable);
+            assert_eq!(m.features.read_only_compatible.is_empty(), v != 1);
+        }
+        let legacy = Meta::parse(
+            br#"{"version":1,"algorithm":"fsverity-sha256-12","features":{"compatible":["no-fsverity"]}}"#,
+        )
+        .unwrap();
+        let c = legacy.check().unwrap();
         assert!(!c.verity);
-        assert!(c.writable);
+        assert_eq!(c.erofs_version, 2);
     }
 
     #[test]
@@ -181,5 +220,10 @@ mod tests {
         let alg = Meta::parse(br#"{"version":1,"algorithm":"md5"}"#).unwrap();
         assert!(matches!(alg.check(), Err(MetaError::Algorithm(_))));
         assert!(Meta::parse(b"{not json").is_err());
+        let v9 = Meta::parse(
+            br#"{"version":1,"algorithm":"fsverity-sha512-12","erofs_formats":{"default":9}}"#,
+        )
+        .unwrap();
+        assert!(matches!(v9.check(), Err(MetaError::ErofsVersion(9))));
     }
 }

@@ -1,13 +1,20 @@
 //! The content-addressed repository on disk.
 //!
 //! ```text
-//! meta.json                  format version, algorithm, features   (meta)
+//! meta.json                  format version, algorithm, features,
+//!                            EROFS format; fs-verity on it = objects
+//!                            need fs-verity                         (meta)
 //! objects/XX/<rest>          content named by fs-verity digest    (objects)
 //! streams/<content-id>       → ../objects/XX/<rest>  (splitstreams) (refs)
 //! streams/refs/<name>        → ../../<content-id>    (GC roots)
 //! images/<hex>               → ../objects/XX/<rest>  (EROFS images)
 //! images/refs/<name>         → ../../<hex>           (GC roots)
 //! ```
+//!
+//! The layout is composefs-rs's (`cfsctl`): either tool opens the other's
+//! repositories. `objects/`, `streams/` and `images/` may be missing (cfsctl
+//! makes them when first needed): `objects/` is made on open, the others
+//! read as empty until written.
 //!
 //! Every handle holds a `flock` on the repository directory: shared for
 //! ordinary use, exclusive for garbage collection (see [`gc`]), so a
@@ -24,7 +31,6 @@ mod streams;
 
 use std::fs::File;
 use std::io::{ErrorKind, Write};
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -46,6 +52,29 @@ pub enum Lock {
     Shared,
     /// Garbage collection: alone.
     Exclusive,
+}
+
+/// How [`Repository::init_with`] makes a repository (`cfsctl init`'s choices).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InitOptions {
+    pub algorithm: Algorithm,
+    /// Objects need no fs-verity (`--insecure`): `meta.json` gets none.
+    /// Without it, fs-verity is enabled on `meta.json` where the filesystem
+    /// supports it, and the repository is insecure where it does not.
+    pub insecure: bool,
+    /// EROFS format version of the repository's images (0, 1 or 2).
+    pub erofs_version: u32,
+}
+
+impl InitOptions {
+    /// cfsctl's defaults: sha512, fs-verity where possible, EROFS version 1.
+    pub fn new(algorithm: Algorithm) -> Self {
+        InitOptions {
+            algorithm,
+            insecure: false,
+            erofs_version: 1,
+        }
+    }
 }
 
 /// An open repository. Dropping it releases the lock.
@@ -89,9 +118,22 @@ pub fn default_path(explicit: Option<&Path>) -> Result<PathBuf> {
 }
 
 impl Repository {
-    /// Create a repository at `path` (the directory may exist but must not
-    /// hold a repository already). Probes the filesystem for fs-verity.
+    /// Create a repository at `path` as `cfsctl init` would (sha512 or
+    /// sha256, fs-verity where the filesystem has it, EROFS version 1).
     pub fn init(path: &Path, algorithm: Algorithm) -> Result<Self> {
+        Self::init_with(path, &InitOptions::new(algorithm))
+    }
+
+    /// Create a repository at `path` (the directory may exist but must not
+    /// hold a repository already): `meta.json` as `cfsctl init` writes it,
+    /// with fs-verity enabled on it unless `insecure` or unsupported.
+    pub fn init_with(path: &Path, opts: &InitOptions) -> Result<Self> {
+        if opts.erofs_version > 2 {
+            bail!(
+                "unsupported EROFS format version {} (0, 1 or 2)",
+                opts.erofs_version
+            );
+        }
         std::fs::create_dir_all(path)
             .with_context(|| format!("cannot create repository directory {}", path.display()))?;
         let dir = open_dir_at(rustix::fs::CWD, path)
@@ -114,9 +156,8 @@ impl Repository {
         }
         let objects = open_dir_at(&dir, "objects")
             .with_context(|| format!("cannot open {}/objects", path.display()))?;
-        let verity = objects::probe_verity(&objects, algorithm);
-        let meta = meta::Meta::new(algorithm, verity);
-        write_file_atomic(&dir, meta::META_FILENAME, meta.to_json().as_bytes())
+        let meta = meta::Meta::new(opts.algorithm, opts.erofs_version);
+        let verity = write_meta(&dir, &meta, opts.algorithm, !opts.insecure)
             .with_context(|| format!("cannot write {}", meta_path.display()))?;
         rustix::fs::flock(&dir, FlockOperation::LockShared)
             .with_context(|| format!("cannot lock repository {}", path.display()))?;
@@ -124,10 +165,10 @@ impl Repository {
             path: path.to_path_buf(),
             dir,
             objects,
-            algorithm,
+            algorithm: opts.algorithm,
             verity,
             writable: true,
-            erofs_version: meta.check().map(|c| c.erofs_version).unwrap_or(1),
+            erofs_version: opts.erofs_version,
         })
     }
 
@@ -157,13 +198,26 @@ impl Repository {
         };
         rustix::fs::flock(&dir, op)
             .with_context(|| format!("cannot lock repository {}", path.display()))?;
-        let text = match read_at(&dir, meta::META_FILENAME) {
+        let (text, meta_file) = match read_at(&dir, meta::META_FILENAME) {
             Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => bail!(
-                "{} is not a composefs repository: it has no {} (create one with `composefs init`)",
-                path.display(),
-                meta::META_FILENAME
-            ),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                if rustix::fs::statat(&dir, "objects", rustix::fs::AtFlags::empty()).is_ok() {
+                    bail!(
+                        "{} has objects/ but no {}: a repository of composefs-rs before 0.7; \
+                         `cfsctl --repo {} fsck` upgrades it in place (writes {} from its objects), \
+                         then this tool opens it",
+                        path.display(),
+                        meta::META_FILENAME,
+                        path.display(),
+                        meta::META_FILENAME
+                    );
+                }
+                bail!(
+                    "{} is not a composefs repository: it has no {} (create one with `composefs init`)",
+                    path.display(),
+                    meta::META_FILENAME
+                )
+            }
             Err(e) => {
                 return Err(e).with_context(|| {
                     format!("cannot read {}/{}", path.display(), meta::META_FILENAME)
@@ -173,14 +227,35 @@ impl Repository {
         let checked = meta::Meta::parse(&text)
             .and_then(|m| m.check())
             .with_context(|| format!("repository {}", path.display()))?;
-        let objects = open_dir_at(&dir, "objects")
-            .with_context(|| format!("repository {} has no objects/ directory", path.display()))?;
+        // As composefs-rs: objects need fs-verity iff meta.json has it.
+        let meta_verity = crate::fsverity::ioctl::measure(&meta_file, checked.algorithm)
+            .with_context(|| {
+                format!(
+                    "cannot measure fs-verity of {}/{}",
+                    path.display(),
+                    meta::META_FILENAME
+                )
+            })?
+            .is_some();
+        let objects = match open_dir_at(&dir, "objects") {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                // cfsctl makes objects/ when it first stores one.
+                mkdir_all_at(&dir, Path::new("objects"), 0o755)
+                    .and_then(|()| open_dir_at(&dir, "objects").map_err(std::io::Error::from))
+                    .with_context(|| format!("cannot create {}/objects", path.display()))?
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot open {}/objects", path.display()));
+            }
+        };
         Ok(Repository {
             path: path.to_path_buf(),
             dir,
             objects,
             algorithm: checked.algorithm,
-            verity: checked.verity,
+            verity: checked.verity && meta_verity,
             writable: checked.writable,
             erofs_version: checked.erofs_version,
         })
@@ -281,27 +356,50 @@ impl Repository {
     }
 }
 
-fn read_at(dir: &File, name: &str) -> std::io::Result<Vec<u8>> {
+/// A small file's content, and the file (for an fs-verity probe).
+fn read_at(dir: &File, name: &str) -> std::io::Result<(Vec<u8>, File)> {
     let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     let mut f = File::from(fd);
     let mut v = Vec::new();
     std::io::Read::read_to_end(&mut f, &mut v)?;
-    Ok(v)
+    Ok((v, f))
 }
 
-/// Write a small file atomically (temp name, fsync, rename).
-fn write_file_atomic(dir: impl AsFd, name: &str, data: &[u8]) -> std::io::Result<()> {
-    let dir = dir.as_fd();
-    let tmp = format!(".tmp-{name}.{}", std::process::id());
+/// Write `meta.json` (temporary name, fsync, fs-verity if `verity` and
+/// the filesystem has it, rename; never over an existing one). Returns
+/// whether it got fs-verity, i.e. whether objects will need it.
+fn write_meta(dir: &File, meta: &meta::Meta, algorithm: Algorithm, verity: bool) -> Result<bool> {
+    let tmp = format!(".tmp-{}.{}", meta::META_FILENAME, std::process::id());
     let fd = rustix::fs::openat(
         dir,
         tmp.as_str(),
         OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o644),
-    )?;
+    )
+    .context("cannot create a temporary file")?;
+    let cleanup = |e: anyhow::Error| {
+        let _ = rustix::fs::unlinkat(dir, tmp.as_str(), rustix::fs::AtFlags::empty());
+        e
+    };
     let mut f = File::from(fd);
-    f.write_all(data)?;
-    f.sync_all()?;
-    rustix::fs::renameat(dir, tmp.as_str(), dir, name)?;
-    Ok(())
+    f.write_all(meta.to_json().as_bytes())
+        .and_then(|()| f.sync_all())
+        .context("cannot write")
+        .map_err(cleanup)?;
+    drop(f);
+    let mut has_verity = false;
+    if verity {
+        let ro = rustix::fs::openat(dir, tmp.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map(File::from)
+            .context("cannot reopen")
+            .map_err(cleanup)?;
+        match crate::fsverity::ioctl::enable(&ro, algorithm) {
+            Ok(()) => has_verity = true,
+            Err(crate::fsverity::ioctl::EnableError::Unsupported) => {}
+            Err(e) => return Err(cleanup(anyhow::Error::new(e).context("cannot enable fs-verity"))),
+        }
+    }
+    rustix::fs::renameat_with(dir, tmp.as_str(), dir, meta::META_FILENAME, rustix::fs::RenameFlags::NOREPLACE)
+        .map_err(|e| cleanup(anyhow::Error::new(std::io::Error::from(e)).context("cannot rename into place")))?;
+    Ok(has_verity)
 }

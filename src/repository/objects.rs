@@ -21,7 +21,7 @@ use rustix::fs::{AtFlags, CWD, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use super::Repository;
-use crate::fsverity::{self, Algorithm, Hasher, ObjectId};
+use crate::fsverity::{self, Hasher, ObjectId};
 
 const WRITE_BUF: usize = 128 * 1024;
 
@@ -338,21 +338,6 @@ fn seal_with_verity(ro: &File, id: &ObjectId) -> Result<()> {
         Some(m) => bail!("kernel measured object {id} as {m}: userspace digest disagrees"),
         None => bail!("fs-verity was enabled on object {id} but the kernel reports none"),
     }
-}
-
-/// Does the filesystem under `objects` support fs-verity? Tried on a scratch file.
-pub(super) fn probe_verity(objects: &File, alg: Algorithm) -> bool {
-    let Ok((mut f, _tmp)) = create_tmp(objects, "") else {
-        return false;
-    };
-    if f.write_all(b"composefs fs-verity probe").is_err() {
-        return false;
-    }
-    let Ok(ro) = File::open(crate::util::proc_self_fd(&f)) else {
-        return false;
-    };
-    drop(f);
-    fsverity::ioctl::enable(&ro, alg).is_ok()
 }
 
 impl Repository {
