@@ -15,6 +15,7 @@ use crate::erofs::writer::{FormatVersion, WriteOptions, write_image_with};
 use crate::fsverity::{self, Algorithm};
 use crate::importdir::{ContentSink, tree_from_directory, tree_from_directory_with};
 use crate::mount::{MountOptions, mount_image, unmount};
+use crate::tree::container::XattrFilter;
 use crate::tree::dirsource::DirOptions;
 use crate::tree::{FileData, Ino, Kind, Tree, mode};
 
@@ -178,46 +179,109 @@ fn write_file(path: &Path, data: &mut impl std::io::Read) -> Result<()> {
     Ok(())
 }
 
-pub fn create_image(
-    repo: Option<&Path>,
-    dir: &Path,
-    name: Option<&str>,
-    min_version: u32,
-) -> Result<ExitCode> {
+/// How `create-image` and `compute-id` read a directory (cfsctl's options).
+#[derive(Args, Debug, Clone)]
+pub struct DirReadArgs {
+    /// The directory
+    dir: PathBuf,
+    /// Read the directory as it is. Without it (as cfsctl): the root takes
+    /// /usr's mode, owner, mtime and xattrs, /run is emptied, and only the
+    /// xattrs --xattrs allows are kept; a directory without usr/ is read
+    /// as it is (cfsctl refuses it)
+    #[arg(long)]
+    no_propagate_usr_to_root: bool,
+    /// Which xattrs to keep when not --no-propagate-usr-to-root
+    #[arg(long, value_enum, default_value = "allowlist-only")]
+    xattrs: XattrFilter,
+    /// EROFS format version: 0 and 1 as C mkcomposefs (default and
+    /// --min-version=1), 2 composefs-rs's legacy format (default:
+    /// create-image the repository's, compute-id 1, as cfsctl)
+    #[arg(long, value_name = "0|1|2", value_parser = clap::value_parser!(u32).range(0..=2))]
+    erofs_version: Option<u32>,
+    /// Old spelling of --erofs-version 0 or 1
+    #[arg(long, hide = true, value_name = "N", conflicts_with = "erofs_version",
+          value_parser = clap::value_parser!(u32).range(0..=1))]
+    min_version: Option<u32>,
+}
+
+impl DirReadArgs {
+    fn version(&self) -> Option<u32> {
+        self.erofs_version.or(self.min_version)
+    }
+}
+
+/// Read the directory as cfsctl would (see [`DirReadArgs`]).
+fn read_dir_tree(
+    a: &DirReadArgs,
+    sink: &ContentSink<'_>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(crate::tree::MemTree, crate::importdir::ImportStats)> {
+    let (mut tree, stats) = tree_from_directory_with(
+        &a.dir,
+        &DirOptions::default(),
+        sink,
+        threads(None),
+        progress,
+    )?;
+    crate::importdir::reject_sockets(&tree)
+        .with_context(|| format!("cannot import {}", a.dir.display()))?;
+    if !a.no_propagate_usr_to_root {
+        crate::tree::container::transform(&mut tree, a.xattrs)
+            .with_context(|| format!("{}", a.dir.display()))?;
+    }
+    Ok((tree, stats))
+}
+
+pub fn create_image(repo: Option<&Path>, a: &DirReadArgs, name: Option<&str>) -> Result<ExitCode> {
     let r = open(repo)?;
     r.ensure_writable()?;
     if let Some(n) = name {
         crate::repository::validate_ref_name(n)?;
     }
+    let version = a.version().unwrap_or(r.erofs_version());
     // Bytes of file content stored, as they go (hidden off a terminal).
     let bar = super::progress::bytes(None, "importing");
-    let (tree, stats) = tree_from_directory_with(
-        dir,
-        &DirOptions::default(),
-        &ContentSink::Repository(&r),
-        threads(None),
-        &|n| bar.inc(n),
-    )?;
+    let (tree, stats) = read_dir_tree(a, &ContentSink::Repository(&r), &|n| bar.inc(n))?;
     bar.finish_and_clear();
-    crate::importdir::reject_sockets(&tree)
-        .with_context(|| format!("cannot import {}", dir.display()))?;
-    let (image, image_size) = image_file(
-        &tree,
-        &WriteOptions::version(version(min_version, "--min-version")?),
-    )?;
-    let id = r.commit_image(image, name)?;
+    let id = r.write_tree_image_version(&tree, version, name)?;
     writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
     if std::io::stderr().is_terminal() {
         let _ = writeln!(
             std::io::stderr(),
-            "imported {}: {} files, {} stored as objects ({}), image {} bytes",
-            dir.display(),
+            "imported {}: {} files, {} stored as objects ({}), EROFS format {version}",
+            a.dir.display(),
             stats.files,
             stats.external,
             crate::util::human_bytes(stats.bytes),
-            image_size
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `compute-id DIR`: the image id, nothing stored. The algorithm: `--hash`,
+/// else the repository's when one opens, else sha512; the format:
+/// `--erofs-version`, else 1 (cfsctl ignores the repository's here too).
+pub fn compute_id(
+    repo: Option<&Path>,
+    a: &DirReadArgs,
+    hash: Option<Algorithm>,
+) -> Result<ExitCode> {
+    let alg = match hash {
+        Some(h) => h,
+        None => crate::repository::default_path(repo)
+            .ok()
+            .and_then(|p| crate::repository::Repository::open(&p).ok())
+            .map_or(Algorithm::Sha512, |r| r.algorithm()),
+    };
+    let (tree, _) = read_dir_tree(a, &ContentSink::DigestOnly(alg), &|_| {})?;
+    let mut image = tempfile::tempfile().context("cannot create a temporary file")?;
+    crate::erofs::write_image_version(&tree, a.version().unwrap_or(1), &mut image)?;
+    image
+        .seek(std::io::SeekFrom::Start(0))
+        .context("cannot read the image back")?;
+    let (id, _) = fsverity::digest_reader(alg, std::io::BufReader::new(image))
+        .context("cannot read the image back")?;
+    writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 

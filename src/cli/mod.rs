@@ -93,16 +93,26 @@ enum Command {
     Fsck,
     /// Build a composefs image from a directory or dumpfile (the C tool's interface)
     Mkcomposefs(image_cmds::MkcomposefsArgs),
-    /// Import a directory: file contents become objects, the tree a stored image
+    /// Import a directory: file contents become objects, the tree a stored
+    /// image in the repository's EROFS format (as `cfsctl create-image`)
     CreateImage {
-        /// The directory to import
-        dir: PathBuf,
+        #[command(flatten)]
+        read: image_cmds::DirReadArgs,
         /// Ref to create under images/refs/
         #[arg(long)]
         name: Option<String>,
-        /// Lowest image format version (0 or 1)
-        #[arg(long, default_value_t = 0, value_name = "N")]
-        min_version: u32,
+        /// Ref to create under images/refs/ (as cfsctl takes it)
+        #[arg(value_name = "NAME", conflicts_with = "name")]
+        image_name: Option<String>,
+    },
+    /// Print the image id `create-image DIR` would give, storing nothing
+    /// (as `cfsctl compute-id`; no repository needed)
+    ComputeId {
+        #[command(flatten)]
+        read: image_cmds::DirReadArgs,
+        /// Digest algorithm (default: the repository's if there is one, else sha512)
+        #[arg(long, value_name = "sha256|sha512")]
+        hash: Option<Algorithm>,
     },
     /// Print an image (file path or stored image) as a composefs-dump(5) text
     Dump {
@@ -193,10 +203,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fsck => repo_cmds::fsck(repo),
         Command::Mkcomposefs(a) => image_cmds::mkcomposefs(a),
         Command::CreateImage {
-            dir,
+            read,
             name,
-            min_version,
-        } => image_cmds::create_image(repo, &dir, name.as_deref(), min_version),
+            image_name,
+        } => image_cmds::create_image(repo, &read, name.or(image_name).as_deref()),
+        Command::ComputeId { read, hash } => image_cmds::compute_id(repo, &read, hash),
         Command::Dump { image } => image_cmds::dump(repo, &image),
         Command::Ls { image, path } => image_cmds::ls(repo, &image, path.as_deref()),
         Command::Mount(args) => fuse_cmds::mount(repo, &args),

@@ -5,9 +5,12 @@
 
 pub mod format;
 pub mod reader;
+pub mod versions;
 pub mod writer;
+pub mod writer_v2;
 
 pub use reader::ErofsImage;
+pub use versions::{image_version_to_vec, write_image_version};
 pub use writer::{
     FormatVersion, ImageInfo, WriteOptions, image_to_vec, write_image, write_image_with,
 };

@@ -55,6 +55,33 @@ impl MemTree {
     }
 }
 
+impl MemTree {
+    /// Replace inodes: `f` returns a new inode for those it changes (a
+    /// directory stays a directory, a non-directory a non-directory).
+    pub fn map_inodes(&mut self, mut f: impl FnMut(Ino, &Inode) -> Option<Inode>) -> Result<()> {
+        for (i, slot) in self.inodes.iter_mut().enumerate() {
+            if let Some(new) = f(i as Ino, slot) {
+                if new.kind.is_dir() != slot.kind.is_dir() {
+                    bail!("cannot change inode {i} between directory and non-directory");
+                }
+                *slot = Arc::new(new);
+            }
+        }
+        Ok(())
+    }
+
+    /// Empty directory `dir` (what only it reached becomes unreachable).
+    pub fn clear_dir(&mut self, dir: Ino) -> Result<()> {
+        let entries = self
+            .dirs
+            .get_mut(&dir)
+            .with_context(|| format!("inode {dir} is not a directory"))?;
+        *entries = Arc::from(Vec::new());
+        self.nlinks = std::sync::OnceLock::new();
+        Ok(())
+    }
+}
+
 impl Tree for MemTree {
     /// Counted once over the whole tree, on first use.
     fn nlink(&self, ino: Ino) -> Result<Option<u64>> {

@@ -9,6 +9,7 @@
 //! knows nothing about where the tree came from. [`MemTree`] is the
 //! in-memory implementation, built with [`MemTreeBuilder`].
 
+pub mod container;
 pub mod dirsource;
 mod mem;
 
