@@ -246,8 +246,7 @@ impl Repository {
                     .with_context(|| format!("cannot create {}/objects", path.display()))?
             }
             Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot open {}/objects", path.display()));
+                return Err(e).with_context(|| format!("cannot open {}/objects", path.display()));
             }
         };
         Ok(Repository {
@@ -389,17 +388,34 @@ fn write_meta(dir: &File, meta: &meta::Meta, algorithm: Algorithm, verity: bool)
     drop(f);
     let mut has_verity = false;
     if verity {
-        let ro = rustix::fs::openat(dir, tmp.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map(File::from)
-            .context("cannot reopen")
-            .map_err(cleanup)?;
+        let ro = rustix::fs::openat(
+            dir,
+            tmp.as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map(File::from)
+        .context("cannot reopen")
+        .map_err(cleanup)?;
         match crate::fsverity::ioctl::enable(&ro, algorithm) {
             Ok(()) => has_verity = true,
             Err(crate::fsverity::ioctl::EnableError::Unsupported) => {}
-            Err(e) => return Err(cleanup(anyhow::Error::new(e).context("cannot enable fs-verity"))),
+            Err(e) => {
+                return Err(cleanup(
+                    anyhow::Error::new(e).context("cannot enable fs-verity"),
+                ));
+            }
         }
     }
-    rustix::fs::renameat_with(dir, tmp.as_str(), dir, meta::META_FILENAME, rustix::fs::RenameFlags::NOREPLACE)
-        .map_err(|e| cleanup(anyhow::Error::new(std::io::Error::from(e)).context("cannot rename into place")))?;
+    rustix::fs::renameat_with(
+        dir,
+        tmp.as_str(),
+        dir,
+        meta::META_FILENAME,
+        rustix::fs::RenameFlags::NOREPLACE,
+    )
+    .map_err(|e| {
+        cleanup(anyhow::Error::new(std::io::Error::from(e)).context("cannot rename into place"))
+    })?;
     Ok(has_verity)
 }

@@ -109,9 +109,8 @@ impl Repository {
             return Ok(());
         }
         // A cfsctl repository gets streams/ and images/ when first needed.
-        mkdir_all_at(self.dir(), Path::new(kind.dir()), 0o755).with_context(|| {
-            format!("cannot create {}/{}", self.path().display(), kind.dir())
-        })?;
+        mkdir_all_at(self.dir(), Path::new(kind.dir()), 0o755)
+            .with_context(|| format!("cannot create {}/{}", self.path().display(), kind.dir()))?;
         replace_symlink(self.dir(), &path, &target)
             .with_context(|| format!("cannot link {}/{}", self.path().display(), path.display()))
     }
