@@ -1,8 +1,13 @@
 //! Garbage collection: delete what no ref reaches.
 //!
-//! Roots are the refs under `streams/refs/` and `images/refs/`. A reachable
-//! stream marks its object refs and, recursively, the streams it names; a
-//! reachable image marks every object its files redirect to. Then every
+//! Roots are the refs under `streams/refs/` and `images/refs/` (as in
+//! composefs-rs, `streams/` and `images/` entries without a ref are not
+//! roots). A reachable stream marks its object refs and, recursively,
+//! what its named refs point at: another stream, or (composefs-rs's
+//! `composefs.image` refs on OCI configs and ostree commits) an EROFS
+//! image; a reachable image marks every object its files redirect to
+//! (composefs-rs keeps only the image object itself and relies on the
+//! layers; keeping the redirects too is the more conservative rule). Then every
 //! `streams/` or `images/` entry whose object is unmarked (or gone) is
 //! removed, and after that every unmarked object, so that a collection
 //! cut short never leaves an entry naming a missing object. The caller
@@ -43,10 +48,19 @@ pub fn reachable(repo: &Repository) -> Result<HashSet<ObjectId>> {
             })?;
         queue.push((format!("ref {name:?}"), id));
     }
+    let mut images: Vec<(String, ObjectId)> = Vec::new();
     while let Some((via, id)) = queue.pop() {
-        if !marked.insert(id) {
+        if marked.contains(&id) {
             continue;
         }
+        let what = object_kind(repo, &id).with_context(|| {
+            format!("cannot read object {id} (reached from {via}); run `composefs fsck` (nothing was deleted)")
+        })?;
+        if what == ObjectKind::Image {
+            images.push((via, id));
+            continue;
+        }
+        marked.insert(id);
         let stream = repo
             .open_stream_object(&id)
             .with_context(|| format!("cannot read stream {id} (reached from {via}); run `composefs fsck` (nothing was deleted)"))?;
@@ -59,6 +73,9 @@ pub fn reachable(repo: &Repository) -> Result<HashSet<ObjectId>> {
         let id = repo.entry_object(RefKind::Image, &entry).with_context(|| {
             format!("image ref {name:?} is broken; run `composefs fsck` (nothing was deleted)")
         })?;
+        images.push((format!("image ref {name:?}"), id));
+    }
+    for (via, id) in images {
         if !marked.insert(id) {
             continue;
         }
@@ -66,7 +83,7 @@ pub fn reachable(repo: &Repository) -> Result<HashSet<ObjectId>> {
             .open_object(&id)
             .and_then(crate::erofs::reader::ErofsImage::from_file)
             .and_then(|img| img.referenced_objects())
-            .with_context(|| format!("cannot read image {id} (ref {name:?}); run `composefs fsck` (nothing was deleted)"))?;
+            .with_context(|| format!("cannot read image {id} ({via}); run `composefs fsck` (nothing was deleted)"))?;
         marked.extend(
             image
                 .into_iter()
@@ -74,6 +91,38 @@ pub fn reachable(repo: &Repository) -> Result<HashSet<ObjectId>> {
         );
     }
     Ok(marked)
+}
+
+/// What a stream's named ref may point at.
+#[derive(Debug, PartialEq, Eq)]
+enum ObjectKind {
+    /// A splitstream (or anything else: read as one, so that an
+    /// unreadable one stops the collection).
+    Stream,
+    /// A composefs EROFS image (starts with the composefs header magic).
+    Image,
+}
+
+/// Tell an image object from a stream by its first bytes.
+fn object_kind(repo: &Repository, id: &ObjectId) -> Result<ObjectKind> {
+    let mut f = repo.open_object(id)?;
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match std::io::Read::read(&mut f, &mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("cannot read"),
+        }
+    }
+    Ok(
+        if got == 4 && u32::from_le_bytes(head) == crate::erofs::format::COMPOSEFS_MAGIC {
+            ObjectKind::Image
+        } else {
+            ObjectKind::Stream
+        },
+    )
 }
 
 /// Collect garbage. With `dry_run`, only report.
