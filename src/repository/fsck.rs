@@ -21,6 +21,9 @@ pub struct FsckReport {
     pub images: u64,
     pub refs: u64,
     pub problems: Vec<String>,
+    /// Not problems: what an older repository of this tool differs in from
+    /// what `composefs init` / `cfsctl init` write now, and what to do.
+    pub notes: Vec<String>,
 }
 
 impl FsckReport {
@@ -35,8 +38,71 @@ pub fn fsck(repo: &Repository, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<F
     let sizes = check_objects(repo, &mut report, progress);
     check_entries(repo, &mut report, &sizes);
     check_refs(repo, &mut report);
+    legacy_notes(repo, &mut report);
     report.problems.sort();
     Ok(report)
+}
+
+/// What older versions of this tool wrote differently (see [`FsckReport::notes`]).
+fn legacy_notes(repo: &Repository, report: &mut FsckReport) {
+    let Ok((text, _)) = super::read_at(repo.dir(), super::meta::META_FILENAME) else {
+        return;
+    };
+    let Ok(meta) = super::meta::Meta::parse(&text) else {
+        return;
+    };
+    if meta
+        .features
+        .compatible
+        .iter()
+        .any(|f| f == super::meta::NO_FSVERITY)
+    {
+        report.notes.push(format!(
+            "meta.json has the compatible feature {:?} of earlier versions of composefs: objects need no \
+             fs-verity (honoured); cfsctl and this tool now say so by meta.json having no fs-verity \
+             (cfsctl reads this repository the same way: nothing to do)",
+            super::meta::NO_FSVERITY
+        ));
+    }
+    if meta.erofs_formats.is_none() {
+        report.notes.push(format!(
+            "meta.json has no erofs_formats: as cfsctl, this tool writes EROFS format {} images here \
+             (earlier versions of composefs wrote format 0 or 1; those images stay valid). For \
+             C-compatible images, create a new repository with `composefs init --erofs-version 1` \
+             and import again",
+            repo.erofs_version()
+        ));
+    }
+    let Ok(entries) = repo.list_entries(RefKind::Image) else {
+        return;
+    };
+    let mut other = Vec::new();
+    for (entry, id) in entries {
+        let Ok(id) = id else { continue };
+        let Ok(img) = repo
+            .open_object(&id)
+            .and_then(crate::erofs::reader::ErofsImage::from_file)
+        else {
+            continue;
+        };
+        let v = img.header().composefs_version;
+        let same = match repo.erofs_version() {
+            2 => v == 2,
+            _ => v < 2,
+        };
+        if !same {
+            other.push(format!("images/{entry} (composefs_version {v})"));
+        }
+    }
+    if !other.is_empty() {
+        report.notes.push(format!(
+            "{} image(s) in another EROFS format than the repository's ({}): {}; both tools read and \
+             mount them; `create-image` again to get the repository's format",
+            other.len(),
+            repo.erofs_version(),
+            other.join(", ")
+        ));
+    }
 }
 
 /// Re-digest every object on all cores; returns each good object's size.

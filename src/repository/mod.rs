@@ -356,7 +356,7 @@ impl Repository {
 }
 
 /// A small file's content, and the file (for an fs-verity probe).
-fn read_at(dir: &File, name: &str) -> std::io::Result<(Vec<u8>, File)> {
+pub(crate) fn read_at(dir: &File, name: &str) -> std::io::Result<(Vec<u8>, File)> {
     let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     let mut f = File::from(fd);
     let mut v = Vec::new();
