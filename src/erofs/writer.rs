@@ -156,13 +156,35 @@ pub fn write_image_with(
     opts: &WriteOptions,
     out: &mut impl Write,
 ) -> Result<ImageInfo> {
+    write_image_impl(tree, opts, false, out)
+}
+
+/// [`write_image_with`] as composefs-rs writes its versions 0 and 1: the
+/// same, except that the build time (the smallest mtime, which decides
+/// which inodes are compact) is the smallest with the seconds read as
+/// unsigned, so an mtime before 1970 counts as the latest, not the
+/// earliest (C compares them signed).
+pub(crate) fn write_image_composefs_rs(
+    tree: &dyn Tree,
+    opts: &WriteOptions,
+    out: &mut impl Write,
+) -> Result<ImageInfo> {
+    write_image_impl(tree, opts, true, out)
+}
+
+fn write_image_impl(
+    tree: &dyn Tree,
+    opts: &WriteOptions,
+    unsigned_mtime: bool,
+    out: &mut impl Write,
+) -> Result<ImageInfo> {
     let scan = Scan::run(tree)?;
     let mut version = opts.min_version.number();
     let max_version = opts.max_version.number().max(version);
     if version < 1 && max_version >= 1 && scan.has_whiteout {
         version = 1;
     }
-    let plan = Plan::build(&scan, tree, version)?;
+    let plan = Plan::build(&scan, tree, version, unsigned_mtime)?;
     let mut w = Out {
         inner: BufWriter::with_capacity(1 << 16, out),
         pos: 0,
@@ -750,7 +772,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn build(scan: &Scan, tree: &dyn Tree, version: u32) -> Result<Plan> {
+    fn build(scan: &Scan, tree: &dyn Tree, version: u32, unsigned_mtime: bool) -> Result<Plan> {
         let mut plan = Self::collect(scan, tree, version)?;
         if plan.nodes.len() as u64 > u64::from(u32::MAX) + 1 {
             bail!(
@@ -768,12 +790,19 @@ impl Plan {
                     k == b"system.posix_acl_access" || k == b"system.posix_acl_default"
                 })
         });
-        plan.min_mtime = plan
-            .nodes
-            .iter()
-            .map(|n| n.src.stat.mtime)
-            .min()
-            .unwrap_or_default();
+        plan.min_mtime = if unsigned_mtime {
+            plan.nodes
+                .iter()
+                .map(|n| n.src.stat.mtime)
+                .min_by_key(|t| (t.sec as u64, t.nsec))
+                .unwrap_or_default()
+        } else {
+            plan.nodes
+                .iter()
+                .map(|n| n.src.stat.mtime)
+                .min()
+                .unwrap_or_default()
+        };
 
         plan.shared = plan.share_xattrs();
         let shared_size: u64 = plan

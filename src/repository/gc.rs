@@ -83,7 +83,11 @@ pub fn reachable(repo: &Repository) -> Result<HashSet<ObjectId>> {
             .open_object(&id)
             .and_then(crate::erofs::reader::ErofsImage::from_file)
             .and_then(|img| img.referenced_objects())
-            .with_context(|| format!("cannot read image {id} ({via}); run `composefs fsck` (nothing was deleted)"))?;
+            .with_context(|| {
+                format!(
+                    "cannot read image {id} ({via}); run `composefs fsck` (nothing was deleted)"
+                )
+            })?;
         marked.extend(
             image
                 .into_iter()
