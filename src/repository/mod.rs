@@ -203,12 +203,14 @@ impl Repository {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 if rustix::fs::statat(&dir, "objects", rustix::fs::AtFlags::empty()).is_ok() {
                     bail!(
-                        "{} has objects/ but no {}: a repository of composefs-rs before 0.7; \
-                         `cfsctl --repo {} fsck` upgrades it in place (writes {} from its objects), \
-                         then this tool opens it",
+                        "{} has objects/ but no {}: a repository of composefs-rs before 0.7 \
+                         (`cfsctl --repo {} fsck` upgrades it in place, writing {} from its \
+                         objects), or one whose {} was lost (`composefs init` with its algorithm \
+                         writes a new one)",
                         path.display(),
                         meta::META_FILENAME,
                         path.display(),
+                        meta::META_FILENAME,
                         meta::META_FILENAME
                     );
                 }
