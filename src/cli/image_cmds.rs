@@ -198,16 +198,11 @@ pub struct DirReadArgs {
     /// create-image the repository's, compute-id 1, as cfsctl)
     #[arg(long, value_name = "0|1|2", value_parser = clap::value_parser!(u32).range(0..=2))]
     erofs_version: Option<u32>,
-    /// Old spelling of --erofs-version 0 or 1
-    #[arg(long, hide = true, value_name = "N", conflicts_with = "erofs_version",
+    /// Write the image as `mkcomposefs --min-version=N` does (C's rules:
+    /// version 0 upgraded to 1 when the tree has whiteouts), not as cfsctl
+    #[arg(long, value_name = "0|1", conflicts_with = "erofs_version",
           value_parser = clap::value_parser!(u32).range(0..=1))]
     min_version: Option<u32>,
-}
-
-impl DirReadArgs {
-    fn version(&self) -> Option<u32> {
-        self.erofs_version.or(self.min_version)
-    }
 }
 
 /// Read the directory as cfsctl would (see [`DirReadArgs`]).
@@ -238,17 +233,26 @@ pub fn create_image(repo: Option<&Path>, a: &DirReadArgs, name: Option<&str>) ->
     if let Some(n) = name {
         crate::repository::validate_ref_name(n)?;
     }
-    let version = a.version().unwrap_or(r.erofs_version());
+    let erofs_version = a.erofs_version.unwrap_or(r.erofs_version());
     // Bytes of file content stored, as they go (hidden off a terminal).
     let bar = super::progress::bytes(None, "importing");
     let (tree, stats) = read_dir_tree(a, &ContentSink::Repository(&r), &|n| bar.inc(n))?;
     bar.finish_and_clear();
-    let id = r.write_tree_image_version(&tree, version, name)?;
+    let id = match a.min_version {
+        Some(min) => {
+            let (image, _) = image_file(
+                &tree,
+                &WriteOptions::version(version(min, "--min-version")?),
+            )?;
+            r.commit_image(image, name)?
+        }
+        None => r.write_tree_image_version(&tree, erofs_version, name)?,
+    };
     writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
     if std::io::stderr().is_terminal() {
         let _ = writeln!(
             std::io::stderr(),
-            "imported {}: {} files, {} stored as objects ({}), EROFS format {version}",
+            "imported {}: {} files, {} stored as objects ({})",
             a.dir.display(),
             stats.files,
             stats.external,
@@ -275,7 +279,18 @@ pub fn compute_id(
     };
     let (tree, _) = read_dir_tree(a, &ContentSink::DigestOnly(alg), &|_| {})?;
     let mut image = tempfile::tempfile().context("cannot create a temporary file")?;
-    crate::erofs::write_image_version(&tree, a.version().unwrap_or(1), &mut image)?;
+    match a.min_version {
+        Some(min) => {
+            write_image_with(
+                &tree,
+                &WriteOptions::version(version(min, "--min-version")?),
+                &mut image,
+            )?;
+        }
+        None => {
+            crate::erofs::write_image_version(&tree, a.erofs_version.unwrap_or(1), &mut image)?;
+        }
+    }
     image
         .seek(std::io::SeekFrom::Start(0))
         .context("cannot read the image back")?;
