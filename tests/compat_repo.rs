@@ -280,11 +280,7 @@ fn each_tool_works_in_the_others_repository() {
     );
     r(&["refs"]);
     let ours_id = r(&["create-image", p(&tree), "--name", "by-us"]);
-    let their_id = bare(
-        &cfsctl::ok(&theirs, &["create-image", p(&tree), "by-them"])
-            .trim()
-            .to_string(),
-    );
+    let their_id = bare(cfsctl::ok(&theirs, &["create-image", p(&tree), "by-them"]).trim());
     assert_eq!(
         ours_id, their_id,
         "create-image in a cfsctl repository (EROFS 1)"

@@ -499,13 +499,9 @@ fn write_inode(
     let at = l.inode_at[idx];
     let blkaddr = u32::try_from(l.block_at[idx] / BLOCK_SIZE).context("image too large")?;
     let u = match (&n.body, &n.inode.kind) {
-        (Body::Dir { inline, blocks, .. }, _) => {
-            if inline.is_empty() || !blocks.is_empty() {
-                blkaddr
-            } else {
-                0
-            }
-        }
+        // A directory wholly inline has no block address.
+        (Body::Dir { inline, blocks, .. }, _) if !inline.is_empty() && blocks.is_empty() => 0,
+        (Body::Dir { .. }, _) => blkaddr,
         (_, Kind::Regular(FileData::External { .. })) => 31,
         (_, Kind::CharDevice { rdev } | Kind::BlockDevice { rdev }) => {
             u32::try_from(*rdev).context("device number too large for EROFS")?

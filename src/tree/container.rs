@@ -52,7 +52,7 @@ pub fn transform(tree: &mut MemTree, xattrs: XattrFilter) -> Result<bool> {
         tree.map_inodes(|i, _| (i == run).then(|| r.clone()))?;
     }
     let mut new_root = (*tree.inode(root)?).clone();
-    new_root.stat = usr_inode.stat.clone();
+    new_root.stat = usr_inode.stat;
     new_root.xattrs = usr_inode.xattrs.clone();
     debug_assert!(matches!(new_root.kind, Kind::Directory));
     tree.map_inodes(|i, inode| {
