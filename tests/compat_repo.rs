@@ -527,7 +527,7 @@ fn create_image_matches_cfsctl_for_each_version() {
 }
 
 /// Version-2 images (also 0 and 1) mount in the kernel with our `mount
-/// --kernel` and with cfsctl, and show the tree: contents, modes, owners,
+/// --kernel` and with cfsctl, and through our FUSE mount, and show the tree: contents, modes, owners,
 /// whole-second mtimes, symlinks, xattrs.
 #[test]
 fn every_version_mounts_in_the_kernel() {
@@ -563,6 +563,13 @@ fn every_version_mounts_in_the_kernel() {
         let n2 = compare(&tree, &mnt2);
         let _ = std::process::Command::new("umount").arg(&mnt2).status();
         assert_eq!(n, n2, "EROFS {v}: cfsctl's mount");
+        // Our FUSE mount reads the image with our own reader.
+        let mnt3 = repo.tmp.path().join("mnt3");
+        std::fs::create_dir_all(&mnt3).unwrap();
+        repo.ok(&["mount", "m", p(&mnt3)]);
+        let n3 = compare(&tree, &mnt3);
+        repo.ok(&["umount", p(&mnt3)]);
+        assert_eq!(n, n3, "EROFS {v}: FUSE mount");
     }
 }
 
