@@ -409,6 +409,9 @@ fn write_meta(dir: &File, meta: &meta::Meta, algorithm: Algorithm, verity: bool)
             }
         }
     }
+    // Never over an existing meta.json; a filesystem without
+    // RENAME_NOREPLACE gets a plain rename (the caller holds the exclusive
+    // lock and found none).
     rustix::fs::renameat_with(
         dir,
         tmp.as_str(),
@@ -416,6 +419,12 @@ fn write_meta(dir: &File, meta: &meta::Meta, algorithm: Algorithm, verity: bool)
         meta::META_FILENAME,
         rustix::fs::RenameFlags::NOREPLACE,
     )
+    .or_else(|e| match e {
+        rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS => {
+            rustix::fs::renameat(dir, tmp.as_str(), dir, meta::META_FILENAME)
+        }
+        e => Err(e),
+    })
     .map_err(|e| {
         cleanup(anyhow::Error::new(std::io::Error::from(e)).context("cannot rename into place"))
     })?;
