@@ -43,6 +43,10 @@ enum Command {
         /// fs-verity hash algorithm for object names
         #[arg(long, default_value = "sha512", value_name = "sha256|sha512")]
         hash: Algorithm,
+        /// The algorithm as cfsctl spells it (fsverity-sha256-12 or
+        /// fsverity-sha512-12); overrides --hash
+        #[arg(long, value_name = "ID", value_parser = parse_meta_algorithm, conflicts_with = "hash")]
+        algorithm: Option<Algorithm>,
         /// Objects need no fs-verity: none is enabled on meta.json (as
         /// cfsctl's --insecure); without it, fs-verity where the filesystem has it
         #[arg(long)]
@@ -183,13 +187,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Init {
             hash,
+            algorithm,
             insecure,
             erofs_version,
             path,
         } => repo_cmds::init(
             path.as_deref().or(repo),
             &crate::repository::InitOptions {
-                algorithm: hash,
+                algorithm: algorithm.unwrap_or(hash),
                 insecure,
                 erofs_version,
             },
@@ -217,6 +222,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Oci(cmd) => oci_cmds::run(repo, cmd),
         Command::Show(args) => show_cmds::show(repo, &args),
     }
+}
+
+/// `fsverity-sha512-12` (as `meta.json` and `cfsctl init --algorithm` spell it).
+fn parse_meta_algorithm(s: &str) -> std::result::Result<Algorithm, String> {
+    Algorithm::from_meta_name(s)
+        .ok_or_else(|| format!("{s:?}: expected fsverity-sha256-12 or fsverity-sha512-12"))
 }
 
 /// A positive number of seconds (fractions allowed), for `--timeout`.
