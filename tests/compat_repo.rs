@@ -752,3 +752,51 @@ fn gc_by_either_tool_keeps_what_any_ref_reaches() {
         cfs(&["--repo", p(r), "ls", "ours", "/d"]);
     }
 }
+
+/// An ostree commit pulled by cfsctl (its EROFS image kept only by the
+/// commit stream's `composefs.image` named ref): our gc removes exactly
+/// what cfsctl's removes, and cfsctl still checks and mounts the commit.
+#[test]
+fn gc_keeps_what_a_cfsctl_ostree_commit_reaches() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    sh(
+        &tree,
+        "mkdir -p usr/bin etc; cp /usr/bin/true /usr/bin/env usr/bin/; \
+         for i in $(seq 1 30); do head -c $((i*100)) /dev/urandom > etc/f$i; done; \
+         ln -s ../usr/bin/true etc/link",
+    );
+    let ost = tmp.path().join("ostree");
+    sh(
+        tmp.path(),
+        &format!(
+            "ostree init --repo={0} --mode=archive && ostree commit --repo={0} -b main --tree=dir={1} >/dev/null",
+            p(&ost),
+            p(&tree)
+        ),
+    );
+    let base = tmp.path().join("base");
+    oracle(&["init", "--insecure", p(&base)]);
+    cfsctl::ok(&base, &["ostree", "pull-local", p(&ost), "main"]);
+    // Garbage of ours next to it.
+    let loose = cfs(&["--repo", p(&base), "create-image", p(&tree)]);
+    let ours = tmp.path().join("ours");
+    let theirs = tmp.path().join("theirs");
+    common::copy_dir(&base, &ours);
+    common::copy_dir(&base, &theirs);
+    cfs(&["--repo", p(&ours), "gc"]);
+    cfsctl::ok(&theirs, &["gc"]);
+    let (a, b) = (common::object_names(&ours), common::object_names(&theirs));
+    assert_eq!(a, b, "objects surviving gc by each tool");
+    assert!(!a.contains(&loose), "the unreferenced image was collected");
+    assert!(a.len() > 30, "only {} objects survived", a.len());
+    assert!(cfsctl::ok(&ours, &["fsck"]).contains("status: ok"));
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    cfsctl::ok(&ours, &["ostree", "mount", "main", p(&mnt)]);
+    let read = std::fs::read(mnt.join("etc/f30"));
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    assert_eq!(read.unwrap(), std::fs::read(tree.join("etc/f30")).unwrap());
+}
