@@ -1165,3 +1165,42 @@ fn measure_matches_the_fsverity_tool() {
         "measure of a missing file",
     );
 }
+
+/// `init` options as cfsctl spells them: the EROFS version lands in
+/// meta.json (`erofs_formats`, `v1_erofs` for 1 only), `--insecure` leaves
+/// fs-verity off meta.json, a positional directory works, and bad values
+/// are refused before anything is made.
+#[test]
+fn init_options_as_cfsctl_spells_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    for v in ["0", "1", "2"] {
+        let dir = tmp.path().join(format!("v{v}"));
+        let words = ["init", "--insecure", "--erofs-version", v];
+        let mut args: Vec<&OsStr> = words.iter().map(OsStr::new).collect();
+        args.push(dir.as_os_str());
+        let out = composefs(&args, None, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta = std::fs::read_to_string(dir.join("meta.json")).unwrap();
+        assert!(
+            meta.contains(&format!("\"default\": {v}")),
+            "erofs_formats of --erofs-version {v}: {meta}"
+        );
+        assert_eq!(meta.contains("v1_erofs"), v == "1", "v1_erofs flag: {meta}");
+        assert!(!meta.contains("no-fsverity"), "legacy flag written: {meta}");
+    }
+    for bad in [
+        &["init", "--erofs-version", "3"][..],
+        &["init", "--algorithm", "fsverity-md5-12"][..],
+    ] {
+        let dir = tmp.path().join("bad");
+        let mut args: Vec<&OsStr> = bad.iter().map(OsStr::new).collect();
+        args.push(dir.as_os_str());
+        let out = composefs(&args, None, &[]);
+        assert!(!out.status.success(), "{bad:?} worked");
+        assert!(!dir.join("meta.json").exists(), "{bad:?} made a repository");
+    }
+}
