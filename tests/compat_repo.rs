@@ -67,6 +67,15 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// Unmounts a mount made by cfsctl when dropped (also when a check fails).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
 fn require_root() {
     assert!(
         rustix::process::geteuid().is_root(),
@@ -560,15 +569,17 @@ fn every_version_mounts_in_the_kernel() {
         let mnt2 = repo.tmp.path().join("mnt2");
         std::fs::create_dir_all(&mnt2).unwrap();
         cfsctl::ok(&repo.path, &["mount", &id, p(&mnt2)]);
+        let guard = Unmount(mnt2.clone());
         let n2 = compare(&tree, &mnt2);
-        let _ = std::process::Command::new("umount").arg(&mnt2).status();
+        drop(guard);
         assert_eq!(n, n2, "EROFS {v}: cfsctl's mount");
         // Our FUSE mount reads the image with our own reader.
         let mnt3 = repo.tmp.path().join("mnt3");
         std::fs::create_dir_all(&mnt3).unwrap();
         repo.ok(&["mount", "m", p(&mnt3)]);
+        let guard = Unmount(mnt3.clone());
         let n3 = compare(&tree, &mnt3);
-        repo.ok(&["umount", p(&mnt3)]);
+        drop(guard);
         assert_eq!(n, n3, "EROFS {v}: FUSE mount");
     }
 }
