@@ -1,7 +1,9 @@
 //! composefs EROFS images: the on-disk [`format`], the [`writer`]
-//! (byte-identical with the C `mkcomposefs` 1.0.8, format versions 0 and 1)
-//! and the [`reader`] ([`ErofsImage`], a lazy [`crate::tree::Tree`] over an
-//! image, plus the raw view GC and debugging need).
+//! (byte-identical with the C `mkcomposefs` 1.0.8, format versions 0 and 1),
+//! [`writer_v2`] (composefs-rs's legacy format 2), [`versions`] (one entry
+//! point for the three, numbered as composefs-rs numbers them) and the
+//! [`reader`] ([`ErofsImage`], a lazy [`crate::tree::Tree`] over an image of
+//! any version, plus the raw view GC and debugging need).
 
 pub mod format;
 pub mod reader;
