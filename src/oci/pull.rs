@@ -22,8 +22,7 @@ use crate::fsverity::ObjectId;
 use crate::repository::{RefKind, Repository};
 use crate::splitstream::content_type;
 
-/// The ref namespace of pulled images: `streams/refs/oci/NAME`.
-pub const REF_PREFIX: &str = "oci/";
+pub use super::store::{config_id, layer_id, manifest_id};
 
 /// Layers downloaded at once.
 const PARALLEL_LAYERS: usize = 3;
@@ -36,18 +35,6 @@ const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// At most this many layers in one image.
 const MAX_LAYERS: usize = 4096;
-
-pub fn layer_id(diff_id: &Digest) -> String {
-    format!("oci-layer-{diff_id}")
-}
-
-pub fn config_id(d: &Digest) -> String {
-    format!("oci-config-{d}")
-}
-
-pub fn manifest_id(d: &Digest) -> String {
-    format!("oci-manifest-{d}")
-}
 
 /// The platform of this machine, as OCI names it.
 pub fn host_platform() -> Platform {
@@ -106,6 +93,8 @@ pub struct PullReport {
     pub layers_reused: usize,
     /// Blob bytes downloaded (compressed).
     pub bytes: u64,
+    /// The composefs image linked from the config, or why there is none.
+    pub image: std::result::Result<ObjectId, String>,
 }
 
 /// A reader that digests and counts what passes through it, and tells
@@ -362,8 +351,7 @@ pub fn pull(
     progress: &dyn PullProgress,
 ) -> Result<PullReport> {
     repo.ensure_writable()?;
-    let ref_name = format!("{REF_PREFIX}{name}");
-    crate::repository::refs::validate_ref_name(&ref_name)?;
+    super::tags::check(name)?;
     let (digest, manifest_bytes, manifest) = resolve_manifest(src, reference, platform)?;
     let mut report = PullReport {
         name: name.to_string(),
@@ -371,12 +359,16 @@ pub fn pull(
         layers_fetched: 0,
         layers_reused: 0,
         bytes: 0,
+        image: Err(String::new()),
     };
     let mid = manifest_id(&digest);
-    if stored(repo, &mid).is_some() {
+    if let Some(id) = stored(repo, &mid)
+        && let Ok(img) = super::store::StoredImage::from_stream(repo, &id)
+    {
         report.layers_reused = manifest.layers.len();
+        report.image = ensure_image(repo, &img);
         repo.sync()?;
-        repo.set_ref(RefKind::Stream, &ref_name, &mid)?;
+        super::tags::set(repo, name, &mid)?;
         return Ok(report);
     }
     let what_config = format!("{}: config {}", src.describe(), manifest.config.digest);
@@ -459,24 +451,44 @@ pub fn pull(
         )
     })?;
 
-    let mut w = repo.stream_writer(content_type::OCI_CONFIG)?;
-    w.write_inline(&config_bytes)?;
-    for (diff_id, id) in config.rootfs.diff_ids.iter().zip(&layers) {
-        w.add_named_ref(diff_id.as_str(), *id)?;
-    }
-    let config_stream = w.finish()?;
-    repo.link_entry(
-        RefKind::Stream,
-        &config_id(&manifest.config.digest),
-        &config_stream,
+    let layer_refs: Vec<(Digest, ObjectId)> = config
+        .rootfs
+        .diff_ids
+        .iter()
+        .cloned()
+        .zip(layers.iter().copied())
+        .collect();
+    let config_stream = super::store::write_config(repo, &config_bytes, &layer_refs, &[])?;
+    let manifest_stream = super::store::write_manifest(
+        repo,
+        &manifest_bytes,
+        &manifest.config.digest,
+        config_stream,
+        &layer_refs,
     )?;
-
-    let mut w = repo.stream_writer(content_type::OCI_MANIFEST)?;
-    w.write_inline(&manifest_bytes)?;
-    w.add_named_ref(manifest.config.digest.as_str(), config_stream)?;
-    let manifest_stream = w.finish()?;
-    repo.link_entry(RefKind::Stream, &mid, &manifest_stream)?;
+    let img = super::store::StoredImage::from_stream(repo, &manifest_stream)?;
+    report.image = ensure_image(repo, &img);
     repo.sync()?;
-    repo.set_ref(RefKind::Stream, &ref_name, &mid)?;
+    super::tags::set(repo, name, &mid)?;
     Ok(report)
+}
+
+/// The composefs image of a pulled image, made and linked from its config
+/// as composefs-rs does at pull time, unless it is already. An image that
+/// has none (no `/usr`: composefs-rs would fail the whole pull) is still
+/// pulled; the reason is returned instead.
+fn ensure_image(
+    repo: &Repository,
+    img: &super::store::StoredImage,
+) -> std::result::Result<ObjectId, String> {
+    let (version, _) = super::image::format_for(repo);
+    if !img.legacy
+        && let Some(id) = img.image(version)
+        && repo.has_object(&id).unwrap_or(false)
+    {
+        return Ok(id);
+    }
+    super::image::commit(repo, img, version, None)
+        .map(|(id, _)| id)
+        .map_err(|e| format!("{e:#}"))
 }

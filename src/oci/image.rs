@@ -1,0 +1,101 @@
+//! The composefs image of a pulled OCI image, as composefs-rs 0.9.4 makes
+//! it: the layers merged ([`super::merge`]), transformed
+//! ([`super::transform`]) and written in the repository's EROFS format.
+//! [`compute`] digests it without storing anything (`oci compute-id`);
+//! [`commit`] stores it, links `images/<hex>`, and links it from the
+//! config stream (`composefs.image.v1` / `composefs.image`), rewriting the
+//! config and manifest streams, as composefs-rs does at pull time.
+//!
+//! Which EROFS format is written is decided in one place, [`format_for`]:
+//! format 0 and 1 are written; format 2 (composefs-rs's extended-inode
+//! layout) is not yet written by this build, so a format-2 repository gets
+//! a format-1 image, linked under `composefs.image.v1` (true of what it
+//! is), and a warning.
+
+use std::io::{Seek, SeekFrom};
+
+use anyhow::{Context, Result};
+
+use super::store::{StoredImage, link_image};
+use crate::erofs::writer::{FormatVersion, WriteOptions, write_image_with};
+use crate::fsverity::ObjectId;
+use crate::repository::{RefKind, Repository};
+use crate::tree::MemTree;
+
+/// The EROFS format an image for `repo` is written in (composefs-rs's
+/// numbering), and a warning when it is not the repository's own.
+pub fn format_for(repo: &Repository) -> (u32, Option<String>) {
+    match repo.erofs_version() {
+        v @ (0 | 1) => (v, None),
+        v => (
+            1,
+            Some(format!(
+                "this repository's EROFS format is {v}, which this build cannot write yet: writing format 1 (linked as composefs.image.v1)"
+            )),
+        ),
+    }
+}
+
+fn write_options(version: u32) -> Result<WriteOptions> {
+    let v = FormatVersion::from_number(version)
+        .with_context(|| format!("EROFS format {version} cannot be written"))?;
+    Ok(WriteOptions::version(v))
+}
+
+/// The tree a composefs image of `img` holds.
+pub fn image_tree(repo: &Repository, img: &StoredImage) -> Result<MemTree> {
+    let merged = img.tree(repo)?;
+    super::transform::transform(&merged)
+        .with_context(|| format!("OCI image {}", img.manifest_digest))
+}
+
+/// Write the image of `img` in EROFS format `version` into a temporary
+/// file, rewound.
+fn image_file(repo: &Repository, img: &StoredImage, version: u32) -> Result<std::fs::File> {
+    let tree = image_tree(repo, img)?;
+    let mut f = tempfile::tempfile().context("cannot create a temporary file")?;
+    {
+        let mut w = std::io::BufWriter::new(&mut f);
+        write_image_with(&tree, &write_options(version)?, &mut w)?;
+        std::io::Write::flush(&mut w).context("cannot write the image")?;
+    }
+    f.seek(SeekFrom::Start(0))
+        .context("cannot read the image back")?;
+    Ok(f)
+}
+
+/// The image's fs-verity digest (its object id), nothing stored.
+pub fn compute(repo: &Repository, img: &StoredImage, version: u32) -> Result<ObjectId> {
+    let f = image_file(repo, img, version)?;
+    let (id, _) =
+        crate::fsverity::digest_file(repo.algorithm(), &f).context("cannot digest the image")?;
+    Ok(id)
+}
+
+/// Store the image, link `images/<hex>` (and `images/refs/NAME` if
+/// asked), and link it from the config (when its format has a key).
+/// Returns the image and the image as read back after relinking.
+pub fn commit(
+    repo: &Repository,
+    img: &StoredImage,
+    version: u32,
+    image_name: Option<&str>,
+) -> Result<(ObjectId, StoredImage)> {
+    let f = image_file(repo, img, version)?;
+    let (id, _) = repo
+        .store_reader(std::io::BufReader::new(f))
+        .context("cannot store the image")?;
+    repo.sync()?;
+    repo.link_entry(RefKind::Image, &id.to_hex(), &id)?;
+    let img = if super::store::image_key(version).is_some()
+        && (img.image(version) != Some(id) || img.legacy)
+    {
+        link_image(repo, img, version, id)?
+    } else {
+        img.clone()
+    };
+    if let Some(n) = image_name {
+        repo.set_ref(RefKind::Image, n, &id.to_hex())?;
+    }
+    Ok((id, img))
+}
