@@ -302,7 +302,7 @@ pub fn summarize(repo: &Repository, name: &str, keys: &Keys) -> Result<Summary> 
 pub fn summarize_source(repo: &Repository, source: &Source, keys: &Keys) -> Result<Summary> {
     match source {
         Source::Commit(c) => summarize_commit(repo, c, keys),
-        Source::Oci(id) => summarize_oci(repo, id),
+        Source::Oci(id) | Source::OciRaw(id) => summarize_oci(repo, id),
         Source::Image(id) => summarize_image(repo, id),
     }
 }
