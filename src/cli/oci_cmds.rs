@@ -324,11 +324,11 @@ fn create_image(repo: Option<&Path>, name: &str, image_name: Option<&str>) -> Re
         crate::repository::validate_ref_name(n)?;
     }
     let img = StoredImage::open(&r, name)?;
-    let (version, warning) = crate::oci::image::format_for(&r);
-    if let Some(w) = warning {
+    let format = crate::oci::image::format_for(&r);
+    if let Some(w) = &format.warning {
         eprintln!("composefs: {w}");
     }
-    let (id, _) = crate::oci::image::commit(&r, &img, version, image_name)
+    let (id, _) = crate::oci::image::commit(&r, &img, &format, image_name)
         .with_context(|| format!("OCI image {name:?}"))?;
     writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
@@ -337,11 +337,11 @@ fn create_image(repo: Option<&Path>, name: &str, image_name: Option<&str>) -> Re
 fn compute_id(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
     let r = open(repo)?;
     let img = StoredImage::open(&r, name)?;
-    let (version, warning) = crate::oci::image::format_for(&r);
-    if let Some(w) = warning {
+    let format = crate::oci::image::format_for(&r);
+    if let Some(w) = &format.warning {
         eprintln!("composefs: {w}");
     }
-    let id = crate::oci::image::compute(&r, &img, version)
+    let id = crate::oci::image::compute(&r, &img, format.version)
         .with_context(|| format!("OCI image {name:?}"))?;
     writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)

@@ -8,9 +8,10 @@
 //!
 //! Which EROFS format is written is decided in one place, [`format_for`]:
 //! format 0 and 1 are written; format 2 (composefs-rs's extended-inode
-//! layout) is not yet written by this build, so a format-2 repository gets
-//! a format-1 image, linked under `composefs.image.v1` (true of what it
-//! is), and a warning.
+//! layout) is not yet written by this build, so in a format-2 repository
+//! `oci create-image` and `oci compute-id` give a format-1 image with a
+//! warning, which is not linked from the config (composefs-rs would link
+//! a format-2 image there), and `oci pull` links none.
 
 use std::io::{Seek, SeekFrom};
 
@@ -22,17 +23,33 @@ use crate::fsverity::ObjectId;
 use crate::repository::{RefKind, Repository};
 use crate::tree::MemTree;
 
-/// The EROFS format an image for `repo` is written in (composefs-rs's
-/// numbering), and a warning when it is not the repository's own.
-pub fn format_for(repo: &Repository) -> (u32, Option<String>) {
+/// How images are made for a repository.
+#[derive(Debug, Clone)]
+pub struct Format {
+    /// The EROFS format written (composefs-rs's numbering).
+    pub version: u32,
+    /// Whether it is the repository's own format, so it is linked from the
+    /// config (when that format has a key).
+    pub native: bool,
+    /// Why it is not the repository's own format.
+    pub warning: Option<String>,
+}
+
+/// The EROFS format an image for `repo` is written in.
+pub fn format_for(repo: &Repository) -> Format {
     match repo.erofs_version() {
-        v @ (0 | 1) => (v, None),
-        v => (
-            1,
-            Some(format!(
-                "this repository's EROFS format is {v}, which this build cannot write yet: writing format 1 (linked as composefs.image.v1)"
+        v @ (0 | 1) => Format {
+            version: v,
+            native: true,
+            warning: None,
+        },
+        v => Format {
+            version: 1,
+            native: false,
+            warning: Some(format!(
+                "this repository's EROFS format is {v}, which this build cannot write yet: the image is in format 1 and not linked from the OCI config"
             )),
-        ),
+        },
     }
 }
 
@@ -73,21 +90,24 @@ pub fn compute(repo: &Repository, img: &StoredImage, version: u32) -> Result<Obj
 }
 
 /// Store the image, link `images/<hex>` (and `images/refs/NAME` if
-/// asked), and link it from the config (when its format has a key).
+/// asked), and link it from the config (when the format is the
+/// repository's own and has a key).
 /// Returns the image and the image as read back after relinking.
 pub fn commit(
     repo: &Repository,
     img: &StoredImage,
-    version: u32,
+    format: &Format,
     image_name: Option<&str>,
 ) -> Result<(ObjectId, StoredImage)> {
+    let version = format.version;
     let f = image_file(repo, img, version)?;
     let (id, _) = repo
         .store_reader(std::io::BufReader::new(f))
         .context("cannot store the image")?;
     repo.sync()?;
     repo.link_entry(RefKind::Image, &id.to_hex(), &id)?;
-    let img = if super::store::image_key(version).is_some()
+    let img = if format.native
+        && super::store::image_key(version).is_some()
         && (img.image(version) != Some(id) || img.legacy)
     {
         link_image(repo, img, version, id)?

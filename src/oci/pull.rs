@@ -366,7 +366,7 @@ pub fn pull(
         && let Ok(img) = super::store::StoredImage::from_stream(repo, &id)
     {
         report.layers_reused = manifest.layers.len();
-        report.image = ensure_image(repo, &img);
+        report.image = ensure_image(repo, &img)?;
         repo.sync()?;
         super::tags::set(repo, name, &mid)?;
         return Ok(report);
@@ -467,7 +467,7 @@ pub fn pull(
         &layer_refs,
     )?;
     let img = super::store::StoredImage::from_stream(repo, &manifest_stream)?;
-    report.image = ensure_image(repo, &img);
+    report.image = ensure_image(repo, &img)?;
     repo.sync()?;
     super::tags::set(repo, name, &mid)?;
     Ok(report)
@@ -475,20 +475,26 @@ pub fn pull(
 
 /// The composefs image of a pulled image, made and linked from its config
 /// as composefs-rs does at pull time, unless it is already. An image that
-/// has none (no `/usr`: composefs-rs would fail the whole pull) is still
-/// pulled; the reason is returned instead.
+/// has none (no `/usr`: composefs-rs would fail the whole pull; a
+/// repository format this build cannot write) is still pulled; the reason
+/// is returned instead.
 fn ensure_image(
     repo: &Repository,
     img: &super::store::StoredImage,
-) -> std::result::Result<ObjectId, String> {
-    let (version, _) = super::image::format_for(repo);
-    if !img.legacy
-        && let Some(id) = img.image(version)
-        && repo.has_object(&id).unwrap_or(false)
-    {
-        return Ok(id);
+) -> Result<std::result::Result<ObjectId, String>> {
+    let format = super::image::format_for(repo);
+    if let Some(w) = format.warning {
+        return Ok(Err(w));
     }
-    super::image::commit(repo, img, version, None)
-        .map(|(id, _)| id)
-        .map_err(|e| format!("{e:#}"))
+    if !img.legacy
+        && let Some(id) = img.image(format.version)
+        && repo.has_object(&id)?
+    {
+        return Ok(Ok(id));
+    }
+    match super::image::commit(repo, img, &format, None) {
+        Ok((id, _)) => Ok(Ok(id)),
+        Err(e) if super::transform::is_untransformable(&e) => Ok(Err(format!("{e:#}"))),
+        Err(e) => Err(e),
+    }
 }

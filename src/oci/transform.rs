@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::tree::{Ino, Inode, Kind, MemTree, MemTreeBuilder, Tree};
 
@@ -34,6 +34,17 @@ pub const XATTR_ALLOWLIST: &[&[u8]] = &[b"security.capability"];
     "the image has no /usr directory: composefs images of OCI images take the root's metadata from /usr (composefs-rs refuses such images too)"
 )]
 pub struct NoUsr;
+
+/// Why a tree has no OCI image: `/run` is not a directory.
+#[derive(Debug, thiserror::Error)]
+#[error("/run is not a directory: composefs-rs's OCI transform cannot empty it")]
+pub struct RunNotDir;
+
+/// Whether `e` says the tree has no OCI image ([`NoUsr`], [`RunNotDir`]).
+pub fn is_untransformable(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<NoUsr>().is_some() || c.downcast_ref::<RunNotDir>().is_some())
+}
 
 fn filtered(inode: &Inode) -> Inode {
     let mut out = inode.clone();
@@ -54,7 +65,7 @@ pub fn transform(tree: &dyn Tree) -> Result<MemTree> {
     };
     let run = match find(b"run") {
         Some(ino) if tree.inode(ino)?.kind.is_dir() => Some(ino),
-        Some(_) => bail!("/run is not a directory: composefs-rs cannot empty it"),
+        Some(_) => return Err(RunNotDir.into()),
         None => None,
     };
 

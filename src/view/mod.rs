@@ -29,8 +29,8 @@ pub enum Source {
     Image(ObjectId),
     /// A pulled OCI image, by its manifest stream: what its composefs image
     /// holds (the layers merged, with composefs-rs's OCI transform; see
-    /// [`crate::oci::transform`]). An image without `/usr` has no composefs
-    /// image; it is shown untransformed.
+    /// [`crate::oci::transform`]). An image that has no composefs image
+    /// (no `/usr` directory, a `/run` that is not one) is shown untransformed.
     Oci(ObjectId),
     /// A pulled OCI image, its layers merged as they are (what `umoci
     /// unpack` gives): spelled `oci-raw/NAME`.
@@ -55,9 +55,7 @@ impl Source {
                 }
                 match crate::oci::transform::transform(&merged) {
                     Ok(t) => Ok(Arc::new(t)),
-                    Err(e) if e.downcast_ref::<crate::oci::transform::NoUsr>().is_some() => {
-                        Ok(Arc::new(merged))
-                    }
+                    Err(e) if crate::oci::transform::is_untransformable(&e) => Ok(Arc::new(merged)),
                     Err(e) => Err(e.context(format!("OCI image {}", img.manifest_digest))),
                 }
             }
