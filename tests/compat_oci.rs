@@ -376,3 +376,124 @@ fn missing_config_object_or_ref_is_a_clear_error() {
     assert!(err.contains("content type ocilayer"), "{err}");
     let _ = cfg;
 }
+
+/// What a splitstream is, order of its stream refs aside: content type,
+/// object refs, named refs (name → stream), stream refs as a set.
+type StreamShape = (u64, Vec<String>, Vec<(String, String)>, Vec<String>);
+
+fn stream_shape(repo: &Path, entry: &str) -> StreamShape {
+    use composefs::fsverity::Algorithm;
+    use composefs::splitstream::SplitStreamReader;
+    let f = std::fs::File::open(repo.join("streams").join(entry)).unwrap();
+    let r = SplitStreamReader::new(f, Algorithm::Sha512).unwrap();
+    let mut named: Vec<(String, String)> = r
+        .named_refs()
+        .iter()
+        .map(|(n, id)| (n.clone(), id.to_hex()))
+        .collect();
+    named.sort();
+    let mut streams: Vec<String> = r.stream_refs().iter().map(|i| i.to_hex()).collect();
+    streams.sort();
+    (
+        r.content_type,
+        r.object_refs().iter().map(|i| i.to_hex()).collect(),
+        named,
+        streams,
+    )
+}
+
+#[test]
+fn two_layer_manifest_differs_at_most_in_stream_ref_order() {
+    // cfsctl 0.9.4 rewrites the manifest with its layer refs in hash-map
+    // order (a different stream object from run to run for more than one
+    // layer); ours lists them in diff_id order. Everything else is equal.
+    common::require_tool("umoci");
+    let tmp = tempfile::tempdir().unwrap();
+    let lay = layout(tmp.path());
+    let (ours, theirs) = pull_both(tmp.path(), &lay, "t2");
+    let m = oci_entries(&ours.path)
+        .into_iter()
+        .find(|(n, _)| n.starts_with("oci-manifest-"))
+        .unwrap()
+        .0;
+    let shape = stream_shape(&ours.path, &m);
+    assert_eq!(shape, stream_shape(&theirs, &m));
+    assert_eq!(shape.2.len(), 3, "config and two layers: {:?}", shape.2);
+    assert!(shape.2[0].0.starts_with("config:sha256:"));
+}
+
+#[test]
+fn images_stored_by_older_versions_are_read_and_upgraded() {
+    use composefs::repository::{RefKind, Repository};
+    use composefs::splitstream::content_type;
+    common::require_tool("umoci");
+    let tmp = tempfile::tempdir().unwrap();
+    let lay = layout(tmp.path());
+    let (ours, theirs) = pull_both(tmp.path(), &lay, "t1");
+    let current = oci_entries(&ours.path);
+    let id = cfs(&theirs, &["oci", "compute-id", "img"]);
+    let strip = |mut b: Vec<u8>| {
+        assert_eq!(b.pop(), Some(b'\n'));
+        b
+    };
+    let config = strip(ours.ok(&["oci", "inspect", "img", "--config"]));
+    let manifest = strip(ours.ok(&["oci", "inspect", "img", "--manifest"]));
+    let entry = |p: &str| {
+        current
+            .iter()
+            .find(|(n, _)| n.starts_with(p))
+            .unwrap()
+            .0
+            .clone()
+    };
+    let (layer_e, config_e, manifest_e) = (
+        entry("oci-layer-"),
+        entry("oci-config-"),
+        entry("oci-manifest-"),
+    );
+    ours.ok(&["oci", "rm", "img"]);
+
+    // As older versions stored it: JSON inline, the config named by its
+    // bare digest, the name as nested directories.
+    {
+        let repo = Repository::open(&ours.path).unwrap();
+        let layer = repo.entry_object(RefKind::Stream, &layer_e).unwrap();
+        let diff_id = layer_e.strip_prefix("oci-layer-").unwrap();
+        let config_digest = config_e.strip_prefix("oci-config-").unwrap();
+        let mut w = repo.stream_writer(content_type::OCI_CONFIG).unwrap();
+        w.write_inline(&config).unwrap();
+        w.add_named_ref(diff_id, layer).unwrap();
+        let c = w.finish().unwrap();
+        repo.link_entry(RefKind::Stream, &config_e, &c).unwrap();
+        let mut w = repo.stream_writer(content_type::OCI_MANIFEST).unwrap();
+        w.write_inline(&manifest).unwrap();
+        w.add_named_ref(config_digest, c).unwrap();
+        let m = w.finish().unwrap();
+        repo.link_entry(RefKind::Stream, &manifest_e, &m).unwrap();
+        repo.set_ref(RefKind::Stream, "oci/reg.example/app:1", &manifest_e)
+            .unwrap();
+    }
+    assert_ne!(oci_entries(&ours.path), current);
+    let listed = text(ours.ok(&["oci", "images"]));
+    assert!(listed.starts_with("reg.example/app:1\tsha256:"), "{listed}");
+    assert_eq!(
+        text(ours.ok(&["oci", "compute-id", "reg.example/app:1"])),
+        id
+    );
+    let ls = text(ours.ok(&["ls", "oci/reg.example/app:1", "/usr/bin"]));
+    assert!(ls.contains("sh"), "{ls}");
+
+    // create-image rewrites it as composefs-rs stores it.
+    assert_eq!(
+        text(ours.ok(&["oci", "create-image", "reg.example/app:1"])),
+        id
+    );
+    assert_eq!(oci_entries(&ours.path), current);
+    assert_eq!(text(ours.ok(&["oci", "images"])), listed);
+    let listed = cfs(&ours.path, &["oci", "images", "--json"]);
+    assert!(listed.contains("reg.example/app:1"), "{listed}");
+    assert_eq!(
+        cfs(&ours.path, &["oci", "compute-id", "reg.example/app:1"]),
+        id
+    );
+}

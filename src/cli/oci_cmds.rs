@@ -330,6 +330,14 @@ fn create_image(repo: Option<&Path>, name: &str, image_name: Option<&str>) -> Re
     }
     let (id, _) = crate::oci::image::commit(&r, &img, &format, image_name)
         .with_context(|| format!("OCI image {name:?}"))?;
+    // A name stored as older versions did (nested directories) moves to
+    // the spelling composefs-rs reads.
+    if let Some((old, entry)) = crate::oci::tags::lookup(&r, name)?
+        && old != crate::oci::tags::ref_name(name)?
+    {
+        r.sync()?;
+        crate::oci::tags::set(&r, name, &entry)?;
+    }
     writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
