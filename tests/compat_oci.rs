@@ -497,3 +497,76 @@ fn images_stored_by_older_versions_are_read_and_upgraded() {
         id
     );
 }
+
+#[test]
+fn registry_pull_is_byte_identical() {
+    common::require_tool("umoci");
+    common::require_tool("skopeo");
+    common::require_tool("docker-registry");
+    let tmp = tempfile::tempdir().unwrap();
+    let lay = layout(tmp.path());
+    let reg = common::registry::start_registry(false);
+    let image = format!("docker://127.0.0.1:{}/test/img:1", reg.port);
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:t1", lay.display()))
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // cfsctl reaches the registry through `skopeo experimental-image-proxy`;
+    // plain HTTP needs a registries.conf, which skopeo 1.9 reads only from
+    // its command line: a wrapper on PATH adds it.
+    let conf = tmp.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nlocation = \"127.0.0.1:{}\"\ninsecure = true\n",
+            reg.port
+        ),
+    )
+    .unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let skopeo = String::from_utf8(run_tool(
+        "sh",
+        &["-c".as_ref(), "command -v skopeo".as_ref()],
+        tmp.path(),
+    ))
+    .unwrap();
+    let wrapper = bin.join("skopeo");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {} --registries-conf {} \"$@\"\n",
+            skopeo.trim(),
+            conf.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let theirs = cfs_repo(tmp.path());
+    let out = std::process::Command::new(cfsctl::path())
+        .env("PATH", path)
+        .arg("--repo")
+        .arg(&theirs)
+        .args(["--insecure", "oci", "pull", &image, "img"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let ours = our_repo();
+    ours.ok(&["oci", "pull", &image, "--name", "img"]);
+    let o = oci_entries(&ours.path);
+    assert_eq!(o.len(), 3, "{o:?}");
+    assert_eq!(o, oci_entries(&theirs));
+    assert_eq!(
+        cfs(&ours.path, &["oci", "inspect", "img"]),
+        cfs(&theirs, &["oci", "inspect", "img"])
+    );
+}
