@@ -328,8 +328,12 @@ fn create_image(repo: Option<&Path>, name: &str, image_name: Option<&str>) -> Re
     if let Some(w) = &format.warning {
         eprintln!("composefs: {w}");
     }
-    let (id, _) = crate::oci::image::commit(&r, &img, &format, image_name)
+    let c = crate::oci::image::commit(&r, &img, &format, image_name)
         .with_context(|| format!("OCI image {name:?}"))?;
+    if let Some(w) = &c.untransformed {
+        eprintln!("composefs: {w}");
+    }
+    let id = c.id;
     // A name stored as older versions did (nested directories) moves to
     // the spelling composefs-rs reads.
     if let Some((old, entry)) = crate::oci::tags::lookup(&r, name)?
@@ -349,8 +353,11 @@ fn compute_id(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
     if let Some(w) = &format.warning {
         eprintln!("composefs: {w}");
     }
-    let id = crate::oci::image::compute(&r, &img, format.version)
+    let (id, why) = crate::oci::image::compute(&r, &img, format.version)
         .with_context(|| format!("OCI image {name:?}"))?;
+    if let Some(w) = why {
+        eprintln!("composefs: {w}");
+    }
     writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
 }

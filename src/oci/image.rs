@@ -59,21 +59,31 @@ fn write_options(version: u32) -> Result<WriteOptions> {
     Ok(WriteOptions::version(v))
 }
 
-/// The tree a composefs image of `img` holds.
-pub fn image_tree(repo: &Repository, img: &StoredImage) -> Result<MemTree> {
+/// The tree a composefs image of `img` holds, and why it is not
+/// transformed, if it is not: an image composefs-rs has no composefs image
+/// of (no `/usr`, a `/run` that is not a directory) gives its layers
+/// merged untransformed (as its `oci/NAME` view shows it).
+pub fn image_tree(repo: &Repository, img: &StoredImage) -> Result<(MemTree, Option<String>)> {
     let merged = img.tree(repo)?;
-    super::transform::transform(&merged)
-        .with_context(|| format!("OCI image {}", img.manifest_digest))
+    match super::transform::transform(&merged) {
+        Ok(t) => Ok((t, None)),
+        Err(e) if super::transform::is_untransformable(&e) => Ok((
+            merged,
+            Some(format!(
+                "OCI image {}: {e:#}; the image holds the layers untransformed and is not linked from the config",
+                img.manifest_digest
+            )),
+        )),
+        Err(e) => Err(e.context(format!("OCI image {}", img.manifest_digest))),
+    }
 }
 
-/// Write the image of `img` in EROFS format `version` into a temporary
-/// file, rewound.
-fn image_file(repo: &Repository, img: &StoredImage, version: u32) -> Result<std::fs::File> {
-    let tree = image_tree(repo, img)?;
+/// Write `tree` in EROFS format `version` into a temporary file, rewound.
+fn image_file(tree: &MemTree, version: u32) -> Result<std::fs::File> {
     let mut f = tempfile::tempfile().context("cannot create a temporary file")?;
     {
         let mut w = std::io::BufWriter::new(&mut f);
-        write_image_with(&tree, &write_options(version)?, &mut w)?;
+        write_image_with(tree, &write_options(version)?, &mut w)?;
         std::io::Write::flush(&mut w).context("cannot write the image")?;
     }
     f.seek(SeekFrom::Start(0))
@@ -81,32 +91,60 @@ fn image_file(repo: &Repository, img: &StoredImage, version: u32) -> Result<std:
     Ok(f)
 }
 
-/// The image's fs-verity digest (its object id), nothing stored.
-pub fn compute(repo: &Repository, img: &StoredImage, version: u32) -> Result<ObjectId> {
-    let f = image_file(repo, img, version)?;
+/// The image's fs-verity digest (its object id), nothing stored; and why
+/// it is untransformed, if it is.
+pub fn compute(
+    repo: &Repository,
+    img: &StoredImage,
+    version: u32,
+) -> Result<(ObjectId, Option<String>)> {
+    let (tree, why) = image_tree(repo, img)?;
+    let f = image_file(&tree, version)?;
     let (id, _) =
         crate::fsverity::digest_file(repo.algorithm(), &f).context("cannot digest the image")?;
-    Ok(id)
+    Ok((id, why))
+}
+
+/// What [`commit`] did.
+pub struct Committed {
+    pub id: ObjectId,
+    /// The image as read back after relinking.
+    pub image: StoredImage,
+    /// Why the image is untransformed (and unlinked), if it is.
+    pub untransformed: Option<String>,
 }
 
 /// Store the image, link `images/<hex>` (and `images/refs/NAME` if
-/// asked), and link it from the config (when the format is the
-/// repository's own and has a key).
-/// Returns the image and the image as read back after relinking.
+/// asked), and link it from the config (when it is transformed, in the
+/// repository's own format, and that format has a key).
 pub fn commit(
     repo: &Repository,
     img: &StoredImage,
     format: &Format,
     image_name: Option<&str>,
-) -> Result<(ObjectId, StoredImage)> {
+) -> Result<Committed> {
+    let (tree, why) = image_tree(repo, img)?;
+    commit_tree(repo, img, format, &tree, why, image_name)
+}
+
+/// [`commit`] of a tree [`image_tree`] gave.
+pub fn commit_tree(
+    repo: &Repository,
+    img: &StoredImage,
+    format: &Format,
+    tree: &MemTree,
+    untransformed: Option<String>,
+    image_name: Option<&str>,
+) -> Result<Committed> {
     let version = format.version;
-    let f = image_file(repo, img, version)?;
+    let f = image_file(tree, version)?;
     let (id, _) = repo
         .store_reader(std::io::BufReader::new(f))
         .context("cannot store the image")?;
     repo.sync()?;
     repo.link_entry(RefKind::Image, &id.to_hex(), &id)?;
-    let img = if format.native
+    let image = if format.native
+        && untransformed.is_none()
         && super::store::image_key(version).is_some()
         && (img.image(version) != Some(id) || img.legacy)
     {
@@ -117,5 +155,9 @@ pub fn commit(
     if let Some(n) = image_name {
         repo.set_ref(RefKind::Image, n, &id.to_hex())?;
     }
-    Ok((id, img))
+    Ok(Committed {
+        id,
+        image,
+        untransformed,
+    })
 }

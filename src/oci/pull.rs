@@ -492,9 +492,10 @@ fn ensure_image(
     {
         return Ok(Ok(id));
     }
-    match super::image::commit(repo, img, &format, None) {
-        Ok((id, _)) => Ok(Ok(id)),
-        Err(e) if super::transform::is_untransformable(&e) => Ok(Err(format!("{e:#}"))),
-        Err(e) => Err(e),
+    let (tree, why) = super::image::image_tree(repo, img)?;
+    if let Some(why) = why {
+        return Ok(Err(why));
     }
+    let c = super::image::commit_tree(repo, img, &format, &tree, None, None)?;
+    Ok(Ok(c.id))
 }
