@@ -64,7 +64,11 @@ fn write_options(version: u32) -> Result<WriteOptions> {
 /// of (no `/usr`, a `/run` that is not a directory) gives its layers
 /// merged untransformed (as its `oci/NAME` view shows it).
 pub fn image_tree(repo: &Repository, img: &StoredImage) -> Result<(MemTree, Option<String>)> {
-    let merged = img.tree(repo)?;
+    transformed(img, img.tree(repo)?)
+}
+
+/// [`image_tree`] of the merged tree of `img`'s layers.
+pub fn transformed(img: &StoredImage, merged: MemTree) -> Result<(MemTree, Option<String>)> {
     match super::transform::transform(&merged) {
         Ok(t) => Ok((t, None)),
         Err(e) if super::transform::is_untransformable(&e) => Ok((

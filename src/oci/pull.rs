@@ -366,7 +366,7 @@ pub fn pull(
         && let Ok(img) = super::store::StoredImage::from_stream(repo, &id)
     {
         report.layers_reused = manifest.layers.len();
-        report.image = ensure_image(repo, &img)?;
+        report.image = ensure_image(repo, &img, None)?;
         repo.sync()?;
         super::tags::set(repo, name, &mid)?;
         return Ok(report);
@@ -443,13 +443,20 @@ pub fn pull(
 
     // The layers must merge (no entry escaping the root, no hardlink to
     // nothing, …): a hostile image fails here, not at its first mount,
-    // and gets no ref. Only the streams' headers are read.
-    super::merge::check(repo, &layers).with_context(|| {
+    // and gets no ref. Only the streams' headers are read. The merged tree
+    // is kept when a composefs image will be made of it.
+    let does_not_merge = || {
         format!(
             "{}: manifest {digest}: the layers do not merge",
             src.describe()
         )
-    })?;
+    };
+    let merged = if super::image::format_for(repo).warning.is_none() {
+        Some(super::merge::merge(repo, &layers).with_context(does_not_merge)?)
+    } else {
+        super::merge::check(repo, &layers).with_context(does_not_merge)?;
+        None
+    };
 
     let layer_refs: Vec<(Digest, ObjectId)> = config
         .rootfs
@@ -467,7 +474,7 @@ pub fn pull(
         &layer_refs,
     )?;
     let img = super::store::StoredImage::from_stream(repo, &manifest_stream)?;
-    report.image = ensure_image(repo, &img)?;
+    report.image = ensure_image(repo, &img, merged)?;
     repo.sync()?;
     super::tags::set(repo, name, &mid)?;
     Ok(report)
@@ -481,6 +488,7 @@ pub fn pull(
 fn ensure_image(
     repo: &Repository,
     img: &super::store::StoredImage,
+    merged: Option<crate::tree::MemTree>,
 ) -> Result<std::result::Result<ObjectId, String>> {
     let format = super::image::format_for(repo);
     if let Some(w) = format.warning {
@@ -492,7 +500,11 @@ fn ensure_image(
     {
         return Ok(Ok(id));
     }
-    let (tree, why) = super::image::image_tree(repo, img)?;
+    let merged = match merged {
+        Some(m) => m,
+        None => img.tree(repo)?,
+    };
+    let (tree, why) = super::image::transformed(img, merged)?;
     if let Some(why) = why {
         return Ok(Err(why));
     }

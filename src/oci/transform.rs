@@ -91,11 +91,21 @@ pub fn transform(tree: &dyn Tree) -> Result<MemTree> {
                 Some(&n) => n,
                 None => {
                     let inode: Arc<Inode> = tree.inode(e.ino)?;
-                    let mut new = filtered(&inode);
-                    if Some(e.ino) == run {
-                        new.stat.mtime = usr.stat.mtime;
-                    }
-                    let n = b.add(new);
+                    let keep = inode
+                        .xattrs
+                        .iter()
+                        .all(|(name, _)| XATTR_ALLOWLIST.contains(&name.as_slice()));
+                    // Unchanged inodes are shared with the merged tree,
+                    // not copied: the transform costs little memory.
+                    let n = if keep && Some(e.ino) != run {
+                        b.add_shared(inode.clone())
+                    } else {
+                        let mut new = filtered(&inode);
+                        if Some(e.ino) == run {
+                            new.stat.mtime = usr.stat.mtime;
+                        }
+                        b.add(new)
+                    };
                     if matches!(inode.kind, Kind::Directory) {
                         stack.push((e.ino, n));
                     } else {
