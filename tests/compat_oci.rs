@@ -247,6 +247,18 @@ fn one_layer_pull_is_byte_identical_and_cross_readable() {
         zero_dir_sizes(&cfs(&theirs, &["oci", "dump", "img"]))
     );
     assert!(ours_dump.contains("security.capability") || !has_setcap());
+
+    // cfsctl's OCI check passes on our repository, and its collection
+    // finds the same garbage in both (the config and manifest streams
+    // written before the image was linked) and keeps the image.
+    let f = cfs(&ours.path, &["oci", "fsck"]);
+    assert!(f.contains("status: ok"), "{f}");
+    let gc = |r: &Path| cfs(r, &["gc", "--dry-run"]);
+    assert_eq!(gc(&ours.path), gc(&theirs));
+    cfs(&ours.path, &["gc"]);
+    assert!(ours.path.join(&image).exists());
+    assert_eq!(text(ours.ok(&["oci", "compute-id", "img"])), their_id);
+    assert_eq!(oci_entries(&ours.path), o);
 }
 
 /// A dump with every directory's size field set to 0 and hardlink lines

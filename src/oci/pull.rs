@@ -5,11 +5,12 @@
 //! streamed through its blob digest, decompressed, and split into a tar
 //! splitstream (`oci-layer-sha256:<diff_id>`, contents as shared objects);
 //! its diff_id must be the config's. Only then is the layer's stream
-//! named. The config and the manifest become streams too
-//! (`oci-config-sha256:…` naming its layers, `oci-manifest-sha256:…`
-//! naming its config), and the ref `streams/refs/oci/NAME` names the
-//! manifest: `gc` keeps what a ref reaches, and a failed pull publishes
-//! no ref.
+//! named. The config and the manifest become streams too, as
+//! composefs-rs writes them ([`super::store`]); then, as composefs-rs does
+//! at pull, the composefs image is made of the merged layers and linked
+//! from the config ([`super::image`]; config and manifest streams
+//! rewritten), and the name ([`super::tags`]) is pointed at the manifest:
+//! `gc` keeps what a name reaches, and a failed pull publishes no name.
 
 use std::io::{self, Read};
 
