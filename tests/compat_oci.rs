@@ -386,7 +386,44 @@ fn missing_config_object_or_ref_is_a_clear_error() {
     common::assert_no_panic("compute-id on a layer as manifest", &out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("content type ocilayer"), "{err}");
-    let _ = cfg;
+
+    // A manifest stream without its `config:` named ref.
+    let manifest = {
+        let i: serde_json::Value = serde_json::from_str(&cfs(
+            &theirs_of(&lay, tmp.path()),
+            &["oci", "inspect", "img"],
+        ))
+        .unwrap();
+        i["manifest"].as_str().unwrap().as_bytes().to_vec()
+    };
+    {
+        use composefs::repository::{RefKind, Repository};
+        use composefs::splitstream::content_type;
+        let repo = Repository::open(&ours.path).unwrap();
+        let mut w = repo.stream_writer(content_type::OCI_MANIFEST).unwrap();
+        w.write_external(&manifest[..], manifest.len() as u64)
+            .unwrap();
+        let id = w.finish().unwrap();
+        repo.link_entry(RefKind::Stream, &m.0, &id).unwrap();
+    }
+    let out = ours.run(&["oci", "create-image", "img"], None);
+    common::assert_no_panic("create-image without a config ref", &out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let config_digest = cfg.0.strip_prefix("oci-config-").unwrap();
+    assert!(
+        err.contains(&format!("no named ref \"config:{config_digest}\"")),
+        "{err}"
+    );
+}
+
+/// cfsctl's pull of `t1` from `lay` into a repository under `dir`.
+fn theirs_of(lay: &Path, dir: &Path) -> PathBuf {
+    let theirs = cfs_repo(dir);
+    cfs(
+        &theirs,
+        &["oci", "pull", &format!("oci:{}:t1", lay.display()), "img"],
+    );
+    theirs
 }
 
 /// What a splitstream is, order of its stream refs aside: content type,
