@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::common::{self, Repo, pseudo_random, require_tool};
-use super::{Mounted, assert_same, chmod, chown, require_root, setx, snapshot, write};
+use super::{Mounted, Snapshot, assert_same, chmod, chown, require_root, setx, snapshot, write};
 
 fn run(cmd: &mut Command) -> Vec<u8> {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -170,21 +170,33 @@ fn oci_layout_and_archives_equal_umoci_unpack() {
     ]))
     .unwrap();
     assert!(out.contains("fetched 3 layers"), "{out}");
-    let m = Mounted::fuse(&repo, "oci/img", &s.join("m"));
+    // The layers as they are (oci-raw/) are what umoci unpacks.
+    let m = Mounted::fuse(&repo, "oci-raw/img", &s.join("m"));
     assert_same(
         &snapshot(&s.join("m"), true),
         &want,
-        "FUSE oci/img vs umoci unpack",
+        "FUSE oci-raw/img vs umoci unpack",
     );
     m.umount(&repo);
 
-    // The same as a composefs image, mounted by the kernel.
+    // oci/img is the composefs image's tree (composefs-rs's OCI transform:
+    // the root takes /usr's metadata, only security.capability xattrs
+    // stay), the same as the image mounted by the kernel.
+    let m = Mounted::fuse(&repo, "oci/img", &s.join("m"));
+    let transformed = snapshot(&s.join("m"), true);
+    m.umount(&repo);
+    let note = |snap: &Snapshot| snap.entries[&b"etc/conf.d/a"[..]].xattrs.clone();
+    assert!(note(&want).contains_key(&b"user.note"[..]));
+    assert!(
+        note(&transformed).is_empty(),
+        "user.note survived the OCI transform"
+    );
     repo.ok(&["oci", "create-image", "img", "--image-name", "img-erofs"]);
     let k = Mounted::kernel(&repo, "img-erofs", &s.join("k"));
     assert_same(
         &snapshot(&s.join("k"), true),
-        &want,
-        "kernel mount vs umoci unpack",
+        &transformed,
+        "kernel mount vs FUSE oci/img",
     );
     k.umount(&repo);
 
@@ -225,7 +237,7 @@ fn oci_layout_and_archives_equal_umoci_unpack() {
     ]))
     .unwrap();
     assert!(out.contains("reused 3") || out.contains("fetched"), "{out}");
-    let m = Mounted::fuse(&repo, "oci/from-docker", &s.join("d"));
+    let m = Mounted::fuse(&repo, "oci-raw/from-docker", &s.join("d"));
     assert_same(
         &snapshot(&s.join("d"), true),
         &want,
@@ -243,7 +255,7 @@ fn oci_layout_and_archives_equal_umoci_unpack() {
     assert_eq!(names, ["from-archive", "from-docker", "img"]);
     assert_same(
         &snapshot(&s.join("all/oci/img"), true),
-        &want,
+        &transformed,
         "--all oci/img",
     );
     all.umount(&repo);
@@ -251,7 +263,7 @@ fn oci_layout_and_archives_equal_umoci_unpack() {
     // rm + gc: the image goes, other images keep their layers.
     repo.ok(&["oci", "rm", "img", "from-archive"]);
     repo.ok(&["gc"]);
-    let m = Mounted::fuse(&repo, "oci/from-docker", &s.join("d"));
+    let m = Mounted::fuse(&repo, "oci-raw/from-docker", &s.join("d"));
     assert_same(&snapshot(&s.join("d"), true), &want, "after rm + gc");
     m.umount(&repo);
     repo.assert_fsck_ok();
@@ -420,7 +432,7 @@ fn registry_pull_shares_layers_and_verifies() {
         String::from_utf8(repo.ok(&["oci", "pull", &at("test/img:t"), "--name", "img"])).unwrap();
     assert!(out.contains("fetched 3 layers"), "{out}");
     assert_eq!(reg.blob_gets() - before, 4, "{}", reg.log());
-    let m = Mounted::fuse(&repo, "oci/img", &s.join("m"));
+    let m = Mounted::fuse(&repo, "oci-raw/img", &s.join("m"));
     assert_same(
         &snapshot(&s.join("m"), true),
         &want,

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
 use super::repo_cmds::open;
 use crate::oci::layout::{DockerArchive, Layout};
-use crate::oci::pull::{REF_PREFIX, host_platform, parse_platform, pull};
+use crate::oci::pull::{host_platform, parse_platform, pull};
 use crate::oci::reference::ImageRef;
 use crate::oci::source::ImageSource;
 use crate::oci::store::{StoredImage, list};
@@ -50,23 +50,30 @@ pub enum OciCommand {
     },
     /// List pulled images: name, manifest digest, size, created, layers
     Images,
-    /// Print a pulled image's config (default) or manifest, as stored
+    /// Print a pulled image as `cfsctl oci inspect` does: JSON with the
+    /// manifest and config (as stored, as strings), referrers and the linked
+    /// composefs image; or only the raw manifest or config
     Inspect {
         name: String,
+        /// Only the config JSON, as stored
         #[arg(long, conflicts_with = "manifest")]
         config: bool,
+        /// Only the manifest JSON, as stored
         #[arg(long)]
         manifest: bool,
     },
-    /// Build a composefs image of a pulled image's merged layers
+    /// Store the composefs image of a pulled image (its layers merged, with
+    /// composefs-rs's OCI transform) in the repository's EROFS format, link
+    /// it from the image's config (as `oci pull` does), and print its id
     CreateImage {
         name: String,
-        /// Store it as images/refs/N
+        /// Also name it images/refs/N
         #[arg(long, value_name = "N")]
         image_name: Option<String>,
-        #[arg(long, default_value_t = 0)]
-        min_version: u32,
     },
+    /// Print the id of the composefs image `create-image` would store (as
+    /// `cfsctl oci compute-id`), storing nothing
+    ComputeId { name: String },
     /// Forget pulled images (their ref; `gc` frees what only they used)
     Rm {
         #[arg(required = true)]
@@ -94,12 +101,15 @@ pub fn run(repo: Option<&Path>, cmd: OciCommand) -> Result<ExitCode> {
             pull_cmd(repo, &image, name.as_deref(), platform.as_deref(), opts)
         }
         OciCommand::Images => images(repo),
-        OciCommand::Inspect { name, manifest, .. } => inspect(repo, &name, manifest),
-        OciCommand::CreateImage {
+        OciCommand::Inspect {
             name,
-            image_name,
-            min_version,
-        } => create_image(repo, &name, image_name.as_deref(), min_version),
+            manifest,
+            config,
+        } => inspect(repo, &name, manifest, config),
+        OciCommand::CreateImage { name, image_name } => {
+            create_image(repo, &name, image_name.as_deref())
+        }
+        OciCommand::ComputeId { name } => compute_id(repo, &name),
         OciCommand::Rm { names } => rm(repo, &names),
     }
 }
@@ -231,6 +241,11 @@ fn pull_cmd(
         t0.elapsed().as_secs_f64()
     )
     .context("cannot write to stdout")?;
+    match &report.image {
+        Ok(id) => writeln!(std::io::stdout(), "composefs image {id}"),
+        Err(why) => writeln!(std::io::stdout(), "no composefs image: {why}"),
+    }
+    .context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -253,44 +268,111 @@ fn images(repo: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn inspect(repo: Option<&Path>, name: &str, manifest: bool) -> Result<ExitCode> {
+/// `cfsctl oci inspect`'s JSON, field for field.
+#[derive(serde::Serialize)]
+struct InspectReply {
+    manifest: String,
+    config: String,
+    referrers: Vec<String>,
+    composefs_erofs: Option<String>,
+    composefs_boot_erofs: Option<String>,
+}
+
+fn inspect(repo: Option<&Path>, name: &str, manifest: bool, config: bool) -> Result<ExitCode> {
     let r = open(repo)?;
     let img = StoredImage::open(&r, name)?;
     let mut out = std::io::stdout().lock();
-    out.write_all(if manifest {
-        &img.manifest_bytes
+    if manifest || config {
+        out.write_all(if manifest {
+            &img.manifest_bytes
+        } else {
+            &img.config_bytes
+        })?;
     } else {
-        &img.config_bytes
-    })?;
+        let text = |b: &[u8], what: &str| {
+            String::from_utf8(b.to_vec()).with_context(|| format!("the {what} is not UTF-8"))
+        };
+        let version = r.erofs_version();
+        let boot_key = if version == 2 {
+            "composefs.image.boot"
+        } else {
+            "composefs.image.boot.v1"
+        };
+        let reply = InspectReply {
+            manifest: text(&img.manifest_bytes, "manifest")?,
+            config: text(&img.config_bytes, "config")?,
+            referrers: Vec::new(),
+            composefs_erofs: img
+                .image(if version == 2 { 2 } else { 1 })
+                .map(|id| id.to_hex()),
+            composefs_boot_erofs: img
+                .images
+                .iter()
+                .find(|(k, _)| k == boot_key)
+                .map(|(_, id)| id.to_hex()),
+        };
+        serde_json::to_writer_pretty(&mut out, &reply)?;
+    }
     writeln!(out)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn create_image(
-    repo: Option<&Path>,
-    name: &str,
-    image_name: Option<&str>,
-    min_version: u32,
-) -> Result<ExitCode> {
+fn create_image(repo: Option<&Path>, name: &str, image_name: Option<&str>) -> Result<ExitCode> {
     let r = open(repo)?;
     r.ensure_writable()?;
     if let Some(n) = image_name {
         crate::repository::validate_ref_name(n)?;
     }
     let img = StoredImage::open(&r, name)?;
-    let tree = img
-        .tree(&r)
+    let format = crate::oci::image::format_for(&r);
+    if let Some(w) = &format.warning {
+        eprintln!("composefs: {w}");
+    }
+    let c = crate::oci::image::commit(&r, &img, &format, image_name)
         .with_context(|| format!("OCI image {name:?}"))?;
-    super::image_cmds::store_tree_image(&r, &tree, image_name, min_version)
+    if let Some(w) = &c.untransformed {
+        eprintln!("composefs: {w}");
+    }
+    let id = c.id;
+    // A name stored as older versions did (nested directories) moves to
+    // the spelling composefs-rs reads.
+    if let Some((old, entry)) = crate::oci::tags::lookup(&r, name)?
+        && old != crate::oci::tags::ref_name(name)?
+    {
+        r.sync()?;
+        crate::oci::tags::set(&r, name, &entry)?;
+    }
+    writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compute_id(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
+    let r = open(repo)?;
+    let img = StoredImage::open(&r, name)?;
+    let format = crate::oci::image::format_for(&r);
+    if let Some(w) = &format.warning {
+        eprintln!("composefs: {w}");
+    }
+    let (id, why) = crate::oci::image::compute(&r, &img, format.version)
+        .with_context(|| format!("OCI image {name:?}"))?;
+    if let Some(w) = why {
+        eprintln!("composefs: {w}");
+    }
+    writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn rm(repo: Option<&Path>, names: &[String]) -> Result<ExitCode> {
     let r = open(repo)?;
+    let mut refs = Vec::new();
     for n in names {
-        crate::oci::store::manifest_stream(&r, n)?;
+        match crate::oci::tags::lookup(&r, n)? {
+            Some((rf, _)) => refs.push(rf),
+            None => bail!("no OCI image named {n:?} (see `composefs oci images`)"),
+        }
     }
-    for n in names {
-        r.remove_ref(RefKind::Stream, &format!("{REF_PREFIX}{n}"))?;
+    for rf in refs {
+        r.remove_ref(RefKind::Stream, &rf)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -84,7 +84,9 @@ pub fn ostree_log(repo: Option<&Path>, a: &LogArgs) -> Result<ExitCode> {
     let start = match crate::view::resolve(&r, &a.name)? {
         Source::Commit(c) => c,
         Source::Image(_) => bail!("{:?} names a composefs image, not an ostree commit", a.name),
-        Source::Oci(_) => bail!("{:?} names an OCI image, not an ostree commit", a.name),
+        Source::Oci(_) | Source::OciRaw(_) => {
+            bail!("{:?} names an OCI image, not an ostree commit", a.name)
+        }
     };
     let mut out = std::io::stdout().lock();
     if a.json {

@@ -70,7 +70,15 @@ pub fn names_of(repo: &Repository, kind: RefKind, entry: &str) -> Result<Vec<Str
         .into_iter()
         .filter(|(_, e)| e == entry)
         .map(|(name, _)| match kind {
-            RefKind::Stream => name,
+            // Image names are refs spelled percent-encoded: shown as named.
+            RefKind::Stream => match name.strip_prefix(crate::oci::tags::PREFIX) {
+                Some(rest) => format!(
+                    "{}{}",
+                    crate::oci::tags::PREFIX,
+                    crate::oci::tags::decode(rest)
+                ),
+                None => name,
+            },
             RefKind::Image => format!("images/{name}"),
         })
         .collect();

@@ -268,6 +268,8 @@ pub struct OciSummary {
     pub layers: Vec<LayerSummary>,
     /// Sum of the layers' (compressed) sizes, as the manifest gives them.
     pub compressed_size: u64,
+    /// Composefs images linked from the config: `(named ref, image id)`.
+    pub composefs_images: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -302,7 +304,8 @@ pub fn summarize(repo: &Repository, name: &str, keys: &Keys) -> Result<Summary> 
 pub fn summarize_source(repo: &Repository, source: &Source, keys: &Keys) -> Result<Summary> {
     match source {
         Source::Commit(c) => summarize_commit(repo, c, keys),
-        Source::Oci(id) => summarize_oci(repo, id),
+        Source::Oci(id) => summarize_oci(repo, id, false),
+        Source::OciRaw(id) => summarize_oci(repo, id, true),
         Source::Image(id) => summarize_image(repo, id),
     }
 }
@@ -350,7 +353,9 @@ fn summarize_commit(repo: &Repository, c: &Checksum, keys: &Keys) -> Result<Summ
     })
 }
 
-fn summarize_oci(repo: &Repository, id: &ObjectId) -> Result<Summary> {
+/// An OCI image; its tree as `oci/NAME` shows it (the composefs image's),
+/// or with `raw` as `oci-raw/NAME` does.
+fn summarize_oci(repo: &Repository, id: &ObjectId, raw: bool) -> Result<Summary> {
     let img = StoredImage::from_stream(repo, id).with_context(|| format!("OCI image {id}"))?;
     let what = || format!("OCI image {}", img.manifest_digest);
     let config: serde_json::Value =
@@ -415,9 +420,19 @@ fn summarize_oci(repo: &Repository, id: &ObjectId) -> Result<Summary> {
         labels,
         layers,
         compressed_size: img.size(),
+        composefs_images: img
+            .images
+            .iter()
+            .map(|(k, id)| (k.clone(), id.to_hex()))
+            .collect(),
     };
-    let tree = img.tree(repo).with_context(what)?;
-    let stats = tree_stats(&tree).with_context(what)?;
+    let view = if raw {
+        Source::OciRaw(*id)
+    } else {
+        Source::Oci(*id)
+    };
+    let tree = view.load(repo).with_context(what)?;
+    let stats = tree_stats(tree.as_ref()).with_context(what)?;
     let entry = crate::oci::pull::manifest_id(&img.manifest_digest);
     Ok(Summary {
         kind: TreeKind::OciImage,
@@ -805,6 +820,9 @@ fn oci_lines(i: &OciSummary, line: &mut dyn FnMut(&str, &str)) {
         "compressed size",
         &format!("{} ({})", i.compressed_size, human_bytes(i.compressed_size)),
     );
+    for (key, id) in &i.composefs_images {
+        line(key, id);
+    }
 }
 
 #[cfg(test)]

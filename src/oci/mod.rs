@@ -11,8 +11,13 @@
 //!   `oci-archive` and `docker-archive` files.
 //! - [`pull`]: verify and store an image as splitstreams under `oci/NAME`.
 //! - [`merge`]: layers (stored tar splitstreams) → one tree; [`store`]:
-//!   pulled images read back.
+//!   pulled images stored and read back, as composefs-rs stores them;
+//!   [`tags`]: image names as refs.
+//! - [`transform`]: composefs-rs's OCI transform of the merged tree;
+//!   [`image`]: the composefs image of a pulled image (compute, commit,
+//!   link from the config).
 
+pub mod image;
 pub mod layout;
 pub mod merge;
 pub mod pull;
@@ -21,3 +26,5 @@ pub mod registry;
 pub mod source;
 pub mod spec;
 pub mod store;
+pub mod tags;
+pub mod transform;

@@ -5,11 +5,12 @@
 //! streamed through its blob digest, decompressed, and split into a tar
 //! splitstream (`oci-layer-sha256:<diff_id>`, contents as shared objects);
 //! its diff_id must be the config's. Only then is the layer's stream
-//! named. The config and the manifest become streams too
-//! (`oci-config-sha256:…` naming its layers, `oci-manifest-sha256:…`
-//! naming its config), and the ref `streams/refs/oci/NAME` names the
-//! manifest: `gc` keeps what a ref reaches, and a failed pull publishes
-//! no ref.
+//! named. The config and the manifest become streams too, as
+//! composefs-rs writes them ([`super::store`]); then, as composefs-rs does
+//! at pull, the composefs image is made of the merged layers and linked
+//! from the config ([`super::image`]; config and manifest streams
+//! rewritten), and the name ([`super::tags`]) is pointed at the manifest:
+//! `gc` keeps what a name reaches, and a failed pull publishes no name.
 
 use std::io::{self, Read};
 
@@ -22,8 +23,7 @@ use crate::fsverity::ObjectId;
 use crate::repository::{RefKind, Repository};
 use crate::splitstream::content_type;
 
-/// The ref namespace of pulled images: `streams/refs/oci/NAME`.
-pub const REF_PREFIX: &str = "oci/";
+pub use super::store::{config_id, layer_id, manifest_id};
 
 /// Layers downloaded at once.
 const PARALLEL_LAYERS: usize = 3;
@@ -36,18 +36,6 @@ const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// At most this many layers in one image.
 const MAX_LAYERS: usize = 4096;
-
-pub fn layer_id(diff_id: &Digest) -> String {
-    format!("oci-layer-{diff_id}")
-}
-
-pub fn config_id(d: &Digest) -> String {
-    format!("oci-config-{d}")
-}
-
-pub fn manifest_id(d: &Digest) -> String {
-    format!("oci-manifest-{d}")
-}
 
 /// The platform of this machine, as OCI names it.
 pub fn host_platform() -> Platform {
@@ -106,6 +94,8 @@ pub struct PullReport {
     pub layers_reused: usize,
     /// Blob bytes downloaded (compressed).
     pub bytes: u64,
+    /// The composefs image linked from the config, or why there is none.
+    pub image: std::result::Result<ObjectId, String>,
 }
 
 /// A reader that digests and counts what passes through it, and tells
@@ -362,8 +352,7 @@ pub fn pull(
     progress: &dyn PullProgress,
 ) -> Result<PullReport> {
     repo.ensure_writable()?;
-    let ref_name = format!("{REF_PREFIX}{name}");
-    crate::repository::refs::validate_ref_name(&ref_name)?;
+    super::tags::check(name)?;
     let (digest, manifest_bytes, manifest) = resolve_manifest(src, reference, platform)?;
     let mut report = PullReport {
         name: name.to_string(),
@@ -371,12 +360,16 @@ pub fn pull(
         layers_fetched: 0,
         layers_reused: 0,
         bytes: 0,
+        image: Err(String::new()),
     };
     let mid = manifest_id(&digest);
-    if stored(repo, &mid).is_some() {
+    if let Some(id) = stored(repo, &mid)
+        && let Ok(img) = super::store::StoredImage::from_stream(repo, &id)
+    {
         report.layers_reused = manifest.layers.len();
+        report.image = ensure_image(repo, &img, None)?;
         repo.sync()?;
-        repo.set_ref(RefKind::Stream, &ref_name, &mid)?;
+        super::tags::set(repo, name, &mid)?;
         return Ok(report);
     }
     let what_config = format!("{}: config {}", src.describe(), manifest.config.digest);
@@ -451,32 +444,71 @@ pub fn pull(
 
     // The layers must merge (no entry escaping the root, no hardlink to
     // nothing, …): a hostile image fails here, not at its first mount,
-    // and gets no ref. Only the streams' headers are read.
-    super::merge::check(repo, &layers).with_context(|| {
+    // and gets no ref. Only the streams' headers are read. The merged tree
+    // is kept when a composefs image will be made of it.
+    let does_not_merge = || {
         format!(
             "{}: manifest {digest}: the layers do not merge",
             src.describe()
         )
-    })?;
+    };
+    let merged = if super::image::format_for(repo).warning.is_none() {
+        Some(super::merge::merge(repo, &layers).with_context(does_not_merge)?)
+    } else {
+        super::merge::check(repo, &layers).with_context(does_not_merge)?;
+        None
+    };
 
-    let mut w = repo.stream_writer(content_type::OCI_CONFIG)?;
-    w.write_inline(&config_bytes)?;
-    for (diff_id, id) in config.rootfs.diff_ids.iter().zip(&layers) {
-        w.add_named_ref(diff_id.as_str(), *id)?;
-    }
-    let config_stream = w.finish()?;
-    repo.link_entry(
-        RefKind::Stream,
-        &config_id(&manifest.config.digest),
-        &config_stream,
+    let layer_refs: Vec<(Digest, ObjectId)> = config
+        .rootfs
+        .diff_ids
+        .iter()
+        .cloned()
+        .zip(layers.iter().copied())
+        .collect();
+    let config_stream = super::store::write_config(repo, &config_bytes, &layer_refs, &[])?;
+    let manifest_stream = super::store::write_manifest(
+        repo,
+        &manifest_bytes,
+        &manifest.config.digest,
+        config_stream,
+        &layer_refs,
     )?;
-
-    let mut w = repo.stream_writer(content_type::OCI_MANIFEST)?;
-    w.write_inline(&manifest_bytes)?;
-    w.add_named_ref(manifest.config.digest.as_str(), config_stream)?;
-    let manifest_stream = w.finish()?;
-    repo.link_entry(RefKind::Stream, &mid, &manifest_stream)?;
+    let img = super::store::StoredImage::from_stream(repo, &manifest_stream)?;
+    report.image = ensure_image(repo, &img, merged)?;
     repo.sync()?;
-    repo.set_ref(RefKind::Stream, &ref_name, &mid)?;
+    super::tags::set(repo, name, &mid)?;
     Ok(report)
+}
+
+/// The composefs image of a pulled image, made and linked from its config
+/// as composefs-rs does at pull time, unless it is already. An image that
+/// has none (no `/usr`: composefs-rs would fail the whole pull; a
+/// repository format this build cannot write) is still pulled; the reason
+/// is returned instead.
+fn ensure_image(
+    repo: &Repository,
+    img: &super::store::StoredImage,
+    merged: Option<crate::tree::MemTree>,
+) -> Result<std::result::Result<ObjectId, String>> {
+    let format = super::image::format_for(repo);
+    if let Some(w) = format.warning {
+        return Ok(Err(w));
+    }
+    if !img.legacy
+        && let Some(id) = img.image(format.version)
+        && repo.has_object(&id)?
+    {
+        return Ok(Ok(id));
+    }
+    let merged = match merged {
+        Some(m) => m,
+        None => img.tree(repo)?,
+    };
+    let (tree, why) = super::image::transformed(img, merged)?;
+    if let Some(why) = why {
+        return Ok(Err(why));
+    }
+    let c = super::image::commit_tree(repo, img, &format, &tree, None, None)?;
+    Ok(Ok(c.id))
 }

@@ -27,8 +27,14 @@ pub enum Source {
     Commit(Checksum),
     /// A composefs image (`images/<digest>`).
     Image(ObjectId),
-    /// A pulled OCI image, by its manifest stream: its layers merged.
+    /// A pulled OCI image, by its manifest stream: what its composefs image
+    /// holds (the layers merged, with composefs-rs's OCI transform; see
+    /// [`crate::oci::transform`]). An image that has no composefs image
+    /// (no `/usr` directory, a `/run` that is not one) is shown untransformed.
     Oci(ObjectId),
+    /// A pulled OCI image, its layers merged as they are (what `umoci
+    /// unpack` gives): spelled `oci-raw/NAME`.
+    OciRaw(ObjectId),
 }
 
 impl Source {
@@ -38,12 +44,20 @@ impl Source {
             Source::Commit(c) => Ok(Arc::new(
                 CommitTree::open(r, c).with_context(|| format!("ostree commit {c}"))?,
             )),
-            Source::Oci(id) => {
+            Source::Oci(id) | Source::OciRaw(id) => {
                 let img = crate::oci::store::StoredImage::from_stream(r, id)
                     .with_context(|| format!("OCI image {id}"))?;
-                Ok(Arc::new(img.tree(r).with_context(|| {
-                    format!("OCI image {}", img.manifest_digest)
-                })?))
+                let merged = img
+                    .tree(r)
+                    .with_context(|| format!("OCI image {}", img.manifest_digest))?;
+                if matches!(self, Source::OciRaw(_)) {
+                    return Ok(Arc::new(merged));
+                }
+                match crate::oci::transform::transform(&merged) {
+                    Ok(t) => Ok(Arc::new(t)),
+                    Err(e) if crate::oci::transform::is_untransformable(&e) => Ok(Arc::new(merged)),
+                    Err(e) => Err(e.context(format!("OCI image {}", img.manifest_digest))),
+                }
             }
             Source::Image(id) => {
                 let f = r.open_object(id).with_context(|| format!("image {id}"))?;
@@ -57,7 +71,8 @@ impl Source {
 
 /// What a user's name means. The spellings of the whole-repository view
 /// name one kind: `ostree/NAME` (an ostree ref), `images/NAME` (an image
-/// ref), `oci/NAME` (a pulled OCI image), `commits/CHECKSUM`. A bare name
+/// ref), `oci/NAME` (a pulled OCI image, as its composefs image holds it),
+/// `oci-raw/NAME` (its layers merged untransformed), `commits/CHECKSUM`. A bare name
 /// is a stored ostree commit (ref name, checksum or unique prefix), an
 /// image (ref or digest) or a pulled OCI image; a name that is more than
 /// one is refused as ambiguous.
@@ -67,6 +82,9 @@ pub fn resolve(r: &Repository, name: &str) -> Result<Source> {
     }
     if let Some(n) = name.strip_prefix("oci/") {
         return Ok(Source::Oci(crate::oci::store::manifest_stream(r, n)?));
+    }
+    if let Some(n) = name.strip_prefix("oci-raw/") {
+        return Ok(Source::OciRaw(crate::oci::store::manifest_stream(r, n)?));
     }
     if let Some(n) = name.strip_prefix("commits/") {
         let c = Checksum::from_hex(n).with_context(|| format!("{name:?}: not a full checksum"))?;

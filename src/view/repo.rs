@@ -129,7 +129,7 @@ impl State {
                             t.shrink();
                         }
                     }
-                    Source::Image(_) | Source::Oci(_) => s.tree = None,
+                    Source::Image(_) | Source::Oci(_) | Source::OciRaw(_) => s.tree = None,
                 }
             }
         }
@@ -201,9 +201,12 @@ impl RepoView {
             RefNs::Images => Ok(Some(Source::Image(
                 self.repo.resolve(RefKind::Image, name)?.id,
             ))),
-            RefNs::Oci => Ok(crate::oci::store::manifest_stream(&self.repo, name)
-                .ok()
-                .map(Source::Oci)),
+            RefNs::Oci => Ok(crate::oci::store::manifest_stream(
+                &self.repo,
+                &crate::oci::tags::decode(name),
+            )
+            .ok()
+            .map(Source::Oci)),
         }
     }
 
