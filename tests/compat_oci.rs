@@ -3,11 +3,10 @@
 //! (layer, config with its `composefs.image.v1` link, manifest) and the
 //! same composefs image; each tool reads what the other wrote.
 //!
-//! Repositories: cfsctl's `init --insecure` keeps "insecure" out of
-//! meta.json and makes no `objects/`, which this tool (today) needs; ours
-//! writes no `erofs_formats`. Both are therefore set up by hand to the
-//! same state: format 1 images, no fs-verity (see [`cfs_repo`],
-//! [`our_repo`]).
+//! Repositories are made as each tool makes them: `cfsctl init --insecure`
+//! and `composefs init` (no fs-verity on this filesystem, so no fs-verity
+//! on meta.json either: objects need none), images in format 1 (both
+//! tools' default) or, where a test says so, format 2.
 
 mod common;
 
@@ -15,40 +14,29 @@ use std::path::{Path, PathBuf};
 
 use common::{Repo, cfsctl, run_tool, umoci_image, write_file};
 
-/// Add `compat` entries to meta.json: `no-fsverity` (a compatible feature
-/// cfsctl ignores), `v1_erofs` and `erofs_formats {default: 1}`.
-fn patch_meta(repo: &Path) {
-    let p = repo.join("meta.json");
-    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    let f = &mut m["features"];
-    for (k, v) in [
-        ("compatible", "no-fsverity"),
-        ("read-only-compatible", "v1_erofs"),
-    ] {
-        let list = f[k].as_array_mut().unwrap();
-        if !list.iter().any(|x| x == v) {
-            list.push(v.into());
-        }
-    }
-    m["erofs_formats"] = serde_json::json!({"default": 1});
-    std::fs::write(&p, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
-}
-
 /// A repository made by `cfsctl init --insecure`.
 fn cfs_repo(dir: &Path) -> PathBuf {
-    let p = dir.join("theirs");
-    let out = cfsctl::run(&["init".as_ref(), "--insecure".as_ref(), p.as_os_str()]);
+    cfs_repo_version(dir, 1)
+}
+
+/// A repository made by `cfsctl init --insecure --erofs-version V`.
+fn cfs_repo_version(dir: &Path, version: u32) -> PathBuf {
+    let p = dir.join(format!("theirs-v{version}"));
+    let v = version.to_string();
+    let out = cfsctl::run(&[
+        "init".as_ref(),
+        "--insecure".as_ref(),
+        "--erofs-version".as_ref(),
+        v.as_ref(),
+        p.as_os_str(),
+    ]);
     assert!(out.status.success(), "{out:?}");
-    std::fs::create_dir_all(p.join("objects")).unwrap();
-    patch_meta(&p);
     p
 }
 
-/// A repository made by `composefs init`, images in format 1.
+/// A repository made by `composefs init` (images in format 1).
 fn our_repo() -> Repo {
-    let r = Repo::new();
-    patch_meta(&r.path);
-    r
+    Repo::new()
 }
 
 fn cfs(repo: &Path, args: &[&str]) -> String {
@@ -151,8 +139,12 @@ fn oci_entries(repo: &Path) -> Vec<(String, String)> {
 }
 
 fn pull_both(dir: &Path, lay: &Path, tag: &str) -> (Repo, PathBuf) {
-    let ours = our_repo();
-    let theirs = cfs_repo(dir);
+    pull_both_version(dir, lay, tag, 1)
+}
+
+fn pull_both_version(dir: &Path, lay: &Path, tag: &str, version: u32) -> (Repo, PathBuf) {
+    let ours = Repo::with_args(&["--erofs-version", &version.to_string()]);
+    let theirs = cfs_repo_version(dir, version);
     let src = format!("oci:{}:{tag}", lay.display());
     cfs(&theirs, &["oci", "pull", &src, "img"]);
     ours.ok(&["oci", "pull", &src, "--name", "img"]);
@@ -318,6 +310,67 @@ fn two_layer_pull_matches_and_digests_agree() {
     let dump = cfs(&theirs, &["oci", "dump", "img"]);
     assert!(dump.contains("/usr/bin/new"), "{dump}");
     assert!(!dump.contains("/etc/ping"), "{dump}");
+}
+
+/// A repository whose images are EROFS format 2: the image cfsctl links
+/// from the config at pull is the one we link, and compute-id agrees across
+/// both tools and both repositories. (Format 0: cfsctl 0.9.4's own `oci
+/// pull` fails in such a repository, "commit_images did not produce the
+/// repository's default EROFS format"; nothing to compare with.)
+#[test]
+fn format_2_repositories_agree() {
+    common::require_tool("umoci");
+    for version in [2u32] {
+        let tmp = tempfile::tempdir().unwrap();
+        let lay = layout(tmp.path());
+        let (ours, theirs) = pull_both_version(tmp.path(), &lay, "t1", version);
+        let o = oci_entries(&ours.path);
+        let t = oci_entries(&theirs);
+        // One layer: every stream is deterministic in both tools, the
+        // config carrying the image link of this format.
+        assert_eq!(o, t, "format {version}");
+        let id = text(ours.ok(&["oci", "compute-id", "img"]));
+        assert_eq!(
+            cfs(&theirs, &["oci", "compute-id", "img"]),
+            id,
+            "format {version}"
+        );
+        assert_eq!(
+            cfs(&ours.path, &["oci", "compute-id", "img"]),
+            id,
+            "format {version}"
+        );
+        let on_theirs = common::composefs(
+            &[
+                "--repo".as_ref(),
+                theirs.as_os_str(),
+                "oci".as_ref(),
+                "compute-id".as_ref(),
+                "img".as_ref(),
+            ],
+            None,
+            &[],
+        );
+        assert!(on_theirs.status.success(), "{on_theirs:?}");
+        assert_eq!(text(on_theirs.stdout), id, "format {version}");
+        // The image the pull linked is in images/ of both repositories.
+        let hex = id.trim();
+        assert!(
+            ours.path.join("images").join(hex).exists(),
+            "format {version}: {hex}"
+        );
+        assert!(
+            theirs.join("images").join(hex).exists(),
+            "format {version}: {hex}"
+        );
+        // fsck.erofs accepts it.
+        let img = std::fs::canonicalize(ours.path.join("images").join(hex)).unwrap();
+        let out = std::process::Command::new("fsck.erofs")
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "format {version}: {out:?}");
+    }
 }
 
 #[test]

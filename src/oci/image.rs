@@ -7,18 +7,15 @@
 //! config and manifest streams, as composefs-rs does at pull time.
 //!
 //! Which EROFS format is written is decided in one place, [`format_for`]:
-//! format 0 and 1 are written; format 2 (composefs-rs's extended-inode
-//! layout) is not yet written by this build, so in a format-2 repository
-//! `oci create-image` and `oci compute-id` give a format-1 image with a
-//! warning, which is not linked from the config (composefs-rs would link
-//! a format-2 image there), and `oci pull` links none.
+//! the repository's (0, 1 or 2, composefs-rs's numbering), written by
+//! [`crate::erofs::versions`].
 
 use std::io::{Seek, SeekFrom};
 
 use anyhow::{Context, Result};
 
 use super::store::{StoredImage, link_image};
-use crate::erofs::writer::{FormatVersion, WriteOptions, write_image_with};
+use crate::erofs::versions::write_image_version;
 use crate::fsverity::ObjectId;
 use crate::repository::{RefKind, Repository};
 use crate::tree::MemTree;
@@ -37,26 +34,11 @@ pub struct Format {
 
 /// The EROFS format an image for `repo` is written in.
 pub fn format_for(repo: &Repository) -> Format {
-    match repo.erofs_version() {
-        v @ (0 | 1) => Format {
-            version: v,
-            native: true,
-            warning: None,
-        },
-        v => Format {
-            version: 1,
-            native: false,
-            warning: Some(format!(
-                "this repository's EROFS format is {v}, which this build cannot write yet: the image is in format 1 and not linked from the OCI config"
-            )),
-        },
+    Format {
+        version: repo.erofs_version(),
+        native: true,
+        warning: None,
     }
-}
-
-fn write_options(version: u32) -> Result<WriteOptions> {
-    let v = FormatVersion::from_number(version)
-        .with_context(|| format!("EROFS format {version} cannot be written"))?;
-    Ok(WriteOptions::version(v))
 }
 
 /// The tree a composefs image of `img` holds, and why it is not
@@ -87,7 +69,7 @@ fn image_file(tree: &MemTree, version: u32) -> Result<std::fs::File> {
     let mut f = tempfile::tempfile().context("cannot create a temporary file")?;
     {
         let mut w = std::io::BufWriter::new(&mut f);
-        write_image_with(tree, &write_options(version)?, &mut w)?;
+        write_image_version(tree, version, &mut w)?;
         std::io::Write::flush(&mut w).context("cannot write the image")?;
     }
     f.seek(SeekFrom::Start(0))
