@@ -28,7 +28,7 @@ use anyhow::{Context, Result, bail};
 
 use super::checksum::{Checksum, ObjType};
 use super::objects::FileHeader;
-use crate::fsverity::ObjectId;
+use crate::fsverity::{Algorithm, ObjectId};
 use crate::repository::RefKind;
 use crate::repository::Repository;
 use crate::splitstream::{Frame, Frames, Piece, SplitStreamReader, SplitStreamWriter};
@@ -120,10 +120,57 @@ fn layout_order(objects: &Objects) -> Vec<(Checksum, ObjType)> {
     order
 }
 
+/// Where [`write`] puts a commit: a splitstream writer, or memory.
+pub trait Sink {
+    fn write_inline(&mut self, b: &[u8]) -> Result<()>;
+    fn write_object_ref(&mut self, id: ObjectId, size: u64) -> Result<()>;
+    fn end_frame(&mut self) -> Result<()>;
+    fn frame_size(&self) -> usize;
+}
+
+impl Sink for SplitStreamWriter<'_> {
+    fn write_inline(&mut self, b: &[u8]) -> Result<()> {
+        SplitStreamWriter::write_inline(self, b)
+    }
+    fn write_object_ref(&mut self, id: ObjectId, size: u64) -> Result<()> {
+        SplitStreamWriter::write_object_ref(self, id, size)
+    }
+    fn end_frame(&mut self) -> Result<()> {
+        SplitStreamWriter::end_frame(self)
+    }
+    fn frame_size(&self) -> usize {
+        SplitStreamWriter::frame_size(self)
+    }
+}
+
+/// The logical stream in memory: inline bytes and where externals sit.
+#[derive(Default)]
+struct MemSink {
+    inline: Vec<u8>,
+    externals: Vec<(u64, ObjectId)>,
+}
+
+impl Sink for MemSink {
+    fn write_inline(&mut self, b: &[u8]) -> Result<()> {
+        self.inline.extend_from_slice(b);
+        Ok(())
+    }
+    fn write_object_ref(&mut self, id: ObjectId, _size: u64) -> Result<()> {
+        self.externals.push((self.inline.len() as u64, id));
+        Ok(())
+    }
+    fn end_frame(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn frame_size(&self) -> usize {
+        0
+    }
+}
+
 /// Write `objects` as a splitstream; the caller publishes it. With a
 /// framed writer ([`SplitStreamWriter::framed`]) frames are cut about
 /// every [`FRAME_TARGET`] bytes, between index entries and objects.
-pub fn write(w: &mut SplitStreamWriter<'_>, objects: &Objects) -> Result<()> {
+pub fn write(w: &mut dyn Sink, objects: &Objects) -> Result<()> {
     let order = layout_order(objects);
     let mut offsets = std::collections::HashMap::with_capacity(objects.len());
     let mut offset = (16 + objects.len() * ENTRY_SIZE) as u64;
@@ -206,7 +253,14 @@ pub struct CommitStream {
 type IndexEntry = (Checksum, u8, u8, u64, u64);
 
 impl CommitStream {
+    /// Open stored commit `commit`: a stream in the shared format through
+    /// its cache (`super::cache`), an older `ostreecm` stream directly.
     pub fn open(repo: &Repository, commit: &Checksum) -> Result<CommitStream> {
+        super::cache::open(repo, commit)
+    }
+
+    /// Open a stream of ours (`ostreecm`) stored as the commit's stream.
+    pub fn open_legacy(repo: &Repository, commit: &Checksum) -> Result<CommitStream> {
         let what = || format!("stored ostree commit {commit}");
         let id = repo
             .resolve(RefKind::Stream, &content_id(commit))
@@ -219,6 +273,33 @@ impl CommitStream {
                 .and_then(|r| Self::load_whole(r, *commit)),
         };
         s.with_context(what)
+    }
+
+    /// Open the framed (or older unframed) stream in `file`.
+    pub fn open_file(
+        file: std::fs::File,
+        alg: Algorithm,
+        commit: Checksum,
+    ) -> Result<CommitStream> {
+        match Frames::map(&file, alg)? {
+            Some(frames) => Self::from_frames(frames, commit),
+            None => SplitStreamReader::new(file, alg).and_then(|r| Self::load_whole(r, commit)),
+        }
+    }
+
+    /// `objects` as a stream held in memory (one frame).
+    pub fn from_objects(objects: &Objects, commit: Checksum) -> Result<CommitStream> {
+        let mut m = MemSink::default();
+        write(&mut m, objects)?;
+        let len = m.inline.len() as u64;
+        let s = CommitStream {
+            spans: vec![(0, len)],
+            loaded: vec![OnceLock::from(Frame::from_inline(m.inline, m.externals)?)],
+            frames: None,
+            count: 0,
+            commit,
+        };
+        s.check_head()
     }
 
     pub fn load(reader: SplitStreamReader, commit: Checksum) -> Result<CommitStream> {

@@ -1,8 +1,9 @@
 //! A stored commit as a filesystem tree: what `ostree checkout` of the
 //! commit shows. Directories take owner, mode and xattrs from their
 //! dirmeta, files from their header; every mtime is 0, as ostree checks
-//! out. Each directory entry is its own inode (no hardlinks between files
-//! that happen to share content: they share the object instead).
+//! out. Entries naming the same file object are one inode (hardlinks, as
+//! a checkout from a bare repository makes them and as composefs-rs
+//! images them): its link count is the number of such entries.
 
 use std::collections::HashMap;
 
@@ -125,6 +126,7 @@ pub fn commit_tree(s: &CommitStream) -> Result<MemTree> {
     let root_meta = dirmeta(s, &commit.root_meta)?;
     let root = b.add(dir_inode(&root_meta));
     let mut count = 1u64;
+    let mut files: HashMap<Checksum, Ino> = HashMap::new();
     // (dirtree, inode, depth)
     let mut work: Vec<(Checksum, Ino, usize)> = vec![(commit.root_tree, root, 0)];
     while let Some((t, ino, depth)) = work.pop() {
@@ -140,10 +142,17 @@ pub fn commit_tree(s: &CommitStream) -> Result<MemTree> {
             bail!("commit {c}: tree expands to more than {MAX_INODES} entries");
         }
         for (name, f) in &tree.files {
-            let (_, h, content) = s
-                .file(f)?
-                .with_context(|| format!("commit {c}: file {f} ({name}) is missing"))?;
-            let child = b.add(file_inode(&h, content));
+            let child = match files.get(f) {
+                Some(&ino) => ino,
+                None => {
+                    let (_, h, content) = s
+                        .file(f)?
+                        .with_context(|| format!("commit {c}: file {f} ({name}) is missing"))?;
+                    let ino = b.add(file_inode(&h, content));
+                    files.insert(*f, ino);
+                    ino
+                }
+            };
             b.link(ino, name.as_bytes(), child)
                 .with_context(|| format!("dirtree {t}: {name:?}"))?;
         }

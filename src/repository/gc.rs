@@ -52,6 +52,11 @@ pub fn reachable(repo: &Repository) -> Result<HashSet<ObjectId>> {
             .with_context(|| format!("cannot read stream {id} (reached from {via}); run `composefs fsck` (nothing was deleted)"))?;
         marked.extend(stream.object_refs().iter().copied());
         for s in stream.stream_refs() {
+            // An ostree commit's `composefs.image`: an image, not a stream.
+            if let Some(objs) = crate::ostree::image::gc_recorded_image(repo, &stream, s)? {
+                marked.extend(objs);
+                continue;
+            }
             queue.push((format!("stream {id}"), *s));
         }
     }
@@ -102,6 +107,7 @@ pub fn gc(repo: &Repository, dry_run: bool) -> Result<GcReport> {
             }
         }
     }
+    crate::ostree::cache::gc(repo, dry_run)?;
     let objects = repo.path().join("objects");
     for fan in 0..=255u8 {
         let dir = objects.join(format!("{fan:02x}"));

@@ -129,7 +129,14 @@ impl Meta {
         let verity = !self.features.compatible.iter().any(|f| f == NO_FSVERITY);
         let erofs_version = match &self.erofs_formats {
             Some(f) => f.default,
-            None if self.features.read_only_compatible.iter().any(|f| f == V1_EROFS) => 1,
+            None if self
+                .features
+                .read_only_compatible
+                .iter()
+                .any(|f| f == V1_EROFS) =>
+            {
+                1
+            }
             None => 2,
         };
         Ok(Checked {

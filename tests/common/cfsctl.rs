@@ -13,12 +13,15 @@ pub const VERSION: &str = "0.9.4";
 /// (`~/.cargo/bin`), else `cfsctl` on `$PATH`. Panics when it is missing or
 /// not 0.9.4: the compatibility tests are worthless against anything else.
 pub fn path() -> PathBuf {
-    let candidates = std::env::var_os("CFSCTL").map(PathBuf::from).into_iter().chain(
-        std::env::var_os("CARGO_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
-            .map(|h| h.join("bin/cfsctl")),
-    );
+    let candidates = std::env::var_os("CFSCTL")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            std::env::var_os("CARGO_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+                .map(|h| h.join("bin/cfsctl")),
+        );
     let found = candidates
         .into_iter()
         .find(|p| p.is_file())

@@ -1,0 +1,139 @@
+//! Images of stored commits, as composefs-rs makes them: the tree of
+//! [`super::tree::commit_tree`] written in the repository's EROFS format
+//! version, stored as `images/<id>` and recorded on the commit's shared
+//! stream (named ref `composefs.image`: the stream is rewritten and
+//! `streams/ostree-commit-<checksum>` re-pointed, so every ref to the
+//! commit follows).
+//!
+//! Every image of a commit goes through [`write`], so another format
+//! version plugs in at [`options`].
+
+use std::io::{Seek, SeekFrom};
+
+use anyhow::{Context, Result, bail};
+
+use super::cache;
+use super::checksum::Checksum;
+use super::commitstream::{CommitStream, Objects, content_id};
+use super::shared;
+use crate::erofs::writer::{FormatVersion, WriteOptions, write_image_with};
+use crate::fsverity::ObjectId;
+use crate::repository::Repository;
+
+/// The writer options for the repository's EROFS format version.
+pub fn options(repo: &Repository) -> Result<WriteOptions> {
+    let v = repo.erofs_version();
+    match FormatVersion::from_number(v) {
+        Some(f) => Ok(WriteOptions::version(f)),
+        None => bail!(
+            "this repository's images are EROFS format version {v} (meta.json), \
+             which this build cannot write yet (only 0 and 1)"
+        ),
+    }
+}
+
+/// The image of the commit in `s`, written to a temporary file.
+pub fn write(repo: &Repository, s: &CommitStream) -> Result<std::fs::File> {
+    let opts = options(repo)?;
+    let tree = super::tree::commit_tree(s)?;
+    let mut f = tempfile::tempfile().context("cannot create a temporary file")?;
+    write_image_with(&tree, &opts, &mut f)
+        .with_context(|| format!("image of commit {}", s.commit))?;
+    f.seek(SeekFrom::Start(0))
+        .context("cannot read the image back")?;
+    Ok(f)
+}
+
+/// The image's object id (fs-verity digest), nothing stored.
+pub fn compute_id(repo: &Repository, s: &CommitStream) -> Result<ObjectId> {
+    let f = write(repo, s)?;
+    let (id, _) =
+        crate::fsverity::digest_file(repo.algorithm(), &f).context("cannot digest the image")?;
+    Ok(id)
+}
+
+/// Store the image as `images/<id>` (and `images/refs/NAME`).
+pub fn store(repo: &Repository, s: &CommitStream, name: Option<&str>) -> Result<ObjectId> {
+    let f = write(repo, s)?;
+    repo.commit_image(std::io::BufReader::new(f), name)
+}
+
+/// Write the shared stream of `commit` from `objects` naming `image`, link
+/// `streams/ostree-commit-<commit>` to it and, if given, the stream ref;
+/// returns its object id.
+pub fn publish(
+    repo: &Repository,
+    commit: &Checksum,
+    objects: &Objects,
+    image: Option<ObjectId>,
+    ref_name: Option<&str>,
+) -> Result<ObjectId> {
+    let mut w = repo.stream_writer(shared::CONTENT_TYPE)?;
+    shared::write(&mut w, commit, objects, image)?;
+    repo.commit_stream(w, &content_id(commit), ref_name)
+        .with_context(|| format!("cannot store commit {commit}"))
+}
+
+/// Make the image of stored `commit` and record it on its stream, as
+/// `cfsctl` does when it pulls or images a commit. A stream that already
+/// names an image keeps it. Older (`ostreecm`) streams are left as they
+/// are: the image is stored, not recorded. Returns the image id.
+pub fn ensure(repo: &Repository, commit: &Checksum, name: Option<&str>) -> Result<ObjectId> {
+    let what = || format!("stored ostree commit {commit}");
+    let sid = cache::stream_id(repo, commit)?;
+    let reader = repo.open_stream_object(&sid).with_context(what)?;
+    let s = CommitStream::open(repo, commit)?;
+    if reader.content_type != shared::CONTENT_TYPE {
+        return store(repo, &s, name);
+    }
+    let read = shared::read(reader, commit)?;
+    let image = store(repo, &s, name)?;
+    if read.image == Some(image) {
+        return Ok(image);
+    }
+    let new = publish(repo, commit, &read.objects, Some(image), None)?;
+    cache::moved(repo, commit, &sid, &new);
+    Ok(image)
+}
+
+/// The image a stored commit's stream names, if any.
+pub fn recorded(repo: &Repository, commit: &Checksum) -> Result<Option<ObjectId>> {
+    let entry = content_id(commit);
+    let (_, r) = repo
+        .open_stream(&entry)
+        .with_context(|| format!("stored ostree commit {commit}"))?;
+    Ok(r.named_refs()
+        .iter()
+        .find(|(n, _)| n == shared::IMAGE_REF)
+        .map(|(_, id)| *id))
+}
+
+/// For `gc`, whose named refs otherwise name streams: when `id` is the
+/// image `stream` records as `composefs.image`, the image and every object
+/// it names (`None` otherwise). An image that is missing or unreadable
+/// keeps just itself: the commit's own object refs hold its files.
+pub fn gc_recorded_image(
+    repo: &Repository,
+    stream: &crate::splitstream::SplitStreamReader,
+    id: &ObjectId,
+) -> Result<Option<Vec<ObjectId>>> {
+    if !stream
+        .named_refs()
+        .iter()
+        .any(|(n, i)| n == shared::IMAGE_REF && i == id)
+    {
+        return Ok(None);
+    }
+    let mut out = vec![*id];
+    if let Ok(objs) = repo
+        .open_object(id)
+        .and_then(crate::erofs::reader::ErofsImage::from_file)
+        .and_then(|img| img.referenced_objects())
+    {
+        out.extend(
+            objs.into_iter()
+                .filter(|o| o.algorithm() == repo.algorithm()),
+        );
+    }
+    Ok(Some(out))
+}
