@@ -3,7 +3,10 @@
 //! inodes from their dirmeta or file header on each `inode`.
 //! Inode numbers are handed out as entries are first listed, so they are
 //! stable for the life of the tree; a dirtree shared by several directories
-//! gets distinct inodes at each place, as in a checkout.
+//! gets distinct inodes at each place, as in a checkout. Entries naming the
+//! same file object are one inode (the first listed), whose link count is
+//! the number of such entries in the whole tree: the hardlinks of a
+//! checkout from a bare repository, and of the commit's image.
 //!
 //! [`super::tree::commit_tree`] builds the same tree eagerly (for images).
 
@@ -56,6 +59,8 @@ struct Listed {
     first: Ino,
     files: u32,
     dirs: u32,
+    /// Some file was listed before elsewhere: its inode is that one.
+    aliased: bool,
 }
 
 #[derive(Default)]
@@ -67,6 +72,10 @@ struct State {
     /// Checksums the stream lacks, by the node that names them (for the
     /// error message).
     missing: HashMap<Ino, Checksum>,
+    /// The inode of each file object listed so far.
+    file_ino: HashMap<[u8; 32], Ino>,
+    /// File entries listed after their object was: the inode they are.
+    alias: HashMap<Ino, Ino>,
 }
 
 /// A stored commit as a [`Tree`]. Holds only the inode-number table and
@@ -78,6 +87,9 @@ pub struct CommitTree {
     commit: Checksum,
     repo: Option<Repository>,
     stream: RwLock<Option<Arc<CommitStream>>>,
+    /// Entries naming each file object in the whole tree (counted when a
+    /// file's link count is first asked for).
+    links: std::sync::OnceLock<HashMap<[u8; 32], u64>>,
     state: Mutex<State>,
 }
 
@@ -137,6 +149,7 @@ impl CommitTree {
             commit: c,
             repo,
             stream: RwLock::new(Some(Arc::new(stream))),
+            links: Default::default(),
             state: Mutex::new(state),
         })
     }
@@ -260,7 +273,7 @@ impl CommitTree {
     fn list_with<R>(
         &self,
         dir: Ino,
-        f: impl FnOnce(&DirTreeEntries<'_>, &[u8], Listed) -> R,
+        f: impl FnOnce(&DirTreeEntries<'_>, &[u8], Inos) -> R,
     ) -> Result<R> {
         let Node::Dir { tree, depth, .. } = self.node(dir)? else {
             bail!("inode {dir} is not a directory");
@@ -278,16 +291,28 @@ impl CommitTree {
         let (base, data) = stream.metadata_with_offset(tree)?;
         let t = DirTree::parse_in_place(data)
             .with_context(|| format!("dirtree {}", stream.checksum_at(tree).unwrap_or_default()))?;
-        let mut st = self.state();
+        let mut guard = self.state();
+        let st = &mut *guard;
         let listed = match st.listed.get(&dir) {
             Some(l) => *l,
             None => {
                 let first = st.nodes.len() as Ino;
-                for &(_, off) in &t.files {
+                let mut aliased = false;
+                for (k, &(_, off)) in t.files.iter().enumerate() {
                     st.nodes.push(Node::File {
                         pos: UNRESOLVED,
                         at: base + off as u64,
                     });
+                    let slot = first + k as Ino;
+                    match st.file_ino.entry(checksum_in(data, off)) {
+                        std::collections::hash_map::Entry::Occupied(e) => {
+                            st.alias.insert(slot, *e.get());
+                            aliased = true;
+                        }
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(slot);
+                        }
+                    }
                 }
                 for &(_, toff, moff) in &t.dirs {
                     if moff != toff + 32 {
@@ -304,16 +329,81 @@ impl CommitTree {
                     first,
                     files: t.files.len() as u32,
                     dirs: t.dirs.len() as u32,
+                    aliased,
                 };
                 st.listed.insert(dir, l);
                 l
             }
         };
-        drop(st);
         if listed.files as usize != t.files.len() || listed.dirs as usize != t.dirs.len() {
             bail!("directory inode {dir} changed between listings");
         }
-        Ok(f(&t, data, listed))
+        let files = if listed.aliased {
+            (0..listed.files as Ino)
+                .map(|k| {
+                    let slot = listed.first + k;
+                    st.alias.get(&slot).copied().unwrap_or(slot)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        drop(guard);
+        Ok(f(&t, data, Inos { listed, files }))
+    }
+
+    /// How many entries of the whole tree name each file object.
+    fn link_counts(&self) -> Result<&HashMap<[u8; 32], u64>> {
+        if let Some(l) = self.links.get() {
+            return Ok(l);
+        }
+        let stream = self.stream()?;
+        let c = self.commit;
+        let cbytes = stream
+            .metadata(&c, ObjType::Commit)?
+            .with_context(|| format!("stored commit {c} lacks its commit object"))?;
+        let commit = Commit::parse(cbytes).with_context(|| format!("commit {c}"))?;
+        let mut counts: HashMap<[u8; 32], u64> = HashMap::new();
+        let mut entries = 0u64;
+        let mut work = vec![commit.root_tree];
+        while let Some(t) = work.pop() {
+            let data = stream
+                .metadata(&t, ObjType::DirTree)?
+                .with_context(|| format!("commit {c}: dirtree {t} is missing"))?;
+            let tree = DirTree::parse_in_place(data).with_context(|| format!("dirtree {t}"))?;
+            entries += (tree.files.len() + tree.dirs.len()) as u64;
+            if entries > super::tree::MAX_INODES {
+                bail!(
+                    "commit {c}: tree expands to more than {} entries",
+                    super::tree::MAX_INODES
+                );
+            }
+            for &(_, off) in &tree.files {
+                *counts.entry(checksum_in(data, off)).or_default() += 1;
+            }
+            for &(_, toff, _) in &tree.dirs {
+                work.push(Checksum(checksum_in(data, toff)));
+            }
+        }
+        let _ = self.links.set(counts);
+        Ok(self.links.get().expect("set above"))
+    }
+}
+
+/// The inode numbers of a listed directory's entries.
+struct Inos {
+    listed: Listed,
+    /// Each file's inode, when some are another entry's (else consecutive).
+    files: Vec<Ino>,
+}
+
+impl Inos {
+    /// The inode of entry `i` (files first, then subdirectories).
+    fn get(&self, i: usize) -> Ino {
+        match self.files.get(i) {
+            Some(&ino) => ino,
+            None => self.listed.first + i as Ino,
+        }
     }
 }
 
@@ -366,11 +456,15 @@ impl Tree for CommitTree {
         Ok(Arc::new(self.make_inode(ino, node)?))
     }
 
-    /// Files have one link (each entry is its own inode); directories
-    /// 2 + their subdirectories.
+    /// Files: the entries naming their object in the whole tree;
+    /// directories: 2 + their subdirectories.
     fn nlink(&self, ino: Ino) -> Result<Option<u64>> {
         match self.node(ino)? {
-            Node::File { .. } => Ok(Some(1)),
+            Node::File { at, .. } => {
+                let stream = self.stream()?;
+                let c = stream.checksum_bytes_at(at)?;
+                Ok(Some(self.link_counts()?.get(&c.0).copied().unwrap_or(1)))
+            }
             Node::Dir { tree, .. } => {
                 let known = {
                     let st = self.state();
@@ -403,12 +497,12 @@ impl Tree for CommitTree {
     }
 
     fn readdir(&self, dir: Ino) -> Result<Arc<[DirEntry]>> {
-        self.list_with(dir, |t, _, listed| {
+        self.list_with(dir, |t, _, inos| {
             name_order(t)
                 .into_iter()
                 .map(|(i, name)| DirEntry {
                     name: name.to_vec(),
-                    ino: listed.first + i as Ino,
+                    ino: inos.get(i),
                 })
                 .collect()
         })
@@ -416,7 +510,7 @@ impl Tree for CommitTree {
 
     /// Names and checksums straight from the dirtree: no per-entry lookup.
     fn readdir_ids(&self, dir: Ino, out: &mut Listing) -> Result<()> {
-        self.list_with(dir, |t, data, listed| {
+        self.list_with(dir, |t, data, inos| {
             let order = name_order(t);
             out.reset(order.len(), order.iter().map(|(_, n)| n.len()).sum());
             let nf = t.files.len();
@@ -428,7 +522,7 @@ impl Tree for CommitTree {
                         meta: checksum_in(data, t.dirs[j].2),
                     },
                 };
-                out.push(name, listed.first + i as Ino, Some(id));
+                out.push(name, inos.get(i), Some(id));
             }
         })
     }
