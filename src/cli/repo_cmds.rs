@@ -118,6 +118,9 @@ pub fn fsck(repo: Option<&Path>) -> Result<ExitCode> {
     for p in &report.problems {
         writeln!(out, "problem: {p}")?;
     }
+    for n in &ostree.notes {
+        writeln!(out, "note: {n}")?;
+    }
     if let Some(why) = &ostree.index_rebuilt {
         writeln!(out, "ostree object index: {why}")?;
     }

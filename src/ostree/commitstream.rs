@@ -247,6 +247,8 @@ pub struct CommitStream {
     frames: Option<Frames>,
     count: usize,
     pub commit: Checksum,
+    /// Opened as the commit's own stream (stored by an earlier version).
+    legacy: bool,
 }
 
 /// One index entry: checksum, type, flags, inline offset, inline length.
@@ -272,7 +274,9 @@ impl CommitStream {
             None => SplitStreamReader::new(file, repo.algorithm())
                 .and_then(|r| Self::load_whole(r, *commit)),
         };
-        s.with_context(what)
+        let mut s = s.with_context(what)?;
+        s.legacy = true;
+        Ok(s)
     }
 
     /// Open the framed (or older unframed) stream in `file`.
@@ -298,6 +302,7 @@ impl CommitStream {
             frames: None,
             count: 0,
             commit,
+            legacy: false,
         };
         s.check_head()
     }
@@ -321,6 +326,7 @@ impl CommitStream {
             frames: Some(frames),
             count: 0,
             commit,
+            legacy: false,
         };
         s.check_head()
     }
@@ -342,6 +348,7 @@ impl CommitStream {
             frames: None,
             count: 0,
             commit,
+            legacy: false,
         };
         let s = s.check_head()?;
         s.verify_index()?;
@@ -620,6 +627,24 @@ impl CommitStream {
             Content::Inline(whole[4 + hl..].to_vec())
         };
         Ok((hbytes, header, content))
+    }
+
+    /// Whether this is a commit stream stored by an earlier version (the
+    /// commit's own stream, not a cache of the shared one).
+    pub fn is_legacy(&self) -> bool {
+        self.legacy
+    }
+
+    /// Every object, in the form the writer takes.
+    pub fn objects(&self) -> Result<Objects> {
+        let mut out = Objects::new();
+        for (c, t) in self.keys()? {
+            let t = t.with_context(|| format!("object {c} in stored commit {}: unknown type", self.commit))?;
+            if let Some(s) = self.stored(&c, t)? {
+                out.insert((c, t), s);
+            }
+        }
+        Ok(out)
     }
 
     /// A stored object in the form the writer takes.

@@ -74,6 +74,31 @@ pub fn publish(
         .with_context(|| format!("cannot store commit {commit}"))
 }
 
+/// Store a pulled commit as cfsctl does: file content placed by its
+/// threshold, the image made, then the stream naming it published (under
+/// `ref_name`); then our lookup cache (which also keeps the detached
+/// metadata). In a repository whose image format this build cannot write
+/// the stream names no image. Returns the stream's object id.
+pub fn store_pulled(
+    repo: &Repository,
+    commit: &Checksum,
+    objects: &mut Objects,
+    ref_name: Option<&str>,
+) -> Result<ObjectId> {
+    shared::normalize(repo, objects)?;
+    let image = match options(repo) {
+        Ok(_) => {
+            let s = CommitStream::from_objects(objects, *commit)?;
+            Some(store(repo, &s, None)?)
+        }
+        Err(_) => None,
+    };
+    let sid = publish(repo, commit, objects, image, ref_name)?;
+    // Best effort: rebuilt from the stream when missing.
+    let _ = cache::store(repo, commit, &sid, objects);
+    Ok(sid)
+}
+
 /// Make the image of stored `commit` and record it on its stream, as
 /// `cfsctl` does when it pulls or images a commit. A stream that already
 /// names an image keeps it. Older (`ostreecm`) streams are left as they

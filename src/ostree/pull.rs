@@ -435,12 +435,18 @@ pub fn pull(
             meta.as_deref(),
             &opts.trust,
         )?);
-        repo.sync()?;
-        repo.set_ref(
-            crate::repository::RefKind::Stream,
-            &ref_name,
-            &commitstream::content_id(&commit),
-        )?;
+        if stored.is_legacy() {
+            // Stored by an earlier version: rewritten as cfsctl stores it.
+            let mut objects = stored.objects()?;
+            super::image::store_pulled(repo, &commit, &mut objects, Some(&ref_name))?;
+        } else {
+            repo.sync()?;
+            repo.set_ref(
+                crate::repository::RefKind::Stream,
+                &ref_name,
+                &commitstream::content_id(&commit),
+            )?;
+        }
         // Best effort: the ref is published whatever happens here.
         let _ = PartialLog::discard(repo, &commit);
         return Ok(PullReport {
@@ -613,18 +619,7 @@ pub fn pull(
     if let Some(m) = commitmeta {
         objects.insert((commit, ObjType::CommitMeta), Stored::Meta(m));
     }
-    super::shared::normalize(repo, &mut objects)?;
-    // As cfsctl: the image made, then the stream naming it published.
-    let image = match super::image::options(repo) {
-        Ok(_) => {
-            let s = CommitStream::from_objects(&objects, commit)?;
-            Some(super::image::store(repo, &s, None)?)
-        }
-        Err(_) => None,
-    };
-    let sid = super::image::publish(repo, &commit, &objects, image, Some(&ref_name))?;
-    // The lookup cache (with the detached metadata); rebuilt if this fails.
-    let _ = super::cache::store(repo, &commit, &sid, &objects);
+    super::image::store_pulled(repo, &commit, &mut objects, Some(&ref_name))?;
     // The index learns the commit's objects from what was just written.
     index::add(repo, commit, objects.keys().copied()).context("cannot update the ostree index")?;
     if let Some(l) = log {
