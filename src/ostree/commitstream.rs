@@ -639,7 +639,9 @@ impl CommitStream {
     pub fn objects(&self) -> Result<Objects> {
         let mut out = Objects::new();
         for (c, t) in self.keys()? {
-            let t = t.with_context(|| format!("object {c} in stored commit {}: unknown type", self.commit))?;
+            let t = t.with_context(|| {
+                format!("object {c} in stored commit {}: unknown type", self.commit)
+            })?;
             if let Some(s) = self.stored(&c, t)? {
                 out.insert((c, t), s);
             }

@@ -1,5 +1,5 @@
 //! Images of stored commits, as composefs-rs makes them: the tree of
-//! [`super::tree::commit_tree`] written in the repository's EROFS format
+//! [`super::tree::image_tree`] written in the repository's EROFS format
 //! version, stored as `images/<id>` and recorded on the commit's shared
 //! stream (named ref `composefs.image`: the stream is rewritten and
 //! `streams/ostree-commit-<checksum>` re-pointed, so every ref to the
@@ -35,7 +35,7 @@ pub fn options(repo: &Repository) -> Result<WriteOptions> {
 /// The image of the commit in `s`, written to a temporary file.
 pub fn write(repo: &Repository, s: &CommitStream) -> Result<std::fs::File> {
     let opts = options(repo)?;
-    let tree = super::tree::commit_tree(s)?;
+    let tree = super::tree::image_tree(s)?;
     let mut f = tempfile::tempfile().context("cannot create a temporary file")?;
     write_image_with(&tree, &opts, &mut f)
         .with_context(|| format!("image of commit {}", s.commit))?;
