@@ -244,6 +244,15 @@ fn read_inner(r: &mut SplitStreamReader, commit: &Checksum) -> Result<Read> {
             Piece::External(_) => bail!("unexpected external chunk in a commit stream"),
         }
     }
+    Ok(Read {
+        objects: parse(&data, &refs, commit)?,
+        image,
+    })
+}
+
+/// The objects of the stream content `data` (object refs `refs`), which
+/// must be the stored commit `commit`.
+pub fn parse(data: &[u8], refs: &[ObjectId], commit: &Checksum) -> Result<Objects> {
     let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
     if data.len() < HEADER {
         bail!("truncated: {} bytes, shorter than the header", data.len());
@@ -315,8 +324,7 @@ fn read_inner(r: &mut SplitStreamReader, commit: &Checksum) -> Result<Read> {
     if found != *commit {
         bail!("stream holds commit {found}");
     }
-    let objects = classify(commit, &table)?;
-    Ok(Read { objects, image })
+    classify(commit, &table)
 }
 
 /// Give each object reachable from the commit its type (the format does
