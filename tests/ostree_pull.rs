@@ -195,9 +195,12 @@ fn assert_stored(repo: &Repo, name: &str, commit: &str) {
     );
 }
 
-/// `composefs ostree create-image NAME [--image-name IMG]`; the image id.
+/// `composefs ostree create-image NAME --min-version 0 [--image-name IMG]`;
+/// the image id. With an explicit version the image has plain xattr names,
+/// which a kernel mount can look up (the default, composefs-rs's image,
+/// keeps ostree's NUL-terminated names: tests/compat_ostree.rs).
 fn create_image(repo: &Repo, name: &str, image_name: Option<&str>) -> String {
-    let mut args = vec!["ostree", "create-image", name];
+    let mut args = vec!["ostree", "create-image", name, "--min-version", "0"];
     if let Some(n) = image_name {
         args.extend(["--image-name", n]);
     }

@@ -45,7 +45,9 @@ pub enum OstreeCommand {
         #[arg(long, value_name = "N")]
         image_name: Option<String>,
         /// Write this image format version (0 or 1) instead of the
-        /// repository's; such an image is stored but not recorded on the commit
+        /// repository's, with xattr names as a kernel mount looks them up
+        /// (composefs-rs's image keeps ostree's trailing NUL on them); such
+        /// an image is stored but not recorded on the commit
         #[arg(long, value_name = "N")]
         min_version: Option<u32>,
     },
