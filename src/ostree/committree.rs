@@ -73,9 +73,9 @@ struct State {
     /// error message).
     missing: HashMap<Ino, Checksum>,
     /// The inode of each file object listed so far.
-    file_ino: HashMap<[u8; 32], Ino>,
+    file_ino: HashMap<[u8; 32], Ino, Cheap>,
     /// File entries listed after their object was: the inode they are.
-    alias: HashMap<Ino, Ino>,
+    alias: HashMap<Ino, Ino, Cheap>,
 }
 
 /// A stored commit as a [`Tree`]. Holds only the inode-number table and
@@ -89,7 +89,7 @@ pub struct CommitTree {
     stream: RwLock<Option<Arc<CommitStream>>>,
     /// Entries naming each file object in the whole tree (counted when a
     /// file's link count is first asked for).
-    links: std::sync::OnceLock<HashMap<[u8; 32], u64>>,
+    links: std::sync::OnceLock<HashMap<[u8; 32], u64, Cheap>>,
     state: Mutex<State>,
 }
 
@@ -145,6 +145,7 @@ impl CommitTree {
         // About one node per object: reserved once (untouched pages cost
         // nothing), not regrown and copied listing by listing.
         state.nodes.reserve(stream.len());
+        state.file_ino.reserve(stream.len());
         Ok(CommitTree {
             commit: c,
             repo,
@@ -353,7 +354,7 @@ impl CommitTree {
     }
 
     /// How many entries of the whole tree name each file object.
-    fn link_counts(&self) -> Result<&HashMap<[u8; 32], u64>> {
+    fn link_counts(&self) -> Result<&HashMap<[u8; 32], u64, Cheap>> {
         if let Some(l) = self.links.get() {
             return Ok(l);
         }
@@ -363,7 +364,7 @@ impl CommitTree {
             .metadata(&c, ObjType::Commit)?
             .with_context(|| format!("stored commit {c} lacks its commit object"))?;
         let commit = Commit::parse(cbytes).with_context(|| format!("commit {c}"))?;
-        let mut counts: HashMap<[u8; 32], u64> = HashMap::new();
+        let mut counts: HashMap<[u8; 32], u64, Cheap> = HashMap::default();
         let mut entries = 0u64;
         let mut work = vec![commit.root_tree];
         while let Some(t) = work.pop() {
@@ -387,6 +388,40 @@ impl CommitTree {
         }
         let _ = self.links.set(counts);
         Ok(self.links.get().expect("set above"))
+    }
+}
+
+/// Hashing for maps keyed by checksums (already uniform: their first
+/// 8 bytes are the hash) and inode numbers (one multiply). Listing a
+/// directory hashes each file's checksum: SipHash there cost a `composefs
+/// diff` half again its instructions.
+#[derive(Clone, Copy, Default)]
+struct Cheap;
+
+impl std::hash::BuildHasher for Cheap {
+    type Hasher = CheapHasher;
+    fn build_hasher(&self) -> CheapHasher {
+        CheapHasher(0)
+    }
+}
+
+struct CheapHasher(u64);
+
+impl std::hash::Hasher for CheapHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, b: &[u8]) {
+        let mut a = [0u8; 8];
+        let n = b.len().min(8);
+        a[..n].copy_from_slice(&b[..n]);
+        self.0 ^= u64::from_le_bytes(a);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
     }
 }
 
