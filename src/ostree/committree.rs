@@ -59,8 +59,16 @@ struct Listed {
     first: Ino,
     files: u32,
     dirs: u32,
-    /// Some file was listed before elsewhere: its inode is that one.
-    aliased: bool,
+    /// Whether some file is another entry's inode (worked out when first
+    /// listed with shared inodes).
+    links: Links,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Links {
+    Unknown,
+    None,
+    Some,
 }
 
 #[derive(Default)]
@@ -72,8 +80,12 @@ struct State {
     /// Checksums the stream lacks, by the node that names them (for the
     /// error message).
     missing: HashMap<Ino, Checksum>,
-    /// The inode of each file object listed so far.
-    file_ino: HashMap<[u8; 32], Ino, Cheap>,
+    /// The inode of each file object listed so far, by the first 8 bytes
+    /// of its checksum (small entries: few pages touched)...
+    file_ino: HashMap<u64, Ino, Cheap>,
+    /// ... and by the whole checksum for those whose first 8 bytes are
+    /// another's.
+    file_ino_exact: HashMap<[u8; 32], Ino>,
     /// File entries listed after their object was: the inode they are.
     alias: HashMap<Ino, Ino, Cheap>,
 }
@@ -145,7 +157,6 @@ impl CommitTree {
         // About one node per object: reserved once (untouched pages cost
         // nothing), not regrown and copied listing by listing.
         state.nodes.reserve(stream.len());
-        state.file_ino.reserve(stream.len());
         Ok(CommitTree {
             commit: c,
             repo,
@@ -270,10 +281,14 @@ impl CommitTree {
 
     /// Parse a directory's dirtree and give its children inode numbers
     /// (the ones it got when first listed, else new ones); `f` gets the
-    /// parse, the dirtree's bytes and the numbers.
+    /// parse, the dirtree's bytes and the numbers. With `shared`, a file
+    /// whose object was listed before (in this mode) gets that entry's
+    /// inode (hardlinks); without, each entry's own — which costs no
+    /// lookup per file (what `diff`, which compares by checksum, asks for).
     fn list_with<R>(
         &self,
         dir: Ino,
+        shared: bool,
         f: impl FnOnce(&DirTreeEntries<'_>, &[u8], Inos) -> R,
     ) -> Result<R> {
         let Node::Dir { tree, depth, .. } = self.node(dir)? else {
@@ -294,26 +309,15 @@ impl CommitTree {
             .with_context(|| format!("dirtree {}", stream.checksum_at(tree).unwrap_or_default()))?;
         let mut guard = self.state();
         let st = &mut *guard;
-        let listed = match st.listed.get(&dir) {
+        let mut listed = match st.listed.get(&dir) {
             Some(l) => *l,
             None => {
                 let first = st.nodes.len() as Ino;
-                let mut aliased = false;
-                for (k, &(_, off)) in t.files.iter().enumerate() {
+                for &(_, off) in &t.files {
                     st.nodes.push(Node::File {
                         pos: UNRESOLVED,
                         at: base + off as u64,
                     });
-                    let slot = first + k as Ino;
-                    match st.file_ino.entry(checksum_in(data, off)) {
-                        std::collections::hash_map::Entry::Occupied(e) => {
-                            st.alias.insert(slot, *e.get());
-                            aliased = true;
-                        }
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(slot);
-                        }
-                    }
                 }
                 for &(_, toff, moff) in &t.dirs {
                     if moff != toff + 32 {
@@ -330,7 +334,7 @@ impl CommitTree {
                     first,
                     files: t.files.len() as u32,
                     dirs: t.dirs.len() as u32,
-                    aliased,
+                    links: Links::Unknown,
                 };
                 st.listed.insert(dir, l);
                 l
@@ -339,7 +343,19 @@ impl CommitTree {
         if listed.files as usize != t.files.len() || listed.dirs as usize != t.dirs.len() {
             bail!("directory inode {dir} changed between listings");
         }
-        let files = if listed.aliased {
+        if shared && listed.links == Links::Unknown {
+            let mut some = false;
+            for (k, &(_, off)) in t.files.iter().enumerate() {
+                let slot = listed.first + k as Ino;
+                if let Some(canon) = st.share(&stream, slot, checksum_in(data, off))? {
+                    st.alias.insert(slot, canon);
+                    some = true;
+                }
+            }
+            listed.links = if some { Links::Some } else { Links::None };
+            st.listed.insert(dir, listed);
+        }
+        let files = if shared && listed.links == Links::Some {
             (0..listed.files as Ino)
                 .map(|k| {
                     let slot = listed.first + k;
@@ -422,6 +438,36 @@ impl std::hash::Hasher for CheapHasher {
     }
     fn write_usize(&mut self, n: usize) {
         self.write_u64(n as u64);
+    }
+}
+
+impl State {
+    /// The inode an entry (`slot`) naming file object `c` shares, if its
+    /// object was listed before (with shared inodes); else `slot` becomes
+    /// the object's inode.
+    fn share(&mut self, stream: &CommitStream, slot: Ino, c: [u8; 32]) -> Result<Option<Ino>> {
+        let key = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
+        let seen = match self.file_ino.entry(key) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(slot);
+                return Ok(None);
+            }
+            std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+        };
+        let same = match self.nodes.get(seen as usize) {
+            Some(&Node::File { at, .. }) if at != NO_AT => stream.checksum_bytes_at(at)?.0 == c,
+            _ => false,
+        };
+        if same {
+            return Ok(Some(seen));
+        }
+        Ok(match self.file_ino_exact.entry(c) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(slot);
+                None
+            }
+        })
     }
 }
 
@@ -532,7 +578,7 @@ impl Tree for CommitTree {
     }
 
     fn readdir(&self, dir: Ino) -> Result<Arc<[DirEntry]>> {
-        self.list_with(dir, |t, _, inos| {
+        self.list_with(dir, true, |t, _, inos| {
             name_order(t)
                 .into_iter()
                 .map(|(i, name)| DirEntry {
@@ -544,8 +590,12 @@ impl Tree for CommitTree {
     }
 
     /// Names and checksums straight from the dirtree: no per-entry lookup.
+    /// Each entry gets its own inode number here, also a file whose object
+    /// another entry names (which [`Tree::readdir`] gives that entry's
+    /// inode): comparisons go by checksum, and sharing would cost a lookup
+    /// per file.
     fn readdir_ids(&self, dir: Ino, out: &mut Listing) -> Result<()> {
-        self.list_with(dir, |t, data, inos| {
+        self.list_with(dir, false, |t, data, inos| {
             let order = name_order(t);
             out.reset(order.len(), order.iter().map(|(_, n)| n.len()).sum());
             let nf = t.files.len();
