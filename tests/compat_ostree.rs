@@ -11,6 +11,7 @@
 
 mod common;
 #[path = "common/ostree.rs"]
+#[allow(unused_imports)]
 mod ostree_fixtures;
 
 use std::collections::BTreeMap;
