@@ -257,10 +257,10 @@ pub fn parse(data: &[u8], refs: &[ObjectId], commit: &Checksum) -> Result<Object
     if data.len() < HEADER {
         bail!("truncated: {} bytes, shorter than the header", data.len());
     }
-    let commit_index = u32_at(&data, 0) as usize;
+    let commit_index = u32_at(data, 0) as usize;
     let mut prev = 0u32;
     for k in 0..256 {
-        let e = u32_at(&data, 8 + 4 * k);
+        let e = u32_at(data, 8 + 4 * k);
         if e < prev {
             bail!("bucket table is not sorted");
         }
@@ -291,17 +291,17 @@ pub fn parse(data: &[u8], refs: &[ObjectId], commit: &Checksum) -> Result<Object
         let lo = if bucket == 0 {
             0
         } else {
-            u32_at(&data, 8 + 4 * (bucket - 1))
+            u32_at(data, 8 + 4 * (bucket - 1))
         };
-        let hi = u32_at(&data, 8 + 4 * bucket);
+        let hi = u32_at(data, 8 + 4 * bucket);
         if !(lo as usize <= i && i < hi as usize) {
             bail!("object {c} is outside its bucket");
         }
         prev = Some(c);
         let at = ids_end + 12 * i;
-        let off = u32_at(&data, at) as usize * 8;
-        let len = u32_at(&data, at + 4) as usize;
-        let ext = u32_at(&data, at + 8);
+        let off = u32_at(data, at) as usize * 8;
+        let len = u32_at(data, at + 4) as usize;
+        let ext = u32_at(data, at + 8);
         let bytes = content
             .get(off..)
             .and_then(|b| b.get(..len))
@@ -374,10 +374,10 @@ fn classify(
         }
     }
     for m in metas {
-        if !out.contains_key(&(m, ObjType::DirMeta)) {
+        if let std::collections::btree_map::Entry::Vacant(e) = out.entry((m, ObjType::DirMeta)) {
             let b = meta(&m, ObjType::DirMeta)?;
             super::objects::DirMeta::parse(b).with_context(|| format!("dirmeta {m}"))?;
-            out.insert((m, ObjType::DirMeta), Stored::Meta(b.to_vec()));
+            e.insert(Stored::Meta(b.to_vec()));
         }
     }
     Ok(out)
