@@ -1,9 +1,13 @@
-//! How a pulled commit is stored: one splitstream (content id
-//! `ostree-commit-<checksum>`) holding every object of the commit behind
-//! an index sorted by checksum, so any dirtree, dirmeta or file is found
-//! by searching the index. Pulls write it framed with stored frames
-//! (`splitstream::frames`): opening it maps the file, and a lookup reads
-//! in place the index frame it lands in and the frame of the object.
+//! Our lookup index of a stored commit: one splitstream (content type
+//! `ostreecm`) holding every object of the commit behind an index sorted
+//! by checksum, so any dirtree, dirmeta or file is found by searching the
+//! index. It is written framed with stored frames (`splitstream::frames`):
+//! opening it maps the file, and a lookup reads in place the index frame
+//! it lands in and the frame of the object. Commits are stored in
+//! composefs-rs's format (`super::shared`); this stream is their cache
+//! (`super::cache`). Earlier versions stored it as the commit's stream
+//! itself (`streams/ostree-commit-<checksum>`), which still opens
+//! ([`CommitStream::open_legacy`]).
 //!
 //! Logical stream layout (all integers little-endian):
 //! ```text
