@@ -618,3 +618,37 @@ fn listing_of(repo: &Path, name: &str) -> String {
         .map(|d| ours(repo, &["ls", name, d]))
         .collect()
 }
+
+/// Pulls through static deltas (from scratch, then from the parent) over
+/// HTTP store the same streams as cfsctl's delta pulls.
+#[test]
+fn delta_pulls_store_cfsctls_streams() {
+    let f = fixture();
+    let dir = scratch_dir("compat-delta");
+    let src = dir.join("src");
+    ostree_fixtures::copy_repo(&f.archive().path, &src);
+    let s = src.to_str().unwrap();
+    ostree_fixtures::ostree(&["static-delta", "generate", "--repo", s, "--empty", "v1"]);
+    ostree_fixtures::ostree(&["static-delta", "generate", "--repo", s, "main"]);
+    ostree_fixtures::ostree(&["summary", "-u", "--repo", s]);
+    let server = HttpServer::serve(&src);
+    for &alg in ALGS {
+        let cfs = init(&dir.join(format!("cfs-{alg}")), alg);
+        let our = init(&dir.join(format!("ours-{alg}")), alg);
+        for r in ["v1", "main"] {
+            cfsctl::ok(&cfs, &["ostree", "pull", &server.url(""), r]);
+            let out = ours(&our, &["ostree", "pull", &server.url(""), r]);
+            assert!(out.contains("delta: "), "{alg} {r}: {out}");
+            assert!(
+                !out.contains("delta: none"),
+                "{alg} {r}: no delta used: {out}"
+            );
+        }
+        for c in [&f.archive().c1, &f.archive().c2] {
+            let (a, ta) = stream(&cfs, c);
+            let (b, tb) = stream(&our, c);
+            assert_eq!(ta, tb, "{alg}: stream object of {c}");
+            assert!(a == b, "{alg}: stream bytes of {c}");
+        }
+    }
+}
