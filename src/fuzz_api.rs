@@ -680,6 +680,25 @@ pub fn ostree_dirmeta(data: &[u8]) -> Result<DirMeta> {
     Ok(m)
 }
 
+/// The content of a stored ostree commit stream (composefs-rs's format,
+/// `ostree::shared`): the first 32 bytes name the commit expected, the
+/// rest is the stream content; two object refs are available.
+pub fn ostree_commit_stream(data: &[u8]) -> Result<()> {
+    let Some((c, rest)) = data.split_first_chunk::<32>() else {
+        return Ok(());
+    };
+    let alg = crate::fsverity::Algorithm::Sha256;
+    let refs = [
+        crate::fsverity::digest_bytes(alg, b"a"),
+        crate::fsverity::digest_bytes(alg, b"b"),
+    ];
+    let objects = crate::ostree::shared::parse(rest, &refs, &Checksum(*c))?;
+    // What parses is a commit whose tree a lookup index can be built of.
+    let s = crate::ostree::commitstream::CommitStream::from_objects(&objects, Checksum(*c))?;
+    let _ = crate::ostree::tree::commit_tree(&s);
+    Ok(())
+}
+
 /// An archive-mode `.filez` object as a pull streams it: header length,
 /// header `(tuuuusa(ayay))`, then raw-deflate content read through the
 /// exact-length reader (at most 64 MiB of it), and the file checksum

@@ -68,6 +68,7 @@ fn run(target: &str, data: &[u8]) -> Result<(), String> {
         "ostree_commit" => fuzz_api::ostree_commit(data).map(drop).map_err(e),
         "ostree_dirtree" => fuzz_api::ostree_dirtree(data).map(drop).map_err(e),
         "ostree_dirmeta" => fuzz_api::ostree_dirmeta(data).map(drop).map_err(e),
+        "ostree_commit_stream" => fuzz_api::ostree_commit_stream(data).map_err(e),
         "ostree_fileheader" => fuzz_api::ostree_fileheader(data).map(drop).map_err(e),
         "ostree_summary" => fuzz_api::ostree_summary(data).map(drop).map_err(e),
         "ostree_delta_superblock" => fuzz_api::ostree_delta_superblock(data).map(drop).map_err(e),

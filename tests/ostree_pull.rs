@@ -165,13 +165,21 @@ fn try_pull_fails(repo: &Repo, args: &[&str], name: &str) -> Result<String, Stri
     Ok(stderr)
 }
 
+/// `streams/refs/ostree/NAME`, NAME escaped as composefs-rs does (`%` as
+/// `%25`, `/` as `%2F`).
+fn ref_path(repo: &Repo, name: &str) -> std::path::PathBuf {
+    repo.path
+        .join("streams/refs/ostree")
+        .join(name.replace('%', "%25").replace('/', "%2F"))
+}
+
 fn has_ref(repo: &Repo, name: &str) -> bool {
-    std::fs::symlink_metadata(repo.path.join("streams/refs/ostree").join(name)).is_ok()
+    std::fs::symlink_metadata(ref_path(repo, name)).is_ok()
 }
 
 /// The ostree ref `name` and the commit's stream exist.
 fn assert_stored(repo: &Repo, name: &str, commit: &str) {
-    let r = repo.path.join("streams/refs/ostree").join(name);
+    let r = ref_path(repo, name);
     let m = std::fs::symlink_metadata(&r)
         .unwrap_or_else(|e| panic!("no {} after the pull: {e}", r.display()));
     assert!(
@@ -187,9 +195,12 @@ fn assert_stored(repo: &Repo, name: &str, commit: &str) {
     );
 }
 
-/// `composefs ostree create-image NAME [--image-name IMG]`; the image id.
+/// `composefs ostree create-image NAME --min-version 0 [--image-name IMG]`;
+/// the image id. With an explicit version the image has plain xattr names,
+/// which a kernel mount can look up (the default, composefs-rs's image,
+/// keeps ostree's NUL-terminated names: tests/compat_ostree.rs).
 fn create_image(repo: &Repo, name: &str, image_name: Option<&str>) -> String {
-    let mut args = vec!["ostree", "create-image", name];
+    let mut args = vec!["ostree", "create-image", name, "--min-version", "0"];
     if let Some(n) = image_name {
         args.extend(["--image-name", n]);
     }

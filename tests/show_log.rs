@@ -270,6 +270,62 @@ fn find_counts(dir: &Path) -> [u64; 8] {
     ]
 }
 
+/// The counts `show` gives commit `i`: as its image holds it — the names
+/// of one file object (`ostree ls -C` checksum) are one inode, the rest
+/// extra links; contents up to 128 bytes inline (the SHA-512 repository's
+/// threshold, as composefs-rs stores them); objects by content, read from
+/// the checkout `dir`.
+fn commit_counts(ch: &Chain, i: usize, dir: &Path) -> [u64; 8] {
+    use std::collections::{BTreeMap, BTreeSet};
+    let out = ostree(&[&format!("--repo={}", ch.src()), "ls", "-R", "-C", ch.c(i)]);
+    let (mut dirs, mut nondirs, mut other) = (0u64, 0u64, 0u64);
+    let mut files: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let mut links: BTreeSet<String> = BTreeSet::new();
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match line.as_bytes()[0] {
+            b'd' => dirs += 1,
+            b'-' => {
+                nondirs += 1;
+                let path = line[line.find(f[4]).unwrap() + f[4].len() + 1..].to_string();
+                files
+                    .entry(f[4].to_string())
+                    .or_insert((f[3].parse().unwrap(), path));
+            }
+            b'l' => {
+                nondirs += 1;
+                links.insert(f[4].to_string());
+            }
+            _ => {
+                nondirs += 1;
+                other += 1;
+            }
+        }
+    }
+    let size = files.values().map(|(s, _)| s).sum();
+    let inline = files.values().filter(|(s, _)| *s <= 128).count() as u64;
+    let objects: BTreeSet<Vec<u8>> = files
+        .values()
+        .filter(|(s, _)| *s > 128)
+        .map(|(_, p)| {
+            use sha2::Digest;
+            sha2::Sha256::digest(std::fs::read(dir.join(p.trim_start_matches('/'))).unwrap())
+                .to_vec()
+        })
+        .collect();
+    let distinct = (files.len() + links.len()) as u64 + other;
+    [
+        files.len() as u64,
+        dirs,
+        links.len() as u64,
+        other,
+        size,
+        inline,
+        objects.len() as u64,
+        nondirs - distinct,
+    ]
+}
+
 fn tree_counts(v: &Value) -> [u64; 8] {
     let t = &v["tree"];
     let n = |k: &str| {
@@ -470,8 +526,8 @@ fn log_stat() {
 // show: ostree commits
 // ---------------------------------------------------------------------------
 
-/// `show` of a commit: its fields as ostree made them, its counts as
-/// `find` counts an `ostree checkout` of it.
+/// `show` of a commit: its fields as ostree made them, its counts as its
+/// image holds the tree (`commit_counts`).
 #[test]
 fn show_commit() {
     let ch = chain();
@@ -520,8 +576,7 @@ fn show_commit() {
         }
         // Counts against the checkout.
         let dir = ch.checkout(i);
-        assert_eq!(tree_counts(&v), find_counts(&dir), "commit {i}");
-        assert_eq!(v["tree"]["extra_links"], 0);
+        assert_eq!(tree_counts(&v), commit_counts(&ch, i, &dir), "commit {i}");
         // Metadata other than version.
         let meta = c["metadata"].as_array().unwrap();
         assert!(
@@ -991,6 +1046,10 @@ fn damaged_commit_stream() {
     ];
     for (k, bad) in damages.iter().enumerate() {
         std::fs::write(&obj, bad).unwrap();
+        // The lookup caches are copies (named after the stream object,
+        // whose name a damage in place does not change; `fsck` finds such
+        // damage): without them, the damaged stream is read.
+        let _ = std::fs::remove_dir_all(repo.path.join("ostree/cache"));
         let e = repo.fail(&["show", victim]);
         assert!(e.contains(victim), "damage {k}: {e}");
         // The log prints the tip, then fails on the damaged parent.

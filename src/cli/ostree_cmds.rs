@@ -35,16 +35,27 @@ pub enum OstreeCommand {
     List,
     /// Show a stored commit and its ancestors, as far as they are stored
     Log(super::show_cmds::LogArgs),
-    /// Build a composefs image of a stored commit (its tree as `ostree checkout` shows it)
+    /// Build the composefs image of a stored commit (its tree as `ostree checkout`
+    /// shows it) in the repository's EROFS format and record it on the commit
+    /// (as cfsctl does); prints its id
     CreateImage {
         /// Name (as pulled) or commit checksum
         name: String,
         /// Also name the image images/refs/N
         #[arg(long, value_name = "N")]
         image_name: Option<String>,
-        /// Lowest image format version (0 or 1)
-        #[arg(long, default_value_t = 0, value_name = "N")]
-        min_version: u32,
+        /// Write this image format version (0 or 1) instead of the
+        /// repository's, with xattr names as a kernel mount looks them up
+        /// (composefs-rs's image keeps ostree's trailing NUL on them); such
+        /// an image is stored but not recorded on the commit
+        #[arg(long, value_name = "N")]
+        min_version: Option<u32>,
+    },
+    /// Print the id of the composefs image of a stored commit (in the
+    /// repository's EROFS format), storing nothing
+    ComputeId {
+        /// Name (as pulled) or commit checksum
+        name: String,
     },
 }
 
@@ -96,6 +107,7 @@ pub fn run(repo: Option<&Path>, cmd: OstreeCommand) -> Result<ExitCode> {
             image_name,
             min_version,
         } => create_image(repo, &name, image_name.as_deref(), min_version),
+        OstreeCommand::ComputeId { name } => compute_id(repo, &name),
     }
 }
 
@@ -291,7 +303,10 @@ fn stored_names(r: &Repository) -> Result<Vec<(String, Checksum)>> {
         if let Some(n) = name.strip_prefix("ostree/")
             && let Some(hex) = entry.strip_prefix("ostree-commit-")
         {
-            out.push((n.to_string(), Checksum::from_hex(hex)?));
+            out.push((
+                crate::ostree::shared::decode_ref_name(n),
+                Checksum::from_hex(hex)?,
+            ));
         }
     }
     Ok(out)
@@ -322,7 +337,7 @@ fn create_image(
     repo: Option<&Path>,
     name: &str,
     image_name: Option<&str>,
-    min_version: u32,
+    min_version: Option<u32>,
 ) -> Result<ExitCode> {
     let r = open(repo)?;
     r.ensure_writable()?;
@@ -330,7 +345,21 @@ fn create_image(
         crate::repository::validate_ref_name(n)?;
     }
     let c = resolve::stored_commit(&r, name)?;
+    if let Some(v) = min_version {
+        let s = CommitStream::open(&r, &c)?;
+        let t = tree::commit_tree(&s)?;
+        return super::image_cmds::store_tree_image(&r, &t, image_name, v);
+    }
+    let id = crate::ostree::image::ensure(&r, &c, image_name)?;
+    writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compute_id(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
+    let r = open(repo)?;
+    let c = resolve::stored_commit(&r, name)?;
     let s = CommitStream::open(&r, &c)?;
-    let t = tree::commit_tree(&s)?;
-    super::image_cmds::store_tree_image(&r, &t, image_name, min_version)
+    let id = crate::ostree::image::compute_id(&r, &s)?;
+    writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -120,7 +120,7 @@ pub fn fsck(repo: Option<&Path>) -> Result<ExitCode> {
     for p in &report.problems {
         writeln!(out, "problem: {p}")?;
     }
-    for n in &report.notes {
+    for n in report.notes.iter().chain(&ostree.notes) {
         writeln!(out, "note: {n}")?;
     }
     if let Some(why) = &ostree.index_rebuilt {

@@ -576,7 +576,10 @@ fn chunk_bits(size: u64) -> u32 {
 fn make_node(inode: Arc<Inode>, parent: usize, nlink: u64, sets: &mut XattrSets) -> Result<Node> {
     let mut xattrs: Xattrs = Vec::with_capacity(inode.xattrs.len());
     for (k, v) in &inode.xattrs {
-        if k.is_empty() || k.contains(&0) {
+        // A trailing NUL is allowed: composefs-rs images ostree commits
+        // with ostree's NUL-terminated names as they are (src/ostree/tree.rs).
+        let body = k.strip_suffix(&[0]).unwrap_or(k);
+        if body.is_empty() || body.contains(&0) {
             bail!("invalid xattr name {:?}", show(k));
         }
         if v.len() > usize::from(u16::MAX) {

@@ -1,9 +1,13 @@
-//! How a pulled commit is stored: one splitstream (content id
-//! `ostree-commit-<checksum>`) holding every object of the commit behind
-//! an index sorted by checksum, so any dirtree, dirmeta or file is found
-//! by searching the index. Pulls write it framed with stored frames
-//! (`splitstream::frames`): opening it maps the file, and a lookup reads
-//! in place the index frame it lands in and the frame of the object.
+//! Our lookup index of a stored commit: one splitstream (content type
+//! `ostreecm`) holding every object of the commit behind an index sorted
+//! by checksum, so any dirtree, dirmeta or file is found by searching the
+//! index. It is written framed with stored frames (`splitstream::frames`):
+//! opening it maps the file, and a lookup reads in place the index frame
+//! it lands in and the frame of the object. Commits are stored in
+//! composefs-rs's format (`super::shared`); this stream is their cache
+//! (`super::cache`). Earlier versions stored it as the commit's stream
+//! itself (`streams/ostree-commit-<checksum>`), which still opens
+//! ([`CommitStream::open_legacy`]).
 //!
 //! Logical stream layout (all integers little-endian):
 //! ```text
@@ -28,7 +32,7 @@ use anyhow::{Context, Result, bail};
 
 use super::checksum::{Checksum, ObjType};
 use super::objects::FileHeader;
-use crate::fsverity::ObjectId;
+use crate::fsverity::{Algorithm, ObjectId};
 use crate::repository::RefKind;
 use crate::repository::Repository;
 use crate::splitstream::{Frame, Frames, Piece, SplitStreamReader, SplitStreamWriter};
@@ -120,10 +124,57 @@ fn layout_order(objects: &Objects) -> Vec<(Checksum, ObjType)> {
     order
 }
 
+/// Where [`write`] puts a commit: a splitstream writer, or memory.
+pub trait Sink {
+    fn write_inline(&mut self, b: &[u8]) -> Result<()>;
+    fn write_object_ref(&mut self, id: ObjectId, size: u64) -> Result<()>;
+    fn end_frame(&mut self) -> Result<()>;
+    fn frame_size(&self) -> usize;
+}
+
+impl Sink for SplitStreamWriter<'_> {
+    fn write_inline(&mut self, b: &[u8]) -> Result<()> {
+        SplitStreamWriter::write_inline(self, b)
+    }
+    fn write_object_ref(&mut self, id: ObjectId, size: u64) -> Result<()> {
+        SplitStreamWriter::write_object_ref(self, id, size)
+    }
+    fn end_frame(&mut self) -> Result<()> {
+        SplitStreamWriter::end_frame(self)
+    }
+    fn frame_size(&self) -> usize {
+        SplitStreamWriter::frame_size(self)
+    }
+}
+
+/// The logical stream in memory: inline bytes and where externals sit.
+#[derive(Default)]
+struct MemSink {
+    inline: Vec<u8>,
+    externals: Vec<(u64, ObjectId)>,
+}
+
+impl Sink for MemSink {
+    fn write_inline(&mut self, b: &[u8]) -> Result<()> {
+        self.inline.extend_from_slice(b);
+        Ok(())
+    }
+    fn write_object_ref(&mut self, id: ObjectId, _size: u64) -> Result<()> {
+        self.externals.push((self.inline.len() as u64, id));
+        Ok(())
+    }
+    fn end_frame(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn frame_size(&self) -> usize {
+        0
+    }
+}
+
 /// Write `objects` as a splitstream; the caller publishes it. With a
 /// framed writer ([`SplitStreamWriter::framed`]) frames are cut about
 /// every [`FRAME_TARGET`] bytes, between index entries and objects.
-pub fn write(w: &mut SplitStreamWriter<'_>, objects: &Objects) -> Result<()> {
+pub fn write(w: &mut dyn Sink, objects: &Objects) -> Result<()> {
     let order = layout_order(objects);
     let mut offsets = std::collections::HashMap::with_capacity(objects.len());
     let mut offset = (16 + objects.len() * ENTRY_SIZE) as u64;
@@ -200,13 +251,22 @@ pub struct CommitStream {
     frames: Option<Frames>,
     count: usize,
     pub commit: Checksum,
+    /// Opened as the commit's own stream (stored by an earlier version).
+    legacy: bool,
 }
 
 /// One index entry: checksum, type, flags, inline offset, inline length.
 type IndexEntry = (Checksum, u8, u8, u64, u64);
 
 impl CommitStream {
+    /// Open stored commit `commit`: a stream in the shared format through
+    /// its cache (`super::cache`), an older `ostreecm` stream directly.
     pub fn open(repo: &Repository, commit: &Checksum) -> Result<CommitStream> {
+        super::cache::open(repo, commit)
+    }
+
+    /// Open a stream of ours (`ostreecm`) stored as the commit's stream.
+    pub fn open_legacy(repo: &Repository, commit: &Checksum) -> Result<CommitStream> {
         let what = || format!("stored ostree commit {commit}");
         let id = repo
             .resolve(RefKind::Stream, &content_id(commit))
@@ -218,7 +278,37 @@ impl CommitStream {
             None => SplitStreamReader::new(file, repo.algorithm())
                 .and_then(|r| Self::load_whole(r, *commit)),
         };
-        s.with_context(what)
+        let mut s = s.with_context(what)?;
+        s.legacy = true;
+        Ok(s)
+    }
+
+    /// Open the framed (or older unframed) stream in `file`.
+    pub fn open_file(
+        file: std::fs::File,
+        alg: Algorithm,
+        commit: Checksum,
+    ) -> Result<CommitStream> {
+        match Frames::map(&file, alg)? {
+            Some(frames) => Self::from_frames(frames, commit),
+            None => SplitStreamReader::new(file, alg).and_then(|r| Self::load_whole(r, commit)),
+        }
+    }
+
+    /// `objects` as a stream held in memory (one frame).
+    pub fn from_objects(objects: &Objects, commit: Checksum) -> Result<CommitStream> {
+        let mut m = MemSink::default();
+        write(&mut m, objects)?;
+        let len = m.inline.len() as u64;
+        let s = CommitStream {
+            spans: vec![(0, len)],
+            loaded: vec![OnceLock::from(Frame::from_inline(m.inline, m.externals)?)],
+            frames: None,
+            count: 0,
+            commit,
+            legacy: false,
+        };
+        s.check_head()
     }
 
     pub fn load(reader: SplitStreamReader, commit: Checksum) -> Result<CommitStream> {
@@ -240,6 +330,7 @@ impl CommitStream {
             frames: Some(frames),
             count: 0,
             commit,
+            legacy: false,
         };
         s.check_head()
     }
@@ -261,6 +352,7 @@ impl CommitStream {
             frames: None,
             count: 0,
             commit,
+            legacy: false,
         };
         let s = s.check_head()?;
         s.verify_index()?;
@@ -539,6 +631,26 @@ impl CommitStream {
             Content::Inline(whole[4 + hl..].to_vec())
         };
         Ok((hbytes, header, content))
+    }
+
+    /// Whether this is a commit stream stored by an earlier version (the
+    /// commit's own stream, not a cache of the shared one).
+    pub fn is_legacy(&self) -> bool {
+        self.legacy
+    }
+
+    /// Every object, in the form the writer takes.
+    pub fn objects(&self) -> Result<Objects> {
+        let mut out = Objects::new();
+        for (c, t) in self.keys()? {
+            let t = t.with_context(|| {
+                format!("object {c} in stored commit {}: unknown type", self.commit)
+            })?;
+            if let Some(s) = self.stored(&c, t)? {
+                out.insert((c, t), s);
+            }
+        }
+        Ok(out)
     }
 
     /// A stored object in the form the writer takes.

@@ -3,7 +3,10 @@
 //! inodes from their dirmeta or file header on each `inode`.
 //! Inode numbers are handed out as entries are first listed, so they are
 //! stable for the life of the tree; a dirtree shared by several directories
-//! gets distinct inodes at each place, as in a checkout.
+//! gets distinct inodes at each place, as in a checkout. Entries naming the
+//! same file object are one inode (the first listed), whose link count is
+//! the number of such entries in the whole tree: the hardlinks of a
+//! checkout from a bare repository, and of the commit's image.
 //!
 //! [`super::tree::commit_tree`] builds the same tree eagerly (for images).
 
@@ -56,6 +59,16 @@ struct Listed {
     first: Ino,
     files: u32,
     dirs: u32,
+    /// Whether some file is another entry's inode (worked out when first
+    /// listed with shared inodes).
+    links: Links,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Links {
+    Unknown,
+    None,
+    Some,
 }
 
 #[derive(Default)]
@@ -67,6 +80,14 @@ struct State {
     /// Checksums the stream lacks, by the node that names them (for the
     /// error message).
     missing: HashMap<Ino, Checksum>,
+    /// The inode of each file object listed so far, by the first 8 bytes
+    /// of its checksum (small entries: few pages touched)...
+    file_ino: HashMap<u64, Ino, Cheap>,
+    /// ... and by the whole checksum for those whose first 8 bytes are
+    /// another's.
+    file_ino_exact: HashMap<[u8; 32], Ino>,
+    /// File entries listed after their object was: the inode they are.
+    alias: HashMap<Ino, Ino, Cheap>,
 }
 
 /// A stored commit as a [`Tree`]. Holds only the inode-number table and
@@ -78,6 +99,9 @@ pub struct CommitTree {
     commit: Checksum,
     repo: Option<Repository>,
     stream: RwLock<Option<Arc<CommitStream>>>,
+    /// Entries naming each file object in the whole tree (counted when a
+    /// file's link count is first asked for).
+    links: std::sync::OnceLock<HashMap<[u8; 32], u64, Cheap>>,
     state: Mutex<State>,
 }
 
@@ -137,6 +161,7 @@ impl CommitTree {
             commit: c,
             repo,
             stream: RwLock::new(Some(Arc::new(stream))),
+            links: Default::default(),
             state: Mutex::new(state),
         })
     }
@@ -256,11 +281,15 @@ impl CommitTree {
 
     /// Parse a directory's dirtree and give its children inode numbers
     /// (the ones it got when first listed, else new ones); `f` gets the
-    /// parse, the dirtree's bytes and the numbers.
+    /// parse, the dirtree's bytes and the numbers. With `shared`, a file
+    /// whose object was listed before (in this mode) gets that entry's
+    /// inode (hardlinks); without, each entry's own — which costs no
+    /// lookup per file (what `diff`, which compares by checksum, asks for).
     fn list_with<R>(
         &self,
         dir: Ino,
-        f: impl FnOnce(&DirTreeEntries<'_>, &[u8], Listed) -> R,
+        shared: bool,
+        f: impl FnOnce(&DirTreeEntries<'_>, &[u8], Inos) -> R,
     ) -> Result<R> {
         let Node::Dir { tree, depth, .. } = self.node(dir)? else {
             bail!("inode {dir} is not a directory");
@@ -278,8 +307,9 @@ impl CommitTree {
         let (base, data) = stream.metadata_with_offset(tree)?;
         let t = DirTree::parse_in_place(data)
             .with_context(|| format!("dirtree {}", stream.checksum_at(tree).unwrap_or_default()))?;
-        let mut st = self.state();
-        let listed = match st.listed.get(&dir) {
+        let mut guard = self.state();
+        let st = &mut *guard;
+        let mut listed = match st.listed.get(&dir) {
             Some(l) => *l,
             None => {
                 let first = st.nodes.len() as Ino;
@@ -304,16 +334,157 @@ impl CommitTree {
                     first,
                     files: t.files.len() as u32,
                     dirs: t.dirs.len() as u32,
+                    links: Links::Unknown,
                 };
                 st.listed.insert(dir, l);
                 l
             }
         };
-        drop(st);
         if listed.files as usize != t.files.len() || listed.dirs as usize != t.dirs.len() {
             bail!("directory inode {dir} changed between listings");
         }
-        Ok(f(&t, data, listed))
+        if shared && listed.links == Links::Unknown {
+            let mut some = false;
+            for (k, &(_, off)) in t.files.iter().enumerate() {
+                let slot = listed.first + k as Ino;
+                if let Some(canon) = st.share(&stream, slot, checksum_in(data, off))? {
+                    st.alias.insert(slot, canon);
+                    some = true;
+                }
+            }
+            listed.links = if some { Links::Some } else { Links::None };
+            st.listed.insert(dir, listed);
+        }
+        let files = if shared && listed.links == Links::Some {
+            (0..listed.files as Ino)
+                .map(|k| {
+                    let slot = listed.first + k;
+                    st.alias.get(&slot).copied().unwrap_or(slot)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        drop(guard);
+        Ok(f(&t, data, Inos { listed, files }))
+    }
+
+    /// How many entries of the whole tree name each file object.
+    fn link_counts(&self) -> Result<&HashMap<[u8; 32], u64, Cheap>> {
+        if let Some(l) = self.links.get() {
+            return Ok(l);
+        }
+        let stream = self.stream()?;
+        let c = self.commit;
+        let cbytes = stream
+            .metadata(&c, ObjType::Commit)?
+            .with_context(|| format!("stored commit {c} lacks its commit object"))?;
+        let commit = Commit::parse(cbytes).with_context(|| format!("commit {c}"))?;
+        let mut counts: HashMap<[u8; 32], u64, Cheap> = HashMap::default();
+        let mut entries = 0u64;
+        let mut work = vec![commit.root_tree];
+        while let Some(t) = work.pop() {
+            let data = stream
+                .metadata(&t, ObjType::DirTree)?
+                .with_context(|| format!("commit {c}: dirtree {t} is missing"))?;
+            let tree = DirTree::parse_in_place(data).with_context(|| format!("dirtree {t}"))?;
+            entries += (tree.files.len() + tree.dirs.len()) as u64;
+            if entries > super::tree::MAX_INODES {
+                bail!(
+                    "commit {c}: tree expands to more than {} entries",
+                    super::tree::MAX_INODES
+                );
+            }
+            for &(_, off) in &tree.files {
+                *counts.entry(checksum_in(data, off)).or_default() += 1;
+            }
+            for &(_, toff, _) in &tree.dirs {
+                work.push(Checksum(checksum_in(data, toff)));
+            }
+        }
+        let _ = self.links.set(counts);
+        Ok(self.links.get().expect("set above"))
+    }
+}
+
+/// Hashing for maps keyed by checksums (already uniform: their first
+/// 8 bytes are the hash) and inode numbers (one multiply). Listing a
+/// directory hashes each file's checksum: SipHash there cost a `composefs
+/// diff` half again its instructions.
+#[derive(Clone, Copy, Default)]
+struct Cheap;
+
+impl std::hash::BuildHasher for Cheap {
+    type Hasher = CheapHasher;
+    fn build_hasher(&self) -> CheapHasher {
+        CheapHasher(0)
+    }
+}
+
+struct CheapHasher(u64);
+
+impl std::hash::Hasher for CheapHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, b: &[u8]) {
+        let mut a = [0u8; 8];
+        let n = b.len().min(8);
+        a[..n].copy_from_slice(&b[..n]);
+        self.0 ^= u64::from_le_bytes(a);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+impl State {
+    /// The inode an entry (`slot`) naming file object `c` shares, if its
+    /// object was listed before (with shared inodes); else `slot` becomes
+    /// the object's inode.
+    fn share(&mut self, stream: &CommitStream, slot: Ino, c: [u8; 32]) -> Result<Option<Ino>> {
+        let key = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
+        let seen = match self.file_ino.entry(key) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(slot);
+                return Ok(None);
+            }
+            std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+        };
+        let same = match self.nodes.get(seen as usize) {
+            Some(&Node::File { at, .. }) if at != NO_AT => stream.checksum_bytes_at(at)?.0 == c,
+            _ => false,
+        };
+        if same {
+            return Ok(Some(seen));
+        }
+        Ok(match self.file_ino_exact.entry(c) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(slot);
+                None
+            }
+        })
+    }
+}
+
+/// The inode numbers of a listed directory's entries.
+struct Inos {
+    listed: Listed,
+    /// Each file's inode, when some are another entry's (else consecutive).
+    files: Vec<Ino>,
+}
+
+impl Inos {
+    /// The inode of entry `i` (files first, then subdirectories).
+    fn get(&self, i: usize) -> Ino {
+        match self.files.get(i) {
+            Some(&ino) => ino,
+            None => self.listed.first + i as Ino,
+        }
     }
 }
 
@@ -366,11 +537,15 @@ impl Tree for CommitTree {
         Ok(Arc::new(self.make_inode(ino, node)?))
     }
 
-    /// Files have one link (each entry is its own inode); directories
-    /// 2 + their subdirectories.
+    /// Files: the entries naming their object in the whole tree;
+    /// directories: 2 + their subdirectories.
     fn nlink(&self, ino: Ino) -> Result<Option<u64>> {
         match self.node(ino)? {
-            Node::File { .. } => Ok(Some(1)),
+            Node::File { at, .. } => {
+                let stream = self.stream()?;
+                let c = stream.checksum_bytes_at(at)?;
+                Ok(Some(self.link_counts()?.get(&c.0).copied().unwrap_or(1)))
+            }
             Node::Dir { tree, .. } => {
                 let known = {
                     let st = self.state();
@@ -403,20 +578,24 @@ impl Tree for CommitTree {
     }
 
     fn readdir(&self, dir: Ino) -> Result<Arc<[DirEntry]>> {
-        self.list_with(dir, |t, _, listed| {
+        self.list_with(dir, true, |t, _, inos| {
             name_order(t)
                 .into_iter()
                 .map(|(i, name)| DirEntry {
                     name: name.to_vec(),
-                    ino: listed.first + i as Ino,
+                    ino: inos.get(i),
                 })
                 .collect()
         })
     }
 
     /// Names and checksums straight from the dirtree: no per-entry lookup.
+    /// Each entry gets its own inode number here, also a file whose object
+    /// another entry names (which [`Tree::readdir`] gives that entry's
+    /// inode): comparisons go by checksum, and sharing would cost a lookup
+    /// per file.
     fn readdir_ids(&self, dir: Ino, out: &mut Listing) -> Result<()> {
-        self.list_with(dir, |t, data, listed| {
+        self.list_with(dir, false, |t, data, inos| {
             let order = name_order(t);
             out.reset(order.len(), order.iter().map(|(_, n)| n.len()).sum());
             let nf = t.files.len();
@@ -428,7 +607,7 @@ impl Tree for CommitTree {
                         meta: checksum_in(data, t.dirs[j].2),
                     },
                 };
-                out.push(name, listed.first + i as Ino, Some(id));
+                out.push(name, inos.get(i), Some(id));
             }
         })
     }

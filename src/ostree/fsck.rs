@@ -1,6 +1,10 @@
-//! Checking stored ostree commits: each commit stream parses, its commit
-//! object hashes to its name, its tree is complete; and the object index
-//! is current (rebuilt when it is missing or stale).
+//! Checking stored ostree commits: each commit stream parses (in the
+//! shared format: every bound, the order and every metadata and inline
+//! file checksum), its commit object hashes to its name, its tree is
+//! complete, its lookup cache is current; and the object index is current
+//! (rebuilt when it is missing or stale). Commits stored by earlier
+//! versions (our own `ostreecm` stream) are fine for us but unreadable to
+//! composefs-rs: noted, with the way to convert them (pull again).
 
 use anyhow::{Context, Result};
 
@@ -15,9 +19,25 @@ pub struct OstreeFsck {
     pub problems: Vec<String>,
     /// Why the index was rebuilt, if it was.
     pub index_rebuilt: Option<String>,
+    /// Not problems: commits in the older format.
+    pub notes: Vec<String>,
 }
 
-fn check_commit(repo: &Repository, c: &Checksum) -> Result<()> {
+/// Check commit `c`; `Some(note)` when it is stored in the older format.
+fn check_commit(repo: &Repository, c: &Checksum) -> Result<Option<String>> {
+    let sid = super::cache::stream_id(repo, c)?;
+    let reader = repo
+        .open_stream_object(&sid)
+        .with_context(|| format!("stored ostree commit {c}"))?;
+    let note = if reader.content_type == super::shared::CONTENT_TYPE {
+        super::shared::read(reader, c)?;
+        None
+    } else {
+        Some(format!(
+            "stored ostree commit {c} is in this tool's older format, which composefs-rs \
+             (cfsctl) cannot read; `composefs ostree pull` it again to convert it"
+        ))
+    };
     let s = CommitStream::open(repo, c)?;
     s.verify_index()
         .with_context(|| format!("stored ostree commit {c}"))?;
@@ -28,15 +48,17 @@ fn check_commit(repo: &Repository, c: &Checksum) -> Result<()> {
         anyhow::bail!("stored commit {c}: commit object does not hash to its name");
     }
     commit_tree(&s)?;
-    Ok(())
+    Ok(note)
 }
 
 pub fn fsck(repo: &Repository) -> Result<OstreeFsck> {
     let commits = index::stored_commits(repo)?;
     let mut problems = Vec::new();
+    let mut notes = Vec::new();
     for c in &commits {
-        if let Err(e) = check_commit(repo, c) {
-            problems.push(format!("{e:#}"));
+        match check_commit(repo, c) {
+            Ok(n) => notes.extend(n),
+            Err(e) => problems.push(format!("{e:#}")),
         }
     }
     let mut index_rebuilt = None;
@@ -50,5 +72,6 @@ pub fn fsck(repo: &Repository) -> Result<OstreeFsck> {
         commits: commits.len(),
         problems,
         index_rebuilt,
+        notes,
     })
 }

@@ -5,21 +5,26 @@
 //! - `checksum`, `objects`, `variant`, `summary`: the ostree formats.
 //! - `source`, `local`, `http`: where objects come from.
 //! - `resolve`, `pull`, `delta`, `signature`, `trust`: the pull.
-//! - `commitstream`, `index`: how pulled commits are stored and found.
+//! - `shared`: how commits are stored (composefs-rs's format);
+//!   `commitstream`, `cache`, `index`: how they are found fast.
+//! - `image`: images of stored commits.
 //! - `tree`: a stored commit as a filesystem tree.
 
+pub mod cache;
 pub mod checksum;
 pub mod commitstream;
 pub mod committree;
 pub mod delta;
 pub mod fsck;
 pub mod http;
+pub mod image;
 pub mod index;
 pub mod local;
 pub mod objects;
 pub mod partial;
 pub mod pull;
 pub mod resolve;
+pub mod shared;
 pub mod signature;
 pub mod source;
 pub mod summary;

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
 
 use super::checksum::{Checksum, ObjType, delta_name};
-use super::commitstream::{self, CommitStream, Content, Entry, INLINE_MAX, Objects, Stored};
+use super::commitstream::{self, CommitStream, Content, Entry, Objects, Stored};
 use super::delta::{self, DeltaSink, PartMeta};
 use super::index::{self, Index};
 use super::objects::{Commit, DirMeta, DirTree, FileHeader, MAX_METADATA_SIZE, check_dict};
@@ -133,7 +133,7 @@ fn fetch_file_once(src: &dyn Source, repo: &Repository, c: &Checksum) -> Result<
             .with_context(|| format!("file object {c}"))?;
         hasher.update(&buf);
         check_file_sum(c, hasher)?;
-        if size <= INLINE_MAX {
+        if size <= super::shared::inline_max(repo.algorithm()) {
             Content::Inline(buf)
         } else {
             Content::External(repo.store_bytes(&buf)?)
@@ -190,7 +190,7 @@ fn store_whole_file(
     if got != *c {
         bail!("file object {c}: checksum mismatch (header and content hash to {got})");
     }
-    let content = if content.len() as u64 <= INLINE_MAX {
+    let content = if content.len() as u64 <= super::shared::inline_max(repo.algorithm()) {
         Content::Inline(content.to_vec())
     } else {
         Content::External(repo.store_bytes(content)?)
@@ -412,8 +412,8 @@ pub fn pull(
         name: refname,
     } = resolve::resolve(src, summary.as_ref(), rref)?;
     let name = opts.name.clone().unwrap_or(refname);
-    crate::repository::validate_ref_name(&format!("ostree/{name}"))?;
-    let ref_name = format!("ostree/{name}");
+    let ref_name = super::shared::ref_name(&name);
+    crate::repository::validate_ref_name(&ref_name)?;
 
     // Already stored: check signatures on what we hold, then just name it.
     if let Ok(stored) = CommitStream::open(repo, &commit) {
@@ -421,21 +421,32 @@ pub fn pull(
             .metadata(&commit, ObjType::Commit)?
             .context("stored commit lacks its commit object")?
             .to_vec();
-        let meta = stored
+        let mut meta = stored
             .metadata(&commit, ObjType::CommitMeta)?
             .map(<[u8]>::to_vec);
+        // The shared stream holds no detached metadata: ask the source.
+        if meta.is_none() && opts.trust.wants_signatures() {
+            meta = retry(|| src.metadata(&commit, ObjType::CommitMeta))
+                .with_context(|| format!("detached metadata of commit {commit}"))?;
+        }
         signers.extend(trust::check_commit(
             &commit,
             &cbytes,
             meta.as_deref(),
             &opts.trust,
         )?);
-        repo.sync()?;
-        repo.set_ref(
-            crate::repository::RefKind::Stream,
-            &ref_name,
-            &commitstream::content_id(&commit),
-        )?;
+        if stored.is_legacy() {
+            // Stored by an earlier version: rewritten as cfsctl stores it.
+            let mut objects = stored.objects()?;
+            super::image::store_pulled(repo, &commit, &mut objects, Some(&ref_name))?;
+        } else {
+            repo.sync()?;
+            repo.set_ref(
+                crate::repository::RefKind::Stream,
+                &ref_name,
+                &commitstream::content_id(&commit),
+            )?;
+        }
         // Best effort: the ref is published whatever happens here.
         let _ = PartialLog::discard(repo, &commit);
         return Ok(PullReport {
@@ -608,12 +619,7 @@ pub fn pull(
     if let Some(m) = commitmeta {
         objects.insert((commit, ObjType::CommitMeta), Stored::Meta(m));
     }
-    let mut w = repo
-        .stream_writer(commitstream::CONTENT_TYPE)?
-        .framed(crate::splitstream::FrameCoding::Stored)?;
-    commitstream::write(&mut w, &objects)?;
-    let cid = commitstream::content_id(&commit);
-    repo.commit_stream(w, &cid, Some(&ref_name))?;
+    super::image::store_pulled(repo, &commit, &mut objects, Some(&ref_name))?;
     // The index learns the commit's objects from what was just written.
     index::add(repo, commit, objects.keys().copied()).context("cannot update the ostree index")?;
     if let Some(l) = log {

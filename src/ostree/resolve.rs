@@ -6,7 +6,6 @@
 use anyhow::{Context, Result, bail};
 
 use super::checksum::Checksum;
-use super::commitstream;
 use super::index;
 use super::pull::retry;
 use super::source::Source;
@@ -147,11 +146,16 @@ fn local_commits_with_prefix(src: &dyn Source, prefix: &str) -> Vec<Checksum> {
 /// A commit stored in our repository, by name (`streams/refs/ostree/NAME`),
 /// full checksum or unique prefix.
 pub fn stored_commit(repo: &Repository, name: &str) -> Result<Checksum> {
-    if let Ok(r) = repo.resolve(RefKind::Stream, &format!("ostree/{name}"))
-        && let Some(entry) = r.entry
-        && let Some(hex) = entry.strip_prefix("ostree-commit-")
-    {
-        return Checksum::from_hex(hex);
+    // The ref as composefs-rs spells it (`/` escaped), then as earlier
+    // versions of this tool did (`/` as directories; also the escaped
+    // spelling given literally).
+    for r in [super::shared::ref_name(name), format!("ostree/{name}")] {
+        if let Ok(r) = repo.resolve(RefKind::Stream, &r)
+            && let Some(entry) = r.entry
+            && let Some(hex) = entry.strip_prefix("ostree-commit-")
+        {
+            return Checksum::from_hex(hex);
+        }
     }
     let lower = name.to_ascii_lowercase();
     if lower.len() >= 4 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -165,6 +169,5 @@ pub fn stored_commit(repo: &Repository, name: &str) -> Result<Checksum> {
             n => bail!("{name:?} is ambiguous: {n} stored commits start with it"),
         }
     }
-    let _ = commitstream::CONTENT_TYPE;
     bail!("no stored ostree commit named {name:?} (see `composefs ostree list`)")
 }

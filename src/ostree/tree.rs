@@ -1,8 +1,9 @@
 //! A stored commit as a filesystem tree: what `ostree checkout` of the
 //! commit shows. Directories take owner, mode and xattrs from their
 //! dirmeta, files from their header; every mtime is 0, as ostree checks
-//! out. Each directory entry is its own inode (no hardlinks between files
-//! that happen to share content: they share the object instead).
+//! out. Entries naming the same file object are one inode (hardlinks, as
+//! a checkout from a bare repository makes them and as composefs-rs
+//! images them): its link count is the number of such entries.
 
 use std::collections::HashMap;
 
@@ -109,6 +110,28 @@ pub fn file_inode(h: &FileHeader, content: Content) -> Inode {
 
 /// Build the tree of the commit stored in `s`.
 pub fn commit_tree(s: &CommitStream) -> Result<MemTree> {
+    build(s, false)
+}
+
+/// The tree of the commit's image, as composefs-rs writes it: like
+/// [`commit_tree`], but xattr names keep the NUL that ends them in
+/// ostree's encoding (composefs-rs puts ostree's names into the image as
+/// they are; every stored name has it). Such a name cannot be shown
+/// through FUSE or read back with `getxattr` by its plain name; the FUSE
+/// view ([`super::committree`]) shows the plain names.
+pub fn image_tree(s: &CommitStream) -> Result<MemTree> {
+    build(s, true)
+}
+
+fn with_nul(mut i: Inode) -> Inode {
+    for (n, _) in &mut i.xattrs {
+        n.push(0);
+    }
+    i
+}
+
+fn build(s: &CommitStream, nul_names: bool) -> Result<MemTree> {
+    let fix = |i: Inode| if nul_names { with_nul(i) } else { i };
     let c = s.commit;
     let cbytes = s
         .metadata(&c, ObjType::Commit)?
@@ -123,8 +146,9 @@ pub fn commit_tree(s: &CommitStream) -> Result<MemTree> {
     .with_context(|| format!("commit {c}"))?;
     let mut b = MemTreeBuilder::new();
     let root_meta = dirmeta(s, &commit.root_meta)?;
-    let root = b.add(dir_inode(&root_meta));
+    let root = b.add(fix(dir_inode(&root_meta)));
     let mut count = 1u64;
+    let mut files: HashMap<Checksum, Ino> = HashMap::new();
     // (dirtree, inode, depth)
     let mut work: Vec<(Checksum, Ino, usize)> = vec![(commit.root_tree, root, 0)];
     while let Some((t, ino, depth)) = work.pop() {
@@ -140,16 +164,23 @@ pub fn commit_tree(s: &CommitStream) -> Result<MemTree> {
             bail!("commit {c}: tree expands to more than {MAX_INODES} entries");
         }
         for (name, f) in &tree.files {
-            let (_, h, content) = s
-                .file(f)?
-                .with_context(|| format!("commit {c}: file {f} ({name}) is missing"))?;
-            let child = b.add(file_inode(&h, content));
+            let child = match files.get(f) {
+                Some(&ino) => ino,
+                None => {
+                    let (_, h, content) = s
+                        .file(f)?
+                        .with_context(|| format!("commit {c}: file {f} ({name}) is missing"))?;
+                    let ino = b.add(fix(file_inode(&h, content)));
+                    files.insert(*f, ino);
+                    ino
+                }
+            };
             b.link(ino, name.as_bytes(), child)
                 .with_context(|| format!("dirtree {t}: {name:?}"))?;
         }
         for (name, dt, dm) in &tree.dirs {
             let m = dirmeta(s, dm)?;
-            let child = b.add(dir_inode(&m));
+            let child = b.add(fix(dir_inode(&m)));
             b.link(ino, name.as_bytes(), child)
                 .with_context(|| format!("dirtree {t}: {name:?}"))?;
             work.push((*dt, child, depth + 1));

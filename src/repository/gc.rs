@@ -155,6 +155,7 @@ pub fn gc(repo: &Repository, dry_run: bool) -> Result<GcReport> {
             }
         }
     }
+    crate::ostree::cache::gc(repo, dry_run)?;
     let objects = repo.path().join("objects");
     for fan in 0..=255u8 {
         let dir = objects.join(format!("{fan:02x}"));

@@ -260,6 +260,13 @@ impl<'r> SplitStreamWriter<'r> {
             .context("cannot record an object ref")
     }
 
+    /// Record object `id` in the object-ref table without splicing it into
+    /// the stream (composefs-rs ostree commit streams refer to file content
+    /// by this index from inline data); returns its index.
+    pub fn add_object_ref(&mut self, id: ObjectId) -> Result<usize> {
+        self.object_ref_index(id)
+    }
+
     /// Append a reference to an object already in the repository, whose
     /// content (`size` bytes) is spliced in at this point.
     pub fn write_object_ref(&mut self, id: ObjectId, size: u64) -> Result<()> {

@@ -1,0 +1,119 @@
+//! Images of stored commits, as composefs-rs makes them: the tree of
+//! [`super::tree::image_tree`] written in the repository's EROFS format
+//! version, stored as `images/<id>` and recorded on the commit's shared
+//! stream (named ref `composefs.image`: the stream is rewritten and
+//! `streams/ostree-commit-<checksum>` re-pointed, so every ref to the
+//! commit follows).
+//!
+//! Every image of a commit goes through [`write`], in the repository's
+//! format version (0, 1 or 2: [`crate::erofs::versions`]).
+
+use std::io::{Seek, SeekFrom};
+
+use anyhow::{Context, Result};
+
+use super::cache;
+use super::checksum::Checksum;
+use super::commitstream::{CommitStream, Objects, content_id};
+use super::shared;
+use crate::erofs::versions::write_image_version;
+use crate::fsverity::ObjectId;
+use crate::repository::Repository;
+
+/// The image of the commit in `s`, written to a temporary file.
+pub fn write(repo: &Repository, s: &CommitStream) -> Result<std::fs::File> {
+    let tree = super::tree::image_tree(s)?;
+    let mut f = tempfile::tempfile().context("cannot create a temporary file")?;
+    {
+        let mut w = std::io::BufWriter::new(&mut f);
+        write_image_version(&tree, repo.erofs_version(), &mut w)
+            .with_context(|| format!("image of commit {}", s.commit))?;
+        std::io::Write::flush(&mut w).context("cannot write the image")?;
+    }
+    f.seek(SeekFrom::Start(0))
+        .context("cannot read the image back")?;
+    Ok(f)
+}
+
+/// The image's object id (fs-verity digest), nothing stored.
+pub fn compute_id(repo: &Repository, s: &CommitStream) -> Result<ObjectId> {
+    let f = write(repo, s)?;
+    let (id, _) =
+        crate::fsverity::digest_file(repo.algorithm(), &f).context("cannot digest the image")?;
+    Ok(id)
+}
+
+/// Store the image as `images/<id>` (and `images/refs/NAME`).
+pub fn store(repo: &Repository, s: &CommitStream, name: Option<&str>) -> Result<ObjectId> {
+    let f = write(repo, s)?;
+    repo.commit_image(std::io::BufReader::new(f), name)
+}
+
+/// Write the shared stream of `commit` from `objects` naming `image`, link
+/// `streams/ostree-commit-<commit>` to it and, if given, the stream ref;
+/// returns its object id.
+pub fn publish(
+    repo: &Repository,
+    commit: &Checksum,
+    objects: &Objects,
+    image: Option<ObjectId>,
+    ref_name: Option<&str>,
+) -> Result<ObjectId> {
+    let mut w = repo.stream_writer(shared::CONTENT_TYPE)?;
+    shared::write(&mut w, commit, objects, image)?;
+    repo.commit_stream(w, &content_id(commit), ref_name)
+        .with_context(|| format!("cannot store commit {commit}"))
+}
+
+/// Store a pulled commit as cfsctl does: file content placed by its
+/// threshold, the image made, then the stream naming it published (under
+/// `ref_name`); then our lookup cache (which also keeps the detached
+/// metadata). Returns the stream's object id.
+pub fn store_pulled(
+    repo: &Repository,
+    commit: &Checksum,
+    objects: &mut Objects,
+    ref_name: Option<&str>,
+) -> Result<ObjectId> {
+    shared::normalize(repo, objects)?;
+    let s = CommitStream::from_objects(objects, *commit)?;
+    let image = Some(store(repo, &s, None)?);
+    let sid = publish(repo, commit, objects, image, ref_name)?;
+    // Best effort: rebuilt from the stream when missing.
+    let _ = cache::store(repo, commit, &sid, objects);
+    Ok(sid)
+}
+
+/// Make the image of stored `commit` and record it on its stream, as
+/// `cfsctl` does when it pulls or images a commit. A stream that already
+/// names an image keeps it. Older (`ostreecm`) streams are left as they
+/// are: the image is stored, not recorded. Returns the image id.
+pub fn ensure(repo: &Repository, commit: &Checksum, name: Option<&str>) -> Result<ObjectId> {
+    let what = || format!("stored ostree commit {commit}");
+    let sid = cache::stream_id(repo, commit)?;
+    let reader = repo.open_stream_object(&sid).with_context(what)?;
+    let s = CommitStream::open(repo, commit)?;
+    if reader.content_type != shared::CONTENT_TYPE {
+        return store(repo, &s, name);
+    }
+    let read = shared::read(reader, commit)?;
+    let image = store(repo, &s, name)?;
+    if read.image == Some(image) {
+        return Ok(image);
+    }
+    let new = publish(repo, commit, &read.objects, Some(image), None)?;
+    cache::moved(repo, commit, &sid, &new);
+    Ok(image)
+}
+
+/// The image a stored commit's stream names, if any.
+pub fn recorded(repo: &Repository, commit: &Checksum) -> Result<Option<ObjectId>> {
+    let entry = content_id(commit);
+    let (_, r) = repo
+        .open_stream(&entry)
+        .with_context(|| format!("stored ostree commit {commit}"))?;
+    Ok(r.named_refs()
+        .iter()
+        .find(|(n, _)| n == shared::IMAGE_REF)
+        .map(|(_, id)| *id))
+}
