@@ -1,7 +1,7 @@
 //! `composefs diff`: two versions of a tree with one change of every kind
 //! (added/removed files and directories, content, mode, owner, xattrs,
 //! symlink target, file ↔ directory, file ↔ symlink, device number,
-//! hardlinks, a rename), stored as composefs images (`create-image`), as
+//! hardlinks, a rename), stored as composefs images (`create-image --no-propagate-usr-to-root`: the tree as it is, every xattr kept), as
 //! ostree commits (made by the real `ostree` CLI, then `ostree pull`) and
 //! as OCI images (made by `umoci`, then `oci pull`), and as plain local
 //! directories. Checks the exact name-status list, `--stat`, `--json`,
@@ -342,8 +342,20 @@ fn images_every_kind_of_change() {
     let repo = Repo::new();
     let s = repo.scratch();
     let (v1, v2) = versions(&s, true);
-    repo.ok(&["create-image", v1.to_str().unwrap(), "--name", "v1"]);
-    repo.ok(&["create-image", v2.to_str().unwrap(), "--name", "v2"]);
+    repo.ok(&[
+        "create-image",
+        "--no-propagate-usr-to-root",
+        v1.to_str().unwrap(),
+        "--name",
+        "v1",
+    ]);
+    repo.ok(&[
+        "create-image",
+        "--no-propagate-usr-to-root",
+        v2.to_str().unwrap(),
+        "--name",
+        "v2",
+    ]);
 
     let o = diff_code(&repo, &["v1", "v2"], 1);
     assert_eq!(o.lines(), expected(true));
@@ -494,8 +506,20 @@ fn local_directories_on_either_side() {
     let repo = Repo::new();
     let s = repo.scratch();
     let (v1, v2) = versions(&s, true);
-    repo.ok(&["create-image", v1.to_str().unwrap(), "--name", "v1"]);
-    repo.ok(&["create-image", v2.to_str().unwrap(), "--name", "v2"]);
+    repo.ok(&[
+        "create-image",
+        "--no-propagate-usr-to-root",
+        v1.to_str().unwrap(),
+        "--name",
+        "v1",
+    ]);
+    repo.ok(&[
+        "create-image",
+        "--no-propagate-usr-to-root",
+        v2.to_str().unwrap(),
+        "--name",
+        "v2",
+    ]);
     let (a, b) = (v1.to_str().unwrap(), v2.to_str().unwrap());
     // Image against directory (contents digested, only where sizes match),
     // directory against directory (bytes compared), both ways.
@@ -565,7 +589,13 @@ fn ostree_commits_every_kind_of_change() {
             .stdout
             .is_empty()
     );
-    repo.ok(&["create-image", v1.to_str().unwrap(), "--name", "img1"]);
+    repo.ok(&[
+        "create-image",
+        "--no-propagate-usr-to-root",
+        v1.to_str().unwrap(),
+        "--name",
+        "img1",
+    ]);
     assert!(
         diff_code(&repo, &["ostree/v1", "images/img1"], 0)
             .stdout
@@ -599,7 +629,13 @@ fn ostree_commits_every_kind_of_change() {
     std::fs::hard_link(hl.join("a"), hl.join("b")).unwrap();
     chmod(&hl, 0o755);
     commit_and_pull(&repo, &s, &[("hl", &hl)]);
-    repo.ok(&["create-image", hl.to_str().unwrap(), "--name", "hl-img"]);
+    repo.ok(&[
+        "create-image",
+        "--no-propagate-usr-to-root",
+        hl.to_str().unwrap(),
+        "--name",
+        "hl-img",
+    ]);
     assert!(
         diff_code(&repo, &["ostree/hl", "images/hl-img"], 0)
             .stdout
@@ -715,8 +751,20 @@ fn content_patches_match_diff_u_and_apply() {
     let repo = Repo::new();
     let s = repo.scratch();
     let (v1, v2) = versions(&s, true);
-    repo.ok(&["create-image", v1.to_str().unwrap(), "--name", "v1"]);
-    repo.ok(&["create-image", v2.to_str().unwrap(), "--name", "v2"]);
+    repo.ok(&[
+        "create-image",
+        "--no-propagate-usr-to-root",
+        v1.to_str().unwrap(),
+        "--name",
+        "v1",
+    ]);
+    repo.ok(&[
+        "create-image",
+        "--no-propagate-usr-to-root",
+        v2.to_str().unwrap(),
+        "--name",
+        "v2",
+    ]);
     let o = diff_code(&repo, &["v1", "v2", "--content"], 1);
     let text = o.text();
     // The list first, then the patches.
@@ -824,8 +872,20 @@ fn path_limits() {
     let repo = Repo::new();
     let s = repo.scratch();
     let (v1, v2) = versions(&s, true);
-    repo.ok(&["create-image", v1.to_str().unwrap(), "--name", "v1"]);
-    repo.ok(&["create-image", v2.to_str().unwrap(), "--name", "v2"]);
+    repo.ok(&[
+        "create-image",
+        "--no-propagate-usr-to-root",
+        v1.to_str().unwrap(),
+        "--name",
+        "v1",
+    ]);
+    repo.ok(&[
+        "create-image",
+        "--no-propagate-usr-to-root",
+        v2.to_str().unwrap(),
+        "--name",
+        "v2",
+    ]);
     let l = |paths: &[&str]| {
         let mut args = vec!["v1", "v2", "--"];
         args.extend_from_slice(paths);
@@ -880,7 +940,13 @@ fn exit_codes_and_errors() {
     let repo = Repo::new();
     let s = repo.scratch();
     let (v1, _) = versions(&s, false);
-    repo.ok(&["create-image", v1.to_str().unwrap(), "--name", "v1"]);
+    repo.ok(&[
+        "create-image",
+        "--no-propagate-usr-to-root",
+        v1.to_str().unwrap(),
+        "--name",
+        "v1",
+    ]);
     assert_eq!(diff(&repo, &["v1", "v1"]).code, 0);
     for (args, words) in [
         (vec!["v1", "nope"], "nope"),
@@ -928,7 +994,13 @@ fn exit_codes_and_errors() {
     std::fs::create_dir_all(&other).unwrap();
     chmod(&other, 0o755);
     write_file(&other.join("big"), &pseudo_random(9, 100_000));
-    repo.ok(&["create-image", other.to_str().unwrap(), "--name", "o1"]);
+    repo.ok(&[
+        "create-image",
+        "--no-propagate-usr-to-root",
+        other.to_str().unwrap(),
+        "--name",
+        "o1",
+    ]);
     let hex = common::fsverity_digest("sha512", &other.join("big"));
     let obj = repo.path.join("objects").join(&hex[..2]).join(&hex[2..]);
     std::fs::remove_file(&obj).unwrap();
@@ -963,8 +1035,20 @@ fn odd_names_are_quoted() {
     for n in names {
         std::fs::write(b.join(std::ffi::OsStr::from_bytes(n)), b"x").unwrap();
     }
-    repo.ok(&["create-image", a.to_str().unwrap(), "--name", "a"]);
-    repo.ok(&["create-image", b.to_str().unwrap(), "--name", "b"]);
+    repo.ok(&[
+        "create-image",
+        "--no-propagate-usr-to-root",
+        a.to_str().unwrap(),
+        "--name",
+        "a",
+    ]);
+    repo.ok(&[
+        "create-image",
+        "--no-propagate-usr-to-root",
+        b.to_str().unwrap(),
+        "--name",
+        "b",
+    ]);
     let o = diff_code(&repo, &["a", "b"], 1);
     let want: &[u8] = b"A\t\"/back\\\\slash\"\nA\t\"/bad\\377\"\nA\t/caf\xc3\xa9\nA\t\"/new\\nline\"\nA\t\"/quote\\\"d\"\nA\t\"/tab\\there\"\n";
     assert_eq!(o.stdout, want, "{}", String::from_utf8_lossy(&o.stdout));

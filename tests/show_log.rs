@@ -783,7 +783,8 @@ fn show_composefs_image() {
     assert_eq!(v["kind"], "composefs-image");
     assert_eq!(v["refs"], serde_json::json!(["images/n"]));
     assert_eq!(v["image"]["digest"], digest.as_str());
-    assert_eq!(v["image"]["format_version"], 0);
+    // The repository's format (composefs-rs's default, 1).
+    assert_eq!(v["image"]["format_version"], 1);
     let file = repo.path.join("images").join(&digest);
     assert_eq!(v["image"]["inodes"], erofs_inodes(&file));
     assert_eq!(
@@ -805,18 +806,18 @@ fn show_composefs_image() {
     for want in [
         "kind: composefs image\n".to_string(),
         format!("digest: {digest}\n"),
-        "format version: 0\n".to_string(),
+        "format version: 1\n".to_string(),
         "extra hardlinks: 2\n".to_string(),
     ] {
         assert!(t.contains(&want), "{want:?} not in:\n{t}");
     }
-    // Format version 1.
-    let d1 = text(repo.ok(&["create-image", d, "--name", "v1", "--min-version", "1"]))
+    // Format version 2 (composefs-rs's legacy format).
+    let d1 = text(repo.ok(&["create-image", d, "--name", "v2", "--erofs-version", "2"]))
         .trim()
         .to_string();
     assert_ne!(d1, digest);
-    let v = json(&repo, &["show", "v1", "--json"]);
-    assert_eq!(v["image"]["format_version"], 1);
+    let v = json(&repo, &["show", "v2", "--json"]);
+    assert_eq!(v["image"]["format_version"], 2);
     assert_eq!(v["image"]["digest"], d1.as_str());
 }
 
