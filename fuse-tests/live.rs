@@ -165,6 +165,17 @@ fn whole_repository_live_view() {
     repo.ok(&["ostree", "pull", &o.path, "next"]);
     assert_eq!(names(&mnt.join("ostree")), ["main", "next"]);
     assert!(std::fs::metadata(mnt.join("ostree/next/etc/version")).is_ok());
+    // A name with slashes (stored as composefs-rs spells it, `os%2Fnext`)
+    // is nested directories in the view.
+    repo.ok(&["ostree", "pull", &o.path, "next", "--name", "os/next"]);
+    assert_eq!(names(&mnt.join("ostree")), ["main", "next", "os"]);
+    assert_eq!(names(&mnt.join("ostree/os")), ["next"]);
+    assert_eq!(
+        std::fs::read(mnt.join("ostree/os/next/etc/version")).unwrap(),
+        b"2\n"
+    );
+    repo.ok(&["refs", "--delete", "ostree/os/next"]);
+    assert_eq!(names(&mnt.join("ostree")), ["main", "next"]);
     let mut commits = vec![first.clone(), second.clone()];
     commits.sort();
     assert_eq!(names(&mnt.join("commits")), commits);

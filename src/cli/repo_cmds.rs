@@ -50,13 +50,22 @@ pub fn refs(repo: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Which ref a user means: a path as `refs` lists it, `ostree/NAME` (a
-/// stream ref), else an image ref or a stream ref of that name (refused
-/// when both exist).
+/// Which ref a user means: a path as `refs` lists it, `ostree/NAME` or
+/// `oci/NAME` (stream refs; a NAME with `/` in it is found as composefs-rs
+/// spells it, `ostree/a%2Fb`, or nested as older versions stored it), else
+/// an image ref or a stream ref of that name (refused when both exist).
 fn ref_to_delete(r: &Repository, name: &str) -> Result<(RefKind, String)> {
     for kind in [RefKind::Stream, RefKind::Image] {
         if let Some(n) = name.strip_prefix(&format!("{}/refs/", kind.dir())) {
             return Ok((kind, n.to_string()));
+        }
+    }
+    for ns in ["ostree/", "oci/"] {
+        if let Some(rest) = name.strip_prefix(ns).filter(|r| r.contains('/')) {
+            let encoded = format!("{ns}{}", repository::encode_ref_component(rest));
+            if r.ref_entry(RefKind::Stream, &encoded)?.is_some() {
+                return Ok((RefKind::Stream, encoded));
+            }
         }
     }
     let image = r.ref_entry(RefKind::Image, name)?.is_some();

@@ -21,29 +21,12 @@ pub const PREFIX: &str = "oci/";
 
 /// `NAME` as one path component.
 pub fn encode(name: &str) -> String {
-    name.replace('%', "%25").replace('/', "%2F")
+    crate::repository::encode_ref_component(name)
 }
 
 /// The name an encoded component (or an old nested path) stands for.
 pub fn decode(encoded: &str) -> String {
-    let mut out = String::with_capacity(encoded.len());
-    let mut rest = encoded;
-    while let Some(pos) = rest.find('%') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if let Some(r) = after.strip_prefix("2F") {
-            out.push('/');
-            rest = r;
-        } else if let Some(r) = after.strip_prefix("25") {
-            out.push('%');
-            rest = r;
-        } else {
-            out.push('%');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
+    crate::repository::decode_ref_component(encoded)
 }
 
 /// The ref (below `streams/refs/`) a name is written as.

@@ -45,12 +45,12 @@ pub fn inline_max(alg: Algorithm) -> u64 {
 /// The stream ref name of stored ostree ref `name` (`ostree/` then the
 /// name with `%` and `/` escaped, as composefs-rs spells it).
 pub fn ref_name(name: &str) -> String {
-    format!("ostree/{}", name.replace('%', "%25").replace('/', "%2F"))
+    format!("ostree/{}", crate::repository::encode_ref_component(name))
 }
 
 /// The ostree ref name a stream ref below `ostree/` stands for.
 pub fn decode_ref_name(encoded: &str) -> String {
-    encoded.replace("%2F", "/").replace("%25", "%")
+    crate::repository::decode_ref_component(encoded)
 }
 
 /// The objects of `objects` that the shared stream of `commit` holds:

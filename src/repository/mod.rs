@@ -40,7 +40,7 @@ use crate::fsverity::Algorithm;
 use crate::util::{mkdir_all_at, open_dir_at};
 
 pub use objects::ObjectWriter;
-pub use refs::{RefKind, validate_ref_name};
+pub use refs::{RefKind, decode_ref_component, encode_ref_component, validate_ref_name};
 
 /// Environment variable naming the repository when `--repo` is not given.
 pub const REPO_ENV: &str = "COMPOSEFS_REPO";

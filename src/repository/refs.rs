@@ -43,6 +43,36 @@ pub struct Resolved {
     pub id: ObjectId,
 }
 
+/// A name with `/` in it as one ref path component, as composefs-rs spells
+/// OCI image names and ostree ref names below `streams/refs/oci/` and
+/// `streams/refs/ostree/`: `%` written `%25`, `/` written `%2F`.
+pub fn encode_ref_component(name: &str) -> String {
+    name.replace('%', "%25").replace('/', "%2F")
+}
+
+/// The name an [`encode_ref_component`] component stands for (any other
+/// `%` is kept as it is).
+pub fn decode_ref_component(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut rest = encoded;
+    while let Some(pos) = rest.find('%') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(r) = after.strip_prefix("2F") {
+            out.push('/');
+            rest = r;
+        } else if let Some(r) = after.strip_prefix("25") {
+            out.push('%');
+            rest = r;
+        } else {
+            out.push('%');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A ref name is a relative path of ordinary components: no empty, `.` or
 /// `..` components, no leading `/`, no NUL, at most 1024 bytes.
 pub fn validate_ref_name(name: &str) -> Result<()> {

@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! /ostree/<ref>/      each ostree ref (`streams/refs/ostree/…`; a ref
-//!                     `a/b` is directory `a` holding `b`)
+//!                     `a/b` is directory `a` holding `b`, whether it is
+//!                     stored as composefs-rs spells it, `a%2Fb`, or nested)
 //! /images/<ref>/      each image ref (`images/refs/…`)
-//! /oci/<name>/        each pulled OCI image (`streams/refs/oci/…`), its
-//!                     layers merged
+//! /oci/<name>/        each pulled OCI image (`streams/refs/oci/…`, names
+//!                     decoded and nested the same way), as its image holds it
 //! /commits/<sha256>/  every stored ostree commit
 //! ```
 //!
@@ -28,7 +29,7 @@
 //! lasts as long as the mount, so an inode the kernel holds always means
 //! the same file.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,7 +39,7 @@ use anyhow::{Context, Result, bail};
 use super::Source;
 use crate::ostree::checksum::Checksum;
 use crate::repository::Repository;
-use crate::repository::refs::{RefKind, validate_ref_name};
+use crate::repository::refs::{RefKind, decode_ref_component, validate_ref_name};
 use crate::tree::{DirEntry, Ino, Inode, Kind, Stat, Timespec, Tree};
 
 const SHIFT: u32 = 40;
@@ -184,14 +185,57 @@ impl RepoView {
         }
     }
 
-    /// What the ref `name` of a namespace names, if it is a tree (refs of
-    /// other kinds of stream are not shown).
-    fn ref_source(&self, ns: RefNs, name: &str) -> Result<Option<Source>> {
+    /// Every ref of an encoded namespace (`ostree/`, `oci/`) by the name
+    /// it stands for, with its path below the namespace directory: names
+    /// stored as composefs-rs spells them (`a%2Fb`) and older nested ones
+    /// (`a/b`) alike.
+    fn decoded_refs(&self, ns: RefNs) -> Result<BTreeMap<String, String>> {
+        let root = self.backing(&Dir::Refs(ns, String::new()));
+        let mut out = BTreeMap::new();
+        let mut stack = vec![(root.clone(), String::new(), 0usize)];
+        while let Some((dir, rel, depth)) = stack.pop() {
+            let rd = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot list {}", dir.display()));
+                }
+            };
+            for e in rd.flatten() {
+                let Ok(name) = e.file_name().into_string() else {
+                    continue;
+                };
+                if name.starts_with(".tmp-") {
+                    continue;
+                }
+                let path = Self::ref_name(&rel, &name);
+                match e.file_type() {
+                    Ok(t) if t.is_dir() && depth < 64 => {
+                        stack.push((e.path(), path, depth + 1));
+                    }
+                    Ok(t) if t.is_symlink() => {
+                        let logical = path
+                            .split('/')
+                            .map(decode_ref_component)
+                            .collect::<Vec<_>>()
+                            .join("/");
+                        out.entry(logical).or_insert(path);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// What the ref stored at `path` below a namespace names, if it is a
+    /// tree (refs of other kinds of stream are not shown).
+    fn ref_source(&self, ns: RefNs, path: &str) -> Result<Option<Source>> {
         match ns {
             RefNs::Ostree => {
                 let entry = self
                     .repo
-                    .ref_entry(RefKind::Stream, &format!("ostree/{name}"))?;
+                    .ref_entry(RefKind::Stream, &format!("ostree/{path}"))?;
                 Ok(entry
                     .as_deref()
                     .and_then(|e| e.strip_prefix("ostree-commit-"))
@@ -199,11 +243,11 @@ impl RepoView {
                     .map(Source::Commit))
             }
             RefNs::Images => Ok(Some(Source::Image(
-                self.repo.resolve(RefKind::Image, name)?.id,
+                self.repo.resolve(RefKind::Image, path)?.id,
             ))),
             RefNs::Oci => Ok(crate::oci::store::manifest_stream(
                 &self.repo,
-                &crate::oci::tags::decode(name),
+                &crate::oci::tags::decode(path),
             )
             .ok()
             .map(Source::Oci)),
@@ -220,6 +264,20 @@ impl RepoView {
                 "oci" => Some(Found::Dir(Dir::Refs(RefNs::Oci, String::new()))),
                 _ => None,
             },
+            Dir::Refs(ns @ (RefNs::Ostree | RefNs::Oci), prefix) => {
+                let full = Self::ref_name(prefix, name);
+                let refs = self.decoded_refs(*ns)?;
+                if let Some(path) = refs.get(&full) {
+                    // A ref removed meanwhile, or broken: not there.
+                    self.ref_source(*ns, path).ok().flatten().map(Found::Tree)
+                } else {
+                    let below = format!("{full}/");
+                    refs.range(below.clone()..)
+                        .next()
+                        .filter(|(k, _)| k.starts_with(&below))
+                        .map(|_| Found::Dir(Dir::Refs(*ns, full)))
+                }
+            }
             Dir::Refs(ns, prefix) => {
                 let full = Self::ref_name(prefix, name);
                 if validate_ref_name(&full).is_err() || name.starts_with(".tmp-") {
@@ -263,6 +321,25 @@ impl RepoView {
                 "oci".into(),
                 "ostree".into(),
             ],
+            Dir::Refs(ns @ (RefNs::Ostree | RefNs::Oci), prefix) => {
+                let below = if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{prefix}/")
+                };
+                let mut names: Vec<String> = self
+                    .decoded_refs(*ns)?
+                    .into_keys()
+                    .filter_map(|k| {
+                        let rest = k.strip_prefix(&below)?;
+                        Some(rest.split('/').next().unwrap_or(rest).to_string())
+                    })
+                    .filter(|n| !n.is_empty())
+                    .collect();
+                names.sort();
+                names.dedup();
+                names
+            }
             Dir::Refs(..) => {
                 let path = self.backing(d);
                 match std::fs::read_dir(&path) {
