@@ -166,7 +166,17 @@ pub fn split(
         let at = r.position();
         let got = read_full(&mut r, &mut block).context("cannot read tar")?;
         if got == 0 {
-            bail!("tar ends at byte {at} without an end-of-archive marker: truncated");
+            // A stream that ends exactly at a member boundary is a complete
+            // archive without the end-of-archive blocks (umoci and many Go
+            // producers write layers so; GNU tar, Go's archive/tar and
+            // composefs-rs read them). Between an extension record and its
+            // member it is cut short.
+            if pax_size.is_some() || long_name.is_some() {
+                bail!(
+                    "tar ends at byte {at} after an extended header, before its member: truncated"
+                );
+            }
+            break;
         }
         if got < BLOCK {
             bail!("tar ends inside a header at byte {at}: truncated");

@@ -960,7 +960,6 @@ fn truncated_tars_are_refused() {
     let s = tempfile::tempdir().unwrap();
     let bytes = two_member_tar(s.path());
     let cuts = [
-        (0, "empty input"),
         (100, "inside the first header"),
         (511, "one byte short of the first header"),
         (BIG_DATA, "right after the first header"),
@@ -970,11 +969,9 @@ fn truncated_tars_are_refused() {
             "at the end of big.bin's data, before its padding",
         ),
         (BIG_DATA + 100_100, "inside big.bin's padding"),
-        (SMALL_HDR, "at the block boundary before small.txt"),
         (SMALL_HDR + 100, "inside small.txt's header"),
         (SMALL_DATA + 10, "in the middle of small.txt's data"),
         (SMALL_DATA + 30, "in small.txt's padding"),
-        (END_MARKER, "right before the end-of-archive marker"),
     ];
     for (cut, what) in cuts {
         let repo = Repo::new();
@@ -992,6 +989,18 @@ fn truncated_tars_are_refused() {
         // The same cut inside a gzip stream.
         let err = import_fails(&repo, "cut", &gzip_file(&path), &format!("{what} (gzip)"));
         assert_mentions(&err, &["truncated", "ends"], what);
+    }
+    // A tar that ends exactly at a member boundary is a complete archive
+    // without the end-of-archive blocks (as umoci and Go producers write
+    // layers; GNU tar, Go and composefs-rs read them): it imports, and
+    // reads back byte for byte.
+    // Cut: no input at all, at the block boundary before small.txt, and
+    // right before the end-of-archive marker.
+    for cut in [0, SMALL_HDR, END_MARKER] {
+        let repo = Repo::new();
+        let path = repo.scratch().join(format!("boundary-{cut}.tar"));
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        check_round_trip(&repo, "cut", &path, &path);
     }
     // The uncut tar imports fine (the cuts are what fails).
     let repo = Repo::new();

@@ -411,3 +411,56 @@ fn ostree_commit_pulled_by_cfsctl_is_the_tree_of_ours() {
         );
     }
 }
+
+/// An OCI layer that ends right after its last member, without the tar
+/// end-of-archive blocks (as umoci and many Go-built images write them):
+/// it pulls, its files show, and cfsctl stores the same stream objects.
+#[test]
+fn layer_without_end_of_archive_blocks_pulls() {
+    common::require_tool("umoci");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    write_file(&root.join("usr/bin/tool"), &common::pseudo_random(3, 5000));
+    write_file(&root.join("zz-last"), b"last\n");
+    let tar = tmp.path().join("full.tar");
+    let bytes = common::make_tar(&root, &tar, &[]);
+    // Everything up to the end of the last member's padding: the last
+    // member's content ends in a non-zero byte, so the zeros after it are
+    // its padding and the end-of-archive blocks.
+    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    let cut = end.next_multiple_of(512);
+    assert!(
+        cut + 1024 <= bytes.len(),
+        "the tar had end-of-archive blocks"
+    );
+    let short = tmp.path().join("short.tar");
+    std::fs::write(&short, &bytes[..cut]).unwrap();
+    let lay = tmp.path().join("layout");
+    common::umoci_image(&lay, "t", &[&short]);
+    let src = format!("oci:{}:t", lay.display());
+    let ours = Repo::new();
+    ours.ok(&["oci", "pull", &src, "--name", "img"]);
+    let ls = String::from_utf8(ours.ok(&["ls", "oci-raw/img"])).unwrap();
+    assert!(ls.contains("zz-last"), "{ls}");
+    assert_eq!(ours.ok(&["cat", "oci/img:/zz-last"]), b"last\n");
+    let theirs = cfsctl_init(&tmp.path().join("theirs"), "sha512");
+    cfsctl::ok(&theirs, &["oci", "pull", &src, "img"]);
+    let entries = |r: &Path| -> Vec<(String, PathBuf)> {
+        let mut v: Vec<_> = std::fs::read_dir(r.join("streams"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("oci-layer-") || n.starts_with("oci-config-"))
+            .map(|n| {
+                let t = std::fs::read_link(r.join("streams").join(&n)).unwrap();
+                (n, t)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(entries(&ours.path), entries(&theirs));
+    assert_eq!(
+        composefs_in(&theirs, &["oci", "compute-id", "img"]),
+        String::from_utf8(ours.ok(&["oci", "compute-id", "img"])).unwrap()
+    );
+}

@@ -500,10 +500,19 @@ fn apply_layer(m: &mut Merger, stream: SplitStreamReader, layer: usize) -> Resul
     let mut pax = Pax::default();
     let mut long_name: Option<Vec<u8>> = None;
     let mut long_link: Option<Vec<u8>> = None;
+    // An extended header or long name/link record waits for its member.
+    let mut pending = false;
     loop {
         let at = tar.offset;
         let Some(block) = tar.block()? else {
-            bail!("tar ends at byte {at} without an end-of-archive marker: truncated");
+            // Ending at a member boundary without the end-of-archive blocks
+            // is a complete archive (as `crate::tarsplit` takes it).
+            if pending {
+                bail!(
+                    "tar ends at byte {at} after an extended header, before its member: truncated"
+                );
+            }
+            return Ok(());
         };
         if block.iter().all(|&b| b == 0) {
             // End of archive; whatever follows is padding.
@@ -539,8 +548,10 @@ fn apply_layer(m: &mut Merger, stream: SplitStreamReader, layer: usize) -> Resul
                 b'K' => long_link = Some(cstr(&data).to_vec()),
                 _ => {} // global headers: ignored
             }
+            pending |= typeflag != b'g';
             continue;
         }
+        pending = false;
         let pax = std::mem::take(&mut pax);
         let long_name = long_name.take();
         let long_link = long_link.take();
