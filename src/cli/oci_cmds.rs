@@ -324,11 +324,7 @@ fn create_image(repo: Option<&Path>, name: &str, image_name: Option<&str>) -> Re
         crate::repository::validate_ref_name(n)?;
     }
     let img = StoredImage::open(&r, name)?;
-    let format = crate::oci::image::format_for(&r);
-    if let Some(w) = &format.warning {
-        eprintln!("composefs: {w}");
-    }
-    let c = crate::oci::image::commit(&r, &img, &format, image_name)
+    let c = crate::oci::image::commit(&r, &img, image_name)
         .with_context(|| format!("OCI image {name:?}"))?;
     if let Some(w) = &c.untransformed {
         eprintln!("composefs: {w}");
@@ -349,11 +345,7 @@ fn create_image(repo: Option<&Path>, name: &str, image_name: Option<&str>) -> Re
 fn compute_id(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
     let r = open(repo)?;
     let img = StoredImage::open(&r, name)?;
-    let format = crate::oci::image::format_for(&r);
-    if let Some(w) = &format.warning {
-        eprintln!("composefs: {w}");
-    }
-    let (id, why) = crate::oci::image::compute(&r, &img, format.version)
+    let (id, why) = crate::oci::image::compute(&r, &img, r.erofs_version())
         .with_context(|| format!("OCI image {name:?}"))?;
     if let Some(w) = why {
         eprintln!("composefs: {w}");

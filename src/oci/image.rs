@@ -6,8 +6,8 @@
 //! config stream (`composefs.image.v1` / `composefs.image`), rewriting the
 //! config and manifest streams, as composefs-rs does at pull time.
 //!
-//! Which EROFS format is written is decided in one place, [`format_for`]:
-//! the repository's (0, 1 or 2, composefs-rs's numbering), written by
+//! Images are written in the repository's EROFS format
+//! ([`Repository::erofs_version`]: 0, 1 or 2, composefs-rs's numbering) by
 //! [`crate::erofs::versions`].
 
 use std::io::{Seek, SeekFrom};
@@ -19,27 +19,6 @@ use crate::erofs::versions::write_image_version;
 use crate::fsverity::ObjectId;
 use crate::repository::{RefKind, Repository};
 use crate::tree::MemTree;
-
-/// How images are made for a repository.
-#[derive(Debug, Clone)]
-pub struct Format {
-    /// The EROFS format written (composefs-rs's numbering).
-    pub version: u32,
-    /// Whether it is the repository's own format, so it is linked from the
-    /// config (when that format has a key).
-    pub native: bool,
-    /// Why it is not the repository's own format.
-    pub warning: Option<String>,
-}
-
-/// The EROFS format an image for `repo` is written in.
-pub fn format_for(repo: &Repository) -> Format {
-    Format {
-        version: repo.erofs_version(),
-        native: true,
-        warning: None,
-    }
-}
 
 /// The tree a composefs image of `img` holds, and why it is not
 /// transformed, if it is not: an image composefs-rs has no composefs image
@@ -103,34 +82,27 @@ pub struct Committed {
 /// Store the image, link `images/<hex>` (and `images/refs/NAME` if
 /// asked), and link it from the config (when it is transformed, in the
 /// repository's own format, and that format has a key).
-pub fn commit(
-    repo: &Repository,
-    img: &StoredImage,
-    format: &Format,
-    image_name: Option<&str>,
-) -> Result<Committed> {
+pub fn commit(repo: &Repository, img: &StoredImage, image_name: Option<&str>) -> Result<Committed> {
     let (tree, why) = image_tree(repo, img)?;
-    commit_tree(repo, img, format, &tree, why, image_name)
+    commit_tree(repo, img, &tree, why, image_name)
 }
 
 /// [`commit`] of a tree [`image_tree`] gave.
 pub fn commit_tree(
     repo: &Repository,
     img: &StoredImage,
-    format: &Format,
     tree: &MemTree,
     untransformed: Option<String>,
     image_name: Option<&str>,
 ) -> Result<Committed> {
-    let version = format.version;
+    let version = repo.erofs_version();
     let f = image_file(tree, version)?;
     let (id, _) = repo
         .store_reader(std::io::BufReader::new(f))
         .context("cannot store the image")?;
     repo.sync()?;
     repo.link_entry(RefKind::Image, &id.to_hex(), &id)?;
-    let image = if format.native
-        && untransformed.is_none()
+    let image = if untransformed.is_none()
         && super::store::image_key(version).is_some()
         && (img.image(version) != Some(id) || img.legacy)
     {

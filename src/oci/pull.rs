@@ -452,12 +452,7 @@ pub fn pull(
             src.describe()
         )
     };
-    let merged = if super::image::format_for(repo).warning.is_none() {
-        Some(super::merge::merge(repo, &layers).with_context(does_not_merge)?)
-    } else {
-        super::merge::check(repo, &layers).with_context(does_not_merge)?;
-        None
-    };
+    let merged = super::merge::merge(repo, &layers).with_context(does_not_merge)?;
 
     let layer_refs: Vec<(Digest, ObjectId)> = config
         .rootfs
@@ -475,7 +470,7 @@ pub fn pull(
         &layer_refs,
     )?;
     let img = super::store::StoredImage::from_stream(repo, &manifest_stream)?;
-    report.image = ensure_image(repo, &img, merged)?;
+    report.image = ensure_image(repo, &img, Some(merged))?;
     repo.sync()?;
     super::tags::set(repo, name, &mid)?;
     Ok(report)
@@ -483,20 +478,15 @@ pub fn pull(
 
 /// The composefs image of a pulled image, made and linked from its config
 /// as composefs-rs does at pull time, unless it is already. An image that
-/// has none (no `/usr`: composefs-rs would fail the whole pull; a
-/// repository format this build cannot write) is still pulled; the reason
-/// is returned instead.
+/// has none (no `/usr`: composefs-rs would fail the whole pull) is still
+/// pulled; the reason is returned instead.
 fn ensure_image(
     repo: &Repository,
     img: &super::store::StoredImage,
     merged: Option<crate::tree::MemTree>,
 ) -> Result<std::result::Result<ObjectId, String>> {
-    let format = super::image::format_for(repo);
-    if let Some(w) = format.warning {
-        return Ok(Err(w));
-    }
     if !img.legacy
-        && let Some(id) = img.image(format.version)
+        && let Some(id) = img.image(repo.erofs_version())
         && repo.has_object(&id)?
     {
         return Ok(Ok(id));
@@ -509,6 +499,6 @@ fn ensure_image(
     if let Some(why) = why {
         return Ok(Err(why));
     }
-    let c = super::image::commit_tree(repo, img, &format, &tree, None, None)?;
+    let c = super::image::commit_tree(repo, img, &tree, None, None)?;
     Ok(Ok(c.id))
 }
