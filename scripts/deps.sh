@@ -20,6 +20,8 @@ PKGS=(
   docker-registry # a real OCI registry on 127.0.0.1 for the tests
   strace     # tests/crash.rs: refs are published only after a syncfs
   g++        # compiles libFuzzer for the fuzz targets (scripts/fuzz.sh)
+  podman     # builds, saves and pushes OCI images: layers as real producers write them
+  curl xz-utils gpgv debian-archive-keyring # scripts/c-composefs.sh: Debian's C tools, verified
 )
 
 missing=()
@@ -43,3 +45,7 @@ if ! "$cargo_bin/cfsctl" --version 2>/dev/null | grep -qx "cfsctl $CFSCTL_VERSIO
   echo "installing: cfsctl $CFSCTL_VERSION (cargo install --locked composefs-ctl)" >&2
   cargo install --locked --quiet "composefs-ctl@$CFSCTL_VERSION" >&2
 fi
+
+# The C composefs 1.0.8 tools and upstream test assets (scripts/c-composefs.sh):
+# the oracle for `composefs mkcomposefs` and `composefs dump` (tests/c_*.rs).
+"$(dirname "$0")/c-composefs.sh"
