@@ -778,7 +778,8 @@ fn ls_lists_an_image() {
         large_line.contains(" 2023-11-14 22:13 "),
         "mtime 1700000000 (UTC) not shown: {large_line:?}"
     );
-    assert_eq!(find("page").1, 2, "nlink of a hardlinked file");
+    // As C mkcomposefs 1.0.8 builds from a directory: every path its own inode.
+    assert_eq!(find("page").1, 1, "nlink of a hardlinked file (C: not detected)");
     assert_eq!(find("empty").4, "0");
     assert_eq!(find("with space").4, "2");
     assert!(find("sub").0.starts_with('d'));

@@ -134,7 +134,9 @@ pub fn mkcomposefs(a: MkcomposefsArgs) -> Result<ExitCode> {
             user_xattrs_only: a.user_xattrs,
             skip_devices: a.skip_devices,
             use_epoch: a.use_epoch,
-            ignore_hardlinks: false,
+            // C mkcomposefs 1.0.8 gives every path its own inode (nlink 1):
+            // its image of a real root filesystem is the one to match.
+            ignore_hardlinks: true,
         };
         let sink = match &a.digest_store {
             Some(dir) => ContentSink::DigestStore(dir.clone()),

@@ -13,7 +13,8 @@
 //! Differences from the C `lcfs_build` (`libcomposefs/lcfs-writer.c`), on
 //! purpose: the C walk does not detect hardlinks (every name becomes its own
 //! inode with nlink 1); this one does unless [`DirOptions::ignore_hardlinks`]
-//! asks for the C behaviour. Like the C walk, sockets are kept (they are
+//! asks for the C behaviour (`mkcomposefs DIR` does; `create-image` and
+//! `diff` keep hardlinks). Like the C walk, sockets are kept (they are
 //! ordinary EROFS inodes), `skip_devices` drops character and
 //! block devices (whiteouts included), and `skip_xattrs` together with
 //! `user_xattrs_only` is refused as contradictory. The root path itself may
