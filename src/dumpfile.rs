@@ -52,6 +52,17 @@ pub const MAX_SYMLINK_TARGET: usize = 4095;
 pub const MAX_XATTR_NAME: usize = 255;
 /// Largest xattr value the C library accepts (`UINT16_MAX`).
 pub const MAX_XATTR_VALUE: usize = 65535;
+/// Largest inline CONTENT the C parser takes (`LCFS_INLINE_CONTENT_MAX`).
+pub const MAX_INLINE_CONTENT: usize = 5000;
+/// Space the xattrs of one file may take, as the C library counts it
+/// (`LCFS_INODE_EXTERNAL_XATTR_MAX`): a 12-byte header, then per xattr
+/// 7 bytes plus its name and value ([`xattr_cost`]).
+const MAX_XATTR_SPACE: usize = u16::MAX as usize / 2;
+const XATTR_HEADER: usize = 12;
+
+fn xattr_cost(name: &[u8], value: &[u8]) -> usize {
+    7 + name.len() + value.len()
+}
 
 // ---------------------------------------------------------------------------
 // Escaping
@@ -165,10 +176,6 @@ fn unescape_optional(field: &[u8]) -> Result<Option<Vec<u8>>> {
 // Parsing
 // ---------------------------------------------------------------------------
 
-const FIELD_NAMES: [&str; 11] = [
-    "PATH", "SIZE", "MODE", "NLINK", "UID", "GID", "RDEV", "MTIME", "PAYLOAD", "CONTENT", "DIGEST",
-];
-
 fn show(b: &[u8]) -> String {
     const MAX: usize = 80;
     if b.len() > MAX {
@@ -178,76 +185,52 @@ fn show(b: &[u8]) -> String {
     }
 }
 
-fn parse_dec(field: &[u8], what: &str) -> Result<u64> {
-    if field.is_empty() {
-        bail!("empty {what}");
+/// A number as C `strtoull` reads it (what `mkcomposefs` uses): optional
+/// leading white space and sign, at least one digit of `base`, nothing
+/// after; a `-` negates modulo 2^64 and a value past 2^64 - 1 saturates.
+fn parse_c_number(field: &[u8], base: u32, what: &str) -> Result<u64> {
+    let s = field.trim_ascii_start();
+    let (neg, digits) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() {
+        bail!("empty or invalid {what} {:?}", show(field));
     }
     let mut v: u64 = 0;
-    for &c in field {
-        if !c.is_ascii_digit() {
-            bail!("invalid {what} {:?}: not a decimal number", show(field));
+    let mut saturated = false;
+    for &c in digits {
+        let d = (c as char)
+            .to_digit(base)
+            .with_context(|| format!("invalid {what} {:?}: not a number", show(field)))?;
+        match v
+            .checked_mul(u64::from(base))
+            .and_then(|v| v.checked_add(u64::from(d)))
+        {
+            Some(n) => v = n,
+            None => saturated = true,
         }
-        v = v
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(u64::from(c - b'0')))
-            .with_context(|| format!("{what} {:?} is too large", show(field)))?;
     }
-    Ok(v)
-}
-
-fn parse_u32(field: &[u8], what: &str) -> Result<u32> {
-    let v = parse_dec(field, what)?;
-    u32::try_from(v).map_err(|_| anyhow!("{what} {v} does not fit in 32 bits"))
-}
-
-fn parse_mode(field: &[u8]) -> Result<u32> {
-    if field.is_empty() {
-        bail!("empty MODE");
-    }
-    let mut v: u32 = 0;
-    for &c in field {
-        if !(b'0'..=b'7').contains(&c) {
-            bail!("invalid MODE {:?}: not an octal number", show(field));
-        }
-        v = v
-            .checked_mul(8)
-            .and_then(|v| v.checked_add(u32::from(c - b'0')))
-            .with_context(|| format!("MODE {:?} is too large", show(field)))?;
-    }
-    if v & !(mode::S_IFMT | mode::PERMS) != 0 {
-        bail!(
-            "MODE {:o} has bits outside the file type and permissions",
-            v
-        );
-    }
-    Ok(v)
+    Ok(if saturated {
+        u64::MAX
+    } else if neg {
+        0u64.wrapping_sub(v)
+    } else {
+        v
+    })
 }
 
 fn parse_mtime(field: &[u8]) -> Result<Timespec> {
+    // As the C parser: seconds up to the first '.', nanoseconds after it,
+    // each a C number; stored as `time_t` and a 32-bit field.
     let dot = field
         .iter()
         .position(|&c| c == b'.')
         .with_context(|| format!("invalid MTIME {:?}: expected SEC.NSEC", show(field)))?;
-    let (sec, nsec) = (&field[..dot], &field[dot + 1..]);
-    let (neg, digits) = match sec.strip_prefix(b"-") {
-        Some(d) => (true, d),
-        None => (false, sec),
-    };
-    let mag = parse_dec(digits, "MTIME seconds")?;
-    let sec = if neg {
-        0i64.checked_sub_unsigned(mag)
-    } else {
-        i64::try_from(mag).ok()
-    }
-    .with_context(|| format!("MTIME seconds {:?} out of range", show(sec)))?;
-    let nsec = parse_dec(nsec, "MTIME nanoseconds")?;
-    if nsec >= 1_000_000_000 {
-        bail!("MTIME nanoseconds {nsec} is not below 1000000000");
-    }
-    Ok(Timespec {
-        sec,
-        nsec: nsec as u32,
-    })
+    let sec = parse_c_number(&field[..dot], 10, "MTIME seconds")? as i64;
+    let nsec = parse_c_number(&field[dot + 1..], 10, "MTIME nanoseconds")? as u32;
+    Ok(Timespec { sec, nsec })
 }
 
 fn parse_digest(field: &[u8]) -> Result<ObjectId> {
@@ -260,20 +243,41 @@ fn parse_digest(field: &[u8]) -> Result<ObjectId> {
     ObjectId::from_hex(alg, s).with_context(|| format!("DIGEST {:?} is not hex", show(field)))
 }
 
-/// Split an absolute path into its components (`/` alone is the root: no
-/// components). Every component must be a valid file name.
-fn split_path(path: &[u8], allow_relative: bool) -> Result<Vec<&[u8]>> {
-    let rest = match path.strip_prefix(b"/") {
-        Some(r) => r,
-        None if allow_relative && !path.is_empty() => path,
-        None => bail!("path {:?} is not absolute", show(path)),
-    };
-    if rest.is_empty() {
+/// The bytes before the first NUL: the C tool keeps paths, symlink
+/// targets, backing paths and xattr names as C strings, so an escaped
+/// `\x00` ends them.
+fn c_string(mut v: Vec<u8>) -> Vec<u8> {
+    if let Some(nul) = v.iter().position(|&c| c == 0) {
+        v.truncate(nul);
+    }
+    v
+}
+
+/// The components of a line's PATH, as the C parser finds them: `/` alone
+/// is the root (no components); otherwise leading and repeated slashes
+/// are skipped (`//a` is `/a`, and a path without a leading slash is below
+/// the root too) but the last component must be a name (`/a/` is not).
+fn split_path(path: &[u8]) -> Result<Vec<&[u8]>> {
+    if path == b"/" {
         return Ok(Vec::new());
     }
-    rest.split(|&c| c == b'/')
+    let mut comps: Vec<&[u8]> = path.split(|&c| c == b'/').collect();
+    let last = comps.pop().unwrap_or_default();
+    comps.retain(|c| !c.is_empty());
+    comps.push(last);
+    for comp in &comps {
+        check_name(comp).with_context(|| format!("bad path {:?}", show(path)))?;
+    }
+    Ok(comps)
+}
+
+/// The components of a hardlink's target (C `lookup_path`): empty
+/// components anywhere are skipped, so `/a//b/` names `/a/b`.
+fn split_target(path: &[u8]) -> Result<Vec<&[u8]>> {
+    path.split(|&c| c == b'/')
+        .filter(|c| !c.is_empty())
         .map(|comp| {
-            check_name(comp).with_context(|| format!("bad path {:?}", show(path)))?;
+            check_name(comp).with_context(|| format!("bad hardlink target {:?}", show(path)))?;
             Ok(comp)
         })
         .collect()
@@ -302,6 +306,7 @@ struct PendingLink {
 /// directories deep (100 MB of paths) parses in linear time, with memory
 /// for the tree, one line and one path of directories.
 struct Parser {
+    opts: ParseOptions,
     b: MemTreeBuilder,
     root: Option<Ino>,
     /// `(directory, name)` → what the name is.
@@ -310,23 +315,62 @@ struct Parser {
     /// The previous line's parent directories: `(name, inode)` per
     /// component below the root.
     dirs: Vec<(Vec<u8>, Ino)>,
+    /// NLINK as each non-directory's own line declares it.
+    declared_nlink: HashMap<Ino, u32>,
+}
+
+/// How strictly to read a dumpfile.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ParseOptions {
+    /// The C parser's strict mode (`CFS_PARSE_STRICT` set): the text must
+    /// end with a newline, a symlink's SIZE must be its target's length and
+    /// it has no CONTENT, and only devices have a non-zero RDEV.
+    pub strict: bool,
+}
+
+/// Parse a dumpfile into a tree, as C `mkcomposefs --from-file` reads it
+/// by default (see [`parse_with`]).
+pub fn parse(text: &[u8]) -> Result<MemTree> {
+    parse_with(text, ParseOptions::default())
 }
 
 /// Parse a dumpfile into a tree.
 ///
-/// Parents must be listed before their children; the first line must be the
-/// root `/` (a directory). Hardlink lines (`@MODE`) may name targets defined
-/// later. Regular files: CONTENT → [`FileData::Inline`]; else SIZE 0 → empty
-/// inline; else [`FileData::External`] with PAYLOAD as the redirect and DIGEST.
-/// NLINK and a directory's SIZE are checked as numbers and otherwise ignored
-/// (they are derived from the tree); a symlink's SIZE is ignored (the target
-/// decides), as is RDEV for anything but devices. Completely empty lines are
-/// skipped, as is one trailing space on a line.
-pub fn parse(text: &[u8]) -> Result<MemTree> {
-    let mut p = Parser::new();
-    for (i, line) in text.split(|&c| c == b'\n').enumerate() {
+/// What the C parser (`tree_from_dump_line`) accepts is accepted, and read
+/// the same way:
+/// - the first line is the root `/` (a directory), parents come before
+///   their children; leading and doubled slashes in a path are skipped;
+/// - fields missing at the end of a line are empty;
+/// - numbers are C `strtoull` numbers (a sign, saturation); UID, GID and
+///   NLINK keep their low 32 bits, MODE its low 16, MTIME nanoseconds 32;
+/// - paths, symlink targets, backing paths and xattr names end at an
+///   escaped NUL (C strings);
+/// - hardlink lines (`@MODE`) use only PATH, MODE and PAYLOAD (the target,
+///   which may come later or be a hardlink itself); the inode keeps the
+///   place of its own line and its declared NLINK ([`LinkHint`]);
+/// - a regular file with CONTENT is inline (its length must equal SIZE),
+///   without it and SIZE 0 empty, else external with PAYLOAD as its
+///   backing path and DIGEST; other kinds ignore PAYLOAD (symlinks: their
+///   target), CONTENT and DIGEST, and only devices keep RDEV;
+/// - a repeated xattr replaces the earlier value.
+///
+/// Refused although the C tool writes an image: a hardlink to a
+/// directory or the root (the image would have a directory loop), a
+/// regular file of 2^63 bytes or more (C writes it without data), an
+/// external file whose DIGEST is not hex (C writes uninitialised bytes).
+/// Accepted although the C tool refuses: empty lines, one trailing space.
+pub fn parse_with(text: &[u8], opts: ParseOptions) -> Result<MemTree> {
+    let mut p = Parser::new(opts);
+    let mut lines = text.split(|&c| c == b'\n').enumerate().peekable();
+    while let Some((i, line)) = lines.next() {
         if line.is_empty() {
             continue;
+        }
+        if opts.strict && lines.peek().is_none() {
+            bail!(
+                "dumpfile line {}: no newline at the end (strict mode)",
+                i + 1
+            );
         }
         p.line(line, i + 1)
             .with_context(|| format!("dumpfile line {}", i + 1))?;
@@ -334,10 +378,11 @@ pub fn parse(text: &[u8]) -> Result<MemTree> {
     p.finish()
 }
 
-/// [`parse`] from a reader, one line at a time: memory for the tree and
-/// the longest line, not for the whole text.
-pub fn parse_reader(mut r: impl std::io::BufRead) -> Result<MemTree> {
-    let mut p = Parser::new();
+/// [`parse_with`] from a reader, one line at a time: memory for the tree
+/// and the longest line, not for the whole text.
+pub fn parse_reader(r: impl std::io::BufRead, opts: ParseOptions) -> Result<MemTree> {
+    let mut r = r;
+    let mut p = Parser::new(opts);
     let mut line = Vec::new();
     let mut lineno = 0usize;
     loop {
@@ -349,7 +394,13 @@ pub fn parse_reader(mut r: impl std::io::BufRead) -> Result<MemTree> {
             break;
         }
         lineno += 1;
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = match line.strip_suffix(b"\n") {
+            Some(t) => t,
+            None if opts.strict => {
+                bail!("dumpfile line {lineno}: no newline at the end (strict mode)")
+            }
+            None => &line,
+        };
         if text.is_empty() {
             continue;
         }
@@ -365,13 +416,15 @@ fn show_path(p: &[u8]) -> String {
 }
 
 impl Parser {
-    fn new() -> Parser {
+    fn new(opts: ParseOptions) -> Parser {
         Parser {
+            opts,
             b: MemTreeBuilder::new(),
             root: None,
             names: HashMap::new(),
             links: Vec::new(),
             dirs: Vec::new(),
+            declared_nlink: HashMap::new(),
         }
     }
 
@@ -412,16 +465,11 @@ impl Parser {
 
     fn line(&mut self, line: &[u8], lineno: usize) -> Result<()> {
         let line = line.strip_suffix(b" ").unwrap_or(line);
+        // Fields missing at the end are empty, as the C parser reads them.
         let mut it = line.split(|&c| c == b' ');
         let mut f: [&[u8]; 11] = [&[]; 11];
-        for (k, slot) in f.iter_mut().enumerate() {
-            *slot = it.next().with_context(|| {
-                format!(
-                    "missing field {} ({} of 11 fixed fields)",
-                    FIELD_NAMES[k],
-                    k + 1
-                )
-            })?;
+        for slot in f.iter_mut() {
+            *slot = it.next().unwrap_or_default();
         }
         let [
             path_f,
@@ -437,22 +485,35 @@ impl Parser {
             digest_f,
         ] = f;
 
-        let path = unescape(path_f).context("PATH")?;
-        let comps = split_path(&path, false)?;
+        let path = c_string(unescape(path_f).context("PATH")?);
+        let comps = split_path(&path)?;
 
         let (is_link, mode_f) = match mode_f.strip_prefix(b"@") {
             Some(m) => (true, m),
             None => (false, mode_f),
         };
-        let st_mode = parse_mode(mode_f)?;
+        // `st_mode` is 32 bits in the C tool and 16 in the image.
+        let st_mode = parse_c_number(mode_f, 8, "MODE")? as u32;
         let fmt = st_mode & mode::S_IFMT;
+        if !matches!(
+            fmt,
+            mode::S_IFREG
+                | mode::S_IFDIR
+                | mode::S_IFLNK
+                | mode::S_IFCHR
+                | mode::S_IFBLK
+                | mode::S_IFIFO
+                | mode::S_IFSOCK
+        ) {
+            bail!("unknown file type {fmt:o} in MODE {st_mode:o}");
+        }
 
         if comps.is_empty() {
-            if is_link {
-                bail!("the root cannot be a hardlink");
-            }
             if fmt != mode::S_IFDIR {
                 bail!("the root / must be a directory (mode {st_mode:o})");
+            }
+            if is_link {
+                bail!("the root cannot be a hardlink");
             }
             if self.root.is_some() {
                 bail!("a second root / entry");
@@ -482,8 +543,9 @@ impl Parser {
             }
             let target = unescape_optional(payload_f)
                 .context("PAYLOAD")?
+                .map(c_string)
                 .with_context(|| format!("hardlink {:?} has no target path", show_path(&path)))?;
-            let tcomps = split_path(&target, true).context("hardlink target")?;
+            let tcomps = split_target(&target)?;
             if tcomps.is_empty() {
                 bail!(
                     "hardlink {:?} points at the root directory",
@@ -505,42 +567,54 @@ impl Parser {
             return Ok(());
         }
 
-        let size = parse_dec(size_f, "SIZE")?;
-        parse_u32(nlink_f, "NLINK")?;
-        let uid = parse_u32(uid_f, "UID")?;
-        let gid = parse_u32(gid_f, "GID")?;
-        let rdev = parse_dec(rdev_f, "RDEV")?;
+        let size = parse_c_number(size_f, 10, "SIZE")?;
+        let nlink = parse_c_number(nlink_f, 10, "NLINK")? as u32;
+        let uid = parse_c_number(uid_f, 10, "UID")? as u32;
+        let gid = parse_c_number(gid_f, 10, "GID")? as u32;
+        let rdev = parse_c_number(rdev_f, 10, "RDEV")?;
         let mtime = parse_mtime(mtime_f)?;
-        let payload = unescape_optional(payload_f).context("PAYLOAD")?;
+        let payload = unescape_optional(payload_f)
+            .context("PAYLOAD")?
+            .map(c_string);
         let content = unescape_optional(content_f).context("CONTENT")?;
-        let digest = match digest_f {
-            b"-" => None,
-            d => Some(parse_digest(d)?),
-        };
+        let digest = unescape_optional(digest_f).context("DIGEST")?;
+        if let Some(c) = &content
+            && c.len() as u64 != size
+        {
+            bail!("CONTENT has {} bytes but SIZE is {size}", c.len());
+        }
+        let is_device = matches!(fmt, mode::S_IFCHR | mode::S_IFBLK);
+        if self.opts.strict && !is_device && rdev != 0 {
+            bail!("RDEV {rdev} on a file that is not a device (strict mode)");
+        }
 
-        let what = |k: &str| format!("{k} is not allowed for a file of mode {st_mode:o}");
         let kind = match fmt {
-            mode::S_IFREG => {
-                if payload.as_ref().is_some_and(|p| p.contains(&0)) {
-                    bail!("PAYLOAD contains a NUL byte");
-                }
-                match content {
-                    Some(c) => {
-                        if c.len() as u64 != size {
-                            bail!("CONTENT has {} bytes but SIZE is {size}", c.len());
-                        }
-                        Kind::Regular(FileData::Inline(c))
+            mode::S_IFREG => match content {
+                Some(c) => {
+                    if c.len() > MAX_INLINE_CONTENT {
+                        bail!(
+                            "CONTENT of {} bytes is more than {MAX_INLINE_CONTENT}",
+                            c.len()
+                        );
                     }
-                    None if size == 0 => Kind::Regular(FileData::Inline(Vec::new())),
-                    None => Kind::Regular(FileData::External {
-                        size,
-                        redirect: payload,
-                        digest,
-                    }),
+                    Kind::Regular(FileData::Inline(c))
                 }
-            }
-            _ if content.is_some() => bail!(what("CONTENT")),
-            _ if digest.is_some() => bail!(what("DIGEST")),
+                None if size == 0 => Kind::Regular(FileData::Inline(Vec::new())),
+                None => {
+                    if size > i64::MAX as u64 {
+                        bail!("SIZE {size} is too large for a file");
+                    }
+                    let digest = match digest {
+                        Some(d) => Some(parse_digest(&d)?),
+                        None => None,
+                    };
+                    Kind::Regular(FileData::External {
+                        size,
+                        redirect: payload.filter(|p| !p.is_empty()),
+                        digest,
+                    })
+                }
+            },
             mode::S_IFLNK => {
                 let target = payload.context("symlink without a target (PAYLOAD is -)")?;
                 if target.is_empty() {
@@ -552,29 +626,50 @@ impl Parser {
                         target.len()
                     );
                 }
-                if target.contains(&0) {
-                    bail!("symlink target contains a NUL byte");
+                if self.opts.strict && size != target.len() as u64 {
+                    bail!(
+                        "symlink SIZE {size} is not its target's length {} (strict mode)",
+                        target.len()
+                    );
+                }
+                if self.opts.strict && content.is_some_and(|c| !c.is_empty()) {
+                    bail!("a symlink cannot have CONTENT (strict mode)");
                 }
                 Kind::Symlink(target)
             }
-            _ if payload.is_some() => bail!(what("PAYLOAD")),
             mode::S_IFDIR => Kind::Directory,
             mode::S_IFCHR => Kind::CharDevice { rdev },
             mode::S_IFBLK => Kind::BlockDevice { rdev },
             mode::S_IFIFO => Kind::Fifo,
-            mode::S_IFSOCK => Kind::Socket,
-            other => bail!("unknown file type {other:o} in MODE {st_mode:o}"),
+            _ => Kind::Socket,
         };
 
+        // The C parser refuses a line whose xattrs take more than 64 KiB.
+        let rest_len = line
+            .len()
+            .saturating_sub(f.iter().map(|x| x.len() + 1).sum::<usize>());
+        if rest_len > usize::from(u16::MAX) {
+            bail!("too many xattrs ({rest_len} bytes of them)");
+        }
         let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut xattr_size = 0usize;
         for (n, x) in it.enumerate() {
-            let x = parse_xattr(x).with_context(|| format!("xattr {}", n + 1))?;
-            xattrs.push(x);
+            let (key, value) = parse_xattr(x).with_context(|| format!("xattr {}", n + 1))?;
+            // A repeated name replaces the earlier value.
+            if let Some(old) = xattrs.iter().position(|(k, _)| *k == key) {
+                let (k, v) = xattrs.remove(old);
+                xattr_size -= xattr_cost(&k, &v);
+            }
+            xattr_size += xattr_cost(&key, &value);
+            if XATTR_HEADER + xattr_size > MAX_XATTR_SPACE {
+                bail!(
+                    "xattr {:?}: the xattrs of one file take more than {MAX_XATTR_SPACE} bytes",
+                    show(&key)
+                );
+            }
+            xattrs.push((key, value));
         }
         xattrs.sort();
-        if let Some(w) = xattrs.windows(2).find(|w| w[0].0 == w[1].0) {
-            bail!("xattr {:?} appears twice", show(&w[0].0));
-        }
 
         let ino = self.b.add(Inode {
             stat: Stat {
@@ -586,6 +681,9 @@ impl Parser {
             kind,
             xattrs,
         });
+        if fmt != mode::S_IFDIR {
+            self.declared_nlink.insert(ino, nlink);
+        }
         match parent {
             None => self.root = Some(ino),
             Some(dir) => {
@@ -596,9 +694,10 @@ impl Parser {
         Ok(())
     }
 
-    /// What the normalised path `target` (components joined by `/`) names:
-    /// its parents must be directories.
-    fn lookup(&self, root: Ino, target: &[u8]) -> Option<&PathEntry> {
+    /// What the normalised path `target` (components joined by `/`) names,
+    /// and the directory holding that name: its parents must be
+    /// directories.
+    fn lookup(&self, root: Ino, target: &[u8]) -> Option<(Ino, &PathEntry)> {
         let mut comps = target.split(|&c| c == b'/');
         let last = comps.next_back()?;
         let mut dir = root;
@@ -608,26 +707,28 @@ impl Parser {
                 PathEntry::Link(_) => return None,
             }
         }
-        self.names.get(&(dir, last.to_vec()))
+        self.names.get(&(dir, last.to_vec())).map(|e| (dir, e))
     }
 
     fn finish(mut self) -> Result<MemTree> {
         let root = self
             .root
             .context("dumpfile has no entries (the root directory / is missing)")?;
+        // Inode → (its own line's directory and name, number of names).
+        let mut linked: HashMap<Ino, (Ino, Vec<u8>, u32)> = HashMap::new();
         for i in 0..self.links.len() {
             let l = &self.links[i];
             let ctx = || format!("dumpfile line {}: hardlink {:?}", l.line, l.shown);
             let mut target = &l.target;
             let mut steps = 0;
-            let ino = loop {
+            let (dir, ino) = loop {
                 match self.lookup(root, target) {
                     None => {
                         return Err(anyhow!("target {:?} does not exist", show_path(target)))
                             .with_context(ctx);
                     }
-                    Some(PathEntry::Inode(ino)) => break *ino,
-                    Some(PathEntry::Link(j)) => {
+                    Some((dir, PathEntry::Inode(ino))) => break (dir, *ino),
+                    Some((_, PathEntry::Link(j))) => {
                         steps += 1;
                         if steps > self.links.len() {
                             return Err(anyhow!("hardlinks form a loop")).with_context(ctx);
@@ -640,8 +741,25 @@ impl Parser {
                 return Err(anyhow!("target {:?} is a directory", show_path(target)))
                     .with_context(ctx);
             }
+            let own_name = target.rsplit(|&c| c == b'/').next().unwrap_or_default();
+            linked
+                .entry(ino)
+                .or_insert_with(|| (dir, own_name.to_vec(), 1))
+                .2 += 1;
             let (parent, name) = (l.parent, l.name.clone());
             self.b.link(parent, &name, ino).with_context(ctx)?;
+        }
+        // What the C tool writes differently from the names alone: a
+        // hardlinked inode sits at its own line's name (not the first in
+        // order), and every non-directory has the NLINK its line declares.
+        for (ino, declared) in std::mem::take(&mut self.declared_nlink) {
+            let names = linked.get(&ino).map_or(1, |l| l.2);
+            if declared != names {
+                self.b.link_hint(ino).nlink = Some(declared);
+            }
+        }
+        for (ino, (dir, name, _)) in linked {
+            self.b.link_hint(ino).primary = Some((dir, name));
         }
         self.b.build(root)
     }
@@ -658,12 +776,10 @@ fn parse_xattr(field: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
             String::from_utf8_lossy(field)
         ),
     };
-    let key = unescape(k).context("xattr name")?;
+    // A C string: an escaped NUL ends the name.
+    let key = c_string(unescape(k).context("xattr name")?);
     if key.is_empty() {
         bail!("empty xattr name");
-    }
-    if key.contains(&0) {
-        bail!("xattr name {:?} contains a NUL byte", show(&key));
     }
     if key.len() > MAX_XATTR_NAME {
         bail!(

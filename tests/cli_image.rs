@@ -779,7 +779,11 @@ fn ls_lists_an_image() {
         "mtime 1700000000 (UTC) not shown: {large_line:?}"
     );
     // As C mkcomposefs 1.0.8 builds from a directory: every path its own inode.
-    assert_eq!(find("page").1, 1, "nlink of a hardlinked file (C: not detected)");
+    assert_eq!(
+        find("page").1,
+        1,
+        "nlink of a hardlinked file (C: not detected)"
+    );
     assert_eq!(find("empty").4, "0");
     assert_eq!(find("with space").4, "2");
     assert!(find("sub").0.starts_with('d'));

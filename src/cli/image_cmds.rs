@@ -124,8 +124,12 @@ pub fn mkcomposefs(a: MkcomposefsArgs) -> Result<ExitCode> {
                 .with_context(|| format!("cannot read {}", a.source.display()))?;
             Box::new(std::io::BufReader::with_capacity(1 << 16, f))
         };
+        // As the C tool: its strict mode when CFS_PARSE_STRICT is set.
+        let opts = crate::dumpfile::ParseOptions {
+            strict: std::env::var_os("CFS_PARSE_STRICT").is_some(),
+        };
         Box::new(
-            crate::dumpfile::parse_reader(input)
+            crate::dumpfile::parse_reader(input, opts)
                 .with_context(|| format!("dumpfile {}", a.source.display()))?,
         )
     } else {

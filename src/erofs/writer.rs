@@ -206,7 +206,8 @@ fn write_image_impl(
 struct LinkInfo {
     /// Number of names.
     count: u64,
-    /// The first name in depth-first sorted order: directory and index.
+    /// The first name in depth-first sorted order (or the one
+    /// [`crate::tree::LinkHint::primary`] names): directory and index.
     dir: Ino,
     pos: usize,
 }
@@ -292,9 +293,21 @@ impl Scan {
                 .with_context(|| path_of_stack(&stack, &name()))?
                 == Some(1);
             if !single {
+                // The inode sits at its first name, unless the tree names
+                // another (a dumpfile's non-`@` line, as C places it).
+                let here = &stack.last().expect("in a directory").entries[pos].name;
+                let primary_here = tree
+                    .link_hint(child)
+                    .and_then(|h| h.primary)
+                    .is_some_and(|(d, n)| d == dir && &n == here);
                 scan.links
                     .entry(child)
-                    .and_modify(|l| l.count += 1)
+                    .and_modify(|l| {
+                        l.count += 1;
+                        if primary_here {
+                            (l.dir, l.pos) = (dir, pos);
+                        }
+                    })
                     .or_insert(LinkInfo { count: 1, dir, pos });
             }
         }
@@ -995,7 +1008,12 @@ impl Plan {
                         };
                         if first_name {
                             let whiteout = matches!(inode.kind, Kind::CharDevice { rdev: 0 });
-                            let n = make_node(inode, i, count, &mut sets)
+                            // A dumpfile's declared NLINK, written as is (C).
+                            let nlink = tree
+                                .link_hint(child)
+                                .and_then(|h| h.nlink)
+                                .map_or(count, u64::from);
+                            let n = make_node(inode, i, nlink, &mut sets)
                                 .with_context(|| path(&nodes, &children, &listings))?;
                             nodes.push(n);
                             let idx = nodes.len() - 1;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use hashbrown::HashSet;
 
-use super::{DirEntry, Ino, Inode, Kind, Tree, check_name};
+use super::{DirEntry, Ino, Inode, Kind, LinkHint, Tree, check_name};
 
 /// A tree held entirely in memory. Built with [`MemTreeBuilder`].
 #[derive(Debug, Clone)]
@@ -24,6 +24,8 @@ pub struct MemTree {
     /// Link counts by inode number (0: not reachable from the root),
     /// counted on first use.
     nlinks: std::sync::OnceLock<Vec<u32>>,
+    /// Link hints of the few inodes a dumpfile says more about.
+    hints: HashMap<Ino, LinkHint>,
 }
 
 impl MemTree {
@@ -101,6 +103,10 @@ impl Tree for MemTree {
         self.root
     }
 
+    fn link_hint(&self, ino: Ino) -> Option<LinkHint> {
+        self.hints.get(&ino).cloned()
+    }
+
     fn inode(&self, ino: Ino) -> Result<Arc<Inode>> {
         self.inodes
             .get(ino as usize)
@@ -125,6 +131,7 @@ pub struct MemTreeBuilder {
     dirs: HashMap<Ino, Vec<DirEntry>>,
     /// Directories already linked somewhere (a directory has one name).
     linked_dirs: HashMap<Ino, ()>,
+    hints: HashMap<Ino, LinkHint>,
 }
 
 impl MemTreeBuilder {
@@ -171,6 +178,11 @@ impl MemTreeBuilder {
         let inode = self.intern(inode);
         self.inodes[ino as usize] = inode;
         Ok(())
+    }
+
+    /// The [`LinkHint`] of `ino`, to fill in.
+    pub fn link_hint(&mut self, ino: Ino) -> &mut LinkHint {
+        self.hints.entry(ino).or_default()
     }
 
     pub fn get(&self, ino: Ino) -> Option<&Inode> {
@@ -262,6 +274,7 @@ impl MemTreeBuilder {
                 .map(|(k, v)| (k, Arc::from(v)))
                 .collect(),
             nlinks: std::sync::OnceLock::new(),
+            hints: self.hints,
         })
     }
 }

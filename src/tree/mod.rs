@@ -253,6 +253,18 @@ impl Listing {
     }
 }
 
+/// What a dumpfile says of a non-directory's links that its names do not,
+/// and C `mkcomposefs` writes: the name whose line is the inode's own (the
+/// others are `@` lines; the image places the inode there, not at its
+/// first name in order) and the declared NLINK (written as is).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkHint {
+    /// The directory and name the inode is placed at.
+    pub primary: Option<(Ino, Vec<u8>)>,
+    /// The link count to write instead of the number of names.
+    pub nlink: Option<u32>,
+}
+
 /// A navigable filesystem tree. Implementations may load lazily; all
 /// methods may fail (a damaged source), and must fail rather than panic.
 pub trait Tree: Send + Sync {
@@ -270,6 +282,12 @@ pub trait Tree: Send + Sync {
     /// links by walking the tree" (see [`link_counts`]).
     fn nlink(&self, _ino: Ino) -> Result<Option<u64>> {
         Ok(None)
+    }
+
+    /// What the source says of `ino`'s links beyond its names (see
+    /// [`LinkHint`]); `None` for most trees.
+    fn link_hint(&self, _ino: Ino) -> Option<LinkHint> {
+        None
     }
 
     /// Whether `ino`'s attributes or (for a directory) entries may change
