@@ -25,7 +25,7 @@ pub struct MemTree {
     /// counted on first use.
     nlinks: std::sync::OnceLock<Vec<u32>>,
     /// Link hints of the few inodes a dumpfile says more about.
-    hints: HashMap<Ino, LinkHint>,
+    hints: Arc<HashMap<Ino, LinkHint>>,
 }
 
 impl MemTree {
@@ -274,7 +274,7 @@ impl MemTreeBuilder {
                 .map(|(k, v)| (k, Arc::from(v)))
                 .collect(),
             nlinks: std::sync::OnceLock::new(),
-            hints: self.hints,
+            hints: Arc::new(self.hints),
         })
     }
 }
