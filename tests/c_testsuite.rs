@@ -88,14 +88,13 @@ fn bindir(dir: &Path, ours: bool) -> PathBuf {
 }
 
 fn run_upstream(script: &str, args: &[&OsStr]) -> Output {
-    let out = Command::new("bash")
+    Command::new("bash")
         .arg(ctools::upstream_tests().join(script))
         .args(args)
         .env_remove("CFS_PARSE_STRICT")
         .env_remove("VALGRIND_PREFIX")
         .output()
-        .unwrap();
-    out
+        .unwrap()
 }
 
 fn checksums_pass(ours: bool) {
