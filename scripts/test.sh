@@ -4,6 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh
+# A real root filesystem for tests/c_rootfs.rs (debootstrap minbase
+# bookworm, built once into target/bench-data, about 4 minutes; needs root).
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO bash benches/rootfs.sh >/dev/null
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

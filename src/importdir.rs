@@ -6,7 +6,7 @@
 //! large files are digested — and stored — on all cores in parallel.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Seek};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -259,7 +259,15 @@ fn copy_to_store(dir: &Path, id: &ObjectId, mut src: &File, shown: &str) -> Resu
     src.seek(io::SeekFrom::Start(0))
         .with_context(|| format!("cannot rewind {shown}"))?;
     io::copy(&mut src, tmp.as_file_mut()).with_context(|| format!("cannot copy {shown}"))?;
-    tmp.as_file_mut().flush()?;
+    // Readable by all and on disk before it gets its name, as C mkcomposefs
+    // leaves its copies (`fchmod(0644)`, `fsync`).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let f = tmp.as_file_mut();
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    }
     let f = tmp.persist_noclobber(&dest);
     match f {
         Ok(f) => {
