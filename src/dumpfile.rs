@@ -326,6 +326,10 @@ pub struct ParseOptions {
     /// end with a newline, a symlink's SIZE must be its target's length and
     /// it has no CONTENT, and only devices have a non-zero RDEV.
     pub strict: bool,
+    /// DIGEST as C `mkcomposefs` reads it: the first 64 hex digits, a
+    /// sha256 digest, whatever follows (so a sha512 digest is cut to its
+    /// first 32 bytes). Otherwise 64 digits are sha256 and 128 sha512.
+    pub c_digests: bool,
 }
 
 /// Parse a dumpfile into a tree, as C `mkcomposefs --from-file` reads it
@@ -357,7 +361,8 @@ pub fn parse(text: &[u8]) -> Result<MemTree> {
 /// Refused although the C tool writes an image: a hardlink to a
 /// directory or the root (the image would have a directory loop), a
 /// regular file of 2^63 bytes or more (C writes it without data), an
-/// external file whose DIGEST is not hex (C writes uninitialised bytes).
+/// external file whose DIGEST does not start with 64 hex digits (C writes
+/// uninitialised bytes).
 /// Accepted although the C tool refuses: empty lines, one trailing space.
 pub fn parse_with(text: &[u8], opts: ParseOptions) -> Result<MemTree> {
     let mut p = Parser::new(opts);
@@ -605,6 +610,9 @@ impl Parser {
                         bail!("SIZE {size} is too large for a file");
                     }
                     let digest = match digest {
+                        Some(d) if self.opts.c_digests && d.len() > 64 => {
+                            Some(parse_digest(&d[..64])?)
+                        }
                         Some(d) => Some(parse_digest(&d)?),
                         None => None,
                     };
