@@ -179,7 +179,10 @@ pub fn split(
             break;
         }
         if got < BLOCK {
-            bail!("tar ends inside a header at byte {at}: truncated");
+            bail!(
+                "tar ends at byte {}, inside the header that starts at byte {at}: truncated",
+                at + got as u64
+            );
         }
         if block.iter().all(|&b| b == 0) {
             // End of archive: keep the marker and any trailing padding verbatim.
@@ -222,9 +225,9 @@ pub fn split(
                 shown()
             );
         };
-        let short = |what: &str| {
+        let short = |what: &str, end: u64| {
             format!(
-                "tar ends inside the {what} of member {:?} (header at byte {at}): truncated",
+                "tar ends at byte {end}, inside the {what} of member {:?} (header at byte {at}): truncated",
                 shown()
             )
         };
@@ -243,7 +246,7 @@ pub fn split(
                     .read_to_end(&mut meta)
                     .context("cannot read tar")?;
                 if (meta.len() as u64) < padded {
-                    bail!(short("extended header"));
+                    bail!(short("extended header", r.position()));
                 }
                 let data = &meta[..size as usize];
                 match typeflag {
@@ -301,17 +304,18 @@ pub fn split(
                 if e.downcast_ref::<io::Error>()
                     .is_some_and(|e| e.kind() == io::ErrorKind::UnexpectedEof)
                 {
-                    anyhow::anyhow!(short("content"))
+                    anyhow::anyhow!(short("content", r.position()))
                 } else {
                     e.context(format!("cannot store content of tar member {:?}", shown()))
                 }
             })?;
             summary.external += 1;
-            copy_inline(&mut r, out, padding).map_err(|_| anyhow::anyhow!(short("padding")))?;
+            copy_inline(&mut r, out, padding)
+                .map_err(|_| anyhow::anyhow!(short("padding", r.position())))?;
         } else {
             copy_inline(&mut r, out, padded).map_err(|e| match e.downcast_ref::<io::Error>() {
                 Some(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
-                    anyhow::anyhow!(short("content"))
+                    anyhow::anyhow!(short("content", r.position()))
                 }
                 _ => e,
             })?;

@@ -979,6 +979,10 @@ fn truncated_tars_are_refused() {
         std::fs::write(&path, &bytes[..cut]).unwrap();
         let err = import_fails(&repo, "cut", &path, what);
         assert_mentions(&err, &["truncated", "ends"], what);
+        assert!(
+            err.contains(&format!("byte {cut}")),
+            "{what}: the error does not name byte {cut}: {err}"
+        );
         if cut < BIG_DATA + 100_000 {
             assert_eq!(
                 repo.object_count(),
