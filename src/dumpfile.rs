@@ -230,6 +230,10 @@ fn parse_mtime(field: &[u8]) -> Result<Timespec> {
         .with_context(|| format!("invalid MTIME {:?}: expected SEC.NSEC", show(field)))?;
     let sec = parse_c_number(&field[..dot], 10, "MTIME seconds")? as i64;
     let nsec = parse_c_number(&field[dot + 1..], 10, "MTIME nanoseconds")? as u32;
+    // C would write this too, an invalid time no reader takes back.
+    if nsec >= 1_000_000_000 {
+        bail!("MTIME nanoseconds {nsec} is not below 1000000000");
+    }
     Ok(Timespec { sec, nsec })
 }
 
@@ -358,7 +362,8 @@ pub fn parse(text: &[u8]) -> Result<MemTree> {
 ///   target), CONTENT and DIGEST, and only devices keep RDEV;
 /// - a repeated xattr replaces the earlier value.
 ///
-/// Refused although the C tool writes an image: a hardlink to a
+/// Refused although the C tool writes an image: an MTIME whose nanoseconds
+/// (32 bits of them) are 10^9 or more, a hardlink to a
 /// directory or the root (the image would have a directory loop), a
 /// regular file of 2^63 bytes or more (C writes it without data), an
 /// external file whose DIGEST does not start with 64 hex digits (C writes
