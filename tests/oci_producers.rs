@@ -3,9 +3,12 @@
 //! `umoci unpack` of the same image.
 //!
 //! Producers and transports:
-//! - GNU tar → `podman import` → `podman push` to a registry → `docker://`;
-//! - the same podman image → `podman save` as `oci-archive` and
-//!   `docker-archive` → `oci-archive:` / `docker-archive:`;
+//! - GNU tar → `podman import` → `podman push` to a registry, as an OCI
+//!   and as a Docker schema 2 image → `docker://`;
+//! - that image with three layers on top from `podman build` (`COPY`,
+//!   and `ADD` of the tar, which buildah unpacks) → `podman save` as
+//!   `oci-archive` and `docker-archive` → `oci-archive:` /
+//!   `docker-archive:`;
 //! - `umoci init`/`new`/`repack`/`insert` (a whiteout, an opaque
 //!   directory, and layers without end-of-archive blocks or the last
 //!   member's padding, as umoci 0.4.7 writes them) → `oci:`;
@@ -620,12 +623,13 @@ fn gnu_tar(dir: &Path) -> PathBuf {
 }
 
 /// A podman image `localhost/test/imported:1` imported from [`gnu_tar`].
-fn podman_image(dir: &Path) -> Podman {
+/// Returns podman and the image id (its config's digest).
+fn podman_image(dir: &Path) -> (Podman, String) {
     let tar = gnu_tar(dir);
     let podman = Podman::new();
     let id = podman.import(&tar, "localhost/test/imported:1");
     assert!(id.starts_with("sha256:"), "podman import printed {id:?}");
-    podman
+    (podman, id)
 }
 
 // ---------------------------------------------------------------------------
@@ -634,10 +638,18 @@ fn podman_image(dir: &Path) -> Podman {
 #[test]
 fn podman_push_to_registry_pulled_by_docker_transport() {
     let tmp = tempfile::tempdir().unwrap();
-    let podman = podman_image(tmp.path());
+    let (podman, _) = podman_image(tmp.path());
     let reg = start_registry(false);
+    // Pushed as an OCI image and as a Docker schema 2 image.
     let remote = format!("127.0.0.1:{}/test/imported:1", reg.port);
-    podman.push("localhost/test/imported:1", &format!("docker://{remote}"));
+    let remote_v2s2 = format!("127.0.0.1:{}/test/imported:v2s2", reg.port);
+    let name = "localhost/test/imported:1";
+    podman.push(name, &format!("docker://{remote}"), &["--format", "oci"]);
+    podman.push(
+        name,
+        &format!("docker://{remote_v2s2}"),
+        &["--format", "v2s2"],
+    );
 
     // The oracle: the pushed image, copied from the registry into a
     // layout by skopeo, unpacked by umoci.
@@ -666,10 +678,28 @@ fn podman_push_to_registry_pulled_by_docker_transport() {
             .map(|l| l["digest"].as_str().unwrap().to_string())
             .collect()
     };
+    let manifest = stored_manifest(&repo);
+    assert_eq!(digests(&manifest), digests(&layout_manifest(&layout, "t")));
     assert_eq!(
-        digests(&stored_manifest(&repo)),
-        digests(&layout_manifest(&layout, "t"))
+        manifest["config"]["mediaType"], "application/vnd.oci.image.config.v1+json",
+        "{manifest}"
     );
+
+    // The Docker schema 2 push: the same tree, the same image.
+    let (v2s2, v2s2_id) = pull_and_compare(
+        &format!("docker://{remote_v2s2}"),
+        &oracle,
+        tmp.path(),
+        "docker:// (v2s2)",
+    );
+    let manifest = stored_manifest(&v2s2);
+    assert_eq!(
+        manifest["mediaType"], "application/vnd.docker.distribution.manifest.v2+json",
+        "{manifest}"
+    );
+    assert_eq!(digests(&manifest), digests(&layout_manifest(&layout, "t")));
+    assert_eq!(v2s2_id, id);
+
     // Again by digest, into the same repository: nothing fetched, the same
     // image.
     let digest = String::from_utf8(repo.ok(&["oci", "images"])).unwrap();
@@ -693,11 +723,36 @@ fn podman_push_to_registry_pulled_by_docker_transport() {
     drop(reg);
 }
 
+/// Built by `podman build` on the imported image: `COPY` of a file and of
+/// a directory, and `ADD` of the GNU tar (which buildah unpacks) into
+/// /opt/unpacked; four layers. Returns its name and id (its config's
+/// digest).
+fn podman_built_image(dir: &Path, podman: &Podman) -> (&'static str, String) {
+    let ctx = dir.join("context");
+    write_file(&ctx.join("added.txt"), b"added by COPY\n");
+    write_file(&ctx.join("dir/sub/file"), &pseudo_random(7, 5000));
+    std::fs::copy(dir.join("layer.tar"), ctx.join("layer.tar")).unwrap();
+    write_file(
+        &ctx.join("Containerfile"),
+        b"FROM localhost/test/imported:1\n\
+          COPY added.txt /usr/added.txt\n\
+          COPY dir /usr/lib/copied\n\
+          ADD layer.tar /opt/unpacked/\n",
+    );
+    let name = "localhost/test/built:1";
+    let id = podman.build(&ctx, name);
+    assert!(
+        id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "podman build printed {id:?}"
+    );
+    (name, format!("sha256:{id}"))
+}
+
 #[test]
 fn podman_save_archives_pulled_by_archive_transports() {
     let tmp = tempfile::tempdir().unwrap();
-    let podman = podman_image(tmp.path());
-    let name = "localhost/test/imported:1";
+    let (podman, _) = podman_image(tmp.path());
+    let (name, _) = podman_built_image(tmp.path(), &podman);
     let oci_archive = podman.save(name, "oci-archive", &tmp.path().join("img.oci.tar"));
     let docker_archive = podman.save(name, "docker-archive", &tmp.path().join("img.docker.tar"));
 
@@ -720,6 +775,18 @@ fn podman_save_archives_pulled_by_archive_transports() {
         );
         assert!(implicit.is_empty(), "{transport}: {implicit:?}");
         assert_tree_features(&oracle, transport);
+        assert_eq!(layer_types(&layout_manifest(&layout, "t")).len(), 4);
+        for p in [
+            "usr/added.txt",
+            "usr/lib/copied/sub/file",
+            "opt/unpacked/usr/bin/tool-again",
+            "opt/unpacked/usr/share/null",
+        ] {
+            assert!(
+                oracle.paths.contains_key(Path::new(p)),
+                "{transport}: no /{p}"
+            );
+        }
         let (_, id) = pull_and_compare(
             &format!("{transport}:{}", archive.display()),
             &oracle,
@@ -731,10 +798,10 @@ fn podman_save_archives_pulled_by_archive_transports() {
     assert_eq!(ids[0], ids[1], "oci-archive and docker-archive image ids");
 
     // Both archives into one repository: the second pull reuses the
-    // layer the first stored, and gives the same image.
+    // layers the first stored, and gives the same image.
     let repo = Repo::new();
     let first = pull(&repo, &format!("oci-archive:{}", oci_archive.display()));
-    assert!(first.contains("fetched 1 layers"), "{first}");
+    assert!(first.contains("fetched 4 layers"), "{first}");
     let out = String::from_utf8(repo.ok(&[
         "oci",
         "pull",
@@ -744,7 +811,7 @@ fn podman_save_archives_pulled_by_archive_transports() {
     ]))
     .unwrap();
     assert!(
-        out.contains("fetched 0 layers") && out.contains("reused 1"),
+        out.contains("fetched 0 layers") && out.contains("reused 4,"),
         "{out}"
     );
     assert_eq!(image_id(&repo), ids[0]);

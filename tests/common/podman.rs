@@ -2,7 +2,9 @@
 //! `TMP/root` (the vfs driver: no overlay mounts, works anywhere root
 //! does), run state in `TMP/run`, libpod's own state and network config
 //! below `TMP` too, no events. The machine's default storage is never
-//! touched.
+//! touched. (Rootful podman 4.3 still makes the empty directory
+//! `/run/containers/networks`, netavark's run directory, which no option
+//! moves.)
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -95,8 +97,24 @@ impl Podman {
         out.to_path_buf()
     }
 
-    /// `podman push --tls-verify=false NAME DEST`.
-    pub fn push(&self, name: &str, dest: &str) {
-        self.ok(&["push", "--quiet", "--tls-verify=false", name, dest]);
+    /// `podman push --tls-verify=false [OPTIONS] NAME DEST`.
+    pub fn push(&self, name: &str, dest: &str, options: &[&str]) {
+        let mut args = vec!["push", "--quiet", "--tls-verify=false"];
+        args.extend_from_slice(options);
+        args.extend([name, dest]);
+        self.ok(&args);
+    }
+
+    /// `podman build -t NAME CONTEXT` (the Containerfile in CONTEXT); the
+    /// image id. Without `RUN` instructions no container runtime runs.
+    pub fn build(&self, context: &Path, name: &str) -> String {
+        let out = self.ok(&[
+            OsStr::new("build"),
+            OsStr::new("--quiet"),
+            OsStr::new("-t"),
+            OsStr::new(name),
+            context.as_os_str(),
+        ]);
+        String::from_utf8(out).unwrap().trim().to_string()
     }
 }
