@@ -752,7 +752,7 @@ fn podman_built_image(dir: &Path, podman: &Podman) -> (&'static str, String) {
 fn podman_save_archives_pulled_by_archive_transports() {
     let tmp = tempfile::tempdir().unwrap();
     let (podman, _) = podman_image(tmp.path());
-    let (name, _) = podman_built_image(tmp.path(), &podman);
+    let (name, built_id) = podman_built_image(tmp.path(), &podman);
     let oci_archive = podman.save(name, "oci-archive", &tmp.path().join("img.oci.tar"));
     let docker_archive = podman.save(name, "docker-archive", &tmp.path().join("img.docker.tar"));
 
@@ -820,6 +820,28 @@ fn podman_save_archives_pulled_by_archive_transports() {
             .unwrap()
             .trim(),
         ids[0]
+    );
+
+    // The image named as podman recorded it (`localhost/test/built:1`
+    // in the oci-archive's index), split at the first ':' as skopeo does.
+    let named = Repo::new();
+    pull(
+        &named,
+        &format!("oci-archive:{}:{name}", oci_archive.display()),
+    );
+    assert_eq!(image_id(&named), ids[0]);
+    assert_eq!(stored_manifest(&named)["config"]["digest"], built_id);
+    let err = named.fail(&[
+        "oci",
+        "pull",
+        &format!(
+            "oci-archive:{}:localhost/test/absent:1",
+            oci_archive.display()
+        ),
+    ]);
+    assert!(
+        err.contains("no image tagged \"localhost/test/absent:1\""),
+        "{err}"
     );
 }
 

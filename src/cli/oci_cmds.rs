@@ -20,7 +20,8 @@ use crate::util::human_bytes;
 #[derive(Subcommand, Debug)]
 pub enum OciCommand {
     /// Pull an image: docker://[registry/]name[:tag|@digest] (or without
-    /// docker://), oci:DIR[:tag], oci-archive:FILE[:tag], docker-archive:FILE
+    /// docker://), oci:DIR[:name], oci-archive:FILE[:name] (split at the
+    /// first ':', as skopeo does), docker-archive:FILE
     Pull {
         image: String,
         /// Store as oci/NAME (default: registry/repository:tag, or the

@@ -3,7 +3,7 @@
 //! pull that stores them as splitstreams, and the merged tree of an
 //! image's layers.
 //!
-//! - [`reference`]: `docker://…`, `oci:DIR[:tag]`, `oci-archive:FILE[:tag]`,
+//! - [`reference`]: `docker://…`, `oci:DIR[:name]`, `oci-archive:FILE[:name]`,
 //!   `docker-archive:FILE`.
 //! - [`spec`]: manifests, indexes, configs, digests, media types.
 //! - [`source`]: the [`source::ImageSource`] trait every transport implements.

@@ -1,6 +1,6 @@
 //! Image references in the transports skopeo and podman users type:
 //! `docker://[registry/]name[:tag|@digest]` (also without `docker://`),
-//! `oci:DIR[:tag]`, `oci-archive:FILE[:tag]`, `docker-archive:FILE`.
+//! `oci:DIR[:name]`, `oci-archive:FILE[:name]`, `docker-archive:FILE`.
 
 use std::path::PathBuf;
 
@@ -55,8 +55,49 @@ fn repo_ref(host: &str, repository: &str, reference: &str) -> String {
     format!("{host}/{repository}{sep}{reference}")
 }
 
-/// `PATH[:tag]`: the part after the last `:` is a tag if it looks like one.
+/// An image name in a layout's index (`org.opencontainers.image.ref.name`,
+/// image-spec annotations): `component ("/" component)*`, a component
+/// being `alphanum (separator alphanum)*` with separators `-._:@+` or
+/// `--`. podman and skopeo write full names there (`localhost/app:1`).
+pub fn is_ref_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('/').all(|c| {
+            let b = c.as_bytes();
+            let mut i = 0;
+            loop {
+                let start = i;
+                while i < b.len() && b[i].is_ascii_alphanumeric() {
+                    i += 1;
+                }
+                if i == start {
+                    return false;
+                }
+                if i == b.len() {
+                    return true;
+                }
+                i += if b[i..].starts_with(b"--") {
+                    2
+                } else if matches!(b[i], b'-' | b'.' | b'_' | b':' | b'@' | b'+') {
+                    1
+                } else {
+                    return false;
+                };
+            }
+        })
+}
+
+/// `PATH[:name]`, split as skopeo and podman split it: at the first `:`,
+/// when what follows is an image name (`oci-archive:img.tar:localhost/app:1`
+/// names the image `localhost/app:1`, as `podman save` records it).
+/// Otherwise the part after the last `:` is a tag if it looks like one,
+/// and without either the whole is the path.
 fn path_and_tag(s: &str) -> (PathBuf, Option<String>) {
+    if let Some((p, t)) = s.split_once(':')
+        && !p.is_empty()
+        && (is_tag(t) || is_ref_name(t))
+    {
+        return (PathBuf::from(p), Some(t.to_string()));
+    }
     match s.rsplit_once(':') {
         Some((p, t)) if !p.is_empty() && is_tag(t) => (PathBuf::from(p), Some(t.to_string())),
         _ => (PathBuf::from(s), None),
@@ -280,6 +321,39 @@ mod tests {
                 tag: Some("latest".into())
             }
         );
+        // As skopeo splits them: at the first colon, the rest an image
+        // name as podman writes it in an index.
+        assert_eq!(
+            ImageRef::parse("oci-archive:x.tar:localhost/app:1").unwrap(),
+            ImageRef::OciArchive {
+                file: "x.tar".into(),
+                tag: Some("localhost/app:1".into())
+            }
+        );
+        assert_eq!(
+            ImageRef::parse("oci:/tmp/l:quay.io/org/app:v1.2-3").unwrap(),
+            ImageRef::Layout {
+                dir: "/tmp/l".into(),
+                tag: Some("quay.io/org/app:v1.2-3".into())
+            }
+        );
+        // A path with a colon, what follows it no image name: the tag
+        // after the last colon.
+        assert_eq!(
+            ImageRef::parse("oci:/tmp/a:b c/l:v1").unwrap(),
+            ImageRef::Layout {
+                dir: "/tmp/a:b c/l".into(),
+                tag: Some("v1".into())
+            }
+        );
+        for good in ["a", "v1.0", "localhost/app:1", "a--b", "x@y+z", "A_b"] {
+            assert!(is_ref_name(good), "{good:?}");
+        }
+        for bad in [
+            "", "/a", "a/", "a//b", "-a", "a-", "a:", "a b", "a---b", "_a",
+        ] {
+            assert!(!is_ref_name(bad), "{bad:?}");
+        }
         assert_eq!(
             ImageRef::parse("docker-archive:/a/b.tar").unwrap(),
             ImageRef::DockerArchive {
