@@ -751,10 +751,14 @@ fn podman_built_image(dir: &Path, podman: &Podman) -> (&'static str, String) {
 #[test]
 fn podman_save_archives_pulled_by_archive_transports() {
     let tmp = tempfile::tempdir().unwrap();
-    let (podman, _) = podman_image(tmp.path());
+    let (podman, imported_id) = podman_image(tmp.path());
     let (name, built_id) = podman_built_image(tmp.path(), &podman);
-    let oci_archive = podman.save(name, "oci-archive", &tmp.path().join("img.oci.tar"));
-    let docker_archive = podman.save(name, "docker-archive", &tmp.path().join("img.docker.tar"));
+    let oci_archive = podman.save(&[name], "oci-archive", &tmp.path().join("img.oci.tar"));
+    let docker_archive = podman.save(
+        &[name],
+        "docker-archive",
+        &tmp.path().join("img.docker.tar"),
+    );
 
     let mut ids = Vec::new();
     for (transport, archive) in [
@@ -843,6 +847,43 @@ fn podman_save_archives_pulled_by_archive_transports() {
         err.contains("no image tagged \"localhost/test/absent:1\""),
         "{err}"
     );
+
+    // A docker-archive of two images (`podman save -m`): one must be
+    // named, by a name of its RepoTags or by its place, as skopeo takes
+    // them; each is the image asked for.
+    let multi = podman.save(
+        &[name, "localhost/test/imported:1"],
+        "docker-archive",
+        &tmp.path().join("multi.docker.tar"),
+    );
+    let multi_ref = |sel: &str| format!("docker-archive:{}{sel}", multi.display());
+    let err = named.fail(&["oci", "pull", &multi_ref("")]);
+    assert!(
+        err.contains("holds 2 images") && err.contains("localhost/test/imported:1"),
+        "{err}"
+    );
+    for (sel, config, layers) in [
+        (format!(":{name}"), &built_id, 4),
+        (":@0".to_string(), &built_id, 4),
+        (":localhost/test/imported:1".to_string(), &imported_id, 1),
+        (":@1".to_string(), &imported_id, 1),
+    ] {
+        let r = Repo::new();
+        pull(&r, &multi_ref(&sel));
+        let m = stored_manifest(&r);
+        assert_eq!(&m["config"]["digest"], config, "{sel}");
+        assert_eq!(m["layers"].as_array().unwrap().len(), layers, "{sel}");
+        if config == &built_id {
+            assert_eq!(image_id(&r), ids[0], "{sel}");
+        }
+    }
+    for (sel, want) in [
+        (":@2", "no image @2"),
+        (":localhost/test/absent:1", "no image tagged"),
+    ] {
+        let err = named.fail(&["oci", "pull", &multi_ref(sel)]);
+        assert!(err.contains(want), "{sel}: {err}");
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 //! image's layers.
 //!
 //! - [`reference`]: `docker://…`, `oci:DIR[:name]`, `oci-archive:FILE[:name]`,
-//!   `docker-archive:FILE`.
+//!   `docker-archive:FILE[:name|:@N]`.
 //! - [`spec`]: manifests, indexes, configs, digests, media types.
 //! - [`source`]: the [`source::ImageSource`] trait every transport implements.
 //! - [`registry`]: the distribution-spec client; [`layout`]: OCI layouts,

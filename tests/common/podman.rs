@@ -82,18 +82,23 @@ impl Podman {
         String::from_utf8(out).unwrap().trim().to_string()
     }
 
-    /// `podman save --format FORMAT -o OUT NAME` (`oci-archive`,
-    /// `docker-archive`, `oci-dir`, `docker-dir`); returns OUT.
-    pub fn save(&self, name: &str, format: &str, out: &Path) -> PathBuf {
-        self.ok(&[
+    /// `podman save --format FORMAT -o OUT NAME…` (`oci-archive`,
+    /// `docker-archive`, `oci-dir`, `docker-dir`; more than one image:
+    /// `--multi-image-archive`, docker-archive only); returns OUT.
+    pub fn save(&self, names: &[&str], format: &str, out: &Path) -> PathBuf {
+        let mut args = vec![
             OsStr::new("save"),
             OsStr::new("--quiet"),
             OsStr::new("--format"),
             OsStr::new(format),
             OsStr::new("-o"),
             out.as_os_str(),
-            OsStr::new(name),
-        ]);
+        ];
+        if names.len() > 1 {
+            args.push(OsStr::new("--multi-image-archive"));
+        }
+        args.extend(names.iter().map(OsStr::new));
+        self.ok(&args);
         out.to_path_buf()
     }
 
