@@ -5,6 +5,9 @@
 //! Producers and transports:
 //! - GNU tar → `podman import` → `podman push` to a registry, as an OCI
 //!   and as a Docker schema 2 image → `docker://`;
+//! - a manifest list of two such images (s390x and ppc64le) made with
+//!   `podman manifest`, pushed as a Docker manifest list, an OCI index and
+//!   an oci-archive → each platform by `--platform`;
 //! - that image with three layers on top from `podman build` (`COPY`,
 //!   and `ADD` of the tar, which buildah unpacks) → `podman save` as
 //!   `oci-archive` and `docker-archive` → `oci-archive:` /
@@ -290,8 +293,21 @@ fn stored_manifest(repo: &Repo) -> serde_json::Value {
 /// `oci-raw/img` with `oracle`, and `oci/img` with the oracle transformed.
 /// Returns the repository and its image id.
 fn pull_and_compare(source: &str, oracle: &View, scratch: &Path, what: &str) -> (Repo, String) {
+    pull_and_compare_with(&[source], oracle, scratch, what)
+}
+
+/// [`pull_and_compare`] of `oci pull ARGS… --name img`.
+fn pull_and_compare_with(
+    args: &[&str],
+    oracle: &View,
+    scratch: &Path,
+    what: &str,
+) -> (Repo, String) {
     let repo = Repo::new();
-    let out = pull(&repo, source);
+    let mut all = vec!["oci", "pull"];
+    all.extend_from_slice(args);
+    all.extend(["--name", "img"]);
+    let out = String::from_utf8(repo.ok(&all)).unwrap();
     let layers = stored_manifest(&repo)["layers"].as_array().unwrap().len();
     assert!(
         out.contains(&format!("oci/img: fetched {layers} layers")) && out.contains("reused 0,"),
@@ -884,6 +900,118 @@ fn podman_save_archives_pulled_by_archive_transports() {
         let err = named.fail(&["oci", "pull", &multi_ref(sel)]);
         assert!(err.contains(want), "{sel}: {err}");
     }
+}
+
+/// A manifest list made by `podman manifest` of two imported images, one
+/// for linux/s390x (the [`producer_tree`]) and one for linux/ppc64le (a
+/// small tree of its own), pushed with all its images to a registry as a
+/// Docker manifest list and as an OCI index, and to an oci-archive: each
+/// platform, chosen with `--platform`, is its own image, equal to `umoci
+/// unpack` of what skopeo picks for that platform.
+#[test]
+fn podman_manifest_list_pulled_by_platform() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let s390x_tar = gnu_tar(dir);
+    let small = dir.join("small");
+    write_file(&small.join("usr/arch"), b"ppc64le\n");
+    let ppc_tar = dir.join("small.tar");
+    common::make_tar(&small, &ppc_tar, &["--format=pax"]);
+    let podman = Podman::new();
+    let mut config_digest = HashMap::new();
+    for (arch, tar) in [("s390x", &s390x_tar), ("ppc64le", &ppc_tar)] {
+        let name = format!("localhost/test/{arch}:1");
+        let id = podman.ok(&[
+            os("import"),
+            os("--quiet"),
+            os("--os"),
+            os("linux"),
+            os("--arch"),
+            os(arch),
+            tar.as_os_str(),
+            os(&name),
+        ]);
+        config_digest.insert(arch, String::from_utf8(id).unwrap().trim().to_string());
+    }
+    let list = "localhost/test/list:1";
+    podman.ok(&["manifest", "create", list]);
+    for arch in ["s390x", "ppc64le"] {
+        podman.ok(&[
+            "manifest",
+            "add",
+            list,
+            &format!("containers-storage:localhost/test/{arch}:1"),
+        ]);
+    }
+    let reg = start_registry(false);
+    let docker_list = format!("docker://127.0.0.1:{}/test/list:1", reg.port);
+    let oci_index = format!("docker://127.0.0.1:{}/test/list:oci", reg.port);
+    let archive = dir.join("list.oci.tar");
+    let archive_ref = format!("oci-archive:{}", archive.display());
+    let push = |dest: &str, opts: &[&str]| {
+        let mut args = vec!["manifest", "push", "--quiet", "--all", "--tls-verify=false"];
+        args.extend_from_slice(opts);
+        args.extend([list, dest]);
+        podman.ok(&args);
+    };
+    push(&docker_list, &[]);
+    push(&oci_index, &["--format", "oci"]);
+    push(&archive_ref, &[]);
+
+    let mut ids = HashMap::new();
+    for arch in ["s390x", "ppc64le"] {
+        let layout = dir.join(format!("oracle-{arch}"));
+        skopeo_copy(&[
+            "--src-tls-verify=false",
+            "--override-os",
+            "linux",
+            "--override-arch",
+            arch,
+            &docker_list,
+            &format!("oci:{}:t", layout.display()),
+        ]);
+        let (oracle, implicit) = umoci_oracle(&layout, "t", &dir.join(format!("bundle-{arch}")));
+        assert!(implicit.is_empty(), "{arch}: {implicit:?}");
+        if arch == "s390x" {
+            assert_tree_features(&oracle, arch);
+        } else {
+            assert!(oracle.paths.contains_key(Path::new("usr/arch")), "{arch}");
+        }
+        let platform = format!("linux/{arch}");
+        for source in [&docker_list, &oci_index, &archive_ref] {
+            let what = format!("{source} {platform}");
+            let (repo, id) =
+                pull_and_compare_with(&[source, "--platform", &platform], &oracle, dir, &what);
+            let config: serde_json::Value =
+                serde_json::from_slice(&repo.ok(&["oci", "inspect", "img", "--config"])).unwrap();
+            assert_eq!(config["architecture"], arch, "{what}");
+            assert_eq!(
+                stored_manifest(&repo)["config"]["digest"],
+                config_digest[arch],
+                "{what}"
+            );
+            let previous = ids.entry(arch).or_insert_with(|| id.clone());
+            assert_eq!(previous, &id, "{what}: another image id");
+        }
+    }
+    assert_ne!(ids["s390x"], ids["ppc64le"]);
+
+    // Without --platform: this machine's, which the list does not offer.
+    let host = match std::env::consts::ARCH {
+        "x86_64" => Some("amd64"),
+        "aarch64" => Some("arm64"),
+        _ => None,
+    };
+    if let Some(host) = host {
+        let err = Repo::new().fail(&["oci", "pull", &docker_list]);
+        assert!(
+            err.contains(&format!("no image for linux/{host}"))
+                && err.contains("linux/s390x")
+                && err.contains("linux/ppc64le"),
+            "{err}"
+        );
+    }
+    drop(reg);
 }
 
 // ---------------------------------------------------------------------------
