@@ -776,25 +776,37 @@ fn podman_save_archives_pulled_by_archive_transports() {
         &tmp.path().join("img.docker.tar"),
     );
 
+    // Also with its layers uncompressed (`--uncompressed`: media type
+    // `application/vnd.oci.image.layer.v1.tar`).
+    let uncompressed = tmp.path().join("img.uncompressed.oci.tar");
+    podman.ok(&[
+        os("save"),
+        os("--quiet"),
+        os("--uncompressed"),
+        os("--format"),
+        os("oci-archive"),
+        os("-o"),
+        uncompressed.as_os_str(),
+        os(name),
+    ]);
+
     let mut ids = Vec::new();
-    for (transport, archive) in [
-        ("oci-archive", &oci_archive),
-        ("docker-archive", &docker_archive),
+    for (label, transport, archive) in [
+        ("oci-archive", "oci-archive", &oci_archive),
+        ("uncompressed", "oci-archive", &uncompressed),
+        ("docker-archive", "docker-archive", &docker_archive),
     ] {
         // The oracle: this archive, copied into a layout by skopeo,
         // unpacked by umoci.
-        let layout = tmp.path().join(format!("oracle-{transport}"));
+        let layout = tmp.path().join(format!("oracle-{label}"));
         skopeo_copy(&[
             &format!("{transport}:{}", archive.display()),
             &format!("oci:{}:t", layout.display()),
         ]);
-        let (oracle, implicit) = umoci_oracle(
-            &layout,
-            "t",
-            &tmp.path().join(format!("bundle-{transport}")),
-        );
-        assert!(implicit.is_empty(), "{transport}: {implicit:?}");
-        assert_tree_features(&oracle, transport);
+        let (oracle, implicit) =
+            umoci_oracle(&layout, "t", &tmp.path().join(format!("bundle-{label}")));
+        assert!(implicit.is_empty(), "{label}: {implicit:?}");
+        assert_tree_features(&oracle, label);
         assert_eq!(layer_types(&layout_manifest(&layout, "t")).len(), 4);
         for p in [
             "usr/added.txt",
@@ -802,20 +814,26 @@ fn podman_save_archives_pulled_by_archive_transports() {
             "opt/unpacked/usr/bin/tool-again",
             "opt/unpacked/usr/share/null",
         ] {
-            assert!(
-                oracle.paths.contains_key(Path::new(p)),
-                "{transport}: no /{p}"
-            );
+            assert!(oracle.paths.contains_key(Path::new(p)), "{label}: no /{p}");
         }
-        let (_, id) = pull_and_compare(
+        let (repo, id) = pull_and_compare(
             &format!("{transport}:{}", archive.display()),
             &oracle,
             tmp.path(),
-            transport,
+            label,
         );
+        if label == "uncompressed" {
+            assert_eq!(
+                layer_types(&stored_manifest(&repo)),
+                vec!["application/vnd.oci.image.layer.v1.tar"; 4]
+            );
+        }
         ids.push(id);
     }
-    assert_eq!(ids[0], ids[1], "oci-archive and docker-archive image ids");
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "the archives' image ids: {ids:?}"
+    );
 
     // Both archives into one repository: the second pull reuses the
     // layers the first stored, and gives the same image.
@@ -1158,6 +1176,22 @@ fn umoci_insert_and_repack_pulled_from_layout() {
     let again = Repo::new();
     pull(&again, &format!("oci:{}:t", layout.display()));
     assert_eq!(image_id(&again), id);
+
+    // `umoci new` alone: an image of no layers, an empty root (and so no
+    // composefs image: no /usr).
+    let empty = format!("{}:empty", layout.display());
+    tool("umoci", &[os("new"), os("--image"), os(&empty)]);
+    let (oracle, implicit) = umoci_oracle(&layout, "empty", &tmp.path().join("bundle-empty"));
+    assert_eq!(oracle.paths.len(), 1, "{oracle:?}");
+    assert_eq!(implicit, [PathBuf::new()]);
+    let r = Repo::new();
+    let out = pull(&r, &format!("oci:{empty}"));
+    assert!(
+        out.contains("fetched 0 layers") && out.contains("no /usr directory"),
+        "{out}"
+    );
+    let raw = mounted_view(&r.path, "oci-raw/img", &tmp.path().join("mnt-empty"));
+    assert_same(&oracle, &raw, "oci:…:empty, oci-raw/img");
 }
 
 // ---------------------------------------------------------------------------
