@@ -5,13 +5,13 @@
 //! Producers and transports:
 //! - GNU tar → `podman import` → `podman push` to a registry, as an OCI
 //!   and as a Docker schema 2 image → `docker://`;
-//! - a manifest list of two such images (s390x and ppc64le) made with
-//!   `podman manifest`, pushed as a Docker manifest list, an OCI index and
-//!   an oci-archive → each platform by `--platform`;
 //! - that image with three layers on top from `podman build` (`COPY`,
 //!   and `ADD` of the tar, which buildah unpacks) → `podman save` as
-//!   `oci-archive` and `docker-archive` → `oci-archive:` /
-//!   `docker-archive:`;
+//!   `oci-archive` (also `--uncompressed`) and `docker-archive` (also
+//!   `-m`, two images) → `oci-archive:` / `docker-archive:`;
+//! - a manifest list of two imported images (s390x and ppc64le) made with
+//!   `podman manifest`, pushed as a Docker manifest list, an OCI index and
+//!   an oci-archive → each platform by `--platform`;
 //! - `umoci init`/`new`/`repack`/`insert` (a whiteout, an opaque
 //!   directory, and layers without end-of-archive blocks or the last
 //!   member's padding, as umoci 0.4.7 writes them) → `oci:`;
