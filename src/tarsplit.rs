@@ -245,7 +245,9 @@ pub fn split(
                     .take(padded)
                     .read_to_end(&mut meta)
                     .context("cannot read tar")?;
-                if (meta.len() as u64) < padded {
+                // Short padding can only be the end of the input, which
+                // the member this record waits for makes an error below.
+                if (meta.len() as u64) < size {
                     bail!(short("extended header", r.position()));
                 }
                 let data = &meta[..size as usize];
@@ -310,16 +312,19 @@ pub fn split(
                 }
             })?;
             summary.external += 1;
-            copy_inline(&mut r, out, padding)
-                .map_err(|_| anyhow::anyhow!(short("padding", r.position())))?;
         } else {
-            copy_inline(&mut r, out, padded).map_err(|e| match e.downcast_ref::<io::Error>() {
+            copy_inline(&mut r, out, size).map_err(|e| match e.downcast_ref::<io::Error>() {
                 Some(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
                     anyhow::anyhow!(short("content", r.position()))
                 }
                 _ => e,
             })?;
         }
+        // The last member's padding may be short or missing: the input
+        // ends there, a complete archive without its end-of-archive
+        // blocks (umoci 0.4's insert writes layers so; Go's archive/tar, which
+        // umoci, podman and containerd read layers with, takes them).
+        copy_padding(&mut r, out, padding)?;
         progress(r.position());
     }
     let (sha256, size) = r.finish().context("cannot read tar")?;
@@ -327,6 +332,17 @@ pub fn split(
     summary.size = size;
     progress(size);
     Ok(summary)
+}
+
+/// Copy up to `n` bytes of padding from `r` into the stream inline,
+/// stopping early only where the input ends.
+fn copy_padding(r: &mut impl Read, out: &mut SplitStreamWriter<'_>, n: u64) -> Result<()> {
+    let mut buf = [0u8; BLOCK];
+    let got = read_full(&mut *r, &mut buf[..n as usize]).context("cannot read tar")?;
+    if got > 0 {
+        out.write_inline(&buf[..got])?;
+    }
+    Ok(())
 }
 
 /// Copy exactly `n` bytes from `r` into the stream inline.

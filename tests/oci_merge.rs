@@ -1115,6 +1115,22 @@ fn broken_streams_are_refused() {
     let id = raw_stream(&r, content_type::OCI_LAYER, &t.0);
     let tree = merge(&r.repo, &[id]).unwrap();
     assert!(tree.lookup(tree.root(), b"a").unwrap().is_some());
+    // Nor the last member's padding (umoci 0.4's insert writes layers so), or only
+    // part of it: complete, the content whole; one byte of content
+    // short: cut short.
+    for (cut, ok) in [(512 + 3, true), (512 + 100, true), (512 + 2, false)] {
+        let mut t = Tar::new();
+        t.file("a", b"abc");
+        let id = raw_stream(&r, content_type::OCI_LAYER, &t.0[..cut]);
+        match merge(&r.repo, &[id]) {
+            Ok(tree) if ok => assert!(tree.lookup(tree.root(), b"a").unwrap().is_some()),
+            Ok(_) => panic!("a layer cut at {cut}, inside the content, merged"),
+            Err(e) => {
+                let e = format!("{e:#}");
+                assert!(!ok && e.contains("truncated"), "cut at {cut}: {e}");
+            }
+        }
+    }
     // Ending after an extended header, before its member: cut short.
     let mut t = Tar::new();
     t.file("a", b"a");

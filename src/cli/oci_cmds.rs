@@ -20,7 +20,9 @@ use crate::util::human_bytes;
 #[derive(Subcommand, Debug)]
 pub enum OciCommand {
     /// Pull an image: docker://[registry/]name[:tag|@digest] (or without
-    /// docker://), oci:DIR[:tag], oci-archive:FILE[:tag], docker-archive:FILE
+    /// docker://), oci:DIR[:name], oci-archive:FILE[:name],
+    /// docker-archive:FILE[:name[:tag]|:@index] (split at the first ':',
+    /// as skopeo does)
     Pull {
         image: String,
         /// Store as oci/NAME (default: registry/repository:tag, or the
@@ -127,7 +129,10 @@ fn open_source(
             Box::new(Layout::archive(file, tag.as_deref())?),
             String::new(),
         ),
-        ImageRef::DockerArchive { file } => (Box::new(DockerArchive::open(file)?), String::new()),
+        ImageRef::DockerArchive { file, image } => (
+            Box::new(DockerArchive::open_image(file, image.as_deref())?),
+            String::new(),
+        ),
         ImageRef::Registry {
             host,
             repository,

@@ -1,7 +1,7 @@
 //! Local image sources: an OCI image layout directory (`oci:DIR[:tag]`),
 //! the same layout in a tar (`oci-archive:FILE[:tag]`, read in place: the
 //! members are indexed, nothing is extracted), and `docker save` output
-//! (`docker-archive:FILE`).
+//! (`docker-archive:FILE[:name|:@N]`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -227,24 +227,85 @@ pub struct DockerArchive {
 }
 
 impl DockerArchive {
+    /// The archive's only image.
     pub fn open(file: &Path) -> Result<DockerArchive> {
-        let shown = format!("docker-archive:{}", file.display());
+        Self::open_image(file, None)
+    }
+
+    /// One image of the archive: `image` is a name as its `RepoTags` list
+    /// it (Docker's defaults applied: `debian` is
+    /// `docker.io/library/debian:latest`) or `@N`, the N-th image (from 0);
+    /// without it, the archive must hold one image (as skopeo reads
+    /// `docker-archive:FILE[:name|:@N]`).
+    pub fn open_image(file: &Path, image: Option<&str>) -> Result<DockerArchive> {
+        let shown = match image {
+            Some(i) => format!("docker-archive:{}:{i}", file.display()),
+            None => format!("docker-archive:{}", file.display()),
+        };
         let files = Files::index_tar(file)?;
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "PascalCase")]
         struct Entry {
             config: String,
             layers: Vec<String>,
+            #[serde(default)]
+            repo_tags: Option<Vec<String>>,
         }
-        let entries: Vec<Entry> = serde_json::from_slice(
+        let mut entries: Vec<Entry> = serde_json::from_slice(
             &files
                 .read_small("manifest.json")
                 .with_context(|| format!("{shown} is not a docker archive"))?,
         )
         .with_context(|| format!("{shown}: manifest.json"))?;
-        let Some(e) = entries.into_iter().next() else {
-            bail!("{shown}: manifest.json lists no image");
+        let tags = |entries: &[Entry]| -> String {
+            let t: Vec<&str> = entries
+                .iter()
+                .flat_map(|e| e.repo_tags.iter().flatten())
+                .map(String::as_str)
+                .collect();
+            if t.is_empty() {
+                "none".into()
+            } else {
+                t.join(", ")
+            }
         };
+        let chosen = match image {
+            _ if entries.is_empty() => bail!("{shown}: manifest.json lists no image"),
+            None if entries.len() == 1 => 0,
+            None => bail!(
+                "{shown} holds {} images: say which, docker-archive:FILE:NAME[:TAG] or \
+                 docker-archive:FILE:@INDEX (tags: {})",
+                entries.len(),
+                tags(&entries)
+            ),
+            Some(i) => match i.strip_prefix('@') {
+                Some(n) => {
+                    let n: usize = n
+                        .parse()
+                        .with_context(|| format!("{shown}: bad image index {n:?}"))?;
+                    if n >= entries.len() {
+                        bail!(
+                            "{shown}: no image @{n}: the archive holds {} (@0 to @{})",
+                            entries.len(),
+                            entries.len() - 1
+                        );
+                    }
+                    n
+                }
+                None => entries
+                    .iter()
+                    .position(|e| {
+                        e.repo_tags
+                            .iter()
+                            .flatten()
+                            .any(|t| super::reference::same_docker_name(t, i))
+                    })
+                    .with_context(|| {
+                        format!("{shown}: no image tagged {i:?} (tags: {})", tags(&entries))
+                    })?,
+            },
+        };
+        let e = entries.swap_remove(chosen);
         let config_bytes = files.read_small(&e.config)?;
         let config: spec::ImageConfig = serde_json::from_slice(&config_bytes)
             .with_context(|| format!("{shown}: {} is not an image config", e.config))?;

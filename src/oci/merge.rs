@@ -442,6 +442,20 @@ impl TarReader {
         Ok(())
     }
 
+    /// Skip up to `n` bytes of padding: the stream may end inside it, the
+    /// last member's padding short or missing (as `crate::tarsplit` takes
+    /// it); the next [`Self::block`] then finds the end.
+    fn skip_padding(&mut self, n: u64) -> Result<()> {
+        let mut left = n;
+        while left > 0 {
+            let Some(s) = self.inline(left)? else {
+                break;
+            };
+            left -= s.len() as u64;
+        }
+        Ok(())
+    }
+
     /// A regular file's `size` bytes of content: inline bytes, or one
     /// object holding all of it.
     fn content(&mut self, size: u64) -> Result<FileData> {
@@ -534,7 +548,7 @@ fn apply_layer(m: &mut Merger, stream: SplitStreamReader, layer: usize) -> Resul
                 );
             }
             let data = tar.read(header_size).with_context(what)?;
-            tar.skip(padding(header_size)).with_context(what)?;
+            tar.skip_padding(padding(header_size)).with_context(what)?;
             match typeflag {
                 b'x' => pax.apply(&data).with_context(what)?,
                 b'L' => long_name = Some(cstr(&data).to_vec()),
@@ -587,7 +601,7 @@ fn read_entry(
     let kind = match typeflag {
         b'0' | 0 | b'7' => {
             let data = tar.content(size)?;
-            tar.skip(padded - size)?;
+            tar.skip_padding(padded - size)?;
             // Pre-POSIX archives mark directories by a trailing slash.
             if typeflag == 0 && path.ends_with(b"/") {
                 Kind::Directory
@@ -597,7 +611,8 @@ fn read_entry(
         }
         b'S' => bail!("sparse files are not supported"),
         b'1' | b'2' | b'3' | b'4' | b'5' | b'6' => {
-            tar.skip(padded)?;
+            tar.skip(size)?;
+            tar.skip_padding(padded - size)?;
             match typeflag {
                 b'1' => {
                     if link.is_empty() {

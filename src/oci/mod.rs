@@ -3,8 +3,8 @@
 //! pull that stores them as splitstreams, and the merged tree of an
 //! image's layers.
 //!
-//! - [`reference`]: `docker://…`, `oci:DIR[:tag]`, `oci-archive:FILE[:tag]`,
-//!   `docker-archive:FILE`.
+//! - [`reference`]: `docker://…`, `oci:DIR[:name]`, `oci-archive:FILE[:name]`,
+//!   `docker-archive:FILE[:name|:@N]`.
 //! - [`spec`]: manifests, indexes, configs, digests, media types.
 //! - [`source`]: the [`source::ImageSource`] trait every transport implements.
 //! - [`registry`]: the distribution-spec client; [`layout`]: OCI layouts,

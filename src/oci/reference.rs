@@ -1,6 +1,6 @@
 //! Image references in the transports skopeo and podman users type:
 //! `docker://[registry/]name[:tag|@digest]` (also without `docker://`),
-//! `oci:DIR[:tag]`, `oci-archive:FILE[:tag]`, `docker-archive:FILE`.
+//! `oci:DIR[:name]`, `oci-archive:FILE[:name]`, `docker-archive:FILE`.
 
 use std::path::PathBuf;
 
@@ -31,7 +31,37 @@ pub enum ImageRef {
     },
     DockerArchive {
         file: PathBuf,
+        /// Which image of the archive: a name (`name[:tag]`, as in its
+        /// `RepoTags`) or `@N`, the N-th (from 0), as skopeo takes them.
+        image: Option<String>,
     },
+}
+
+/// `docker-archive:FILE[:name[:tag]|:@N]`, split as skopeo splits it: at
+/// the first `:` when what follows names an image; otherwise the whole is
+/// the file.
+fn file_and_image(s: &str) -> (PathBuf, Option<String>) {
+    if let Some((f, i)) = s.split_once(':')
+        && !f.is_empty()
+    {
+        let index = i
+            .strip_prefix('@')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if index || ImageRef::parse_docker(i).is_ok() {
+            return (PathBuf::from(f), Some(i.to_string()));
+        }
+    }
+    (PathBuf::from(s), None)
+}
+
+/// Whether `a` and `b` name the same image once Docker's defaults are
+/// applied (`debian` = `docker.io/library/debian:latest`), as skopeo
+/// matches a `docker-archive` image to its `RepoTags`.
+pub fn same_docker_name(a: &str, b: &str) -> bool {
+    match (ImageRef::parse_docker(a), ImageRef::parse_docker(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
 }
 
 /// A tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}` (distribution spec).
@@ -55,8 +85,49 @@ fn repo_ref(host: &str, repository: &str, reference: &str) -> String {
     format!("{host}/{repository}{sep}{reference}")
 }
 
-/// `PATH[:tag]`: the part after the last `:` is a tag if it looks like one.
+/// An image name in a layout's index (`org.opencontainers.image.ref.name`,
+/// image-spec annotations): `component ("/" component)*`, a component
+/// being `alphanum (separator alphanum)*` with separators `-._:@+` or
+/// `--`. podman and skopeo write full names there (`localhost/app:1`).
+pub fn is_ref_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('/').all(|c| {
+            let b = c.as_bytes();
+            let mut i = 0;
+            loop {
+                let start = i;
+                while i < b.len() && b[i].is_ascii_alphanumeric() {
+                    i += 1;
+                }
+                if i == start {
+                    return false;
+                }
+                if i == b.len() {
+                    return true;
+                }
+                i += if b[i..].starts_with(b"--") {
+                    2
+                } else if matches!(b[i], b'-' | b'.' | b'_' | b':' | b'@' | b'+') {
+                    1
+                } else {
+                    return false;
+                };
+            }
+        })
+}
+
+/// `PATH[:name]`, split as skopeo and podman split it: at the first `:`,
+/// when what follows is an image name (`oci-archive:img.tar:localhost/app:1`
+/// names the image `localhost/app:1`, as `podman save` records it).
+/// Otherwise the part after the last `:` is a tag if it looks like one,
+/// and without either the whole is the path.
 fn path_and_tag(s: &str) -> (PathBuf, Option<String>) {
+    if let Some((p, t)) = s.split_once(':')
+        && !p.is_empty()
+        && (is_tag(t) || is_ref_name(t))
+    {
+        return (PathBuf::from(p), Some(t.to_string()));
+    }
     match s.rsplit_once(':') {
         Some((p, t)) if !p.is_empty() && is_tag(t) => (PathBuf::from(p), Some(t.to_string())),
         _ => (PathBuf::from(s), None),
@@ -77,9 +148,16 @@ impl ImageRef {
             if rest.is_empty() {
                 bail!("{s:?}: docker-archive needs a file");
             }
-            return Ok(ImageRef::DockerArchive {
-                file: PathBuf::from(rest),
-            });
+            let (file, image) = file_and_image(rest);
+            if image
+                .as_deref()
+                .is_some_and(|i| i.contains('@') && !i.starts_with('@'))
+            {
+                bail!(
+                    "{s:?}: an image in a docker-archive is named by name[:tag] or @INDEX, not by digest"
+                );
+            }
+            return Ok(ImageRef::DockerArchive { file, image });
         }
         let rest = s.strip_prefix("docker://").unwrap_or(s);
         if let Some((transport, _)) = rest.split_once(':')
@@ -176,7 +254,10 @@ impl ImageRef {
                 Some(t) => format!("{}:{t}", stem(file)),
                 None => stem(file),
             },
-            ImageRef::DockerArchive { file } => stem(file),
+            ImageRef::DockerArchive { file, image } => match image {
+                Some(i) => format!("{}:{i}", stem(file)),
+                None => stem(file),
+            },
         }
     }
 }
@@ -197,7 +278,10 @@ impl std::fmt::Display for ImageRef {
                 write!(f, "oci-archive:{}", file.display())?;
                 tag.as_ref().map_or(Ok(()), |t| write!(f, ":{t}"))
             }
-            ImageRef::DockerArchive { file } => write!(f, "docker-archive:{}", file.display()),
+            ImageRef::DockerArchive { file, image } => {
+                write!(f, "docker-archive:{}", file.display())?;
+                image.as_ref().map_or(Ok(()), |i| write!(f, ":{i}"))
+            }
         }
     }
 }
@@ -280,12 +364,74 @@ mod tests {
                 tag: Some("latest".into())
             }
         );
+        // As skopeo splits them: at the first colon, the rest an image
+        // name as podman writes it in an index.
+        assert_eq!(
+            ImageRef::parse("oci-archive:x.tar:localhost/app:1").unwrap(),
+            ImageRef::OciArchive {
+                file: "x.tar".into(),
+                tag: Some("localhost/app:1".into())
+            }
+        );
+        assert_eq!(
+            ImageRef::parse("oci:/tmp/l:quay.io/org/app:v1.2-3").unwrap(),
+            ImageRef::Layout {
+                dir: "/tmp/l".into(),
+                tag: Some("quay.io/org/app:v1.2-3".into())
+            }
+        );
+        // A path with a colon, what follows it no image name: the tag
+        // after the last colon.
+        assert_eq!(
+            ImageRef::parse("oci:/tmp/a:b c/l:v1").unwrap(),
+            ImageRef::Layout {
+                dir: "/tmp/a:b c/l".into(),
+                tag: Some("v1".into())
+            }
+        );
+        for good in ["a", "v1.0", "localhost/app:1", "a--b", "x@y+z", "A_b"] {
+            assert!(is_ref_name(good), "{good:?}");
+        }
+        for bad in [
+            "", "/a", "a/", "a//b", "-a", "a-", "a:", "a b", "a---b", "_a",
+        ] {
+            assert!(!is_ref_name(bad), "{bad:?}");
+        }
         assert_eq!(
             ImageRef::parse("docker-archive:/a/b.tar").unwrap(),
             ImageRef::DockerArchive {
-                file: "/a/b.tar".into()
+                file: "/a/b.tar".into(),
+                image: None
             }
         );
+        for (typed, image) in [
+            ("docker-archive:b.tar:localhost/app:1", "localhost/app:1"),
+            ("docker-archive:b.tar:debian", "debian"),
+            ("docker-archive:b.tar:@1", "@1"),
+        ] {
+            assert_eq!(
+                ImageRef::parse(typed).unwrap(),
+                ImageRef::DockerArchive {
+                    file: "b.tar".into(),
+                    image: Some(image.into())
+                }
+            );
+        }
+        assert_eq!(
+            ImageRef::parse("docker-archive:a:B C.tar").unwrap(),
+            ImageRef::DockerArchive {
+                file: "a:B C.tar".into(),
+                image: None
+            }
+        );
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert!(ImageRef::parse(&format!("docker-archive:b.tar:app@{d}")).is_err());
+        assert!(same_docker_name(
+            "debian",
+            "docker.io/library/debian:latest"
+        ));
+        assert!(same_docker_name("localhost/app:1", "localhost/app:1"));
+        assert!(!same_docker_name("localhost/app:1", "localhost/app:2"));
         assert_eq!(
             ImageRef::parse("oci:/tmp/l:v1").unwrap().default_name(),
             "l:v1"
