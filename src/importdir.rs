@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -252,7 +253,12 @@ fn copy_to_store(dir: &Path, id: &ObjectId, mut src: &File, shown: &str) -> Resu
         return Ok(());
     }
     let parent = dest.parent().expect("object path has a directory");
-    std::fs::create_dir_all(parent)
+    // Directories made with mode 0755 (less the umask), as C mkcomposefs
+    // (`mkdir_parents(path, 0755)`).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(parent)
         .with_context(|| format!("cannot write into {}", parent.display()))?;
