@@ -956,6 +956,7 @@ pub fn write_with(tree: &dyn Tree, out: &mut impl Write, opts: &WriteOptions) ->
     let mut seen_dirs: HashSet<Ino> = HashSet::new();
     let mut xattr_uses: HashMap<(Vec<u8>, Vec<u8>), u64> = HashMap::new();
     let want_uses = opts.xattr_order == XattrOrder::Erofs;
+    let mut whiteout_dirs: HashSet<Ino> = HashSet::new();
     let mut stack = vec![root];
     seen_dirs.insert(root);
     let root_inode = tree.inode(root)?;
@@ -985,10 +986,19 @@ pub fn write_with(tree: &dyn Tree, out: &mut impl Write, opts: &WriteOptions) ->
             }
             if want_uses {
                 count_xattrs(&mut xattr_uses, &inode);
+                if matches!(inode.kind, Kind::CharDevice { rdev: 0 }) {
+                    count_whiteout_markers(&mut xattr_uses, &WHITEOUT_MARKERS);
+                    whiteout_dirs.insert(dir);
+                }
             }
         }
     }
     if want_uses {
+        // The C writer marks every whiteout's directory, and those marks
+        // count towards sharing too.
+        for _ in &whiteout_dirs {
+            count_whiteout_markers(&mut xattr_uses, &WHITEOUTS_DIR_MARKERS);
+        }
         // The 256 whiteouts added to the root copy its security.selinux.
         if let Some(v) = root_inode.xattr(b"security.selinux") {
             let root_entries = tree.readdir(root)?;
@@ -1143,6 +1153,25 @@ fn count_xattrs(uses: &mut HashMap<(Vec<u8>, Vec<u8>), u64>, inode: &Arc<Inode>)
         *uses
             .entry((stored_xattr_name(k).into_owned(), v.clone()))
             .or_insert(0) += 1;
+    }
+}
+
+/// What the C writer adds (stored names, empty values) to each whiteout
+/// (a character device 0:0, written as a regular file) and to each
+/// directory holding one: they are not in the tree (the reader hides them),
+/// yet they make an equal xattr of the tree's shared.
+const WHITEOUT_MARKERS: [&[u8]; 2] = [
+    b"trusted.overlay.overlay.whiteout",
+    b"user.overlay.whiteout",
+];
+const WHITEOUTS_DIR_MARKERS: [&[u8]; 2] = [
+    b"trusted.overlay.overlay.whiteouts",
+    b"user.overlay.whiteouts",
+];
+
+fn count_whiteout_markers(uses: &mut HashMap<(Vec<u8>, Vec<u8>), u64>, names: &[&[u8]]) {
+    for n in names {
+        *uses.entry((n.to_vec(), Vec::new())).or_insert(0) += 1;
     }
 }
 
