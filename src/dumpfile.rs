@@ -846,6 +846,11 @@ pub enum XattrOrder {
 pub struct WriteOptions<'a> {
     pub dir_size: DirSize<'a>,
     pub xattr_order: XattrOrder,
+    /// Print a non-directory's NLINK as the tree stores it ([`Tree::nlink`],
+    /// e.g. an image's `i_nlink`, which C `mkcomposefs` takes from a
+    /// dumpfile's declared NLINK) rather than its number of names, as
+    /// `composefs-info dump` does for an image.
+    pub stored_nlink: bool,
 }
 
 impl Default for WriteOptions<'_> {
@@ -853,6 +858,7 @@ impl Default for WriteOptions<'_> {
         WriteOptions {
             dir_size: DirSize::Erofs,
             xattr_order: XattrOrder::Erofs,
+            stored_nlink: false,
         }
     }
 }
@@ -1076,7 +1082,11 @@ pub fn write_with(tree: &dyn Tree, out: &mut impl Write, opts: &WriteOptions) ->
                     }
                 }
             }
-            (inode.size(), u64::from(n))
+            let nlink = match opts.stored_nlink {
+                true => tree.nlink(ino)?.unwrap_or(u64::from(n)),
+                false => u64::from(n),
+            };
+            (inode.size(), nlink)
         };
 
         let rdev = match inode.kind {

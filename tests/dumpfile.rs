@@ -645,6 +645,7 @@ fn canonical_form() {
     let opts = WriteOptions {
         dir_size: DirSize::Zero,
         xattr_order: XattrOrder::ByName,
+        stored_nlink: false,
     };
     let out = String::from_utf8(dump_with(&t, &opts)).unwrap();
     assert!(out.starts_with("/ 0 40755 2 "), "{out}");
@@ -659,6 +660,7 @@ fn canonical_form() {
     let opts = WriteOptions {
         dir_size: DirSize::Custom(&custom),
         xattr_order: XattrOrder::Erofs,
+        stored_nlink: false,
     };
     let out = String::from_utf8(dump_with(&t, &opts)).unwrap();
     assert!(out.starts_with("/ 1010 40755 2 "), "{out}");

@@ -321,7 +321,13 @@ fn load_image(repo: Option<&Path>, name: &str) -> Result<ErofsImage> {
 pub fn dump(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
     let image = load_image(repo, name)?;
     let mut out = BufWriter::new(std::io::stdout().lock());
-    crate::dumpfile::write(&image, &mut out)?;
+    // NLINK as stored, as composefs-info prints it (a dumpfile's declared
+    // NLINK lands in the image unchanged).
+    let opts = crate::dumpfile::WriteOptions {
+        stored_nlink: true,
+        ..Default::default()
+    };
+    crate::dumpfile::write_with(&image, &mut out, &opts)?;
     out.flush().context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
