@@ -998,7 +998,7 @@ fn build_on_disk(entries: &[Entry], root: &Path, seed: u64) -> std::io::Result<(
             Kind::Link(t) => std::fs::hard_link(at(&entries[*t].path), &p)?,
         }
     }
-    // Owners, modes, xattrs; then mtimes, children before their directory
+    // Owners, xattrs, modes; then mtimes, children before their directory
     // (making a name changes the directory's mtime).
     for e in entries {
         if matches!(e.kind, Kind::Link(_)) {
@@ -1015,11 +1015,13 @@ fn build_on_disk(entries: &[Entry], root: &Path, seed: u64) -> std::io::Result<(
                 AtFlags::SYMLINK_NOFOLLOW,
             )?;
         }
-        if !symlink {
-            rustix::fs::chmod(&p, Mode::from_raw_mode(e.perms))?;
-        }
+        // Xattrs before the mode: user.* needs write permission (but not
+        // for root).
         for (k, v) in &e.xattrs {
             rustix::fs::lsetxattr(&p, os(k), v, rustix::fs::XattrFlags::empty())?;
+        }
+        if !symlink {
+            rustix::fs::chmod(&p, Mode::from_raw_mode(e.perms))?;
         }
     }
     for e in entries.iter().rev() {
