@@ -330,10 +330,6 @@ pub struct ParseOptions {
     /// end with a newline, a symlink's SIZE must be its target's length and
     /// it has no CONTENT, and only devices have a non-zero RDEV.
     pub strict: bool,
-    /// DIGEST as C `mkcomposefs` reads it: the first 64 hex digits, a
-    /// sha256 digest, whatever follows (so a sha512 digest is cut to its
-    /// first 32 bytes). Otherwise 64 digits are sha256 and 128 sha512.
-    pub c_digests: bool,
 }
 
 /// Parse a dumpfile into a tree, as C `mkcomposefs --from-file` reads it
@@ -615,9 +611,10 @@ impl Parser {
                         bail!("SIZE {size} is too large for a file");
                     }
                     let digest = match digest {
-                        Some(d) if self.opts.c_digests && d.len() > 64 => {
-                            Some(parse_digest(&d[..64])?)
-                        }
+                        // 128 hex digits are a sha512 digest (our dumps and
+                        // composefs-rs's of sha512 repositories); C reads any
+                        // longer DIGEST as its first 64 digits, and so do we.
+                        Some(d) if d.len() > 64 && d.len() != 128 => Some(parse_digest(&d[..64])?),
                         Some(d) => Some(parse_digest(&d)?),
                         None => None,
                     };

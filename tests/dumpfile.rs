@@ -453,10 +453,7 @@ fn hostile_input_is_refused_with_the_line_number() {
 
 #[test]
 fn strict_mode_refuses_what_c_strict_mode_refuses() {
-    let strict = dumpfile::ParseOptions {
-        strict: true,
-        ..Default::default()
-    };
+    let strict = dumpfile::ParseOptions { strict: true };
     let cases: &[(&str, &str)] = &[
         ("/ 0 40755 2 0 0 0 0.0 - - -", "newline"),
         ("/ 0 40755 2 0 0 5 0.0 - - -\n", "RDEV"),

@@ -127,7 +127,6 @@ pub fn mkcomposefs(a: MkcomposefsArgs) -> Result<ExitCode> {
         // As the C tool: its strict mode when CFS_PARSE_STRICT is set.
         let opts = crate::dumpfile::ParseOptions {
             strict: std::env::var_os("CFS_PARSE_STRICT").is_some(),
-            c_digests: true,
         };
         Box::new(
             crate::dumpfile::parse_reader(input, opts)
