@@ -451,6 +451,36 @@ impl Hasher {
         self.len == 0
     }
 
+    /// Feed one whole span of data ([`span_len`] bytes, the blocks whose
+    /// digests fill one tree block) by its [`span_digest`], computed
+    /// elsewhere (on another thread): the same result as feeding its bytes.
+    /// Only at a span boundary: everything fed so far is whole spans.
+    pub fn push_span(&mut self, digest: &[u8; MAX_DIGEST]) {
+        let span = span_len(self.alg);
+        assert!(
+            self.pending.is_empty() && self.len.is_multiple_of(span as u64),
+            "push_span off a span boundary"
+        );
+        // Whole spans fed as bytes leave the data blocks' level full (it is
+        // carried up lazily): carry it up first, to keep the order.
+        if let Some(l0) = self.levels.first_mut()
+            && l0.filled == BLOCK
+        {
+            let mut up = [0u8; MAX_DIGEST];
+            hash_block(self.alg, &l0.buf, &mut up);
+            l0.filled = 0;
+            push(self.alg, &mut self.levels, 1, &up);
+        }
+        if self.levels.is_empty() {
+            self.levels.push(Level {
+                buf: Box::new([0u8; BLOCK]),
+                filled: 0,
+            });
+        }
+        push(self.alg, &mut self.levels, 1, digest);
+        self.len += span as u64;
+    }
+
     /// The fs-verity file digest of everything fed.
     pub fn finish(mut self) -> ObjectId {
         let alg = self.alg;
@@ -480,6 +510,12 @@ impl Hasher {
                 if top && level.filled == dlen {
                     root[..dlen].copy_from_slice(&level.buf[..dlen]);
                     break;
+                }
+                // Data fed as whole spans ([`Hasher::push_span`]) leaves
+                // the data blocks' level empty: nothing of it to carry up.
+                if !top && level.filled == 0 {
+                    i += 1;
+                    continue;
                 }
                 level.buf[level.filled..].fill(0);
                 let mut digest = [0u8; MAX_DIGEST];
@@ -927,11 +963,46 @@ pub fn digest_reader(alg: Algorithm, mut r: impl Read) -> io::Result<(ObjectId, 
     Ok((h.finish(), len))
 }
 
+/// Bytes of data in one span: the data blocks whose digests fill one
+/// block of the tree's first level (512 KiB for sha256, 256 KiB for
+/// sha512). Spans hash independently of each other ([`span_digest`]).
+pub fn span_len(alg: Algorithm) -> usize {
+    BLOCK / alg.digest_len() * BLOCK
+}
+
+/// The first-level tree digest of one whole span of data (exactly
+/// [`span_len`] bytes), for [`Hasher::push_span`].
+pub fn span_digest(alg: Algorithm, data: &[u8]) -> [u8; MAX_DIGEST] {
+    assert_eq!(data.len(), span_len(alg), "span_digest of a partial span");
+    let mut levels = Vec::new();
+    let (blocks, _) = data.as_chunks::<BLOCK>();
+    hash_data_blocks(alg, Engine::detect(alg), &mut levels, blocks);
+    let mut up = [0u8; MAX_DIGEST];
+    hash_block(alg, &levels[0].buf, &mut up);
+    up
+}
+
+/// Files from this size are digested on several threads at once
+/// ([`digest_file`]), when they have no holes.
+const PARALLEL_FROM: u64 = 8 << 20;
+
 /// Digest of a file, from its start: holes (as `SEEK_DATA`/`SEEK_HOLE`
 /// report them) are not read but fed as zeros, so a 10 GiB file that is
-/// mostly holes digests in the time its data takes. Returns the digest
-/// and the byte count.
+/// mostly holes digests in the time its data takes. A large file without
+/// holes is digested span by span on up to four threads, read with
+/// `pread`. Returns the digest and the byte count.
 pub fn digest_file(alg: Algorithm, f: &std::fs::File) -> io::Result<(ObjectId, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = f.metadata()?;
+    if meta.len() >= PARALLEL_FROM && meta.blocks() * 512 >= meta.len() {
+        // Asked once: it reads cgroup files.
+        static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let threads = *THREADS
+            .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)));
+        if threads > 1 {
+            return digest_file_parallel(alg, f, meta.len(), threads);
+        }
+    }
     let mut h = Hasher::new(alg);
     let mut buf = vec![0u8; READ_BUF];
     let n = crate::util::for_each_extent(f, &mut buf, |e| {
@@ -943,6 +1014,61 @@ pub fn digest_file(alg: Algorithm, f: &std::fs::File) -> io::Result<(ObjectId, u
     })?;
     debug_assert_eq!(n, h.len());
     Ok((h.finish(), n))
+}
+
+/// [`digest_file`] of a large file without holes: its whole spans are
+/// hashed on `threads` threads (each reads and hashes the next span not
+/// taken), the rest after them in order.
+fn digest_file_parallel(
+    alg: Algorithm,
+    f: &std::fs::File,
+    size: u64,
+    threads: usize,
+) -> io::Result<(ObjectId, u64)> {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let span = span_len(alg);
+    let spans = (size / span as u64) as usize;
+    let next = AtomicUsize::new(0);
+    let digests = std::sync::Mutex::new(vec![[0u8; MAX_DIGEST]; spans]);
+    std::thread::scope(|s| {
+        let work = || -> io::Result<()> {
+            let mut buf = vec![0u8; span];
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= spans {
+                    return Ok(());
+                }
+                f.read_exact_at(&mut buf, i as u64 * span as u64)?;
+                let d = span_digest(alg, &buf);
+                digests.lock().unwrap()[i] = d;
+            }
+        };
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mine = work();
+        for h in helpers {
+            h.join().expect("a digest thread panicked")?;
+        }
+        mine
+    })?;
+    let mut h = Hasher::new(alg);
+    for d in digests.into_inner().unwrap().iter() {
+        h.push_span(d);
+    }
+    // The rest, to the end of the file (which may have grown since).
+    let mut buf = vec![0u8; READ_BUF];
+    let mut pos = spans as u64 * span as u64;
+    loop {
+        let n = match f.read_at(&mut buf, pos) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok((h.finish(), pos))
 }
 
 #[cfg(test)]
@@ -963,6 +1089,43 @@ mod tests {
         }
         out.truncate(len);
         out
+    }
+
+    #[test]
+    fn spans_hashed_apart_give_the_same_digest() {
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let span = span_len(alg);
+            for len in [
+                span,
+                4 * span,
+                4 * span + 1,
+                5 * span + 3 * BLOCK + 7,
+                17 * span + span - 1,
+            ] {
+                let mut data = prng_bytes(len as u64, len);
+                // A zero block and a zero span among the data.
+                data[BLOCK..2 * BLOCK].fill(0);
+                if len >= 3 * span {
+                    data[2 * span..3 * span].fill(0);
+                }
+                let want = digest_bytes(alg, &data);
+                let mut f = tempfile::tempfile().unwrap();
+                std::io::Write::write_all(&mut f, &data).unwrap();
+                for threads in [1, 2, 3] {
+                    let (got, n) = digest_file_parallel(alg, &f, len as u64, threads).unwrap();
+                    assert_eq!((got, n), (want, len as u64), "{alg:?} {len} x{threads}");
+                }
+                // Spans pushed after bytes fed whole spans at a time.
+                let mut h = Hasher::new(alg);
+                h.update(&data[..span]);
+                for c in data[span..].chunks_exact(span) {
+                    h.push_span(&span_digest(alg, c));
+                }
+                h.update(&data[len / span * span..]);
+                assert_eq!(h.finish(), want, "{alg:?} {len} mixed");
+                assert_eq!(digest_file(alg, &f).unwrap().0, want);
+            }
+        }
     }
 
     fn hex_of(alg: Algorithm, data: &[u8]) -> String {
