@@ -404,8 +404,9 @@ impl TarReader {
             match self.inline((BLOCK - got) as u64)? {
                 None if got == 0 => return Ok(None),
                 None => bail!(
-                    "tar ends inside a header at byte {}: truncated",
-                    self.offset
+                    "tar ends at byte {}, inside the header that starts at byte {}: truncated",
+                    self.offset,
+                    self.offset - got as u64
                 ),
                 Some(s) => {
                     block[got..got + s.len()].copy_from_slice(s);
@@ -421,9 +422,12 @@ impl TarReader {
         let mut out = Vec::new();
         let mut left = n;
         while left > 0 {
-            let s = self
-                .inline(left)?
-                .context("tar ends inside a record: truncated")?;
+            let Some(s) = self.inline(left)? else {
+                bail!(
+                    "tar ends at byte {}, inside an extended header record: truncated",
+                    self.offset
+                );
+            };
             out.extend_from_slice(s);
             left -= s.len() as u64;
         }
@@ -434,9 +438,12 @@ impl TarReader {
     fn skip(&mut self, n: u64) -> Result<()> {
         let mut left = n;
         while left > 0 {
-            let s = self
-                .inline(left)?
-                .context("tar ends inside an entry's data or padding: truncated")?;
+            let Some(s) = self.inline(left)? else {
+                bail!(
+                    "tar ends at byte {}, inside an entry's data: truncated",
+                    self.offset
+                );
+            };
             left -= s.len() as u64;
         }
         Ok(())
@@ -464,7 +471,10 @@ impl TarReader {
         while left > 0 {
             if self.pos == self.buf.len() {
                 match self.fill()? {
-                    Fill::End => bail!("tar ends inside a file's content: truncated"),
+                    Fill::End => bail!(
+                        "tar ends at byte {}, inside a file's content: truncated",
+                        self.offset
+                    ),
                     Fill::Inline => continue,
                     Fill::External(id) => {
                         if left != size {
