@@ -13,6 +13,7 @@ mod concurrency;
 mod diff;
 mod live;
 mod oci;
+mod prefetch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;

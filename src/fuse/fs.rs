@@ -124,6 +124,109 @@ pub struct TreeFs {
     /// open files using them: every open of an inode must name the same
     /// one, and it is closed with the last.
     backings: Mutex<HashMap<Ino, (Arc<BackingId>, u64)>>,
+    /// Read-ahead of a directory's files once one of them is read.
+    prefetch: Prefetch,
+}
+
+/// Read-ahead of file contents a cold walk is about to read: when a
+/// directory is listed, its files' objects are noted; when one of them is
+/// first read (a reader of contents, as `tar` or `diff -r`, not a
+/// metadata walk, as `find`), the objects of the files listed after it
+/// (at most [`PREFETCH_FILES`] and [`PREFETCH_BYTES`]) are handed to one
+/// helper thread that opens each and asks the kernel to read it
+/// (`fadvise(WILLNEED)`), then closes it. Bounded: the notes hold at most
+/// [`PREFETCH_NOTES`] files (all dropped past that), the queue
+/// [`PREFETCH_QUEUE`] batches (more are dropped), one descriptor is open
+/// at a time; the thread sleeps when the mount is idle.
+struct Prefetch {
+    /// File inode → its directory's batch and its place in it.
+    notes: Mutex<HashMap<Ino, (Arc<PrefetchBatch>, usize)>>,
+    queue: Mutex<Option<std::sync::mpsc::SyncSender<Vec<std::path::PathBuf>>>>,
+}
+
+struct PrefetchBatch {
+    /// Object paths of the directory's external files, in listing order.
+    paths: Vec<(std::path::PathBuf, u64)>,
+    sent: std::sync::atomic::AtomicBool,
+}
+
+const PREFETCH_FILES: usize = 256;
+const PREFETCH_BYTES: u64 = 32 << 20;
+const PREFETCH_NOTES: usize = 16384;
+const PREFETCH_QUEUE: usize = 4;
+
+impl Prefetch {
+    fn new() -> Self {
+        Prefetch {
+            notes: Mutex::new(HashMap::new()),
+            queue: Mutex::new(None),
+        }
+    }
+
+    /// Note the external files of a listed directory.
+    fn listed(&self, files: Vec<(Ino, std::path::PathBuf, u64)>) {
+        if files.len() < 2 {
+            return;
+        }
+        let batch = Arc::new(PrefetchBatch {
+            paths: files.iter().map(|(_, p, n)| (p.clone(), *n)).collect(),
+            sent: std::sync::atomic::AtomicBool::new(false),
+        });
+        let mut notes = lock(&self.notes);
+        if notes.len() + files.len() > PREFETCH_NOTES {
+            notes.clear();
+        }
+        for (i, (ino, _, _)) in files.into_iter().enumerate() {
+            notes.insert(ino, (batch.clone(), i));
+        }
+    }
+
+    /// `ino` is being read: read ahead the files listed after it.
+    fn reading(&self, ino: Ino) {
+        let Some((batch, i)) = lock(&self.notes).remove(&ino) else {
+            return;
+        };
+        if batch.sent.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut bytes = 0u64;
+        let paths: Vec<std::path::PathBuf> = batch.paths[i + 1..]
+            .iter()
+            .take(PREFETCH_FILES)
+            .take_while(|(_, n)| {
+                bytes += n;
+                bytes <= PREFETCH_BYTES
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        if paths.is_empty() {
+            return;
+        }
+        let mut q = lock(&self.queue);
+        if q.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<std::path::PathBuf>>(PREFETCH_QUEUE);
+            let spawned = std::thread::Builder::new()
+                .name("prefetch".into())
+                .spawn(move || {
+                    for batch in rx {
+                        for p in batch {
+                            if let Ok(f) = File::open(&p) {
+                                let _ =
+                                    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
+                            }
+                        }
+                    }
+                });
+            if spawned.is_err() {
+                return;
+            }
+            *q = Some(tx);
+        }
+        if let Some(tx) = q.as_ref() {
+            // A full queue: the reader is ahead of the disk anyway.
+            let _ = tx.try_send(paths);
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -203,6 +306,7 @@ impl TreeFs {
             no_open: opts.no_open && !opts.passthrough,
             passthrough: opts.passthrough,
             passthrough_refused: std::sync::atomic::AtomicBool::new(false),
+            prefetch: Prefetch::new(),
             backings: Mutex::new(HashMap::new()),
         })
     }
@@ -400,6 +504,27 @@ impl TreeFs {
 
     /// An object's open file, from the cache or opened (and, with
     /// `--verify`, digested: a mismatch is an error naming the object).
+    /// Note a listed directory's external files for [`Prefetch`] (not in
+    /// a live tree, whose objects may go).
+    fn note_listing(&self, dir: INodeNo, entries: &[DirEntry]) {
+        let Ok(t) = self.to_tree(dir) else { return };
+        if self.tree.live(t) {
+            return;
+        }
+        let files: Vec<(Ino, std::path::PathBuf, u64)> = entries
+            .iter()
+            .filter_map(|e| match &self.tree.inode(e.ino).ok()?.kind {
+                Kind::Regular(FileData::External {
+                    size,
+                    digest: Some(id),
+                    ..
+                }) => Some((e.ino, self.repo.object_path(id), *size)),
+                _ => None,
+            })
+            .collect();
+        self.prefetch.listed(files);
+    }
+
     fn open_object(&self, id: &ObjectId) -> Result<Arc<File>> {
         if let Some(f) = self.objects.get(id) {
             return Ok(f);
@@ -422,6 +547,7 @@ impl TreeFs {
         match &inode.kind {
             Kind::Regular(FileData::Inline(_)) => Ok(Handle::Inline(inode.clone())),
             Kind::Regular(FileData::External { size, digest, .. }) => {
+                self.prefetch.reading(ino);
                 let Some(id) = digest else {
                     eprintln!("composefs: inode {ino} names no object for its content");
                     return Err(Errno::EIO);
@@ -718,6 +844,9 @@ impl Filesystem for TreeFs {
             Ok(e) => e,
             Err(e) => return reply.error(e),
         };
+        if offset == 0 {
+            self.note_listing(ino, &entries);
+        }
         // Offsets: 1 after ".", 2 after "..", 3 + i after entries[i].
         let mut idx = offset;
         while let Some((name, fino, kind)) = match idx {
@@ -770,6 +899,9 @@ impl Filesystem for TreeFs {
             Ok(a) => a,
             Err(e) => return reply.error(e),
         };
+        if offset == 0 {
+            self.note_listing(ino, &entries);
+        }
         let mut idx = offset;
         loop {
             let (name, attr) = match idx {
