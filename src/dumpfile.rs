@@ -501,16 +501,7 @@ impl Parser {
         // `st_mode` is 32 bits in the C tool and 16 in the image.
         let st_mode = parse_c_number(mode_f, 8, "MODE")? as u32;
         let fmt = st_mode & mode::S_IFMT;
-        if !matches!(
-            fmt,
-            mode::S_IFREG
-                | mode::S_IFDIR
-                | mode::S_IFLNK
-                | mode::S_IFCHR
-                | mode::S_IFBLK
-                | mode::S_IFIFO
-                | mode::S_IFSOCK
-        ) {
+        if !mode::is_known_type(fmt) {
             bail!("unknown file type {fmt:o} in MODE {st_mode:o}");
         }
 

@@ -296,15 +296,9 @@ impl ErofsImage {
                 },
             }
         };
-        match raw.file_format() {
-            mode::S_IFREG
-            | mode::S_IFDIR
-            | mode::S_IFLNK
-            | mode::S_IFCHR
-            | mode::S_IFBLK
-            | mode::S_IFIFO
-            | mode::S_IFSOCK => {}
-            other => bail!("inode {nid}: unknown file type {other:#o}"),
+        let fmt = raw.file_format();
+        if !mode::is_known_type(fmt) {
+            bail!("inode {nid}: unknown file type {fmt:#o}");
         }
         match layout {
             format::LAYOUT_FLAT_PLAIN | format::LAYOUT_FLAT_INLINE => {}

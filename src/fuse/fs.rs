@@ -168,15 +168,17 @@ impl Prefetch {
         if files.len() < 2 {
             return;
         }
+        let (inos, paths): (Vec<Ino>, Vec<(std::path::PathBuf, u64)>) =
+            files.into_iter().map(|(ino, p, n)| (ino, (p, n))).unzip();
         let batch = Arc::new(PrefetchBatch {
-            paths: files.iter().map(|(_, p, n)| (p.clone(), *n)).collect(),
+            paths,
             sent: std::sync::atomic::AtomicBool::new(false),
         });
         let mut notes = lock(&self.notes);
-        if notes.len() + files.len() > PREFETCH_NOTES {
+        if notes.len() + inos.len() > PREFETCH_NOTES {
             notes.clear();
         }
-        for (i, (ino, _, _)) in files.into_iter().enumerate() {
+        for (i, ino) in inos.into_iter().enumerate() {
             notes.insert(ino, (batch.clone(), i));
         }
     }
@@ -502,8 +504,6 @@ impl TreeFs {
         lock(&self.handles).get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
 
-    /// An object's open file, from the cache or opened (and, with
-    /// `--verify`, digested: a mismatch is an error naming the object).
     /// Note a listed directory's external files for [`Prefetch`] (not in
     /// a live tree, whose objects may go).
     fn note_listing(&self, dir: INodeNo, entries: &[DirEntry]) {
@@ -525,6 +525,8 @@ impl TreeFs {
         self.prefetch.listed(files);
     }
 
+    /// An object's open file, from the cache or opened (and, with
+    /// `--verify`, digested: a mismatch is an error naming the object).
     fn open_object(&self, id: &ObjectId) -> Result<Arc<File>> {
         if let Some(f) = self.objects.get(id) {
             return Ok(f);

@@ -37,6 +37,14 @@ pub mod mode {
     pub const S_IFIFO: u32 = 0o010000;
     /// Permission bits including setuid, setgid and sticky.
     pub const PERMS: u32 = 0o7777;
+
+    /// Is `fmt` (a mode's `S_IFMT` bits) one of the seven file types?
+    pub fn is_known_type(fmt: u32) -> bool {
+        matches!(
+            fmt,
+            S_IFREG | S_IFDIR | S_IFLNK | S_IFCHR | S_IFBLK | S_IFIFO | S_IFSOCK
+        )
+    }
 }
 
 /// A modification time.
