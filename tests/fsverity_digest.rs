@@ -11,7 +11,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::Command;
 
-use composefs::fsverity::{Algorithm, Hasher, ObjectId, digest_reader};
+use composefs::fsverity::{Algorithm, Hasher, ObjectId, digest_file, digest_reader};
 
 const BLOCK: u64 = 4096;
 const ALGS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
@@ -95,6 +95,13 @@ fn check(size: u64, piecewise: bool) {
         assert_eq!(
             ours, expected,
             "{alg} digest of a {size}-byte file differs from `fsverity digest`"
+        );
+        // The file path: from 8 MiB, whole spans hashed on several threads.
+        let (ours, len) = digest_file(alg, &File::open(file.path()).unwrap()).unwrap();
+        assert_eq!(len, size);
+        assert_eq!(
+            ours, expected,
+            "{alg} digest_file of a {size}-byte file differs from `fsverity digest`"
         );
         if piecewise {
             let data = std::fs::read(file.path()).unwrap();
