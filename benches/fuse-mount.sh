@@ -12,10 +12,15 @@
 #   fuse     composefs mount rootfs               (FUSE over the same image)
 #   commit   composefs mount ostree/c1            (FUSE over the commit stream)
 #
+# A second version of each tree, in which 300 regular files under /usr
+# changed (16 bytes in the middle, the same files as benches/ostree-pull.sh's
+# C2): `rootfs2` as an image, `ostree/c2` as a commit.
+#
 # Each run: `tar -cf - . | wc -c` cold (page cache dropped) and warm (second
-# pass), `find . -printf` of every stat field cold, and the time from
-# `composefs mount` starting to the first `ls` of the root returning (fresh
-# mount each time). After the runs, the FUSE daemons' peak RSS (VmHWM) after
+# pass), `find . -printf` of every stat field cold and warm, `diff -rq` of the
+# two versions mounted side by side (same kind) cold and warm, and the time
+# from `composefs mount` starting to the first `ls` of the root returning
+# (fresh mount each time). After the runs, the FUSE daemons' peak RSS (VmHWM) after
 # walking and reading everything. The same first `ls` and peak RSS for a
 # 100k-file tree (built once, as an image and an ostree commit). Needs root. stdout: the table only.
 
@@ -63,6 +68,20 @@ if [ ! -f "$work/.ready" ]; then
     fi
     touch "$work/.ready"
 fi
+# The second version: the same 300 files changed as in ostree-pull.sh's C2.
+if [ ! -f "$work/.ready-v2" ]; then
+    v2="$work/tree-v2"; rm -rf "$v2"
+    cp -a "$rootfs" "$v2"
+    find "$v2/usr" -type f -size +1k | sort | awk 'NR % 7 == 0 && c < 300 { print; c++ }' |
+        while read -r f; do printf 'composefs-bench' | dd of="$f" bs=1 seek=512 conv=notrunc status=none; done
+    "$bin" --repo "$repo" create-image "$v2" --name rootfs2 >/dev/null
+    rm -rf "$v2"
+    src="$repo_root/target/bench-data/ostree-src"
+    if [ -d "$src" ] && [ -f "$src/.complete-300" ]; then
+        "$bin" --repo "$repo" ostree pull "$src" "$(ostree rev-parse --repo="$src" main)" --name c2 >/dev/null
+    fi
+    touch "$work/.ready-v2"
+fi
 # A 100k-file tree (100 directories of 1000 files), as an image and as an
 # ostree commit: mount time must not grow with the tree.
 if [ ! -f "$work/.ready-100k" ]; then
@@ -79,13 +98,20 @@ if [ ! -f "$work/.ready-100k" ]; then
     touch "$work/.ready-100k"
 fi
 kinds=(kernel fuse)
-"$bin" --repo "$repo" ostree list | grep -q '^c1 ' && kinds+=(commit)
+"$bin" --repo "$repo" ostree list | grep -q '^c1 ' && "$bin" --repo "$repo" ostree list | grep -q '^c2 ' && kinds+=(commit)
 
 mount_kind() { # mount_kind KIND DIR
     case "$1" in
         kernel) "$bin" --repo "$repo" mount --kernel rootfs "$2" ;;
         fuse) "$bin" --repo "$repo" mount rootfs "$2" ;;
         commit) "$bin" --repo "$repo" mount ostree/c1 "$2" ;;
+    esac
+}
+mount_v2() { # mount_v2 KIND DIR
+    case "$1" in
+        kernel) "$bin" --repo "$repo" mount --kernel rootfs2 "$2" ;;
+        fuse) "$bin" --repo "$repo" mount rootfs2 "$2" ;;
+        commit) "$bin" --repo "$repo" mount ostree/c2 "$2" ;;
     esac
 }
 mount_big() { # mount_big KIND DIR
@@ -113,6 +139,19 @@ for i in $(seq 1 "$runs"); do
         "$bin" umount "$m"; mount_kind "$k" "$m"
         cold; t0=$(now); (cd "$m" && find . -printf '%p %m %U %G %s %n %T@ %i %l\n' | wc -l >/dev/null); t1=$(now)
         echo "$k find_cold $(secs "$t0" "$t1")" >>"$results"
+        t0=$(now); (cd "$m" && find . -printf '%p %m %U %G %s %n %T@ %i %l\n' | wc -l >/dev/null); t1=$(now)
+        echo "$k find_warm $(secs "$t0" "$t1")" >>"$results"
+        # Two versions side by side: diff -rq reads every file of both
+        # whose size matches, and must find exactly the 300 changed ones.
+        "$bin" umount "$m"; mount_kind "$k" "$m"
+        m2="$work/m2-$k"; mkdir -p "$m2"; mount_v2 "$k" "$m2"; mnts+=("$m2")
+        for pass in cold warm; do
+            [ "$pass" = cold ] && cold
+            t0=$(now); n=$( { diff -rq "$m" "$m2" || [ $? -eq 1 ]; } | wc -l); t1=$(now)
+            [ "$n" -eq 300 ] || die "$k: diff -rq found $n differences, not 300"
+            echo "$k diff_$pass $(secs "$t0" "$t1")" >>"$results"
+        done
+        "$bin" umount "$m2"
         if [ "$k" != kernel ] && [ "$i" -eq "$runs" ]; then
             (cd "$m" && tar -cf - . | wc -c >/dev/null)
             pid=$(pgrep -f -n "composefs --repo $repo mount .* $m\$" || true)
@@ -132,7 +171,7 @@ for i in $(seq 1 "$runs"); do
 done
 
 printf '%-10s' measure; for k in "${kinds[@]}"; do printf ' %10s' "$k"; done; for k in "${kinds[@]:1}"; do printf ' %10s' "$k/kern"; done; echo
-for meas in first_ls tar_cold tar_warm find_cold rss_mib first_ls_100k rss_mib_100k; do
+for meas in first_ls tar_cold tar_warm find_cold find_warm diff_cold diff_warm rss_mib first_ls_100k rss_mib_100k; do
     printf '%-10s' "$meas"
     declare -A med=()
     for k in "${kinds[@]}"; do

@@ -2,7 +2,14 @@
 # composefs ostree pull vs ostree itself, side by side, on a real root filesystem.
 #
 #   benches/ostree-pull.sh [-n RUNS] [--changed=N] [--bin=PATH] [--keep]
-#                          [--settle=SECONDS]
+#                          [--settle=SECONDS] [--hash=sha512,sha256]
+#                          [--simd=avx2|none]
+#
+# --hash: the composefs repositories' fs-verity algorithms, each timed
+# against the same ostree run (default sha512, as `composefs init`).
+# --simd: cap composefs's multi-buffer SHA-512 (COMPOSEFS_SIMD) to measure
+# what a CPU without AVX-512 gets; ostree's SHA-256 (SHA-NI) and zlib use no
+# AVX-512 either way.
 #
 # Setup (untimed, cached under target/bench-data/ostree-src/): the debootstrap
 # minbase bookworm tree from benches/rootfs.sh (without its /dev nodes, which
@@ -38,6 +45,8 @@ changed=300
 prebuilt=""
 keep=0
 settle_s=361
+hashes=sha512
+simd=""
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit "${1:-2}"; }
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -51,12 +60,18 @@ while [ $# -gt 0 ]; do
         --bin=*) prebuilt="${1#--bin=}" ;;
         --keep) keep=1 ;;
         --settle=*) settle_s="${1#--settle=}" ;;
+        --hash=*) hashes="${1#--hash=}" ;;
+        --simd=*) simd="${1#--simd=}" ;;
         -h|--help) usage 0 ;;
         *) usage ;;
     esac
     shift
 done
 [ "$(id -u)" -eq 0 ] || die "must run as root (commits with owners, dropping caches, nginx)"
+IFS=, read -r -a hash_list <<<"$hashes"
+for h in "${hash_list[@]}"; do case "$h" in sha256|sha512) ;; *) die "--hash: sha256 or sha512, not $h" ;; esac; done
+case "$simd" in ""|avx2|none) ;; *) die "--simd: avx2 or none, not $simd" ;; esac
+[ -z "$simd" ] || export COMPOSEFS_SIMD="$simd"
 for t in ostree nginx; do command -v "$t" >/dev/null || die "$t missing (scripts/deps.sh installs it)"; done
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -149,32 +164,43 @@ timed() { # timed CASE TOOL CMD...
     log "  $case $tool: ${t}s, peak RSS $((r / 1024)) MiB"
 }
 new_ostree() { ostree init --repo="$1" --mode=bare-user; ostree remote add --repo="$1" --no-gpg-verify origin "$url"; }
-new_cfs() { "$bin" --repo "$1" init >/dev/null 2>&1; }
+new_cfs() { "$bin" --repo "$1" init --hash "$2" >/dev/null 2>&1; }
 
 for i in $(seq 1 "$runs"); do
     log "run $i"
     d="$work/run$i"; mkdir -p "$d"
     new_ostree "$d/o-local"; timed local ostree ostree pull-local --repo="$d/o-local" "$src" "$c1"
-    new_cfs "$d/c-local"; timed local composefs "$bin" --repo "$d/c-local" ostree pull "$src" "$c1"
+    for h in "${hash_list[@]}"; do
+        new_cfs "$d/c-local-$h" "$h"; timed local "composefs-$h" "$bin" --repo "$d/c-local-$h" ostree pull "$src" "$c1"
+    done
     new_ostree "$d/o-http"; timed http ostree ostree pull --repo="$d/o-http" origin "$c1"
-    new_cfs "$d/c-http"; timed http composefs "$bin" --repo "$d/c-http" ostree pull "$url" "$c1"
+    for h in "${hash_list[@]}"; do
+        new_cfs "$d/c-http-$h" "$h"; timed http "composefs-$h" "$bin" --repo "$d/c-http-$h" ostree pull "$url" "$c1"
+    done
     # delta: both hold C1 now (the http pulls); pull C2. The access log
     # shows what each side fetched.
     n0=$(wc -l <"$work/nginx/access.log")
     timed delta ostree ostree pull --repo="$d/o-http" origin main
-    n1=$(wc -l <"$work/nginx/access.log")
-    timed delta composefs "$bin" --repo "$d/c-http" ostree pull "$url" main
-    n2=$(wc -l <"$work/nginx/access.log")
+    for h in "${hash_list[@]}"; do
+        n1=$(wc -l <"$work/nginx/access.log")
+        timed delta "composefs-$h" "$bin" --repo "$d/c-http-$h" ostree pull "$url" main
+        n2=$(wc -l <"$work/nginx/access.log")
+        grep -q "delta: from" "$work/cmd.out" || die "composefs did not use the delta: $(cat "$work/cmd.out")"
+    done
     log "  delta requests: ostree $(sed -n "$((n0 + 1)),${n1}p" "$work/nginx/access.log" | grep -c '/deltas/') delta + $(sed -n "$((n0 + 1)),${n1}p" "$work/nginx/access.log" | grep -c '/objects/') object GETs;" \
-        "composefs $(sed -n "$((n1 + 1)),${n2}p" "$work/nginx/access.log" | grep -c '/deltas/') + $(sed -n "$((n1 + 1)),${n2}p" "$work/nginx/access.log" | grep -c '/objects/')"
-    grep -q "delta: from" "$work/cmd.out" || die "composefs did not use the delta: $(cat "$work/cmd.out")"
+        "composefs (last) $(sed -n "$((n1 + 1)),${n2}p" "$work/nginx/access.log" | grep -c '/deltas/') + $(sed -n "$((n1 + 1)),${n2}p" "$work/nginx/access.log" | grep -c '/objects/')"
 done
 
-echo "ostree pull benchmark: $(nproc) CPUs, $runs runs, source $(du -sh "$src" | cut -f1) archive repo, C2 changes $changed files"
-printf '%-6s %12s %12s %7s %14s %14s\n' case ostree_s composefs_s ratio ostree_MiB composefs_MiB
+echo "ostree pull benchmark: $(nproc) CPUs, $runs runs, source $(du -sh "$src" | cut -f1) archive repo, C2 changes $changed files, SIMD cap ${simd:-none (best the CPU has)}"
+printf '%-6s %-7s %10s %12s %7s %11s %14s %s\n' case hash ostree_s composefs_s ratio ostree_MiB composefs_MiB per-run-ratios
 for c in local http delta; do
-    med() { awk -v c="$c" -v t="$1" -v f="$2" '$1 == c && $2 == t { print $f }' "$results" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-    o=$(med ostree 3); m=$(med composefs 3); orss=$(med ostree 4); mrss=$(med composefs 4)
-    printf '%-6s %12s %12s %7s %14s %14s\n' "$c" "$o" "$m" "$(awk -v a="$m" -v b="$o" 'BEGIN { printf "%.2f", a / b }')" \
-        "$((orss / 1024))" "$((mrss / 1024))"
+    for h in "${hash_list[@]}"; do
+        med() { awk -v c="$c" -v t="$1" -v f="$2" '$1 == c && $2 == t { print $f }' "$results" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+        o=$(med ostree 3); m=$(med "composefs-$h" 3); orss=$(med ostree 4); mrss=$(med "composefs-$h" 4)
+        per=$(paste -d' ' <(awk -v c="$c" '$1 == c && $2 == "ostree" { print $3 }' "$results") \
+                         <(awk -v c="$c" -v t="composefs-$h" '$1 == c && $2 == t { print $3 }' "$results") |
+              awk '{ printf "%s%.2f", (NR > 1 ? "," : ""), $2 / $1 }')
+        printf '%-6s %-7s %10s %12s %7s %11s %14s %s\n' "$c" "$h" "$o" "$m" "$(awk -v a="$m" -v b="$o" 'BEGIN { printf "%.2f", a / b }')" \
+            "$((orss / 1024))" "$((mrss / 1024))" "$per"
+    done
 done

@@ -711,7 +711,7 @@ pub fn ostree_fileheader(data: &[u8]) -> Result<(FileHeader, u64)> {
     let _ = objects::split_filez_header(data);
     let obj = filez_object(Box::new(io::Cursor::new(data.to_vec())), "fuzz")?;
     let mut hasher = obj.header.checksum_hasher();
-    let mut content = obj.content.take(64 << 20);
+    let mut content = obj.content.into_reader().take(64 << 20);
     let mut buf = vec![0u8; 64 * 1024];
     let mut n = 0u64;
     loop {

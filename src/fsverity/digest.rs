@@ -182,15 +182,21 @@ enum Engine {
 }
 
 impl Engine {
-    /// The fastest engine this CPU supports for `alg`.
+    /// The fastest engine this CPU supports for `alg`, no faster than
+    /// [`SIMD_ENV`] allows.
     fn detect(alg: Algorithm) -> Self {
+        let limit = simd_limit();
         match alg {
             // sha2 uses SHA-NI where present, as fast as OpenSSL per block.
             Algorithm::Sha256 => Engine::Scalar,
             #[cfg(target_arch = "x86_64")]
-            Algorithm::Sha512 if mb512::avx512::detected() => Engine::Sha512Avx512,
+            Algorithm::Sha512 if limit >= SimdLimit::Avx512 && mb512::avx512::detected() => {
+                Engine::Sha512Avx512
+            }
             #[cfg(target_arch = "x86_64")]
-            Algorithm::Sha512 if mb512::avx2::detected() => Engine::Sha512Avx2,
+            Algorithm::Sha512 if limit >= SimdLimit::Avx2 && mb512::avx2::detected() => {
+                Engine::Sha512Avx2
+            }
             Algorithm::Sha512 => Engine::Scalar,
         }
     }
@@ -205,6 +211,29 @@ impl Engine {
             Engine::Sha512Avx2 => mb512::avx2::LANES,
         }
     }
+}
+
+/// Environment variable that caps the multi-buffer SHA-512 engine, to measure
+/// or test what a CPU without AVX-512 (`avx2`) or without either (`none`)
+/// gets; it can only lower the choice, never pick features the CPU lacks.
+/// Unset or any other value: the best the CPU has.
+pub const SIMD_ENV: &str = "COMPOSEFS_SIMD";
+
+/// The highest SIMD level [`SIMD_ENV`] allows, read once per process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SimdLimit {
+    None,
+    Avx2,
+    Avx512,
+}
+
+fn simd_limit() -> SimdLimit {
+    static LIMIT: std::sync::OnceLock<SimdLimit> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| match std::env::var(SIMD_ENV).as_deref() {
+        Ok("none") => SimdLimit::None,
+        Ok("avx2") => SimdLimit::Avx2,
+        _ => SimdLimit::Avx512,
+    })
 }
 
 /// An all-zero data block.

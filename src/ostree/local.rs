@@ -16,7 +16,9 @@ use super::checksum::{Checksum, ObjType, object_path_ext};
 use super::objects::{
     FileHeader, MAX_METADATA_SIZE, MAX_SYMLINK_TARGET, Xattr, parse_uuua, parse_xattrs,
 };
-use super::source::{ExactReader, FileObject, RepoMode, Source, filez_object, mode_from_config};
+use super::source::{
+    ExactReader, FileContent, FileObject, RepoMode, Source, filez_object, mode_from_config,
+};
 use crate::tree::mode;
 
 pub struct LocalSource {
@@ -94,7 +96,7 @@ impl LocalSource {
                 .with_context(|| format!("file object {csum}"))?;
             return Ok(FileObject {
                 header,
-                content: Box::new(io::empty()),
+                content: FileContent::empty(),
             });
         }
         if !ft.is_file() || ft.is_fifo() {
@@ -114,7 +116,7 @@ impl LocalSource {
             .with_context(|| format!("file object {csum}"))?;
         let f = File::open(&path).with_context(|| format!("file object {csum}"))?;
         Ok(FileObject {
-            content: Box::new(ExactReader::new(f, header.size)),
+            content: FileContent::Reader(Box::new(ExactReader::new(f, header.size))),
             header,
         })
     }
@@ -153,7 +155,7 @@ impl LocalSource {
                 .with_context(|| format!("file object {csum}"))?;
             return Ok(FileObject {
                 header,
-                content: Box::new(io::empty()),
+                content: FileContent::empty(),
             });
         }
         let header = FileHeader {
@@ -169,7 +171,7 @@ impl LocalSource {
             .validate()
             .with_context(|| format!("file object {csum}"))?;
         Ok(FileObject {
-            content: Box::new(ExactReader::new(f, size)),
+            content: FileContent::Reader(Box::new(ExactReader::new(f, size))),
             header,
         })
     }

@@ -32,7 +32,7 @@ use crate::repository::Repository;
 
 /// Content up to this size is read into memory, verified, then stored;
 /// larger content streams to the object store while it is verified.
-const BUFFERED: u64 = 4 << 20;
+const BUFFERED: u64 = source::WHOLE_CONTENT_MAX;
 
 pub struct PullOptions {
     /// Name under `streams/refs/ostree/` (default: the ref as given).
@@ -122,15 +122,23 @@ fn fetch_file(src: &dyn Source, repo: &Repository, c: &Checksum) -> Result<(Stor
 }
 
 fn fetch_file_once(src: &dyn Source, repo: &Repository, c: &Checksum) -> Result<(Stored, u64)> {
-    let mut obj = src.file(c)?;
+    let obj = src.file(c)?;
     let header = obj.header;
     let mut hasher = header.checksum_hasher();
     let size = header.size;
     let content = if size <= BUFFERED {
-        let mut buf = Vec::with_capacity(size as usize);
-        obj.content
-            .read_to_end(&mut buf)
-            .with_context(|| format!("file object {c}"))?;
+        let buf = match obj.content {
+            source::FileContent::Bytes(b) => b,
+            source::FileContent::Reader(mut r) => {
+                let mut buf = Vec::with_capacity(size as usize);
+                r.read_to_end(&mut buf)
+                    .with_context(|| format!("file object {c}"))?;
+                buf
+            }
+        };
+        if buf.len() as u64 != size {
+            bail!("file object {c}: content is not the header's size");
+        }
         hasher.update(&buf);
         check_file_sum(c, hasher)?;
         if size <= super::shared::inline_max(repo.algorithm()) {
@@ -141,9 +149,9 @@ fn fetch_file_once(src: &dyn Source, repo: &Repository, c: &Checksum) -> Result<
     } else {
         let mut w = repo.object_writer()?;
         let mut buf = vec![0u8; 256 * 1024];
+        let mut content = obj.content.into_reader();
         loop {
-            let n = obj
-                .content
+            let n = content
                 .read(&mut buf)
                 .with_context(|| format!("file object {c}"))?;
             if n == 0 {
