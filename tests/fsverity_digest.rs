@@ -173,7 +173,11 @@ fn every_simd_cap_gives_the_same_digests() {
             .env("COMPOSEFS_SIMD", cap)
             .output()
             .expect("run composefs measure");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got: Vec<String> = String::from_utf8(out.stdout)
             .unwrap()
             .lines()

@@ -227,6 +227,7 @@ fn mount_and_run(
     log: Option<std::fs::File>,
 ) -> Result<()> {
     let mut config = fuse_config(opts);
+    let notifier = fs.notifier_slot();
     // Through fusermount3 when it is there: it mounts for users, and it
     // unmounts when the daemon dies, however it dies (`auto_unmount`).
     // Its mount must outlive `session`, hence declared first.
@@ -249,6 +250,7 @@ fn mount_and_run(
         Session::new(fs, mp, &config)
             .with_context(|| format!("cannot mount FUSE at {}", mp.display()))?
     };
+    let _ = notifier.set(session.notifier());
     // Signals go to one thread that unmounts; the request threads that
     // `run` starts inherit the mask.
     let set = block_signals()?;

@@ -128,106 +128,235 @@ pub struct TreeFs {
     prefetch: Prefetch,
 }
 
-/// Read-ahead of file contents a cold walk is about to read: when a
-/// directory is listed, its files' objects are noted; when one of them is
-/// first read (a reader of contents, as `tar` or `diff -r`, not a
-/// metadata walk, as `find`), the objects of the files listed after it
-/// (at most [`PREFETCH_FILES`] and [`PREFETCH_BYTES`]) are handed to one
-/// helper thread that opens each and asks the kernel to read it
-/// (`fadvise(WILLNEED)`), then closes it. Bounded: the notes hold at most
+/// Read-ahead of file contents a walk is about to read: when a directory
+/// is listed, its files' objects are noted; when one of them is first read
+/// (a reader of contents, as `tar` or `diff -r`, not a metadata walk, as
+/// `find`), the files listed after it (at most [`PREFETCH_FILES`] and
+/// [`PREFETCH_BYTES`]) are handed to one helper thread. It reads each
+/// object and pushes its content into the kernel's page cache for that
+/// file (`FUSE_NOTIFY_STORE`): the reader then finds it cached and sends no
+/// request at all, which is what a FUSE read costs most (a round trip to
+/// the daemon per file). Where the content must first be verified
+/// (`--verify`), or the session cannot notify, it only asks the kernel to
+/// read the object (`fadvise(WILLNEED)`). Bounded: the notes hold at most
 /// [`PREFETCH_NOTES`] files (all dropped past that), the queue
-/// [`PREFETCH_QUEUE`] batches (more are dropped), one descriptor is open
-/// at a time; the thread sleeps when the mount is idle.
+/// [`PREFETCH_QUEUED`] files (more are dropped), one descriptor is open
+/// and one [`STORE_CHUNK`] buffer held at a time; the thread sleeps when the
+/// mount is idle.
 struct Prefetch {
     /// File inode → its directory's batch and its place in it.
     notes: Mutex<HashMap<Ino, (Arc<PrefetchBatch>, usize)>>,
-    queue: Mutex<Option<std::sync::mpsc::SyncSender<Vec<std::path::PathBuf>>>>,
+    /// Directory inode → its batch, until the kernel has its whole listing.
+    listings: Mutex<HashMap<Ino, Arc<PrefetchBatch>>>,
+    queue: Mutex<Option<std::sync::mpsc::Sender<(Arc<PrefetchBatch>, usize, usize)>>>,
+    /// Files queued and not yet read ahead (at most [`PREFETCH_QUEUED`]).
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// The repository's objects directory (a duplicate descriptor: the
+    /// thread opens objects relative to it, whatever the daemon's cwd).
+    objects: Option<Arc<File>>,
+    /// Set once the session runs; `None` inside: fadvise only.
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// Push contents into the page cache (off with `--verify`).
+    store: bool,
+    /// When a file's content was last read, in milliseconds since `start`
+    /// (0: never): a directory listed soon after is read ahead at once.
+    last_read: AtomicU64,
+    start: std::time::Instant,
+}
+
+/// A file to read ahead: its FUSE inode, object and size.
+#[derive(Clone)]
+struct Ahead {
+    ino: INodeNo,
+    id: ObjectId,
+    size: u64,
 }
 
 struct PrefetchBatch {
-    /// Object paths of the directory's external files, in listing order.
-    paths: Vec<(std::path::PathBuf, u64)>,
+    /// The directory's external files, in listing order.
+    files: Vec<Ahead>,
     sent: std::sync::atomic::AtomicBool,
+    /// One past the last of `files` the reader has started on.
+    reader_at: std::sync::atomic::AtomicUsize,
 }
 
 const PREFETCH_FILES: usize = 256;
 const PREFETCH_BYTES: u64 = 32 << 20;
 const PREFETCH_NOTES: usize = 16384;
-const PREFETCH_QUEUE: usize = 4;
+const PREFETCH_QUEUED: usize = 1024;
+/// A directory listed within this long of a content read is read ahead
+/// when listed, not at its first file's read.
+const WALK_GAP_MS: u64 = 500;
+/// Content is read and pushed to the kernel this much at a time.
+const STORE_CHUNK: usize = 1 << 20;
 
 impl Prefetch {
-    fn new() -> Self {
+    fn new(objects: Option<File>, store: bool) -> Self {
         Prefetch {
             notes: Mutex::new(HashMap::new()),
+            listings: Mutex::new(HashMap::new()),
             queue: Mutex::new(None),
+            queued: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            objects: objects.map(Arc::new),
+            notifier: Arc::new(std::sync::OnceLock::new()),
+            store,
+            last_read: AtomicU64::new(0),
+            start: std::time::Instant::now(),
         }
     }
 
-    /// Note the external files of a listed directory.
-    fn listed(&self, files: Vec<(Ino, std::path::PathBuf, u64)>) {
-        if files.len() < 2 {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Note the external files of a listed directory (tree inode, and
+    /// what to read ahead).
+    fn listed(&self, dir: Ino, files: Vec<(Ino, Ahead)>) {
+        if files.is_empty() {
             return;
         }
-        let (inos, paths): (Vec<Ino>, Vec<(std::path::PathBuf, u64)>) =
-            files.into_iter().map(|(ino, p, n)| (ino, (p, n))).unzip();
+        let (inos, files): (Vec<Ino>, Vec<Ahead>) = files.into_iter().unzip();
         let batch = Arc::new(PrefetchBatch {
-            paths,
+            files,
             sent: std::sync::atomic::AtomicBool::new(false),
+            reader_at: std::sync::atomic::AtomicUsize::new(0),
         });
         let mut notes = lock(&self.notes);
         if notes.len() + inos.len() > PREFETCH_NOTES {
             notes.clear();
+            lock(&self.listings).clear();
         }
         for (i, ino) in inos.into_iter().enumerate() {
             notes.insert(ino, (batch.clone(), i));
+        }
+        lock(&self.listings).insert(dir, batch);
+    }
+
+    /// The kernel has read directory `dir`'s listing to its end (so it
+    /// knows the inodes the helper will push contents for). When contents
+    /// were read a moment ago, a walk that reads contents (tar, diff -r)
+    /// is on its way into this directory: read its files ahead now, not
+    /// at the first one's read.
+    fn listing_ended(&self, dir: Ino) {
+        let Some(batch) = lock(&self.listings).remove(&dir) else {
+            return;
+        };
+        let last = self.last_read.load(Ordering::Relaxed);
+        if last != 0
+            && self.now_ms().saturating_sub(last) < WALK_GAP_MS
+            && !batch.sent.swap(true, Ordering::Relaxed)
+        {
+            let from = batch.reader_at.load(Ordering::Relaxed);
+            self.send(batch, from);
         }
     }
 
     /// `ino` is being read: read ahead the files listed after it.
     fn reading(&self, ino: Ino) {
-        let Some((batch, i)) = lock(&self.notes).remove(&ino) else {
+        self.last_read.store(self.now_ms(), Ordering::Relaxed);
+        let Some((batch, i)) = lock(&self.notes).get(&ino).cloned() else {
             return;
         };
-        if batch.sent.swap(true, Ordering::Relaxed) {
-            return;
+        // The helper skips what the reader has passed.
+        batch.reader_at.fetch_max(i + 1, Ordering::Relaxed);
+        if !batch.sent.swap(true, Ordering::Relaxed) {
+            self.send(batch, i + 1);
         }
+    }
+
+    /// Queue `batch`'s files from `from` on for the helper thread.
+    fn send(&self, batch: Arc<PrefetchBatch>, from: usize) {
+        let Some(objects) = &self.objects else { return };
         let mut bytes = 0u64;
-        let paths: Vec<std::path::PathBuf> = batch.paths[i + 1..]
+        let n = batch.files[from..]
             .iter()
             .take(PREFETCH_FILES)
-            .take_while(|(_, n)| {
-                bytes += n;
+            .take_while(|a| {
+                bytes += a.size;
                 bytes <= PREFETCH_BYTES
             })
-            .map(|(p, _)| p.clone())
-            .collect();
-        if paths.is_empty() {
+            .count();
+        if n == 0 {
+            return;
+        }
+        // Bounded in files queued, not batches: a walk lists many small
+        // directories in a row.
+        if self.queued.fetch_add(n, Ordering::Relaxed) + n > PREFETCH_QUEUED {
+            // The reader is ahead of the helper anyway.
+            self.queued.fetch_sub(n, Ordering::Relaxed);
             return;
         }
         let mut q = lock(&self.queue);
         if q.is_none() {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<std::path::PathBuf>>(PREFETCH_QUEUE);
+            let (tx, rx) = std::sync::mpsc::channel::<(Arc<PrefetchBatch>, usize, usize)>();
+            let objects = objects.clone();
+            let notifier = self.store.then(|| self.notifier.clone());
+            let queued = self.queued.clone();
             let spawned = std::thread::Builder::new()
                 .name("prefetch".into())
                 .spawn(move || {
-                    for batch in rx {
-                        for p in batch {
-                            if let Ok(f) = File::open(&p) {
-                                let _ =
-                                    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
+                    let mut buf = Vec::new();
+                    for (batch, from, to) in rx {
+                        for j in from..to {
+                            if j >= batch.reader_at.load(Ordering::Relaxed) {
+                                read_ahead(
+                                    &objects,
+                                    notifier.as_deref(),
+                                    &batch.files[j],
+                                    &mut buf,
+                                );
                             }
                         }
+                        queued.fetch_sub(to - from, Ordering::Relaxed);
                     }
                 });
             if spawned.is_err() {
+                self.queued.fetch_sub(n, Ordering::Relaxed);
                 return;
             }
             *q = Some(tx);
         }
-        if let Some(tx) = q.as_ref() {
-            // A full queue: the reader is ahead of the disk anyway.
-            let _ = tx.try_send(paths);
+        if let Some(tx) = q.as_ref()
+            && tx.send((batch, from, from + n)).is_err()
+        {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
         }
+    }
+}
+
+/// Read one file ahead: push its content into the kernel's page cache
+/// through `notifier` when there is one, else fadvise. Best effort: any
+/// failure leaves the file to be read on demand.
+fn read_ahead(
+    objects: &File,
+    notifier: Option<&std::sync::OnceLock<fuser::Notifier>>,
+    a: &Ahead,
+    buf: &mut Vec<u8>,
+) {
+    let Ok(fd) = rustix::fs::openat(
+        objects,
+        a.id.object_path(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW,
+        rustix::fs::Mode::empty(),
+    ) else {
+        return;
+    };
+    let f = File::from(fd);
+    let Some(notifier) = notifier.and_then(|n| n.get()) else {
+        let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
+        return;
+    };
+    // A short object fails the read and is left for the read path to report.
+    buf.resize(STORE_CHUNK.min(a.size as usize), 0);
+    let mut offset = 0u64;
+    while offset < a.size {
+        let want = STORE_CHUNK.min((a.size - offset) as usize);
+        if f.read_exact_at(&mut buf[..want], offset).is_err()
+            || notifier.store(a.ino, offset, &buf[..want]).is_err()
+        {
+            return;
+        }
+        offset += want as u64;
     }
 }
 
@@ -292,6 +421,10 @@ impl TreeFs {
         } else {
             crate::tree::link_counts(tree.as_ref())?
         };
+        // With fs-verity the kernel checks every object on open.
+        let verify = opts.verify && !repo.verity();
+        // Read-ahead opens objects from its own thread, relative to this.
+        let objects_dir = repo.objects_dir().try_clone().ok();
         Ok(TreeFs {
             root: tree.root(),
             tree,
@@ -300,15 +433,16 @@ impl TreeFs {
             big: Mutex::new(std::collections::VecDeque::new()),
             big_dirs: Mutex::new(std::collections::HashSet::new()),
             objects: ObjectCache::new(opts.open_objects),
-            // With fs-verity the kernel checks every object on open.
-            verify: opts.verify && !repo.verity(),
+            verify,
             repo,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             no_open: opts.no_open && !opts.passthrough,
             passthrough: opts.passthrough,
             passthrough_refused: std::sync::atomic::AtomicBool::new(false),
-            prefetch: Prefetch::new(),
+            // Contents unverified, or read by the kernel from the object
+            // itself (passthrough), are not pushed into the page cache.
+            prefetch: Prefetch::new(objects_dir, !verify && !opts.passthrough),
             backings: Mutex::new(HashMap::new()),
         })
     }
@@ -511,18 +645,34 @@ impl TreeFs {
         if self.tree.live(t) {
             return;
         }
-        let files: Vec<(Ino, std::path::PathBuf, u64)> = entries
-            .iter()
-            .filter_map(|e| match &self.tree.inode(e.ino).ok()?.kind {
+        let mut files: Vec<(Ino, Ahead)> = Vec::new();
+        for e in entries {
+            let Ok(inode) = self.tree.inode(e.ino) else {
+                continue;
+            };
+            match &inode.kind {
                 Kind::Regular(FileData::External {
                     size,
                     digest: Some(id),
                     ..
-                }) => Some((e.ino, self.repo.object_path(id), *size)),
-                _ => None,
-            })
-            .collect();
-        self.prefetch.listed(files);
+                }) => files.push((
+                    e.ino,
+                    Ahead {
+                        ino: self.to_fuse(e.ino),
+                        id: *id,
+                        size: *size,
+                    },
+                )),
+                _ => {}
+            }
+        }
+        self.prefetch.listed(t, files);
+    }
+
+    /// Where the session's notifier goes once it runs: read-ahead pushes
+    /// file contents into the kernel's page cache through it.
+    pub fn notifier_slot(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
+        self.prefetch.notifier.clone()
     }
 
     /// An object's open file, from the cache or opened (and, with
@@ -916,6 +1066,7 @@ impl Filesystem for TreeFs {
                             && let Ok(t) = self.to_tree(ino)
                         {
                             self.listed(t);
+                            self.prefetch.listing_ended(t);
                         }
                         break;
                     }
