@@ -148,7 +148,7 @@ struct Prefetch {
     notes: Mutex<HashMap<Ino, (Arc<PrefetchBatch>, usize)>>,
     /// Directory inode → its batch, until the kernel has its whole listing.
     listings: Mutex<HashMap<Ino, Arc<PrefetchBatch>>>,
-    queue: Mutex<Option<std::sync::mpsc::Sender<(Arc<PrefetchBatch>, usize, usize)>>>,
+    queue: Mutex<Option<std::sync::mpsc::Sender<Queued>>>,
     /// Files queued and not yet read ahead (at most [`PREFETCH_QUEUED`]).
     queued: Arc<std::sync::atomic::AtomicUsize>,
     /// The repository's objects directory (a duplicate descriptor: the
@@ -171,6 +171,9 @@ struct Ahead {
     id: ObjectId,
     size: u64,
 }
+
+/// Files `from..to` of a batch, queued for the helper thread.
+type Queued = (Arc<PrefetchBatch>, usize, usize);
 
 struct PrefetchBatch {
     /// The directory's external files, in listing order.
@@ -288,7 +291,7 @@ impl Prefetch {
         }
         let mut q = lock(&self.queue);
         if q.is_none() {
-            let (tx, rx) = std::sync::mpsc::channel::<(Arc<PrefetchBatch>, usize, usize)>();
+            let (tx, rx) = std::sync::mpsc::channel::<Queued>();
             let objects = objects.clone();
             let notifier = self.store.then(|| self.notifier.clone());
             let queued = self.queued.clone();
@@ -645,17 +648,14 @@ impl TreeFs {
         if self.tree.live(t) {
             return;
         }
-        let mut files: Vec<(Ino, Ahead)> = Vec::new();
-        for e in entries {
-            let Ok(inode) = self.tree.inode(e.ino) else {
-                continue;
-            };
-            match &inode.kind {
+        let files: Vec<(Ino, Ahead)> = entries
+            .iter()
+            .filter_map(|e| match &self.tree.inode(e.ino).ok()?.kind {
                 Kind::Regular(FileData::External {
                     size,
                     digest: Some(id),
                     ..
-                }) => files.push((
+                }) => Some((
                     e.ino,
                     Ahead {
                         ino: self.to_fuse(e.ino),
@@ -663,9 +663,9 @@ impl TreeFs {
                         size: *size,
                     },
                 )),
-                _ => {}
-            }
-        }
+                _ => None,
+            })
+            .collect();
         self.prefetch.listed(t, files);
     }
 
