@@ -132,7 +132,9 @@ pub struct TreeFs {
 /// is listed, its files' objects are noted; when one of them is first read
 /// (a reader of contents, as `tar` or `diff -r`, not a metadata walk, as
 /// `find`), the files listed after it (at most [`PREFETCH_FILES`] and
-/// [`PREFETCH_BYTES`]) are handed to one helper thread. It reads each
+/// [`PREFETCH_BYTES`]) are handed to one helper thread; a directory whose
+/// listing ends within [`WALK_GAP_MS`] of a content read is handed over
+/// whole at once. It reads each
 /// object and pushes its content into the kernel's page cache for that
 /// file (`FUSE_NOTIFY_STORE`): the reader then finds it cached and sends no
 /// request at all, which is what a FUSE read costs most (a round trip to
@@ -156,7 +158,8 @@ struct Prefetch {
     objects: Option<Arc<File>>,
     /// Set once the session runs; `None` inside: fadvise only.
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
-    /// Push contents into the page cache (off with `--verify`).
+    /// Push contents into the page cache (off with `--verify` and
+    /// `--passthrough`).
     store: bool,
     /// When a file's content was last read, in milliseconds since `start`
     /// (0: never): a directory listed soon after is read ahead at once.
