@@ -18,10 +18,7 @@ use anyhow::{Context, Result, bail};
 use crate::fsverity::{self, Algorithm, ObjectId};
 use crate::repository::Repository;
 use crate::tree::dirsource::{DirOptions, scan_dir};
-use crate::tree::{FileData, Kind, MemTree};
-
-/// Files up to this size are stored in the image itself (as mkcomposefs does).
-pub const INLINE_MAX: u64 = 64;
+use crate::tree::{FileData, INLINE_MAX, Kind, MemTree};
 
 /// Where large file contents go.
 pub enum ContentSink<'a> {

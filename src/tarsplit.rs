@@ -15,8 +15,7 @@ use crate::hashtee::HashTee;
 use crate::splitstream::SplitStreamWriter;
 use crate::util::{read_full, short_path};
 
-/// Regular files up to this size stay inline (as composefs does).
-pub const INLINE_MAX: u64 = 64;
+pub use crate::tree::INLINE_MAX;
 const BLOCK: usize = 512;
 /// PAX and GNU long-name records are read into memory; cap them.
 const MAX_META_RECORD: u64 = 16 << 20;

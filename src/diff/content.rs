@@ -45,20 +45,6 @@ impl Loc<'_> {
     }
 }
 
-/// An object id from a redirect path `XX/rest-of-hex` (the algorithm
-/// from the length).
-fn id_from_redirect(r: &[u8]) -> Option<ObjectId> {
-    let s = std::str::from_utf8(r).ok()?;
-    let (head, rest) = s.split_once('/')?;
-    if head.len() != 2 {
-        return None;
-    }
-    let hex = format!("{head}{rest}");
-    [Algorithm::Sha256, Algorithm::Sha512]
-        .into_iter()
-        .find_map(|alg| ObjectId::from_hex(alg, &hex))
-}
-
 /// Where the content of regular file `ino` (with data `data`) of `side` is.
 pub fn locate<'a>(side: &Side<'a>, ino: Ino, data: &'a FileData) -> Loc<'a> {
     match data {
@@ -69,7 +55,7 @@ pub fn locate<'a>(side: &Side<'a>, ino: Ino, data: &'a FileData) -> Loc<'a> {
             ..
         } => Loc::Object(*id, *size),
         FileData::External { size, redirect, .. } => {
-            if let Some(id) = redirect.as_deref().and_then(id_from_redirect) {
+            if let Some(id) = redirect.as_deref().and_then(ObjectId::from_object_path) {
                 return Loc::Object(id, *size);
             }
             match side.local.and_then(|l| l.file_path(ino)) {
@@ -296,8 +282,11 @@ mod tests {
     #[test]
     fn redirects() {
         let id = fsverity::digest_bytes(Algorithm::Sha256, b"abc");
-        assert_eq!(id_from_redirect(id.object_path().as_bytes()), Some(id));
-        assert_eq!(id_from_redirect(b"zz/123"), None);
-        assert_eq!(id_from_redirect(b"../etc/passwd"), None);
+        assert_eq!(
+            ObjectId::from_object_path(id.object_path().as_bytes()),
+            Some(id)
+        );
+        assert_eq!(ObjectId::from_object_path(b"zz/123"), None);
+        assert_eq!(ObjectId::from_object_path(b"../etc/passwd"), None);
     }
 }

@@ -536,7 +536,7 @@ impl ErofsImage {
             }
             for x in img.raw_xattrs(raw)? {
                 if x.name == overlay::REDIRECT {
-                    if let Some(id) = object_id_from_path(&x.value) {
+                    if let Some(id) = ObjectId::from_object_path(&x.value) {
                         ids.insert(id);
                     }
                 } else if x.name == overlay::METACOPY
@@ -601,23 +601,6 @@ fn metacopy_digest(v: &[u8]) -> Option<ObjectId> {
         }
         _ => None,
     }
-}
-
-/// `/ab/cdef…` (or `ab/cdef…`) → the object id, if it is one.
-fn object_id_from_path(p: &[u8]) -> Option<ObjectId> {
-    let p = p.strip_prefix(b"/").unwrap_or(p);
-    let s = std::str::from_utf8(p).ok()?;
-    let (a, b) = s.split_once('/')?;
-    if a.len() != 2 || b.contains('/') {
-        return None;
-    }
-    let hex = format!("{a}{b}");
-    let alg = match hex.len() {
-        64 => Algorithm::Sha256,
-        128 => Algorithm::Sha512,
-        _ => return None,
-    };
-    ObjectId::from_hex(alg, &hex.to_ascii_lowercase())
 }
 
 /// Parse one directory block (or inline tail) as `erofs_readdir_block`.

@@ -136,6 +136,29 @@ impl ObjectId {
         hex::encode(self.as_bytes())
     }
 
+    /// The id named by an object path, [`Self::object_path`]'s inverse:
+    /// `XX/<rest of hex>`, with or without a leading `/` (as overlayfs
+    /// redirects spell it); the algorithm from the length; hex digits in
+    /// either case. Anything else is `None`.
+    pub fn from_object_path(p: &[u8]) -> Option<Self> {
+        let p = p.strip_prefix(b"/").unwrap_or(p);
+        let s = std::str::from_utf8(p).ok()?;
+        let (fan, rest) = s.split_once('/')?;
+        if fan.len() != 2 || rest.contains('/') {
+            return None;
+        }
+        let alg = match fan.len() + rest.len() {
+            64 => Algorithm::Sha256,
+            128 => Algorithm::Sha512,
+            _ => return None,
+        };
+        let mut bytes = [0u8; 64];
+        let n = alg.digest_len();
+        hex::decode_to_slice(fan, &mut bytes[..1]).ok()?;
+        hex::decode_to_slice(rest, &mut bytes[1..n]).ok()?;
+        Some(ObjectId { alg, bytes })
+    }
+
     /// Path of the object below `objects/`: `XX/<rest of hex>`.
     pub fn object_path(&self) -> String {
         /// Each byte's two hex digits.
@@ -183,6 +206,38 @@ mod tests {
         assert_eq!(id.object_path(), format!("ab/{}", "ab".repeat(31)));
         assert!(ObjectId::from_hex(Algorithm::Sha512, &"ab".repeat(32)).is_none());
         assert!(ObjectId::from_hex(Algorithm::Sha256, &"zz".repeat(32)).is_none());
+    }
+
+    #[test]
+    fn object_paths_parse_back() {
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let hex: String = (0..alg.digest_len())
+                .map(|i| format!("{:02x}", i * 7 % 256))
+                .collect();
+            let id = ObjectId::from_hex(alg, &hex).unwrap();
+            let p = id.object_path();
+            assert_eq!(ObjectId::from_object_path(p.as_bytes()), Some(id));
+            assert_eq!(
+                ObjectId::from_object_path(format!("/{p}").as_bytes()),
+                Some(id)
+            );
+            assert_eq!(
+                ObjectId::from_object_path(p.to_uppercase().as_bytes()),
+                Some(id)
+            );
+        }
+        for bad in [
+            "".to_string(),
+            "ab".to_string(),
+            format!("abc/{}", "0".repeat(61)),
+            format!("ab/{}", "0".repeat(61)),
+            format!("ab/cd/{}", "0".repeat(59)),
+            format!("zz/{}", "0".repeat(62)),
+            format!("//ab/{}", "0".repeat(62)),
+            "../etc/passwd".to_string(),
+        ] {
+            assert_eq!(ObjectId::from_object_path(bad.as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]

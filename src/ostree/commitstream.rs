@@ -41,8 +41,6 @@ use crate::splitstream::{Frame, Frames, Piece, SplitStreamReader, SplitStreamWri
 pub const CONTENT_TYPE: u64 = u64::from_le_bytes(*b"ostreecm");
 const MAGIC: &[u8; 8] = b"CFSOSTR1";
 const ENTRY_SIZE: usize = 56;
-/// Content up to this size is kept inline in the stream.
-pub const INLINE_MAX: u64 = 64;
 /// Frames of a framed commit stream hold about this many bytes.
 pub const FRAME_TARGET: usize = 16 << 10;
 
@@ -693,7 +691,7 @@ mod tests {
                 symlink: String::new(),
                 xattrs: Vec::new(),
             };
-            let content = if content.len() as u64 > INLINE_MAX {
+            let content = if content.len() as u64 > crate::tree::INLINE_MAX {
                 Content::External(repo.store_bytes(&content).unwrap())
             } else {
                 Content::Inline(content)

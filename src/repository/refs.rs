@@ -113,12 +113,14 @@ fn validate_entry_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parse `../objects/XX/<rest>` (or any path ending in `XX/<rest>`) into an id.
+/// Parse `../objects/XX/<rest>` (or any path ending in `XX/<rest>`) into
+/// an id of the repository's algorithm.
 fn id_from_object_link(repo: &Repository, target: &Path) -> Option<ObjectId> {
     let mut comps = target.components().rev();
     let rest = comps.next()?.as_os_str().to_str()?;
     let fan = comps.next()?.as_os_str().to_str()?;
-    ObjectId::from_hex(repo.algorithm(), &format!("{fan}{rest}"))
+    ObjectId::from_object_path(format!("{fan}/{rest}").as_bytes())
+        .filter(|id| id.algorithm() == repo.algorithm())
 }
 
 impl Repository {

@@ -427,6 +427,12 @@ pub fn link_counts(tree: &dyn Tree) -> Result<std::collections::HashMap<Ino, u64
 /// in one system call: `PATH_MAX` less the NUL and the leading `/`.
 pub const MAX_PATH: usize = 4094;
 
+/// Regular files up to this size keep their content inline (in images, tar
+/// splitstreams and our own commit streams), as mkcomposefs does; larger
+/// content becomes an object. (composefs-rs's ostree streams use twice the
+/// digest length instead: `ostree::shared::inline_max`.)
+pub const INLINE_MAX: u64 = 64;
+
 /// Refuse a tree with a path longer than [`MAX_PATH`]: the kernel could not
 /// open such a file by its path from the mount point.
 pub fn check_path_lengths(tree: &dyn Tree) -> Result<()> {
