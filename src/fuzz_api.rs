@@ -376,7 +376,7 @@ fn reassemble(data: &[u8], algorithm: Algorithm, merge: bool) -> Result<u64> {
 /// and what lies behind the checksum check is never reached; the targets
 /// run both the input as given (the checksum check) and this.
 pub fn fix_tar_checksums(data: &[u8]) -> Option<Vec<u8>> {
-    const BLOCK: usize = 512;
+    use crate::tarheader::BLOCK;
     let mut out = data.to_vec();
     let mut at = 0usize;
     let mut changed = false;
@@ -401,7 +401,9 @@ pub fn fix_tar_checksums(data: &[u8]) -> Option<Vec<u8>> {
             block[148..156].copy_from_slice(field.as_bytes());
             changed = true;
         }
-        let size = tar_size(&block[124..136]).unwrap_or(0);
+        let size = crate::tarheader::parse_numeric(&block[124..136])
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0);
         let padded = size.div_ceil(BLOCK as u64).saturating_mul(BLOCK as u64);
         let Some(next) = usize::try_from(padded)
             .ok()
@@ -412,27 +414,6 @@ pub fn fix_tar_checksums(data: &[u8]) -> Option<Vec<u8>> {
         at = next;
     }
     changed.then_some(out)
-}
-
-/// A tar size field: octal, or base-256 when the high bit is set.
-fn tar_size(field: &[u8]) -> Option<u64> {
-    if field.first().is_some_and(|b| b & 0x80 != 0) {
-        let mut v = u64::from(field[0] & 0x3f);
-        for &b in &field[1..] {
-            v = v.checked_mul(256)?.checked_add(u64::from(b))?;
-        }
-        return Some(v);
-    }
-    let s: String = field
-        .iter()
-        .map(|&b| b as char)
-        .skip_while(|c| *c == ' ')
-        .take_while(|c| c.is_digit(8))
-        .collect();
-    if s.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(&s, 8).ok()
 }
 
 static TARS: Mutex<(ScratchRepo, BTreeMap<u64, ObjectId>)> =

@@ -27,6 +27,7 @@ pub mod ostree;
 pub mod readahead;
 pub mod repository;
 pub mod splitstream;
+pub mod tarheader;
 pub mod tarsplit;
 pub mod tree;
 pub mod util;

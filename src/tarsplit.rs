@@ -13,10 +13,10 @@ use anyhow::{Context, Result, bail};
 
 use crate::hashtee::HashTee;
 use crate::splitstream::SplitStreamWriter;
+use crate::tarheader::{BLOCK, checksum_ok, header_name, parse_numeric, pax_records};
 use crate::util::{read_full, short_path};
 
 pub use crate::tree::INLINE_MAX;
-const BLOCK: usize = 512;
 /// PAX and GNU long-name records are read into memory; cap them.
 const MAX_META_RECORD: u64 = 16 << 20;
 /// Why sparse members are refused, and what to do instead.
@@ -41,110 +41,6 @@ impl TarSummary {
     pub fn diff_id(&self) -> String {
         format!("sha256:{}", hex::encode(self.sha256))
     }
-}
-
-/// Parse a NUL/space-terminated octal field, or GNU base-256 (high bit set).
-fn parse_numeric(field: &[u8]) -> Option<u64> {
-    if field.first().is_some_and(|b| b & 0x80 != 0) {
-        if field[0] & 0x40 != 0 {
-            return None; // negative
-        }
-        let mut v: u64 = (field[0] & 0x3f) as u64;
-        for &b in &field[1..] {
-            v = v.checked_mul(256)?.checked_add(b as u64)?;
-        }
-        return Some(v);
-    }
-    let s: Vec<u8> = field
-        .iter()
-        .copied()
-        .skip_while(|b| *b == b' ')
-        .take_while(|b| *b != 0 && *b != b' ')
-        .collect();
-    if s.is_empty() {
-        return Some(0);
-    }
-    let s = std::str::from_utf8(&s).ok()?;
-    u64::from_str_radix(s, 8).ok()
-}
-
-fn checksum_ok(block: &[u8; BLOCK]) -> bool {
-    let Some(stored) = parse_numeric(&block[148..156]) else {
-        return false;
-    };
-    let unsigned: u64 = block
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                b' ' as u64
-            } else {
-                b as u64
-            }
-        })
-        .sum();
-    let signed: i64 = block
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                b' ' as i64
-            } else {
-                b as i8 as i64
-            }
-        })
-        .sum();
-    stored == unsigned || stored as i64 == signed
-}
-
-/// The member name as the header spells it (ustar prefix joined).
-fn header_name(block: &[u8; BLOCK]) -> Vec<u8> {
-    let field = |r: std::ops::Range<usize>| -> &[u8] {
-        let f = &block[r];
-        &f[..f.iter().position(|&b| b == 0).unwrap_or(f.len())]
-    };
-    let name = field(0..100);
-    if &block[257..262] == b"ustar" {
-        let prefix = field(345..500);
-        if !prefix.is_empty() && block[156] != b'L' {
-            let mut p = prefix.to_vec();
-            p.push(b'/');
-            p.extend_from_slice(name);
-            return p;
-        }
-    }
-    name.to_vec()
-}
-
-/// Records of a PAX extended header: `"<len> <key>=<value>\n"`.
-pub(crate) fn pax_records(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while !rest.is_empty() {
-        if rest.iter().all(|&b| b == 0) {
-            break;
-        }
-        let sp = rest
-            .iter()
-            .position(|&b| b == b' ')
-            .context("PAX record has no length")?;
-        let len: usize = Some(&rest[..sp])
-            .filter(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit))
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|s| s.parse().ok())
-            .context("PAX record has a bad length")?;
-        if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
-            bail!("PAX record length {len} does not fit the record");
-        }
-        let rec = &rest[sp + 1..len - 1];
-        let eq = rec
-            .iter()
-            .position(|&b| b == b'=')
-            .context("PAX record has no '='")?;
-        out.push((&rec[..eq], &rec[eq + 1..]));
-        rest = &rest[len..];
-    }
-    Ok(out)
 }
 
 /// Split the uncompressed tar read from `input` into `out`.
@@ -205,12 +101,14 @@ pub fn split(
             );
         }
         let typeflag = block[156];
-        let header_size = parse_numeric(&block[124..136]).with_context(|| {
-            format!(
-                "tar header at byte {at} (member {:?}) has a bad size field",
-                shown()
-            )
-        })?;
+        let header_size = parse_numeric(&block[124..136])
+            .and_then(|v| u64::try_from(v).ok())
+            .with_context(|| {
+                format!(
+                    "tar header at byte {at} (member {:?}) has a bad size field",
+                    shown()
+                )
+            })?;
         out.write_inline(&block)?;
 
         let size = match typeflag {
@@ -357,31 +255,4 @@ fn copy_inline(r: &mut impl Read, out: &mut SplitStreamWriter<'_>, mut n: u64) -
         n -= got as u64;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numeric_fields() {
-        assert_eq!(parse_numeric(b"0000644\0"), Some(0o644));
-        assert_eq!(parse_numeric(b"     12 "), Some(0o12));
-        assert_eq!(parse_numeric(b"\0\0\0\0"), Some(0));
-        assert_eq!(
-            parse_numeric(&[0x80, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]),
-            Some(1 << 32)
-        );
-        assert_eq!(parse_numeric(b"9"), None);
-        assert_eq!(parse_numeric(&[0xff, 0xff]), None);
-    }
-
-    #[test]
-    fn pax_parsing() {
-        let recs = pax_records(b"11 size=99\n25 path=a/long/name/here\n").unwrap();
-        assert_eq!(recs[0], (&b"size"[..], &b"99"[..]));
-        assert_eq!(recs[1].1, b"a/long/name/here");
-        assert!(pax_records(b"99 size=1\n").is_err());
-        assert!(pax_records(b"x size=1\n").is_err());
-    }
 }
