@@ -102,27 +102,16 @@ fi
 kinds=(kernel fuse)
 "$bin" --repo "$repo" ostree list | grep -q '^c1 ' && "$bin" --repo "$repo" ostree list | grep -q '^c2 ' && kinds+=(commit)
 
-mount_kind() { # mount_kind KIND DIR
+mount_as() { # mount_as KIND DIR IMAGE COMMIT
     case "$1" in
-        kernel) "$bin" --repo "$repo" mount --kernel rootfs "$2" ;;
-        fuse) "$bin" --repo "$repo" mount rootfs "$2" ;;
-        commit) "$bin" --repo "$repo" mount ostree/c1 "$2" ;;
+        kernel) "$bin" --repo "$repo" mount --kernel "$3" "$2" ;;
+        fuse) "$bin" --repo "$repo" mount "$3" "$2" ;;
+        commit) "$bin" --repo "$repo" mount "ostree/$4" "$2" ;;
     esac
 }
-mount_v2() { # mount_v2 KIND DIR
-    case "$1" in
-        kernel) "$bin" --repo "$repo" mount --kernel rootfs2 "$2" ;;
-        fuse) "$bin" --repo "$repo" mount rootfs2 "$2" ;;
-        commit) "$bin" --repo "$repo" mount ostree/c2 "$2" ;;
-    esac
-}
-mount_big() { # mount_big KIND DIR
-    case "$1" in
-        kernel) "$bin" --repo "$repo" mount --kernel big-image "$2" ;;
-        fuse) "$bin" --repo "$repo" mount big-image "$2" ;;
-        commit) "$bin" --repo "$repo" mount ostree/big "$2" ;;
-    esac
-}
+mount_kind() { mount_as "$1" "$2" rootfs c1; }
+mount_v2() { mount_as "$1" "$2" rootfs2 c2; }
+mount_big() { mount_as "$1" "$2" big-image big; }
 cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 now() { date +%s%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
