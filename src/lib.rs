@@ -17,6 +17,7 @@ pub mod erofs;
 pub mod fsverity;
 pub mod fuse;
 #[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzz_api;
 pub mod hashtee;
 pub mod importdir;
