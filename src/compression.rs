@@ -55,7 +55,7 @@ impl<R: Read> Decoded<R> {
 /// The magic is read in full even when the input trickles in byte by byte.
 pub fn decompress<R: Read>(mut r: R) -> io::Result<(Compression, Decoded<R>)> {
     let mut head = [0u8; 4];
-    let n = crate::util::read_full(&mut r, &mut head)?;
+    let n = crate::fsutil::read_full(&mut r, &mut head)?;
     let head = &head[..n];
     let kind = if head.starts_with(&[0x1f, 0x8b]) {
         Compression::Gzip

@@ -418,7 +418,7 @@ pub fn parse_reader(r: impl std::io::BufRead, opts: ParseOptions) -> Result<MemT
 
 /// A path for messages: short even 10,000 directories deep.
 fn show_path(p: &[u8]) -> String {
-    crate::util::short_path(p)
+    crate::show::short_path(p)
 }
 
 impl Parser {

@@ -75,7 +75,7 @@ impl<R: Read> HashTee<R> {
         }
         let buf = Arc::get_mut(&mut next).expect("a fresh or unshared block");
         buf.resize(BLOCK, 0);
-        let n = crate::util::read_full(&mut self.inner, buf)?;
+        let n = crate::fsutil::read_full(&mut self.inner, buf)?;
         buf.truncate(n);
         self.eof = n == 0;
         self.total += n as u64;

@@ -193,7 +193,7 @@ pub fn tree_from_directory_with(
 
 /// A path for messages: short even 10,000 directories deep.
 fn shown(p: &Path) -> String {
-    crate::util::short_path(p.as_os_str().as_bytes())
+    crate::show::short_path(p.as_os_str().as_bytes())
 }
 
 /// Digest (and store) one large file; its length is checked against the
@@ -308,7 +308,7 @@ pub fn reject_sockets(tree: &dyn crate::tree::Tree) -> Result<()> {
                 }
                 bail!(
                     "{} is a socket: sockets cannot be stored in an image",
-                    crate::util::short_path(&p)
+                    crate::show::short_path(&p)
                 );
             }
             Kind::Directory => {

@@ -46,7 +46,7 @@ where
             loop {
                 let mut block = spares.try_recv().unwrap_or_default();
                 block.resize(BLOCK, 0);
-                match crate::util::read_full(&mut inner, &mut block) {
+                match crate::fsutil::read_full(&mut inner, &mut block) {
                     Ok(0) => break,
                     Ok(n) => {
                         block.truncate(n);

@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result, bail};
 
-use crate::util::display_bytes;
+use crate::show::display_bytes;
 
 /// A tar block: headers are one, content is padded to a whole number.
 pub const BLOCK: usize = 512;

@@ -11,10 +11,11 @@ use std::io::{self, Read};
 
 use anyhow::{Context, Result, bail};
 
+use crate::fsutil::read_full;
 use crate::hashtee::HashTee;
+use crate::show::short_path;
 use crate::splitstream::SplitStreamWriter;
 use crate::tarheader::{BLOCK, checksum_ok, header_name, parse_numeric, pax_records};
-use crate::util::{read_full, short_path};
 
 pub use crate::tree::INLINE_MAX;
 /// PAX and GNU long-name records are read into memory; cap them.

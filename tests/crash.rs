@@ -565,7 +565,7 @@ fn kill9_at_random_points_leaves_a_sound_repository() {
 
 /// What a kill leaves in windows too narrow to hit by timing: a ref or an
 /// entry between its `symlinkat` and its `renameat` (`.tmp-NAME.PID`,
-/// see `util::replace_symlink`), a named temporary object (filesystems
+/// see `fsutil::replace_symlink`), a named temporary object (filesystems
 /// without `O_TMPFILE`), the ostree index's temporary copy. None is a ref
 /// or an entry, fsck is clean with them, and `gc` removes them all.
 #[test]
@@ -820,7 +820,7 @@ struct Ordering {
 /// The power-loss rule, checked on a log.
 ///
 /// Refs are written by `Repository::set_ref` (src/repository/refs.rs,
-/// through `util::replace_symlink`): `symlinkat` to
+/// through `fsutil::replace_symlink`): `symlinkat` to
 /// `streams/refs/…/.tmp-NAME.PID`, then `renameat` over the ref's name.
 /// The rename is the publication: before it the ref is old or absent,
 /// after it new. So a **publication** is a successful rename (or link or

@@ -203,7 +203,7 @@ fn diff(repo_path: Option<&Path>, args: &DiffArgs, changed: &mut bool) -> Result
     }
     for c in &patches {
         write_patch(&mut out, repo.as_ref(), &sa, &sb, c)
-            .with_context(|| format!("content of {}", crate::util::display_bytes(&c.path)))?;
+            .with_context(|| format!("content of {}", crate::show::display_bytes(&c.path)))?;
     }
     out.flush().context("cannot write to stdout")?;
     Ok(())

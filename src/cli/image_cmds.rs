@@ -262,7 +262,7 @@ pub fn create_image(repo: Option<&Path>, a: &DirReadArgs, name: Option<&str>) ->
             a.dir.display(),
             stats.files,
             stats.external,
-            crate::util::human_bytes(stats.bytes),
+            crate::show::human_bytes(stats.bytes),
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -363,7 +363,7 @@ fn perms_string(st_mode: u32) -> String {
 
 /// `YYYY-MM-DD HH:MM` in UTC (days-from-civil, no time zone database).
 pub(crate) fn format_time(sec: i64) -> String {
-    let (y, m, d, hh, mm, _) = crate::util::utc_from_unix(sec);
+    let (y, m, d, hh, mm, _) = crate::show::utc_from_unix(sec);
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}")
 }
 
@@ -396,11 +396,11 @@ fn ls_line(
         inode.stat.gid,
         size,
         format_time(inode.stat.mtime.sec),
-        crate::util::display_bytes(name)
+        crate::show::display_bytes(name)
     );
     if let Kind::Symlink(target) = &inode.kind {
         line.push_str(" -> ");
-        line.push_str(&crate::util::display_bytes(target));
+        line.push_str(&crate::show::display_bytes(target));
     }
     Ok(line)
 }

@@ -15,7 +15,7 @@ use crate::oci::reference::ImageRef;
 use crate::oci::source::ImageSource;
 use crate::oci::store::{StoredImage, list};
 use crate::repository::RefKind;
-use crate::util::human_bytes;
+use crate::show::human_bytes;
 
 #[derive(Subcommand, Debug)]
 pub enum OciCommand {

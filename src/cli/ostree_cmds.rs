@@ -20,7 +20,7 @@ use crate::ostree::summary::{MAX_SUMMARY_SIZE, Summary};
 use crate::ostree::trust::Trust;
 use crate::ostree::{Checksum, ObjType, resolve, source, tree};
 use crate::repository::{RefKind, Repository};
-use crate::util::human_bytes;
+use crate::show::human_bytes;
 
 #[derive(Subcommand, Debug)]
 pub enum OstreeCommand {

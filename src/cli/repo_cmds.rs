@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use super::progress;
 use crate::repository::{self, Lock, RefKind, Repository};
-use crate::util::human_bytes;
+use crate::show::human_bytes;
 
 pub fn open(repo: Option<&Path>) -> Result<Repository> {
     Repository::open(&repository::default_path(repo)?)

@@ -88,7 +88,7 @@ impl Digests {
 /// A local path for a message (a deep one shortened).
 fn show(p: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
-    crate::util::short_path(p.as_os_str().as_bytes())
+    crate::show::short_path(p.as_os_str().as_bytes())
 }
 
 /// Open a local file without following a symlink put in its place. A
@@ -180,7 +180,7 @@ pub fn equal(
                     break read_some(&mut g, &mut one, q)? == 0;
                 }
                 let mut other = vec![0u8; n];
-                let m = crate::util::read_full(&mut g, &mut other)
+                let m = crate::fsutil::read_full(&mut g, &mut other)
                     .with_context(|| format!("cannot read {}", show(q)))?;
                 if m != n || other != buf[..n] {
                     break false;
@@ -191,7 +191,7 @@ pub fn equal(
 }
 
 fn read_some(f: &mut File, buf: &mut [u8], p: &Path) -> Result<usize> {
-    crate::util::read_full(f, buf).with_context(|| format!("cannot read {}", show(p)))
+    crate::fsutil::read_full(f, buf).with_context(|| format!("cannot read {}", show(p)))
 }
 
 /// Whether the reader yields exactly `want`.

@@ -104,7 +104,7 @@ fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
 
 /// A path for a message (a deep one shortened).
 fn show(p: &[u8]) -> String {
-    crate::util::short_path(p)
+    crate::show::short_path(p)
 }
 
 impl<'a> Walker<'a> {

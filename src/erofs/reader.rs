@@ -31,7 +31,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::util::Bytes;
+use crate::mapped::Bytes;
 use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -338,7 +338,7 @@ fn path_of_stack(stack: &[Frame], name: &[u8]) -> String {
     }
     p.push(b'/');
     p.extend_from_slice(name);
-    crate::util::short_path(&p)
+    crate::show::short_path(&p)
 }
 
 /// A directory's entries, checked: valid names, sorted, unique. `path`

@@ -1034,10 +1034,10 @@ pub fn digest_file(alg: Algorithm, f: &std::fs::File) -> io::Result<(ObjectId, u
     }
     let mut h = Hasher::new(alg);
     let mut buf = vec![0u8; READ_BUF];
-    let n = crate::util::for_each_extent(f, &mut buf, |e| {
+    let n = crate::fsutil::for_each_extent(f, &mut buf, |e| {
         match e {
-            crate::util::Extent::Data(d) => h.update(d),
-            crate::util::Extent::Zeros(n) => h.update_zeros(n),
+            crate::fsutil::Extent::Data(d) => h.update(d),
+            crate::fsutil::Extent::Zeros(n) => h.update_zeros(n),
         }
         Ok(())
     })?;

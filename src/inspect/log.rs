@@ -209,7 +209,7 @@ impl LogEntry {
         }
         let _ = writeln!(o, "ContentChecksum:  {}", self.content_checksum);
         let (y, m, d, hh, mm, ss) =
-            crate::util::utc_from_unix(self.timestamp.min(i64::MAX as u64) as i64);
+            crate::show::utc_from_unix(self.timestamp.min(i64::MAX as u64) as i64);
         let _ = writeln!(
             o,
             "Date:  {y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} +0000"

@@ -56,7 +56,7 @@ pub fn content_checksum(c: &Commit) -> Checksum {
 
 /// `secs` since the epoch as ISO 8601 UTC (`2024-01-31T12:00:00Z`).
 pub fn iso_utc(secs: u64) -> String {
-    let (y, m, d, hh, mm, ss) = crate::util::utc_from_unix(secs.min(i64::MAX as u64) as i64);
+    let (y, m, d, hh, mm, ss) = crate::show::utc_from_unix(secs.min(i64::MAX as u64) as i64);
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 

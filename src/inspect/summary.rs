@@ -34,8 +34,8 @@ use crate::ostree::signature::{
     ED25519_KEY, Ed25519Keys, GPG_KEY, Keyring, verify_ed25519, verify_gpg,
 };
 use crate::repository::{RefKind, Repository};
+use crate::show::human_bytes;
 use crate::tree::{FileData, Kind, Tree};
-use crate::util::human_bytes;
 use crate::view::Source;
 
 /// Counts over a whole tree.

@@ -36,7 +36,7 @@ fn mount_erofs(image: &File, force_loop: bool) -> Result<OwnedFd> {
     let hint =
         "cannot mount the EROFS image (is it a valid composefs image? is EROFS in this kernel?)";
     if !force_loop {
-        match erofs_from_source(&crate::util::proc_self_fd(image)) {
+        match erofs_from_source(&crate::fsutil::proc_self_fd(image)) {
             Ok(m) => return Ok(m),
             Err(Errno::NOTBLK) => {}
             Err(e) => return Err(e).context(hint),
@@ -67,7 +67,7 @@ pub fn mount_image(image: &File, objects: &Path, target: &Path, opts: MountOptio
         .context("fsopen(overlay): is overlayfs in this kernel?")?;
     let lower = format!(
         "{}::{}",
-        crate::util::proc_self_fd(&erofs),
+        crate::fsutil::proc_self_fd(&erofs),
         objects.display()
     );
     if objects

@@ -49,6 +49,7 @@ use hashbrown::{DefaultHashBuilder, HashSet};
 
 use crate::fsverity::ObjectId;
 use crate::repository::Repository;
+use crate::show::display_bytes;
 use crate::splitstream::{Piece, SplitStreamReader, content_type};
 use crate::tarheader::{
     BLOCK, checksum_ok, cstr, header_name, numeric_u32, numeric_u64, padding, parse_numeric,
@@ -57,7 +58,6 @@ use crate::tarheader::{
 use crate::tree::{
     FileData, Ino, Inode, Kind, MemTree, MemTreeBuilder, Stat, Timespec, Xattr, check_name, mode,
 };
-use crate::util::display_bytes;
 
 /// PAX, global PAX and GNU long-name/long-link records are read into
 /// memory; larger ones are refused (as [`crate::tarsplit`] does).
@@ -484,7 +484,7 @@ fn apply_layer(m: &mut Merger, stream: SplitStreamReader, layer: usize) -> Resul
         let ctx = || {
             format!(
                 "tar entry \"{}\" (header at byte {at})",
-                crate::util::short_path(&path)
+                crate::show::short_path(&path)
             )
         };
         let link = pax

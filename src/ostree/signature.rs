@@ -167,7 +167,7 @@ fn unix_secs(t: SystemTime) -> u64 {
 
 /// `secs` since the epoch as `YYYY-MM-DD HH:MM:SS UTC`.
 fn fmt_utc(secs: u64) -> String {
-    let (y, m, d, hh, mm, ss) = crate::util::utc_from_unix(secs.min(i64::MAX as u64) as i64);
+    let (y, m, d, hh, mm, ss) = crate::show::utc_from_unix(secs.min(i64::MAX as u64) as i64);
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
 }
 

@@ -186,7 +186,7 @@ pub fn gc(repo: &Repository, dry_run: bool) -> Result<GcReport> {
     }
     // We hold the exclusive lock: every temporary file is a crash leftover:
     // named objects, half-made entries and refs (`.tmp-NAME.PID` symlinks,
-    // see `util::replace_symlink`), the ostree index's temporary copies.
+    // see `fsutil::replace_symlink`), the ostree index's temporary copies.
     if !dry_run {
         let root = repo.path();
         remove_stale_tmp(&objects, super::objects::TMP_PREFIX, false)?;

@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use rustix::fs::{FlockOperation, Mode, OFlags};
 
+use crate::fsutil::{mkdir_all_at, open_dir_at};
 use crate::fsverity::Algorithm;
-use crate::util::{mkdir_all_at, open_dir_at};
 
 pub use objects::ObjectWriter;
 pub use refs::{RefKind, decode_ref_component, encode_ref_component, validate_ref_name};

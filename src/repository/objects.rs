@@ -256,7 +256,7 @@ fn seal_and_place(
     let file = if repo.verity() {
         // fs-verity refuses files with writers: reopen read-only first (an
         // unnamed file vanishes with its last descriptor).
-        let ro = File::open(crate::util::proc_self_fd(&file))
+        let ro = File::open(crate::fsutil::proc_self_fd(&file))
             .with_context(|| format!("cannot reopen object {id}"))?;
         drop(file);
         seal_with_verity(&ro, id)?;
@@ -282,7 +282,7 @@ fn place(repo: &Repository, file: &File, tmp: &TmpFile<'_>, id: &ObjectId) -> Re
     let attempt = || match &tmp.name {
         None => rustix::fs::linkat(
             CWD,
-            crate::util::proc_self_fd(file).as_str(),
+            crate::fsutil::proc_self_fd(file).as_str(),
             objects,
             name.as_str(),
             AtFlags::SYMLINK_FOLLOW,
@@ -380,7 +380,7 @@ impl Repository {
 
     /// [`Self::store_file`], calling `progress` with the number of bytes
     /// of each piece done. A large file is read from its start with its
-    /// holes skipped ([`crate::util::for_each_extent`]) and written with
+    /// holes skipped ([`crate::fsutil::for_each_extent`]) and written with
     /// holes where it has zeros ([`ObjectWriter`]): memory is one buffer
     /// whatever the size, and a mostly-hole file is neither read nor
     /// written in full.
@@ -400,13 +400,13 @@ impl Repository {
         }
         let mut w = self.object_writer()?;
         let mut buf = vec![0u8; WRITE_BUF];
-        crate::util::for_each_extent(&f, &mut buf, |e| {
+        crate::fsutil::for_each_extent(&f, &mut buf, |e| {
             match e {
-                crate::util::Extent::Data(d) => {
+                crate::fsutil::Extent::Data(d) => {
                     w.write_all(d)?;
                     progress(d.len() as u64);
                 }
-                crate::util::Extent::Zeros(n) => {
+                crate::fsutil::Extent::Zeros(n) => {
                     w.write_zeros(n)?;
                     progress(n);
                 }

@@ -15,8 +15,8 @@ use rustix::fs::{AtFlags, FileType};
 use rustix::io::Errno;
 
 use super::Repository;
+use crate::fsutil::{mkdir_all_at, replace_symlink};
 use crate::fsverity::ObjectId;
-use crate::util::{mkdir_all_at, replace_symlink};
 
 /// Which namespace a name lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -45,7 +45,7 @@ use anyhow::{Context, Result, bail};
 
 use super::format::{HEADER_SIZE, Header, INFO_SIZE, Info};
 use crate::fsverity::{Algorithm, ObjectId};
-use crate::util::Bytes;
+use crate::mapped::Bytes;
 
 /// Largest decompressed frame written or read.
 pub const MAX_FRAME_RAW: usize = 64 << 20;

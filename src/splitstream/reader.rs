@@ -188,7 +188,7 @@ impl SplitStreamReader {
     /// (see [`super::frames`]); `Ok(Err(self))` gives the reader back
     /// otherwise. Call before reading any piece.
     pub fn into_frames(self) -> Result<std::result::Result<Frames, SplitStreamReader>> {
-        let map = crate::util::Bytes::map(self.decoder.get_ref().get_ref().get_ref())
+        let map = crate::mapped::Bytes::map(self.decoder.get_ref().get_ref().get_ref())
             .context("cannot map splitstream")?;
         let refs = self.refs.start as usize..self.refs.end as usize;
         match Frames::open(
@@ -221,7 +221,7 @@ impl SplitStreamReader {
     pub fn next_piece(&mut self) -> Result<Option<Piece<'_>>> {
         if self.inline_left == 0 {
             let mut hdr = [0u8; 8];
-            let got = crate::util::read_full(&mut self.decoder, &mut hdr)
+            let got = crate::fsutil::read_full(&mut self.decoder, &mut hdr)
                 .context("cannot decompress splitstream")?;
             if got == 0 {
                 return Ok(None);

@@ -39,7 +39,7 @@ use anyhow::{Context, Result, bail};
 use rustix::fs::{AtFlags, Dir, Mode, OFlags, Stat as RawStat};
 use rustix::io::Errno;
 
-use crate::util::short_path;
+use crate::show::short_path;
 
 use super::{
     FileData, Ino, Inode, Kind, MemTree, MemTreeBuilder, Stat, Timespec, check_name, mode,

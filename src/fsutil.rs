@@ -1,9 +1,10 @@
-//! Small filesystem helpers shared by the repository modules.
+//! Filesystem helpers shared by the repository, the importers and the
+//! views: symlinks replaced atomically, directories made and opened at a
+//! descriptor, full reads, a file's data and holes in order, and the
+//! `/proc/self/fd` path of a descriptor.
 
-use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -76,30 +77,6 @@ pub fn read_full(mut r: impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(done)
 }
 
-/// Human-readable byte count (`1.5 MiB`).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// Show a byte string for messages: UTF-8 lossily, with control characters escaped.
-pub fn display_bytes(b: &[u8]) -> String {
-    OsStr::from_bytes(b)
-        .to_string_lossy()
-        .escape_debug()
-        .to_string()
-}
-
 /// A piece of a file as [`for_each_extent`] reads it.
 pub enum Extent<'a> {
     /// Bytes read (may still contain zeros).
@@ -168,118 +145,9 @@ pub fn for_each_extent(
     }
 }
 
-/// Bytes kept at each end of a path shortened by [`short_path`].
-pub const SHORT_PATH_KEEP: usize = 100;
-
-/// A path for a message, as [`display_bytes`] shows it when it is short;
-/// otherwise its first and last [`SHORT_PATH_KEEP`] bytes around `…`, with
-/// its length and number of components, so that an error about a file
-/// 10,000 directories deep is one line, not 20 KB.
-pub fn short_path(p: &[u8]) -> String {
-    if p.len() <= 2 * SHORT_PATH_KEEP + 32 {
-        return display_bytes(p);
-    }
-    // Cut on UTF-8 character boundaries (never inside a sequence).
-    let mut head = SHORT_PATH_KEEP;
-    while head > 0 && p[head] & 0xc0 == 0x80 {
-        head -= 1;
-    }
-    let mut tail = p.len() - SHORT_PATH_KEEP;
-    while tail < p.len() && p[tail] & 0xc0 == 0x80 {
-        tail += 1;
-    }
-    let components = p.split(|&c| c == b'/').filter(|c| !c.is_empty()).count();
-    format!(
-        "{}…{} ({} bytes, {components} components)",
-        display_bytes(&p[..head]),
-        display_bytes(&p[tail..]),
-        p.len()
-    )
-}
-
 /// `/proc/self/fd/N` for an open descriptor: how `linkat`, `open` and mount
 /// options reach an unnamed file or a detached mount.
 pub fn proc_self_fd(fd: impl AsFd) -> String {
     use std::os::fd::AsRawFd;
     format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
-}
-
-/// UTC calendar date and time of `secs` since the epoch: (year, month,
-/// day, hour, minute, second). Days-from-civil arithmetic, no time zone
-/// database.
-pub fn utc_from_unix(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Bytes of a file, read into memory or mapped (read-only, private).
-pub enum Bytes {
-    Owned(Vec<u8>),
-    Mapped {
-        ptr: *mut std::ffi::c_void,
-        len: usize,
-    },
-}
-
-// SAFETY: the mapping is read-only and private, never written through,
-// and unmapped only on drop.
-unsafe impl Send for Bytes {}
-unsafe impl Sync for Bytes {}
-
-impl Bytes {
-    /// Map a whole file. The file must not be truncated while mapped (a
-    /// read past its new end would fault): meant for repository objects,
-    /// which are written once, complete, and only ever unlinked.
-    pub fn map(file: &std::fs::File) -> io::Result<Bytes> {
-        let len = usize::try_from(file.metadata()?.len())
-            .map_err(|_| io::Error::other("file too large to map"))?;
-        if len == 0 {
-            return Ok(Bytes::Owned(Vec::new()));
-        }
-        // SAFETY: a fresh private read-only mapping of `len` bytes of an
-        // open file; no other memory is affected.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                rustix::mm::ProtFlags::READ,
-                rustix::mm::MapFlags::PRIVATE,
-                file,
-                0,
-            )
-        }?;
-        Ok(Bytes::Mapped { ptr, len })
-    }
-}
-
-impl std::ops::Deref for Bytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Bytes::Owned(v) => v,
-            // SAFETY: `ptr` maps `len` readable bytes until drop.
-            Bytes::Mapped { ptr, len } => unsafe {
-                std::slice::from_raw_parts(*ptr as *const u8, *len)
-            },
-        }
-    }
-}
-
-impl Drop for Bytes {
-    fn drop(&mut self) {
-        if let Bytes::Mapped { ptr, len } = *self {
-            // SAFETY: unmapping our own mapping, once.
-            let _ = unsafe { rustix::mm::munmap(ptr, len) };
-        }
-    }
 }
