@@ -25,6 +25,7 @@ pub mod importdir;
 pub mod inspect;
 pub mod mapped;
 pub mod mount;
+pub mod net;
 pub mod oci;
 pub mod ostree;
 pub mod readahead;

@@ -259,7 +259,7 @@ fn commit_info(c: &Commit) -> (String, String) {
 
 fn ls_remote(spec: &str) -> Result<ExitCode> {
     let src = source::open(spec)?;
-    let summary = crate::ostree::retry(|| src.read("summary", MAX_SUMMARY_SIZE))?
+    let summary = crate::net::retry(|| src.read("summary", MAX_SUMMARY_SIZE))?
         .map(|b| Summary::parse(&b))
         .transpose()
         .with_context(|| format!("summary of {spec}"))?;
@@ -282,7 +282,7 @@ fn ls_remote(spec: &str) -> Result<ExitCode> {
             writeln!(out, "{name} {c} {ts} {v}").context("cannot write to stdout")?;
             continue;
         }
-        let data = crate::ostree::retry(|| src.metadata(&c, ObjType::Commit))
+        let data = crate::net::retry(|| src.metadata(&c, ObjType::Commit))
             .with_context(|| format!("commit {c} of ref {name}"))?;
         let (ts, ver) = match data.as_deref().map(Commit::parse) {
             Some(Ok(commit)) if Checksum::of(data.as_deref().unwrap_or_default()) == c => {

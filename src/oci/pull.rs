@@ -28,12 +28,6 @@ pub use super::store::{config_id, layer_id, manifest_id};
 /// Layers downloaded at once.
 const PARALLEL_LAYERS: usize = 3;
 
-/// Attempts at a blob whose download the network cut short (each starts
-/// the blob again; objects stored by an earlier attempt are not written
-/// twice), and the pause before the first retry (then tripled).
-const ATTEMPTS: u32 = 4;
-const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
-
 /// At most this many layers in one image.
 const MAX_LAYERS: usize = 4096;
 
@@ -161,7 +155,7 @@ fn fetch_document(src: &dyn ImageSource, d: &Descriptor, what: &str) -> Result<V
     if d.size > super::layout::MAX_DOCUMENT {
         bail!("{what} is {} bytes: too large", d.size);
     }
-    retry_interrupted(|| {
+    crate::net::retry(|| {
         let mut r = Verifier::blob(src, d, None)?;
         let mut bytes = Vec::new();
         r.read_to_end(&mut bytes)
@@ -169,23 +163,6 @@ fn fetch_document(src: &dyn ImageSource, d: &Descriptor, what: &str) -> Result<V
         r.check(d, what)?;
         Ok(bytes)
     })
-}
-
-/// `f`, again (up to [`ATTEMPTS`] in all, with growing pauses) while it
-/// fails because the network cut a download short.
-fn retry_interrupted<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut pause = RETRY_PAUSE;
-    let mut attempt = 1;
-    loop {
-        match f() {
-            Err(e) if attempt < ATTEMPTS && super::source::is_interrupted(&e) => {
-                attempt += 1;
-                std::thread::sleep(pause);
-                pause *= 3;
-            }
-            r => return r,
-        }
-    }
 }
 
 fn platform_matches(p: &Platform, want: &Platform) -> bool {
@@ -411,7 +388,9 @@ pub fn pull(
                         let Some(&i) = todo.get(k) else { break };
                         let d = &manifest.layers[i];
                         let what = format!("{}: layer {} ({})", src.describe(), i + 1, d.digest);
-                        let r = retry_interrupted(|| {
+                        // A blob the network cut short starts again; objects
+                        // stored by an earlier attempt are not written twice.
+                        let r = crate::net::retry(|| {
                             progress.layer_start(i, &d.digest, d.size);
                             pull_layer(repo, src, i, d, &config.rootfs.diff_ids[i], &what, progress)
                         });

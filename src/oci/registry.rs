@@ -274,7 +274,7 @@ impl Registry {
                 };
                 Err(Failure::Fatal(self.error(format!("no {what}{detail}"))))
             }
-            408 | 429 | 500..=599 => {
+            s if crate::net::is_transient_status(s) => {
                 let after = retry_after(&resp);
                 Err(Failure::Retry(
                     self.error(format!("{what}: {}", status_message(resp, &at))),
@@ -455,7 +455,7 @@ impl Registry {
         let status = resp.status().as_u16();
         match status {
             200..=299 => {}
-            408 | 429 | 500..=599 => {
+            s if crate::net::is_transient_status(s) => {
                 let after = retry_after(&resp);
                 return Err(Failure::Retry(
                     self.error(format!("{token_what}: {}", status_message(resp, &at))),
@@ -618,7 +618,7 @@ impl Read for BlobReader {
         }
         // Network trouble: the pull may start the blob again.
         let wrap = |e: Error, what: &str| {
-            Error::new(e.kind(), super::source::Interrupted(format!("{what}: {e}")))
+            Error::new(e.kind(), crate::net::Transient(format!("{what}: {e}")))
         };
         if self.remaining == 0 {
             let mut extra = [0u8; 1];
@@ -637,7 +637,7 @@ impl Read for BlobReader {
         match self.inner.read(&mut buf[..n]) {
             Ok(0) => Err(Error::new(
                 ErrorKind::UnexpectedEof,
-                super::source::Interrupted(format!(
+                crate::net::Transient(format!(
                     "{}: the body ended after {} of {} bytes",
                     self.what,
                     self.size - self.remaining,

@@ -7,23 +7,6 @@ use std::io::Read;
 
 use anyhow::Result;
 
-/// A blob download cut short by the network (a reset connection, a
-/// timeout, a body that ended early): starting the blob again may work.
-/// Sources put it inside the `io::Error`s their blob readers return.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Interrupted(pub String);
-
-/// Whether `e` comes from an [`Interrupted`] download.
-pub fn is_interrupted(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<Interrupted>().is_some()
-            || c.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .is_some_and(|inner| inner.downcast_ref::<Interrupted>().is_some())
-    })
-}
-
 use super::spec::Digest;
 
 /// A manifest or index as served: its bytes and media type.

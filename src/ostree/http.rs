@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::checksum::{Checksum, ObjType, object_path};
-use super::source::{FileObject, RepoMode, Source, Transient, filez_object, mode_from_config};
+use super::source::{FileObject, RepoMode, Source, filez_object, mode_from_config};
+use crate::net::{Transient, is_transient_status, retry};
 
 pub struct HttpSource {
     base: String,
@@ -44,7 +45,7 @@ impl HttpSource {
             agent,
             mode: RepoMode::Archive,
         };
-        let config = super::retry(|| s.read("config", 1 << 20))
+        let config = retry(|| s.read("config", 1 << 20))
             .with_context(|| format!("cannot read the config of {url}"))?;
         if let Some(text) = config {
             let mode = mode_from_config(&String::from_utf8_lossy(&text))?;
@@ -71,7 +72,7 @@ impl HttpSource {
         match status {
             200..=299 => Ok(Some(resp.into_body())),
             404 | 410 => Ok(None),
-            408 | 425 | 429 | 500..=599 => {
+            s if is_transient_status(s) => {
                 Err(Transient(format!("GET {url}: HTTP {status}")).into())
             }
             _ => bail!("GET {url}: HTTP {status}"),
@@ -98,7 +99,11 @@ impl Source for HttpSource {
             .reader()
             .read_to_end(&mut buf)
             .map_err(|e| {
-                if e.to_string().contains("limit") {
+                let over = e
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<ureq::Error>())
+                    .is_some_and(|u| matches!(u, ureq::Error::BodyExceedsLimit(_)));
+                if over {
                     anyhow::anyhow!("{}/{path} is larger than {limit} bytes", self.base)
                 } else {
                     Transient(format!("reading {}/{path}: {e}", self.base)).into()

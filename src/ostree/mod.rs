@@ -33,4 +33,3 @@ pub mod trust;
 pub mod variant;
 
 pub use checksum::{Checksum, ObjType};
-pub use pull::retry;

@@ -28,6 +28,7 @@ use super::resolve::{self, Resolved};
 use super::source::{self, Source};
 use super::summary::{self, MAX_SUMMARY_SIZE, Summary};
 use super::trust::{self, Trust};
+use crate::net::retry;
 use crate::repository::Repository;
 
 /// Content up to this size is read into memory, verified, then stored;
@@ -73,21 +74,6 @@ pub struct PullReport {
     pub delta: Option<String>,
     pub signers: Vec<String>,
     pub already_stored: bool,
-}
-
-/// Retry `f` on transient errors (network trouble), with backoff.
-pub fn retry<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut delay = std::time::Duration::from_millis(100);
-    for attempt in 0.. {
-        match f() {
-            Err(e) if attempt < 4 && source::is_transient(&e) => {
-                std::thread::sleep(delay);
-                delay *= 3;
-            }
-            other => return other,
-        }
-    }
-    unreachable!()
 }
 
 /// Fetch metadata object (c, t), check its SHA-256 and its type.

@@ -7,9 +7,9 @@ use anyhow::{Context, Result, bail};
 
 use super::checksum::Checksum;
 use super::index;
-use super::pull::retry;
 use super::source::Source;
 use super::summary::Summary;
+use crate::net::retry;
 use crate::repository::{RefKind, Repository};
 
 pub struct Resolved {

@@ -79,22 +79,6 @@ impl FileContent {
     }
 }
 
-/// An error worth retrying (network trouble, server errors).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Transient(pub String);
-
-/// Whether `e` is [`Transient`], or carries one: directly, or inside an
-/// `io::Error` (whose `source()` skips the error it wraps).
-pub fn is_transient(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<Transient>().is_some()
-            || c.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .is_some_and(|inner| inner.downcast_ref::<Transient>().is_some())
-    })
-}
-
 /// An ostree repository to pull from.
 pub trait Source: Send + Sync {
     /// For messages: the path or URL.

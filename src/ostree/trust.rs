@@ -10,9 +10,9 @@
 use anyhow::{Result, bail};
 
 use super::checksum::Checksum;
-use super::pull::retry;
 use super::signature::{self, Ed25519Keys, Keyring, Verdict};
 use super::source::Source;
+use crate::net::retry;
 
 #[derive(Default)]
 pub struct Trust {
