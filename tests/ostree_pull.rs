@@ -820,6 +820,29 @@ fn pulling_a_stored_commit_again_fetches_nothing() {
     assert_stored(&repo, "again", &a.c2);
 }
 
+/// A served file over the size the pull reads of it is refused as too
+/// large (not retried as a network failure): here a `config` of 2 MiB.
+#[test]
+fn an_oversized_served_file_is_refused_as_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("huge");
+    std::fs::create_dir_all(repo_dir.join("objects")).unwrap();
+    let mut config = b"[core]\nrepo_version=1\nmode=archive-z2\n".to_vec();
+    config.resize(2 << 20, b'#');
+    std::fs::write(repo_dir.join("config"), config).unwrap();
+    let server = HttpServer::serve(dir.path());
+    let url = server.url("huge");
+    let repo = Repo::new();
+    let err = pull_fails(&repo, &[&url, "main"], "main");
+    assert!(err.contains("larger than"), "{err}");
+    let configs = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/config"))
+        .count();
+    assert_eq!(configs, 1, "an oversized file was fetched again: {err}");
+}
+
 // ---------------------------------------------------------------------------
 // 4. Summary and static deltas
 // ---------------------------------------------------------------------------
