@@ -15,10 +15,10 @@ use super::repo_cmds::open;
 use crate::ostree::commitstream::CommitStream;
 use crate::ostree::objects::Commit;
 use crate::ostree::pull::{PullOptions, Stats, pull};
-use crate::ostree::signature::{Ed25519Keys, Keyring};
+use crate::ostree::signature;
 use crate::ostree::summary::{MAX_SUMMARY_SIZE, Summary};
 use crate::ostree::trust::Trust;
-use crate::ostree::{Checksum, ObjType, resolve, source, tree};
+use crate::ostree::{Checksum, ObjType, resolve, tree};
 use crate::repository::{RefKind, Repository};
 use crate::show::human_bytes;
 
@@ -112,47 +112,12 @@ pub fn run(repo: Option<&Path>, cmd: OstreeCommand) -> Result<ExitCode> {
 }
 
 fn trust(a: &PullArgs) -> Result<Trust> {
-    let (gpg, ed25519) = load_keys(&a.gpg_keyring, &a.ed25519_key, &a.ed25519_keyfile)?;
+    let (gpg, ed25519) = signature::load_keys(&a.gpg_keyring, &a.ed25519_key, &a.ed25519_keyfile)?;
     Ok(Trust {
         require: a.require_signatures,
         gpg,
         ed25519,
     })
-}
-
-/// The OpenPGP keyrings in `gpg_files` merged into one, and the ed25519
-/// keys given in base64 and in `ed25519_files` merged into one.
-pub(super) fn load_keys(
-    gpg_files: &[PathBuf],
-    ed25519_keys: &[String],
-    ed25519_files: &[PathBuf],
-) -> Result<(Option<Keyring>, Option<Ed25519Keys>)> {
-    let mut gpg: Option<Keyring> = None;
-    for p in gpg_files {
-        let k = Keyring::load(p).with_context(|| format!("keyring {}", p.display()))?;
-        match &mut gpg {
-            Some(all) => all.merge(k),
-            None => gpg = Some(k),
-        }
-    }
-    let mut keys: Vec<Ed25519Keys> = Vec::new();
-    for k in ed25519_keys {
-        keys.push(Ed25519Keys::from_base64(k).with_context(|| format!("ed25519 key {k:?}"))?);
-    }
-    for p in ed25519_files {
-        keys.push(
-            Ed25519Keys::load_file(p)
-                .with_context(|| format!("ed25519 key file {}", p.display()))?,
-        );
-    }
-    let mut ed25519: Option<Ed25519Keys> = None;
-    for k in keys {
-        match &mut ed25519 {
-            Some(all) => all.merge(k),
-            None => ed25519 = Some(k),
-        }
-    }
-    Ok((gpg, ed25519))
 }
 
 /// Draw bars from `stats` on stderr until `done`.
@@ -258,7 +223,7 @@ fn commit_info(c: &Commit) -> (String, String) {
 }
 
 fn ls_remote(spec: &str) -> Result<ExitCode> {
-    let src = source::open(spec)?;
+    let src = crate::ostree::open_source(spec)?;
     let summary = crate::net::retry(|| src.read("summary", MAX_SUMMARY_SIZE))?
         .map(|b| Summary::parse(&b))
         .transpose()

@@ -54,7 +54,7 @@ pub struct LogArgs {
 
 fn keys(a: &ShowArgs) -> Result<Keys> {
     let (gpg, ed25519) =
-        super::ostree_cmds::load_keys(&a.gpg_keyring, &a.ed25519_key, &a.ed25519_keyfile)?;
+        crate::ostree::signature::load_keys(&a.gpg_keyring, &a.ed25519_key, &a.ed25519_keyfile)?;
     Ok(Keys { gpg, ed25519 })
 }
 

@@ -33,3 +33,24 @@ pub mod trust;
 pub mod variant;
 
 pub use checksum::{Checksum, ObjType};
+use source::Source;
+
+/// Open a source: a local path, `file://` URL, or `http(s)://` URL.
+pub fn open_source(spec: &str) -> anyhow::Result<Box<dyn Source>> {
+    open_source_with(spec, None)
+}
+
+/// [`open_source`], with an HTTP timeout other than the default.
+pub fn open_source_with(
+    spec: &str,
+    timeout: Option<std::time::Duration>,
+) -> anyhow::Result<Box<dyn Source>> {
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        return Ok(Box::new(http::HttpSource::new(spec, timeout)?));
+    }
+    let path = match spec.strip_prefix("file://") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::path::PathBuf::from(spec),
+    };
+    Ok(Box::new(local::LocalSource::open(&path)?))
+}

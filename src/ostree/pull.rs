@@ -388,7 +388,7 @@ pub fn pull(
 ) -> Result<PullReport> {
     repo.ensure_writable()?;
     *stats.phase.lock().expect("stats") = "resolving";
-    let src = source::open_with(source_spec, opts.timeout)?;
+    let src = super::open_source_with(source_spec, opts.timeout)?;
     let src: &dyn Source = &*src;
     let summary_bytes = retry(|| src.read("summary", MAX_SUMMARY_SIZE)).context("summary")?;
     let summary = match &summary_bytes {

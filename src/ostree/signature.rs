@@ -849,6 +849,41 @@ pub fn verify_ed25519(data: &[u8], detached: Option<&[u8]>, keys: &Ed25519Keys) 
     v
 }
 
+/// The OpenPGP keyrings in `gpg_files` merged into one, and the ed25519
+/// keys given in base64 and in `ed25519_files` merged into one.
+pub fn load_keys(
+    gpg_files: &[std::path::PathBuf],
+    ed25519_keys: &[String],
+    ed25519_files: &[std::path::PathBuf],
+) -> Result<(Option<Keyring>, Option<Ed25519Keys>)> {
+    let mut gpg: Option<Keyring> = None;
+    for p in gpg_files {
+        let k = Keyring::load(p).with_context(|| format!("keyring {}", p.display()))?;
+        match &mut gpg {
+            Some(all) => all.merge(k),
+            None => gpg = Some(k),
+        }
+    }
+    let mut keys: Vec<Ed25519Keys> = Vec::new();
+    for k in ed25519_keys {
+        keys.push(Ed25519Keys::from_base64(k).with_context(|| format!("ed25519 key {k:?}"))?);
+    }
+    for p in ed25519_files {
+        keys.push(
+            Ed25519Keys::load_file(p)
+                .with_context(|| format!("ed25519 key file {}", p.display()))?,
+        );
+    }
+    let mut ed25519: Option<Ed25519Keys> = None;
+    for k in keys {
+        match &mut ed25519 {
+            Some(all) => all.merge(k),
+            None => ed25519 = Some(k),
+        }
+    }
+    Ok((gpg, ed25519))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,6 @@
 //! logic never knows which it has.
 
 use std::io::{self, Read};
-use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use flate2::read::DeflateDecoder;
@@ -108,23 +107,6 @@ pub trait Source: Send + Sync {
     /// A hint that object (`csum`, `objtype`) will be wanted soon (a local
     /// source starts reading it into the page cache). Errors are ignored.
     fn prefetch(&self, _csum: &Checksum, _objtype: ObjType) {}
-}
-
-/// Open a source: a local path, `file://` URL, or `http(s)://` URL.
-pub fn open(spec: &str) -> Result<Box<dyn Source>> {
-    open_with(spec, None)
-}
-
-/// [`open`], with an HTTP timeout other than the default.
-pub fn open_with(spec: &str, timeout: Option<std::time::Duration>) -> Result<Box<dyn Source>> {
-    if spec.starts_with("http://") || spec.starts_with("https://") {
-        return Ok(Box::new(super::http::HttpSource::new(spec, timeout)?));
-    }
-    let path = match spec.strip_prefix("file://") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(spec),
-    };
-    Ok(Box::new(super::local::LocalSource::open(&path)?))
 }
 
 /// Content up to this size is inflated whole, in one call, when its

@@ -134,6 +134,52 @@ pub fn content_type_name(ct: u64) -> String {
     }
 }
 
+fn check_range(r: &Range<u64>, file_len: u64, what: &str) -> Result<()> {
+    if r.start > r.end || r.end > file_len {
+        bail!(
+            "splitstream {what} section {}..{} lies outside the file ({file_len} bytes): truncated or corrupt",
+            r.start,
+            r.end
+        );
+    }
+    Ok(())
+}
+
+/// Check a splitstream's header against its file length and the
+/// repository's algorithm, before its info section is read.
+pub fn check_header(header: &Header, file_len: u64, algorithm: Algorithm) -> Result<()> {
+    if header.algorithm != algorithm {
+        bail!(
+            "splitstream uses {}, the repository uses {algorithm}",
+            header.algorithm
+        );
+    }
+    if header.lg_blocksize != Algorithm::LG_BLOCKSIZE {
+        bail!(
+            "splitstream uses fs-verity block size 2^{}, only 2^12 is supported",
+            header.lg_blocksize
+        );
+    }
+    check_range(&header.info, file_len, "info")?;
+    if header.info.end - header.info.start < INFO_SIZE as u64 {
+        bail!(
+            "splitstream info section is too short ({} bytes)",
+            header.info.end - header.info.start
+        );
+    }
+    Ok(())
+}
+
+/// Check the sections an info names lie in the file: with
+/// [`check_header`], everything [`super::SplitStreamReader::new`]
+/// and [`super::Frames::map`] rely on.
+pub fn check_sections(info: &Info, file_len: u64) -> Result<()> {
+    check_range(&info.stream_refs, file_len, "stream refs")?;
+    check_range(&info.object_refs, file_len, "object refs")?;
+    check_range(&info.stream, file_len, "stream")?;
+    check_range(&info.named_refs, file_len, "named refs")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

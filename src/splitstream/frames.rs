@@ -323,10 +323,10 @@ impl Frames {
     pub fn map(file: &File, algorithm: Algorithm) -> Result<Option<Frames>> {
         let map = Bytes::map(file).context("cannot map splitstream")?;
         let header = Header::decode(map.get(..HEADER_SIZE).unwrap_or(&map[..]))?;
-        super::reader::check_header(&header, map.len() as u64, algorithm)?;
+        super::format::check_header(&header, map.len() as u64, algorithm)?;
         let info_at = header.info.start as usize;
         let info = Info::decode(&map[info_at..info_at + INFO_SIZE])?;
-        super::reader::check_sections(&info, map.len() as u64)?;
+        super::format::check_sections(&info, map.len() as u64)?;
         let refs = info.object_refs.start as usize..info.object_refs.end as usize;
         Self::open(Arc::new(map), algorithm, info.stream, refs)
     }

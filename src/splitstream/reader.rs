@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use anyhow::{Context, Result, bail};
 
-use super::format::{HEADER_SIZE, Header, INFO_SIZE, Info};
+use super::format::{HEADER_SIZE, Header, INFO_SIZE, Info, check_header, check_sections};
 use super::frames::Frames;
 use crate::fsverity::{Algorithm, ObjectId};
 use crate::repository::Repository;
@@ -49,57 +49,11 @@ pub struct SplitStreamReader {
     buf: Vec<u8>,
 }
 
-fn check_range(r: &Range<u64>, file_len: u64, what: &str) -> Result<()> {
-    if r.start > r.end || r.end > file_len {
-        bail!(
-            "splitstream {what} section {}..{} lies outside the file ({file_len} bytes): truncated or corrupt",
-            r.start,
-            r.end
-        );
-    }
-    Ok(())
-}
-
 fn read_range(f: &mut File, r: &Range<u64>) -> io::Result<Vec<u8>> {
     let mut v = vec![0u8; (r.end - r.start) as usize];
     f.seek(SeekFrom::Start(r.start))?;
     f.read_exact(&mut v)?;
     Ok(v)
-}
-
-/// Check a splitstream's header against its file length and the
-/// repository's algorithm, before its info section is read.
-pub(super) fn check_header(header: &Header, file_len: u64, algorithm: Algorithm) -> Result<()> {
-    if header.algorithm != algorithm {
-        bail!(
-            "splitstream uses {}, the repository uses {algorithm}",
-            header.algorithm
-        );
-    }
-    if header.lg_blocksize != Algorithm::LG_BLOCKSIZE {
-        bail!(
-            "splitstream uses fs-verity block size 2^{}, only 2^12 is supported",
-            header.lg_blocksize
-        );
-    }
-    check_range(&header.info, file_len, "info")?;
-    if header.info.end - header.info.start < INFO_SIZE as u64 {
-        bail!(
-            "splitstream info section is too short ({} bytes)",
-            header.info.end - header.info.start
-        );
-    }
-    Ok(())
-}
-
-/// Check the sections an info names lie in the file: with
-/// [`check_header`], everything [`SplitStreamReader::new`] and
-/// [`Frames::map`] rely on.
-pub(super) fn check_sections(info: &Info, file_len: u64) -> Result<()> {
-    check_range(&info.stream_refs, file_len, "stream refs")?;
-    check_range(&info.object_refs, file_len, "object refs")?;
-    check_range(&info.stream, file_len, "stream")?;
-    check_range(&info.named_refs, file_len, "named refs")
 }
 
 fn parse_ids(alg: Algorithm, raw: &[u8], what: &str) -> Result<Vec<ObjectId>> {
