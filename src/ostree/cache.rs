@@ -43,6 +43,15 @@ pub fn stream_id(repo: &Repository, commit: &Checksum) -> Result<ObjectId> {
         .id)
 }
 
+impl CommitStream {
+    /// Open stored commit `commit`: a stream in the shared format through
+    /// its cache ([`open`]), an older `ostreecm` stream directly. (Here, not
+    /// in `commitstream`, which knows nothing of the cache.)
+    pub fn open(repo: &Repository, commit: &Checksum) -> Result<CommitStream> {
+        open(repo, commit)
+    }
+}
+
 /// Open stored commit `commit` for lookups.
 pub fn open(repo: &Repository, commit: &Checksum) -> Result<CommitStream> {
     let id = stream_id(repo, commit)?;

@@ -257,12 +257,6 @@ pub struct CommitStream {
 type IndexEntry = (Checksum, u8, u8, u64, u64);
 
 impl CommitStream {
-    /// Open stored commit `commit`: a stream in the shared format through
-    /// its cache (`super::cache`), an older `ostreecm` stream directly.
-    pub fn open(repo: &Repository, commit: &Checksum) -> Result<CommitStream> {
-        super::cache::open(repo, commit)
-    }
-
     /// Open a stream of ours (`ostreecm`) stored as the commit's stream.
     pub fn open_legacy(repo: &Repository, commit: &Checksum) -> Result<CommitStream> {
         let what = || format!("stored ostree commit {commit}");
