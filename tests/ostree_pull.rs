@@ -793,6 +793,38 @@ fn log_commits(repo: &Repo, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// A stored commit whose stream object is gone is an error naming the
+/// commit on the next pull of it, not a silent pull over it; a commit not
+/// stored at all is simply pulled.
+#[test]
+fn a_damaged_stored_commit_is_an_error_not_a_repull() {
+    require_root();
+    let f = fixture();
+    let a = f.archive();
+    let src = path_str(&f.dir.join("repo-archive")).to_string();
+    let repo = Repo::new();
+    let first = pull(&repo, &[&src, "main"]);
+    assert_eq!(first.commit, a.c2);
+    // The commit's stream entry points at its stream object: remove that.
+    let entry = repo
+        .path
+        .join("streams")
+        .join(format!("ostree-commit-{}", a.c2));
+    let target = std::fs::read_link(&entry).unwrap();
+    std::fs::remove_file(entry.parent().unwrap().join(&target)).unwrap();
+    for cache in std::fs::read_dir(repo.path.join("ostree/cache"))
+        .into_iter()
+        .flatten()
+    {
+        std::fs::remove_file(cache.unwrap().path()).unwrap();
+    }
+    let err = pull_fails(&repo, &[&src, "main", "--name", "again"], "again");
+    assert!(
+        err.contains(&a.c2) && err.contains("cannot be read"),
+        "{err}"
+    );
+}
+
 #[test]
 fn pulling_a_stored_commit_again_fetches_nothing() {
     require_root();

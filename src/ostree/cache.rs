@@ -43,6 +43,22 @@ pub fn stream_id(repo: &Repository, commit: &Checksum) -> Result<ObjectId> {
         .id)
 }
 
+/// [`open`], with absence as an answer: `Ok(None)` when no stream of
+/// `commit` is stored (no `streams/ostree-commit-<commit>` entry), an error
+/// when one is stored but cannot be read (a missing or damaged object).
+pub fn try_open(repo: &Repository, commit: &Checksum) -> Result<Option<CommitStream>> {
+    let entry = repo
+        .path()
+        .join(RefKind::Stream.dir())
+        .join(content_id(commit));
+    match std::fs::symlink_metadata(&entry) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot look up {}", entry.display())),
+        Ok(_) => {}
+    }
+    open(repo, commit).map(Some)
+}
+
 impl CommitStream {
     /// Open stored commit `commit`: a stream in the shared format through
     /// its cache ([`open`]), an older `ostreecm` stream directly. (Here, not

@@ -410,7 +410,14 @@ pub fn pull(
     crate::repository::validate_ref_name(&ref_name)?;
 
     // Already stored: check signatures on what we hold, then just name it.
-    if let Ok(stored) = CommitStream::open(repo, &commit) {
+    // Stored but unreadable is an error, not a reason to pull it over.
+    let stored = super::cache::try_open(repo, &commit).with_context(|| {
+        format!(
+            "commit {commit} is stored but cannot be read (`composefs fsck` tells what is \
+             damaged; delete what names it and gc before pulling it again)"
+        )
+    })?;
+    if let Some(stored) = stored {
         let cbytes = stored
             .metadata(&commit, ObjType::Commit)?
             .context("stored commit lacks its commit object")?
