@@ -3,10 +3,10 @@
 //! A tree is a set of inodes, numbered by [`Ino`], navigated from a root:
 //! directories list `(name, ino)` entries sorted by name bytes; a hardlinked
 //! file is one inode under several names. Every source (a directory on disk,
-//! a dumpfile, an EROFS image, later an ostree commit or an OCI image)
-//! implements [`Tree`], lazily where it can; every consumer (the EROFS
-//! writer, dumpfiles, `ls`, later FUSE and `diff`) reads only through it and
-//! knows nothing about where the tree came from. [`MemTree`] is the
+//! a dumpfile, an EROFS image, a stored ostree commit, an OCI image's merged
+//! layers) implements [`Tree`], lazily where it can; every consumer (the
+//! EROFS writer, dumpfiles, `ls` and `cat`, the FUSE view, `diff`) reads
+//! only through it and knows nothing about where the tree came from. [`MemTree`] is the
 //! in-memory implementation, built with [`MemTreeBuilder`].
 
 pub mod container;
