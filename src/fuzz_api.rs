@@ -385,17 +385,7 @@ pub fn fix_tar_checksums(data: &[u8]) -> Option<Vec<u8>> {
         if block.iter().all(|&b| b == 0) {
             break;
         }
-        let sum: u32 = block
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    u32::from(b)
-                }
-            })
-            .sum();
+        let sum = crate::tarheader::checksum((&*block).try_into().expect("one block"));
         let field = format!("{sum:06o}\0 ");
         if block[148..156] != *field.as_bytes() {
             block[148..156].copy_from_slice(field.as_bytes());

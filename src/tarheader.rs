@@ -70,13 +70,22 @@ pub fn checksum_ok(block: &[u8; BLOCK]) -> bool {
     let Some(stored) = parse_numeric(&block[148..156]) else {
         return false;
     };
-    let (mut unsigned, mut signed) = (0i64, 0i64);
-    for (i, &b) in block.iter().enumerate() {
-        let b = if (148..156).contains(&i) { b' ' } else { b };
-        unsigned += i64::from(b);
-        signed += i64::from(b as i8);
-    }
-    stored == unsigned || stored == signed
+    let signed: i64 = checksum_bytes(block).map(|b| i64::from(b as i8)).sum();
+    stored == checksum(block) || stored == signed
+}
+
+/// The checksum a writer stores: the unsigned sum of the header's bytes,
+/// its checksum field read as spaces.
+pub fn checksum(block: &[u8; BLOCK]) -> i64 {
+    checksum_bytes(block).map(i64::from).sum()
+}
+
+/// The header's bytes with its checksum field as spaces.
+fn checksum_bytes(block: &[u8; BLOCK]) -> impl Iterator<Item = u8> + '_ {
+    block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| if (148..156).contains(&i) { b' ' } else { b })
 }
 
 /// A NUL-terminated (or full-width) string field.

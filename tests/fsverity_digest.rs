@@ -6,10 +6,13 @@
 //!
 //! The command is required: without it these tests fail rather than skip.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::Command;
+
+mod common;
 
 use composefs::fsverity::{Algorithm, Hasher, ObjectId, digest_file, digest_reader};
 
@@ -167,12 +170,9 @@ fn every_simd_cap_gives_the_same_digests() {
         .map(|f| fsverity_cli(Algorithm::Sha512, f.path()).to_hex())
         .collect();
     for cap in ["none", "avx2", "avx512"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_composefs"))
-            .arg("measure")
-            .args(files.iter().map(|f| f.path()))
-            .env("COMPOSEFS_SIMD", cap)
-            .output()
-            .expect("run composefs measure");
+        let mut args = vec![OsStr::new("measure")];
+        args.extend(files.iter().map(|f| f.path().as_os_str()));
+        let out = common::composefs(&args, None, &[("COMPOSEFS_SIMD", OsStr::new(cap))]);
         assert!(
             out.status.success(),
             "{}",

@@ -653,7 +653,9 @@ impl TreeFs {
         }
         let files: Vec<(Ino, Ahead)> = entries
             .iter()
-            .filter_map(|e| match &self.tree.inode(e.ino).ok()?.kind {
+            // Through the daemon's cache: the listing's reply loads the
+            // same inodes right after.
+            .filter_map(|e| match &self.inode(e.ino).ok()?.kind {
                 Kind::Regular(FileData::External {
                     size,
                     digest: Some(id),
