@@ -34,6 +34,7 @@
 //! C `mkcomposefs` would build from the same tree (see [`write_with`] for the
 //! details and the knobs).
 
+use crate::show::short_path;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
@@ -176,15 +177,6 @@ fn unescape_optional(field: &[u8]) -> Result<Option<Vec<u8>>> {
 // Parsing
 // ---------------------------------------------------------------------------
 
-fn show(b: &[u8]) -> String {
-    const MAX: usize = 80;
-    if b.len() > MAX {
-        format!("{}…", String::from_utf8_lossy(&b[..MAX]))
-    } else {
-        String::from_utf8_lossy(b).into_owned()
-    }
-}
-
 /// A number as C `strtoull` reads it (what `mkcomposefs` uses): optional
 /// leading white space and sign, at least one digit of `base`, nothing
 /// after; a `-` negates modulo 2^64 and a value past 2^64 - 1 saturates.
@@ -196,14 +188,14 @@ fn parse_c_number(field: &[u8], base: u32, what: &str) -> Result<u64> {
         _ => (false, s),
     };
     if digits.is_empty() {
-        bail!("empty or invalid {what} {:?}", show(field));
+        bail!("empty or invalid {what} {:?}", short_path(field));
     }
     let mut v: u64 = 0;
     let mut saturated = false;
     for &c in digits {
         let d = (c as char)
             .to_digit(base)
-            .with_context(|| format!("invalid {what} {:?}: not a number", show(field)))?;
+            .with_context(|| format!("invalid {what} {:?}: not a number", short_path(field)))?;
         match v
             .checked_mul(u64::from(base))
             .and_then(|v| v.checked_add(u64::from(d)))
@@ -227,7 +219,7 @@ fn parse_mtime(field: &[u8]) -> Result<Timespec> {
     let dot = field
         .iter()
         .position(|&c| c == b'.')
-        .with_context(|| format!("invalid MTIME {:?}: expected SEC.NSEC", show(field)))?;
+        .with_context(|| format!("invalid MTIME {:?}: expected SEC.NSEC", short_path(field)))?;
     let sec = parse_c_number(&field[..dot], 10, "MTIME seconds")? as i64;
     let nsec = parse_c_number(&field[dot + 1..], 10, "MTIME nanoseconds")? as u32;
     // C would write this too, an invalid time no reader takes back.
@@ -244,7 +236,7 @@ fn parse_digest(field: &[u8]) -> Result<ObjectId> {
         128 => Algorithm::Sha512,
         n => bail!("DIGEST has {n} characters; expected 64 (sha256) or 128 (sha512) hex digits"),
     };
-    ObjectId::from_hex(alg, s).with_context(|| format!("DIGEST {:?} is not hex", show(field)))
+    ObjectId::from_hex(alg, s).with_context(|| format!("DIGEST {:?} is not hex", short_path(field)))
 }
 
 /// The bytes before the first NUL: the C tool keeps paths, symlink
@@ -270,7 +262,7 @@ fn split_path(path: &[u8]) -> Result<Vec<&[u8]>> {
     comps.retain(|c| !c.is_empty());
     comps.push(last);
     for comp in &comps {
-        check_name(comp).with_context(|| format!("bad path {:?}", show(path)))?;
+        check_name(comp).with_context(|| format!("bad path {:?}", short_path(path)))?;
     }
     Ok(comps)
 }
@@ -281,7 +273,8 @@ fn split_target(path: &[u8]) -> Result<Vec<&[u8]>> {
     path.split(|&c| c == b'/')
         .filter(|c| !c.is_empty())
         .map(|comp| {
-            check_name(comp).with_context(|| format!("bad hardlink target {:?}", show(path)))?;
+            check_name(comp)
+                .with_context(|| format!("bad hardlink target {:?}", short_path(path)))?;
             Ok(comp)
         })
         .collect()
@@ -665,7 +658,7 @@ impl Parser {
             if XATTR_HEADER + xattr_size > MAX_XATTR_SPACE {
                 bail!(
                     "xattr {:?}: the xattrs of one file take more than {MAX_XATTR_SPACE} bytes",
-                    show(&key)
+                    short_path(&key)
                 );
             }
             xattrs.push((key, value));
@@ -788,11 +781,11 @@ fn parse_xattr(field: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
             key.len()
         );
     }
-    let value = unescape(v).with_context(|| format!("value of xattr {:?}", show(&key)))?;
+    let value = unescape(v).with_context(|| format!("value of xattr {:?}", short_path(&key)))?;
     if value.len() > MAX_XATTR_VALUE {
         bail!(
             "value of xattr {:?} has {} bytes, more than {MAX_XATTR_VALUE}",
-            show(&key),
+            short_path(&key),
             value.len()
         );
     }

@@ -58,6 +58,11 @@ pub fn short_path(p: &[u8]) -> String {
     )
 }
 
+/// A filesystem path for a message, as [`short_path`] shows its bytes.
+pub fn path(p: &std::path::Path) -> String {
+    short_path(p.as_os_str().as_bytes())
+}
+
 /// UTC calendar date and time of `secs` since the epoch: (year, month,
 /// day, hour, minute, second). Days-from-civil arithmetic, no time zone
 /// database.

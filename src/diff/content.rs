@@ -79,16 +79,10 @@ impl Digests {
         }
         let f = open_local(path)?;
         let (id, _) = fsverity::digest_reader(alg, f)
-            .with_context(|| format!("cannot read {}", show(path)))?;
+            .with_context(|| format!("cannot read {}", crate::show::path(path)))?;
         self.local.insert((path.to_path_buf(), alg), id);
         Ok(id)
     }
-}
-
-/// A local path for a message (a deep one shortened).
-fn show(p: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    crate::show::short_path(p.as_os_str().as_bytes())
 }
 
 /// Open a local file without following a symlink put in its place. A
@@ -97,7 +91,7 @@ fn show(p: &Path) -> String {
 fn open_local(path: &Path) -> Result<File> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::OpenOptionsExt;
-    let what = || format!("cannot open {}", show(path));
+    let what = || format!("cannot open {}", crate::show::path(path));
     if path.as_os_str().as_bytes().len() < libc::PATH_MAX as usize {
         return std::fs::OpenOptions::new()
             .read(true)
@@ -181,7 +175,7 @@ pub fn equal(
                 }
                 let mut other = vec![0u8; n];
                 let m = crate::fsutil::read_full(&mut g, &mut other)
-                    .with_context(|| format!("cannot read {}", show(q)))?;
+                    .with_context(|| format!("cannot read {}", crate::show::path(q)))?;
                 if m != n || other != buf[..n] {
                     break false;
                 }
@@ -191,7 +185,8 @@ pub fn equal(
 }
 
 fn read_some(f: &mut File, buf: &mut [u8], p: &Path) -> Result<usize> {
-    crate::fsutil::read_full(f, buf).with_context(|| format!("cannot read {}", show(p)))
+    crate::fsutil::read_full(f, buf)
+        .with_context(|| format!("cannot read {}", crate::show::path(p)))
 }
 
 /// Whether the reader yields exactly `want`.
@@ -220,7 +215,7 @@ pub fn read(repo: Option<&Repository>, loc: Loc<'_>, limit: u64) -> Result<Optio
                 format!("object {id}"),
             )
         }
-        Loc::Local(p, _) => (Box::new(open_local(p)?), show(p)),
+        Loc::Local(p, _) => (Box::new(open_local(p)?), crate::show::path(p)),
         Loc::Unknown(_) => bail!("the tree does not say where the content is"),
     };
     let mut v = Vec::with_capacity(loc.size() as usize);

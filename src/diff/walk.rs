@@ -10,6 +10,7 @@
 //! walk of that tree, done the first time one is met (trees without
 //! hardlinks never pay for it).
 
+use crate::show::short_path;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -102,11 +103,6 @@ fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
-/// A path for a message (a deep one shortened).
-fn show(p: &[u8]) -> String {
-    crate::show::short_path(p)
-}
-
 impl<'a> Walker<'a> {
     pub(super) fn new(
         repo: Option<&'a Repository>,
@@ -157,14 +153,14 @@ impl<'a> Walker<'a> {
                 .a
                 .tree
                 .resolve_path(&p)
-                .with_context(|| format!("looking up {} in the first tree", show(&p)))?;
+                .with_context(|| format!("looking up {} in the first tree", short_path(&p)))?;
             let b = self
                 .b
                 .tree
                 .resolve_path(&p)
-                .with_context(|| format!("looking up {} in the second tree", show(&p)))?;
+                .with_context(|| format!("looking up {} in the second tree", short_path(&p)))?;
             if a.is_none() && b.is_none() {
-                bail!("{}: no such path in either tree", show(&p));
+                bail!("{}: no such path in either tree", short_path(&p));
             }
             out.push(Item {
                 path: p,
@@ -189,7 +185,7 @@ impl<'a> Walker<'a> {
     fn inode(side: &Side<'_>, ino: Ino, path: &[u8], which: &str) -> Result<Arc<Inode>> {
         side.tree
             .inode(ino)
-            .with_context(|| format!("reading {} in the {which} tree", show(path)))
+            .with_context(|| format!("reading {} in the {which} tree", short_path(path)))
     }
 
     /// Push the entries of `dir` (on one side only) as items of that side.
@@ -204,7 +200,7 @@ impl<'a> Walker<'a> {
         let entries = side
             .tree
             .readdir(dir)
-            .with_context(|| format!("listing {} in the {which} tree", show(path)))?;
+            .with_context(|| format!("listing {} in the {which} tree", short_path(path)))?;
         for e in entries.iter().rev() {
             let p = child_path(path, &e.name);
             stack.push(if first {
@@ -281,7 +277,7 @@ impl<'a> Walker<'a> {
                 }
                 let (aspects, links) = self
                     .aspects(&path, ia, &old, ib, &new)
-                    .with_context(|| format!("comparing {}", show(&path)))?;
+                    .with_context(|| format!("comparing {}", short_path(&path)))?;
                 if old.kind.is_dir() {
                     self.push_both(&path, ia, ib, stack)?;
                 }
@@ -308,11 +304,11 @@ impl<'a> Walker<'a> {
         self.a
             .tree
             .readdir_ids(ia, ea)
-            .with_context(|| format!("listing {} in the first tree", show(path)))?;
+            .with_context(|| format!("listing {} in the first tree", short_path(path)))?;
         self.b
             .tree
             .readdir_ids(ib, eb)
-            .with_context(|| format!("listing {} in the second tree", show(path)))?;
+            .with_context(|| format!("listing {} in the second tree", short_path(path)))?;
         let mut items = Vec::new();
         let (mut i, mut j) = (0, 0);
         while i < ea.len() || j < eb.len() {

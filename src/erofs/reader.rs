@@ -29,6 +29,7 @@
 //! the root through a single parent, so no walk through this interface can
 //! loop. Errors are returned, never panics.
 
+use crate::show::short_path;
 use std::collections::{HashMap, HashSet};
 
 use crate::mapped::Bytes;
@@ -139,10 +140,6 @@ impl std::fmt::Debug for ErofsImage {
             .field("root_nid", &self.sb.root_nid)
             .finish()
     }
-}
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 impl ErofsImage {
@@ -687,9 +684,9 @@ impl Tree for ErofsImage {
                 continue;
             }
             check_name(&e.name).with_context(|| format!("directory inode {dir}"))?;
-            let child = self
-                .raw_inode(e.nid)
-                .with_context(|| format!("directory inode {dir}: entry {:?}", show(&e.name)))?;
+            let child = self.raw_inode(e.nid).with_context(|| {
+                format!("directory inode {dir}: entry {:?}", short_path(&e.name))
+            })?;
             if child.is_whiteout() {
                 continue;
             }
@@ -697,7 +694,7 @@ impl Tree for ErofsImage {
                 if e.nid == root || e.nid == dir {
                     bail!(
                         "directory inode {dir}: entry {:?} loops back to inode {}",
-                        show(&e.name),
+                        short_path(&e.name),
                         e.nid
                     );
                 }
@@ -712,7 +709,7 @@ impl Tree for ErofsImage {
         if let Some(w) = out.windows(2).find(|w| w[0].name == w[1].name) {
             bail!(
                 "directory inode {dir}: the name {:?} appears twice",
-                show(&w[0].name)
+                short_path(&w[0].name)
             );
         }
         subdirs.sort_unstable();

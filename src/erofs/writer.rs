@@ -51,6 +51,7 @@
 //! supports at most 5000 bytes), and inputs the format cannot hold are
 //! refused with an error where C would truncate or assert.
 
+use crate::show::short_path;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
@@ -229,10 +230,6 @@ struct Frame {
     pos: usize,
 }
 
-fn show(name: &[u8]) -> String {
-    String::from_utf8_lossy(name).into_owned()
-}
-
 impl Scan {
     fn run(tree: &dyn Tree) -> Result<Scan> {
         let root = tree.root();
@@ -356,7 +353,11 @@ fn read_dir(tree: &dyn Tree, dir: Ino, path: &dyn Fn() -> String) -> Result<Arc<
     let mut v = entries.to_vec();
     v.sort_by(|a, b| a.name.cmp(&b.name));
     if let Some(w) = v.windows(2).find(|w| w[0].name == w[1].name) {
-        bail!("{}: the name {:?} appears twice", path(), show(&w[0].name));
+        bail!(
+            "{}: the name {:?} appears twice",
+            path(),
+            short_path(&w[0].name)
+        );
     }
     Ok(v.into())
 }
@@ -593,12 +594,12 @@ fn make_node(inode: Arc<Inode>, parent: usize, nlink: u64, sets: &mut XattrSets)
         // with ostree's NUL-terminated names as they are (src/ostree/tree.rs).
         let body = k.strip_suffix(&[0]).unwrap_or(k);
         if body.is_empty() || body.contains(&0) {
-            bail!("invalid xattr name {:?}", show(k));
+            bail!("invalid xattr name {:?}", short_path(k));
         }
         if v.len() > usize::from(u16::MAX) {
             bail!(
                 "xattr {:?} has a {}-byte value; EROFS holds at most 65535",
-                show(k),
+                short_path(k),
                 v.len()
             );
         }
@@ -610,7 +611,7 @@ fn make_node(inode: Arc<Inode>, parent: usize, nlink: u64, sets: &mut XattrSets)
         };
         // The stored suffix (after the escape) has a one-byte length.
         if format::xattr_split(&key).1.len() > 255 {
-            bail!("xattr name {:?} is too long for EROFS", show(k));
+            bail!("xattr name {:?} is too long for EROFS", short_path(k));
         }
         set_xattr(&mut xattrs, &key, v);
     }
@@ -639,7 +640,7 @@ fn make_node(inode: Arc<Inode>, parent: usize, nlink: u64, sets: &mut XattrSets)
                 // needed ([`Node::derived_xattrs`]); check them here.
                 if let Some(r) = redirect.as_deref().filter(|r| !r.is_empty()) {
                     if r.contains(&0) {
-                        bail!("backing path {:?} contains NUL", show(r));
+                        bail!("backing path {:?} contains NUL", short_path(r));
                     }
                     if r.len() + 1 > usize::from(u16::MAX) {
                         bail!("backing path of {} bytes is too long", r.len());
@@ -656,7 +657,7 @@ fn make_node(inode: Arc<Inode>, parent: usize, nlink: u64, sets: &mut XattrSets)
                 bail!("empty symlink target");
             }
             if t.contains(&0) {
-                bail!("symlink target {:?} contains NUL", show(t));
+                bail!("symlink target {:?} contains NUL", short_path(t));
             }
             if t.len() > 4095 {
                 bail!(
@@ -985,7 +986,7 @@ impl Plan {
                             format!(
                                 "{}/{}",
                                 path_in(nodes, children, listings, i),
-                                show(&entries[p].name)
+                                short_path(&entries[p].name)
                             )
                         };
                     let inode = tree
@@ -1553,11 +1554,11 @@ fn path_in(
                     .iter()
                     .find(|c| c.target as usize == i && c.name != DOT && c.name != DOTDOT)
                     .map(|c| match c.name {
-                        s if s >= FIRST_SPECIAL => show(&stub_name(STUB - s)),
+                        s if s >= FIRST_SPECIAL => short_path(&stub_name(STUB - s)),
                         e => listings
                             .get(pn.listing as usize)
                             .and_then(|l| l.get(e as usize))
-                            .map(|d| show(&d.name))
+                            .map(|d| short_path(&d.name))
                             .unwrap_or_default(),
                     })
             })
