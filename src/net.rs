@@ -1,8 +1,10 @@
 //! The network rules the two clients share (ostree repositories over HTTP,
 //! OCI registries): which failures are worth another try, how many tries,
 //! and how long to wait between them. Sources mark a failure worth retrying
-//! as [`Transient`]; the pulls wrap each request (or each whole object or
-//! blob, whose download may be cut short) in [`retry`].
+//! as [`Transient`] (or [`RetryAfter`], when the server said how long to
+//! wait); the pulls wrap each request (or each whole object or blob, whose
+//! download may be cut short) in [`retry`], or in [`retry_times`] when the
+//! user chose the number of tries.
 
 use std::time::Duration;
 
@@ -13,15 +15,37 @@ use std::time::Duration;
 #[error("{0}")]
 pub struct Transient(pub String);
 
-/// Whether `e` is [`Transient`], or carries one: directly, or inside an
-/// `io::Error` (whose `source()` skips the error it wraps).
-pub fn is_transient(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<Transient>().is_some()
-            || c.downcast_ref::<std::io::Error>()
+/// A [`Transient`] failure whose server said when to come back
+/// (`Retry-After`): the next try waits at least `after` (at most
+/// [`MAX_ASKED_PAUSE`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RetryAfter {
+    pub message: String,
+    pub after: Duration,
+}
+
+/// The first `E` in `e`'s chain: directly, or inside an `io::Error` (whose
+/// `source()` skips the error it wraps).
+fn find<E: std::error::Error + 'static>(e: &anyhow::Error) -> Option<&E> {
+    e.chain().find_map(|c| {
+        c.downcast_ref::<E>().or_else(|| {
+            c.downcast_ref::<std::io::Error>()
                 .and_then(|io| io.get_ref())
-                .is_some_and(|inner| inner.downcast_ref::<Transient>().is_some())
+                .and_then(|inner| inner.downcast_ref::<E>())
+        })
     })
+}
+
+/// Whether `e` is [`Transient`] or [`RetryAfter`], or carries one:
+/// directly, or inside an `io::Error`.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    find::<Transient>(e).is_some() || find::<RetryAfter>(e).is_some()
+}
+
+/// The pause the server asked for, when `e` carries a [`RetryAfter`].
+fn asked_pause(e: &anyhow::Error) -> Option<Duration> {
+    find::<RetryAfter>(e).map(|r| r.after.min(MAX_ASKED_PAUSE))
 }
 
 /// HTTP statuses that ask to come back later: request timeout, too early,
@@ -30,26 +54,71 @@ pub fn is_transient_status(status: u16) -> bool {
     matches!(status, 408 | 425 | 429 | 500..=599)
 }
 
+/// Whether a request that failed before any answer is worth another try:
+/// a timeout, a connection refused, reset or cut, a host not found (yet),
+/// a garbled answer. Not: a bad URL, a TLS certificate refused, a body
+/// over its limit.
+pub fn is_transient_transport(e: &ureq::Error) -> bool {
+    matches!(
+        e,
+        ureq::Error::Timeout(_)
+            | ureq::Error::Io(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::HostNotFound
+            | ureq::Error::BodyStalled
+            | ureq::Error::Protocol(_)
+    )
+}
+
 /// Tries in all, the first included.
 pub const ATTEMPTS: u32 = 5;
 /// The pause after the first failure; each later one is three times longer
-/// (0.1, 0.3, 0.9, 2.7 s).
+/// (0.1, 0.3, 0.9, 2.7 s), up to [`MAX_PAUSE`].
 pub const FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between two tries of our own choosing.
+pub const MAX_PAUSE: Duration = Duration::from_secs(10);
+/// The longest pause a server may ask for ([`RetryAfter`]).
+pub const MAX_ASKED_PAUSE: Duration = Duration::from_secs(60);
 
 /// `f`, tried again (up to [`ATTEMPTS`] in all, with growing pauses) while
 /// it fails with a [`Transient`] error; any other result is returned as is.
-pub fn retry<T>(mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+pub fn retry<T>(f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    retry_times(ATTEMPTS, f)
+}
+
+/// [`retry`] with `attempts` tries in all (at least one). The last failure
+/// is returned as is: still transient when the tries ran out (see
+/// [`give_up`]).
+pub fn retry_times<T>(
+    attempts: u32,
+    mut f: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let mut pause = FIRST_PAUSE;
     let mut attempt = 1;
     loop {
         match f() {
-            Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
+            Err(e) if attempt < attempts && is_transient(&e) => {
                 attempt += 1;
-                std::thread::sleep(pause);
-                pause *= 3;
+                std::thread::sleep(asked_pause(&e).map_or(pause, |a| a.max(pause)));
+                pause = pause.saturating_mul(3).min(MAX_PAUSE);
             }
             r => return r,
         }
+    }
+}
+
+/// What [`retry_times`]`(attempts, …)` returned, made final: a transient
+/// failure (the tries ran out) becomes a plain error with the same message
+/// and, after more than one try, "(gave up after N attempts)", so that an
+/// enclosing [`retry`] does not start the tries over. Other errors are
+/// returned as they are.
+pub fn give_up(e: anyhow::Error, attempts: u32) -> anyhow::Error {
+    if !is_transient(&e) {
+        e
+    } else if attempts <= 1 {
+        anyhow::anyhow!("{e:#}")
+    } else {
+        anyhow::anyhow!("{e:#} (gave up after {attempts} attempts)")
     }
 }
 
@@ -79,5 +148,36 @@ mod tests {
         assert_eq!(calls, 1);
         assert!(is_transient_status(425) && is_transient_status(503));
         assert!(!is_transient_status(404) && !is_transient_status(401));
+    }
+
+    #[test]
+    fn tries_are_counted_and_the_last_failure_made_final() {
+        let mut calls = 0;
+        let r: anyhow::Result<()> = retry_times(2, || {
+            calls += 1;
+            Err(RetryAfter {
+                message: "HTTP 503".into(),
+                after: Duration::from_millis(1),
+            }
+            .into())
+        });
+        assert_eq!(calls, 2);
+        let e = r.unwrap_err();
+        assert!(is_transient(&e));
+        let e = give_up(e, 2);
+        assert!(!is_transient(&e));
+        assert_eq!(e.to_string(), "HTTP 503 (gave up after 2 attempts)");
+
+        let mut calls = 0;
+        let r: anyhow::Result<()> = retry_times(1, || {
+            calls += 1;
+            Err(Transient("reset".into()).into())
+        });
+        assert_eq!(calls, 1);
+        let e = give_up(r.unwrap_err(), 1);
+        assert!(!is_transient(&e));
+        assert_eq!(e.to_string(), "reset");
+        let e = give_up(anyhow::anyhow!("denied"), 3);
+        assert_eq!(e.to_string(), "denied");
     }
 }
