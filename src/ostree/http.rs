@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use super::checksum::{Checksum, ObjType, object_path};
 use super::source::{FileObject, RepoMode, Source, filez_object, mode_from_config};
-use crate::net::{Transient, is_transient_status, retry};
+use crate::net::{Transient, is_transient_status, is_transient_transport, retry};
 
 pub struct HttpSource {
     base: String,
@@ -66,7 +66,10 @@ impl HttpSource {
         let url = format!("{}/{}", self.base, path);
         let resp = match self.agent.get(&url).call() {
             Ok(r) => r,
-            Err(e) => return Err(Transient(format!("GET {url}: {e}")).into()),
+            Err(e) if is_transient_transport(&e) => {
+                return Err(Transient(format!("GET {url}: {e}")).into());
+            }
+            Err(e) => bail!("GET {url}: {e}"),
         };
         let status = resp.status().as_u16();
         match status {
