@@ -37,7 +37,7 @@ use common::ctools;
 
 /// Write some hardlink lines (`@MODE`) BEFORE their target's line (C
 /// resolves hardlinks after reading the whole file). Was off until the fix
-/// in src/dumpfile.rs / src/tree/mem.rs / the writer's pass 1 (9b1c748).
+/// in src/dumpfile/ / src/tree/mem.rs / the writer's pass 1 (9b1c748).
 const HARDLINK_BEFORE_TARGET: bool = true;
 
 /// Write an NLINK field for non-directories that differs from the real
