@@ -23,6 +23,7 @@ pub mod fuzz_api;
 pub mod hashtee;
 pub mod importdir;
 pub mod inspect;
+pub mod logging;
 pub mod mapped;
 pub mod mount;
 pub mod net;

@@ -4,6 +4,7 @@
 mod diff_cmds;
 mod fuse_cmds;
 mod image_cmds;
+mod manual_cmds;
 mod measure;
 mod oci_cmds;
 mod ostree_cmds;
@@ -31,6 +32,16 @@ pub struct Cli {
     /// for root and ~/.var/lib/composefs for users)
     #[arg(long, global = true, value_name = "DIR")]
     repo: Option<PathBuf>,
+
+    /// Say more on standard error: -v what is fetched, from where and what
+    /// is reused; -vv each object and request; -vvv everything ($RUST_LOG,
+    /// when set, decides instead)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Print errors only, no warnings
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -147,6 +158,18 @@ enum Command {
     /// Summarise a stored tree (ostree commit, OCI image, composefs image):
     /// names, sizes, counts, and what its kind records
     Show(show_cmds::ShowArgs),
+    /// Print a shell completion script (e.g. `composefs completions bash >
+    /// /usr/share/bash-completion/completions/composefs`)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write manual pages: composefs.1 and one composefs-COMMAND.1 per
+    /// command (e.g. `composefs man /usr/local/share/man/man1`)
+    Man {
+        /// Directory to write into (created if missing)
+        dir: PathBuf,
+    },
 }
 
 /// Invoked as `mkcomposefs` (through a symlink): the C tool's command line.
@@ -169,9 +192,16 @@ pub fn main() -> ExitCode {
         .unwrap_or_default()
         .to_owned();
     let result = if invoked_as == "mkcomposefs" {
-        image_cmds::mkcomposefs(MkcomposefsCli::parse().args)
+        let args = MkcomposefsCli::parse().args;
+        crate::logging::init(crate::logging::Verbosity::Normal);
+        image_cmds::mkcomposefs(args)
     } else {
-        run(Cli::parse())
+        let cli = Cli::parse();
+        crate::logging::init(crate::logging::Verbosity::from_flags(
+            cli.quiet,
+            cli.verbose,
+        ));
+        run(cli)
     };
     match result {
         Ok(code) => code,
@@ -221,6 +251,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ostree(cmd) => ostree_cmds::run(repo, cmd),
         Command::Oci(cmd) => oci_cmds::run(repo, cmd),
         Command::Show(args) => show_cmds::show(repo, &args),
+        Command::Completions { shell } => manual_cmds::completions(shell),
+        Command::Man { dir } => manual_cmds::man(&dir),
     }
 }
 
