@@ -1,0 +1,261 @@
+//! Read-ahead of the files a walk is about to read: a directory's files
+//! noted when it is listed, handed to one helper thread when the first of
+//! them is read (or at once when the listing ends right after a content
+//! read, the mark of a walk such as `tar` or `diff -r`), which pushes their
+//! contents into the kernel's page cache (`FUSE_NOTIFY_STORE`) or, where it
+//! cannot, asks the kernel to read their objects (`fadvise(WILLNEED)`).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fuser::INodeNo;
+
+use super::lock;
+use crate::fsverity::ObjectId;
+use crate::tree::Ino;
+
+/// Read-ahead of file contents a walk is about to read: when a directory
+/// is listed, its files' objects are noted; when one of them is first read
+/// (a reader of contents, as `tar` or `diff -r`, not a metadata walk, as
+/// `find`), the files listed after it (at most [`PREFETCH_FILES`] and
+/// [`PREFETCH_BYTES`]) are handed to one helper thread; a directory whose
+/// listing ends within [`WALK_GAP_MS`] of a content read is handed over
+/// whole at once. It reads each
+/// object and pushes its content into the kernel's page cache for that
+/// file (`FUSE_NOTIFY_STORE`): the reader then finds it cached and sends no
+/// request at all, which is what a FUSE read costs most (a round trip to
+/// the daemon per file). Where the content must first be verified
+/// (`--verify`), or the session cannot notify, it only asks the kernel to
+/// read the object (`fadvise(WILLNEED)`). Bounded: the notes hold at most
+/// [`PREFETCH_NOTES`] files (all dropped past that), the queue
+/// [`PREFETCH_QUEUED`] files (more are dropped), one descriptor is open
+/// and one [`STORE_CHUNK`] buffer held at a time; the thread sleeps when the
+/// mount is idle.
+pub(super) struct Prefetch {
+    /// File inode → its directory's batch and its place in it.
+    notes: Mutex<HashMap<Ino, (Arc<PrefetchBatch>, usize)>>,
+    /// Directory inode → its batch, until the kernel has its whole listing.
+    listings: Mutex<HashMap<Ino, Arc<PrefetchBatch>>>,
+    queue: Mutex<Option<std::sync::mpsc::Sender<Queued>>>,
+    /// Files queued and not yet read ahead (at most [`PREFETCH_QUEUED`]).
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// The repository's objects directory (a duplicate descriptor: the
+    /// thread opens objects relative to it, whatever the daemon's cwd).
+    objects: Option<Arc<File>>,
+    /// Set once the session runs; `None` inside: fadvise only.
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// Push contents into the page cache (off with `--verify` and
+    /// `--passthrough`).
+    store: bool,
+    /// When a file's content was last read, in milliseconds since `start`
+    /// (0: never): a directory listed soon after is read ahead at once.
+    last_read: AtomicU64,
+    start: std::time::Instant,
+}
+
+/// A file to read ahead: its FUSE inode, object and size.
+#[derive(Clone)]
+pub(super) struct Ahead {
+    pub(super) ino: INodeNo,
+    pub(super) id: ObjectId,
+    pub(super) size: u64,
+}
+
+/// Files `from..to` of a batch, queued for the helper thread.
+type Queued = (Arc<PrefetchBatch>, usize, usize);
+
+struct PrefetchBatch {
+    /// The directory's external files, in listing order.
+    files: Vec<Ahead>,
+    sent: std::sync::atomic::AtomicBool,
+    /// One past the last of `files` the reader has started on.
+    reader_at: std::sync::atomic::AtomicUsize,
+}
+
+const PREFETCH_FILES: usize = 256;
+const PREFETCH_BYTES: u64 = 32 << 20;
+const PREFETCH_NOTES: usize = 16384;
+const PREFETCH_QUEUED: usize = 1024;
+/// A directory listed within this long of a content read is read ahead
+/// when listed, not at its first file's read.
+const WALK_GAP_MS: u64 = 500;
+/// Content is read and pushed to the kernel this much at a time.
+const STORE_CHUNK: usize = 1 << 20;
+
+impl Prefetch {
+    pub(super) fn new(objects: Option<File>, store: bool) -> Self {
+        Prefetch {
+            notes: Mutex::new(HashMap::new()),
+            listings: Mutex::new(HashMap::new()),
+            queue: Mutex::new(None),
+            queued: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            objects: objects.map(Arc::new),
+            notifier: Arc::new(std::sync::OnceLock::new()),
+            store,
+            last_read: AtomicU64::new(0),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// Where the session's notifier goes once it runs.
+    pub(super) fn notifier_slot(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Note the external files of a listed directory (tree inode, and
+    /// what to read ahead).
+    pub(super) fn listed(&self, dir: Ino, files: Vec<(Ino, Ahead)>) {
+        if files.is_empty() {
+            return;
+        }
+        let (inos, files): (Vec<Ino>, Vec<Ahead>) = files.into_iter().unzip();
+        let batch = Arc::new(PrefetchBatch {
+            files,
+            sent: std::sync::atomic::AtomicBool::new(false),
+            reader_at: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let mut notes = lock(&self.notes);
+        if notes.len() + inos.len() > PREFETCH_NOTES {
+            notes.clear();
+            lock(&self.listings).clear();
+        }
+        for (i, ino) in inos.into_iter().enumerate() {
+            notes.insert(ino, (batch.clone(), i));
+        }
+        lock(&self.listings).insert(dir, batch);
+    }
+
+    /// The kernel has read directory `dir`'s listing to its end (so it
+    /// knows the inodes the helper will push contents for). When contents
+    /// were read a moment ago, a walk that reads contents (tar, diff -r)
+    /// is on its way into this directory: read its files ahead now, not
+    /// at the first one's read.
+    pub(super) fn listing_ended(&self, dir: Ino) {
+        let Some(batch) = lock(&self.listings).remove(&dir) else {
+            return;
+        };
+        let last = self.last_read.load(Ordering::Relaxed);
+        if last != 0
+            && self.now_ms().saturating_sub(last) < WALK_GAP_MS
+            && !batch.sent.swap(true, Ordering::Relaxed)
+        {
+            let from = batch.reader_at.load(Ordering::Relaxed);
+            self.send(batch, from);
+        }
+    }
+
+    /// `ino` is being read: read ahead the files listed after it.
+    pub(super) fn reading(&self, ino: Ino) {
+        self.last_read.store(self.now_ms(), Ordering::Relaxed);
+        let Some((batch, i)) = lock(&self.notes).get(&ino).cloned() else {
+            return;
+        };
+        // The helper skips what the reader has passed.
+        batch.reader_at.fetch_max(i + 1, Ordering::Relaxed);
+        if !batch.sent.swap(true, Ordering::Relaxed) {
+            self.send(batch, i + 1);
+        }
+    }
+
+    /// Queue `batch`'s files from `from` on for the helper thread.
+    fn send(&self, batch: Arc<PrefetchBatch>, from: usize) {
+        let Some(objects) = &self.objects else { return };
+        let mut bytes = 0u64;
+        let n = batch.files[from..]
+            .iter()
+            .take(PREFETCH_FILES)
+            .take_while(|a| {
+                bytes += a.size;
+                bytes <= PREFETCH_BYTES
+            })
+            .count();
+        if n == 0 {
+            return;
+        }
+        // Bounded in files queued, not batches: a walk lists many small
+        // directories in a row.
+        if self.queued.fetch_add(n, Ordering::Relaxed) + n > PREFETCH_QUEUED {
+            // The reader is ahead of the helper anyway.
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            return;
+        }
+        let mut q = lock(&self.queue);
+        if q.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<Queued>();
+            let objects = objects.clone();
+            let notifier = self.store.then(|| self.notifier.clone());
+            let queued = self.queued.clone();
+            let spawned = std::thread::Builder::new()
+                .name("prefetch".into())
+                .spawn(move || {
+                    let mut buf = Vec::new();
+                    for (batch, from, to) in rx {
+                        for j in from..to {
+                            if j >= batch.reader_at.load(Ordering::Relaxed) {
+                                read_ahead(
+                                    &objects,
+                                    notifier.as_deref(),
+                                    &batch.files[j],
+                                    &mut buf,
+                                );
+                            }
+                        }
+                        queued.fetch_sub(to - from, Ordering::Relaxed);
+                    }
+                });
+            if spawned.is_err() {
+                self.queued.fetch_sub(n, Ordering::Relaxed);
+                return;
+            }
+            *q = Some(tx);
+        }
+        if let Some(tx) = q.as_ref()
+            && tx.send((batch, from, from + n)).is_err()
+        {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Read one file ahead: push its content into the kernel's page cache
+/// through `notifier` when there is one, else fadvise. Best effort: any
+/// failure leaves the file to be read on demand.
+fn read_ahead(
+    objects: &File,
+    notifier: Option<&std::sync::OnceLock<fuser::Notifier>>,
+    a: &Ahead,
+    buf: &mut Vec<u8>,
+) {
+    let Ok(fd) = rustix::fs::openat(
+        objects,
+        a.id.object_path(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW,
+        rustix::fs::Mode::empty(),
+    ) else {
+        return;
+    };
+    let f = File::from(fd);
+    let Some(notifier) = notifier.and_then(|n| n.get()) else {
+        let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
+        return;
+    };
+    // A short object fails the read and is left for the read path to report.
+    buf.resize(STORE_CHUNK.min(a.size as usize), 0);
+    let mut offset = 0u64;
+    while offset < a.size {
+        let want = STORE_CHUNK.min((a.size - offset) as usize);
+        if f.read_exact_at(&mut buf[..want], offset).is_err()
+            || notifier.store(a.ino, offset, &buf[..want]).is_err()
+        {
+            return;
+        }
+        offset += want as u64;
+    }
+}
