@@ -6,15 +6,16 @@
 //! inode-number tables), so these bounds are what bounds the daemon,
 //! however large the tree or however long the walk. A listing larger than
 //! the whole budget is not kept here; the filesystem keeps the last few
-//! such listings while they are being read (see `fs.rs`,
+//! such listings while they are being read (see `fs/inodes.rs`,
 //! `BIG_LISTINGS`).
 
 use std::fs::File;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
+use super::lock;
 use crate::fsverity::ObjectId;
 use crate::tree::{DirEntry, FileData, Ino, Inode, Kind};
 
@@ -66,10 +67,6 @@ struct Inner {
 /// than the whole budget is served but not kept).
 pub struct NodeCache {
     inner: Mutex<Inner>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl NodeCache {
