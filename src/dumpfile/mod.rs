@@ -54,11 +54,7 @@ pub use parse::{ParseOptions, parse, parse_reader, parse_with};
 pub use write::{DirSize, WriteOptions, write, write_with};
 pub use xattr_order::XattrOrder;
 
-/// Longest symlink target accepted (the kernel's `PATH_MAX` less the NUL).
-pub const MAX_SYMLINK_TARGET: usize = 4095;
-/// Longest xattr name (`XATTR_NAME_MAX`).
-pub const MAX_XATTR_NAME: usize = 255;
-/// Largest xattr value the C library accepts (`UINT16_MAX`).
-pub const MAX_XATTR_VALUE: usize = 65535;
+/// The tree's limits, which the C parser has too.
+pub use crate::tree::{MAX_SYMLINK_TARGET, MAX_XATTR_NAME, MAX_XATTR_VALUE};
 /// Largest inline CONTENT the C parser takes (`LCFS_INLINE_CONTENT_MAX`).
 pub const MAX_INLINE_CONTENT: usize = 5000;

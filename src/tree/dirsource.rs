@@ -45,10 +45,7 @@ use super::{
     FileData, Ino, Inode, Kind, MemTree, MemTreeBuilder, Stat, Timespec, check_name, mode,
 };
 
-/// Longest symlink target accepted (the kernel's `PATH_MAX` less the NUL).
-const MAX_SYMLINK_TARGET: usize = 4095;
-/// Largest xattr value a composefs image can hold (the C library's limit).
-const MAX_XATTR_VALUE: usize = 65535;
+use crate::tree::{MAX_SYMLINK_TARGET, MAX_XATTR_VALUE};
 
 /// What to read, as `mkcomposefs`'s options say it.
 #[derive(Clone, Debug, Default)]

@@ -433,6 +433,14 @@ pub const MAX_PATH: usize = 4094;
 /// digest length instead: `ostree::shared::inline_max`.)
 pub const INLINE_MAX: u64 = 64;
 
+/// Longest symlink target a tree holds (the kernel's `PATH_MAX` less the
+/// NUL); every source refuses a longer one.
+pub const MAX_SYMLINK_TARGET: usize = 4095;
+/// Longest xattr name (`XATTR_NAME_MAX`).
+pub const MAX_XATTR_NAME: usize = 255;
+/// Largest xattr value (`XATTR_SIZE_MAX`, also the C library's `UINT16_MAX`).
+pub const MAX_XATTR_VALUE: usize = 65535;
+
 /// Refuse a tree with a path longer than [`MAX_PATH`]: the kernel could not
 /// open such a file by its path from the mount point.
 pub fn check_path_lengths(tree: &dyn Tree) -> Result<()> {

@@ -15,11 +15,7 @@ use crate::tarheader::{
 };
 use crate::tree::{Inode, Kind, Stat, Timespec, Xattr, mode};
 
-/// Longest symlink target (`PATH_MAX` less the NUL).
-const MAX_SYMLINK_TARGET: usize = 4095;
-/// Longest xattr name and value a composefs image can hold.
-const MAX_XATTR_NAME: usize = 255;
-const MAX_XATTR_VALUE: usize = 65535;
+use crate::tree::{MAX_SYMLINK_TARGET, MAX_XATTR_NAME, MAX_XATTR_VALUE};
 
 /// Read a layer's members in order and hand each to `apply` with its
 /// path (PAX `path`, GNU long name or the header's): a new inode, or a
