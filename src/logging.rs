@@ -79,6 +79,7 @@ pub fn init(v: Verbosity) {
     let installed = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .event_format(Lines)
         .try_init()
         .is_ok();

@@ -99,7 +99,9 @@ pub fn retry_times<T>(
         match f() {
             Err(e) if attempt < attempts && is_transient(&e) => {
                 attempt += 1;
-                std::thread::sleep(asked_pause(&e).map_or(pause, |a| a.max(pause)));
+                let wait = asked_pause(&e).map_or(pause, |a| a.max(pause));
+                tracing::info!("{e:#}; try {attempt} of {attempts} in {wait:?}");
+                std::thread::sleep(wait);
                 pause = pause.saturating_mul(3).min(MAX_PAUSE);
             }
             r => return r,

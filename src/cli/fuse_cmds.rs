@@ -97,6 +97,13 @@ pub fn mount(repo: Option<&Path>, a: &MountArgs) -> Result<ExitCode> {
     // only what no ref reaches, and open files keep their objects).
     r.unlock()?;
     let fs = TreeFs::new(tree, r, &fs_opts).with_context(|| format!("cannot serve {what}"))?;
+    tracing::info!(
+        "mounting {what} at {} (cache {}, verify {}, passthrough {})",
+        target.display(),
+        crate::show::human_bytes(fs_opts.cache_bytes as u64),
+        fs_opts.verify,
+        fs_opts.passthrough
+    );
     let opts = MountOptions {
         foreground: a.foreground,
         allow_other: a.allow_other,

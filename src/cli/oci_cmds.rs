@@ -332,7 +332,7 @@ fn create_image(repo: Option<&Path>, name: &str, image_name: Option<&str>) -> Re
     let c = crate::oci::image::commit(&r, &img, image_name)
         .with_context(|| format!("OCI image {name:?}"))?;
     if let Some(w) = &c.untransformed {
-        eprintln!("composefs: {w}");
+        tracing::warn!("{w}");
     }
     let id = c.id;
     // A name stored as older versions did (nested directories) moves to
@@ -353,7 +353,7 @@ fn compute_id(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
     let (id, why) = crate::oci::image::compute(&r, &img, r.erofs_version())
         .with_context(|| format!("OCI image {name:?}"))?;
     if let Some(w) = why {
-        eprintln!("composefs: {w}");
+        tracing::warn!("{w}");
     }
     writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)

@@ -153,7 +153,7 @@ pub fn serve(fs: TreeFs, mountpoint: &Path, opts: &MountOptions) -> Result<()> {
                     Some(mut w) => {
                         let _ = w.write_all(msg.as_bytes());
                     }
-                    None => eprintln!("composefs: mount daemon for {}: {msg}", mp.display()),
+                    None => tracing::error!("mount daemon for {}: {msg}", mp.display()),
                 }
                 1
             }
@@ -266,6 +266,18 @@ fn mount_and_run(
         drop(w);
         detach_stdio(log.as_ref());
     }
+    // A log file wants times on its lines; a terminal and the journal not.
+    crate::logging::set_timestamps(log.is_some() || opts.log.is_some());
+    tracing::info!(
+        "serving {} (pid {}, {})",
+        mp.display(),
+        std::process::id(),
+        if via_helper {
+            "through fusermount3"
+        } else {
+            "mounted directly"
+        }
+    );
     session
         .run()
         .with_context(|| format!("serving {}", mp.display()))
@@ -300,17 +312,14 @@ fn wait_and_unmount(
     // SAFETY: `set` is a valid, initialised signal set.
     let rc = unsafe { libc::sigwait(&set, &mut sig) };
     if rc != 0 {
-        eprintln!("composefs: sigwait failed; the daemon will not unmount on signals");
+        tracing::warn!("sigwait failed; the daemon will not unmount on signals");
         return;
     }
     if via_helper {
         // The session does not own a mount made by fusermount3.
         lazy_unmount(&mp);
     } else if let Err(e) = unmounter.unmount() {
-        eprintln!(
-            "composefs: cannot unmount {} ({e}); detaching it lazily",
-            mp.display()
-        );
+        tracing::warn!("cannot unmount {} ({e}); detaching it lazily", mp.display());
         lazy_unmount(&mp);
     }
 }

@@ -314,6 +314,7 @@ fn pull_layer(
         .finish()
         .with_context(|| format!("cannot store {what}"))?;
     repo.link_entry(RefKind::Stream, &layer_id(diff_id), &id)?;
+    tracing::info!("{what}: stored as stream {id}");
     Ok(id)
 }
 
@@ -330,7 +331,20 @@ pub fn pull(
 ) -> Result<PullReport> {
     repo.ensure_writable()?;
     super::tags::check(name)?;
+    let _span = tracing::info_span!("pull", image = name).entered();
+    tracing::info!("resolving {reference:?} in {}", src.describe());
     let (digest, manifest_bytes, manifest) = resolve_manifest(src, reference, platform)?;
+    tracing::info!(
+        "manifest {digest}: {} layers, {}",
+        manifest.layers.len(),
+        crate::show::human_bytes(
+            manifest
+                .layers
+                .iter()
+                .map(|l| l.size)
+                .fold(0, u64::saturating_add)
+        )
+    );
     let mut report = PullReport {
         name: name.to_string(),
         manifest: digest.clone(),
@@ -344,6 +358,7 @@ pub fn pull(
         && let Ok(img) = super::store::StoredImage::from_stream(repo, &id)
     {
         report.layers_reused = manifest.layers.len();
+        tracing::info!("manifest {digest} is stored already: naming it");
         report.image = ensure_image(repo, &img, None)?;
         repo.sync()?;
         super::tags::set(repo, name, &mid)?;
@@ -371,6 +386,21 @@ pub fn pull(
         .map(|(_, diff_id)| stored(repo, &layer_id(diff_id)))
         .collect();
     report.layers_reused = layers.iter().filter(|l| l.is_some()).count();
+    for (i, l) in layers.iter().enumerate() {
+        match l {
+            Some(id) => tracing::info!(
+                "layer {} ({}): stored already as stream {id}",
+                i + 1,
+                manifest.layers[i].digest
+            ),
+            None => tracing::info!(
+                "layer {} ({}, {}): to fetch",
+                i + 1,
+                manifest.layers[i].digest,
+                crate::show::human_bytes(manifest.layers[i].size)
+            ),
+        }
+    }
     let todo: Vec<usize> = (0..layers.len()).filter(|&i| layers[i].is_none()).collect();
     progress.total(
         todo.iter()
@@ -388,6 +418,7 @@ pub fn pull(
                         let Some(&i) = todo.get(k) else { break };
                         let d = &manifest.layers[i];
                         let what = format!("{}: layer {} ({})", src.describe(), i + 1, d.digest);
+                        let _span = tracing::info_span!("layer", n = i + 1).entered();
                         // A blob the network cut short starts again; objects
                         // stored by an earlier attempt are not written twice.
                         let r = crate::net::retry(|| {

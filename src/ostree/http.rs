@@ -64,6 +64,7 @@ impl HttpSource {
     /// GET `path`; `None` on 404/410.
     fn get(&self, path: &str) -> Result<Option<ureq::Body>> {
         let url = format!("{}/{}", self.base, path);
+        tracing::debug!("GET {url}");
         let resp = match self.agent.get(&url).call() {
             Ok(r) => r,
             Err(e) if is_transient_transport(&e) => {

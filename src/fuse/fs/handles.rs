@@ -101,13 +101,13 @@ impl TreeFs {
             Kind::Regular(FileData::External { size, digest, .. }) => {
                 self.prefetch.reading(ino);
                 let Some(id) = digest else {
-                    eprintln!("composefs: inode {ino} names no object for its content");
+                    tracing::error!("inode {ino} names no object for its content");
                     return Err(Errno::EIO);
                 };
                 match self.open_object(id) {
                     Ok(file) => Ok(Handle::Object { file, size: *size }),
                     Err(e) => {
-                        eprintln!("composefs: cannot open object {id} (inode {ino}): {e:#}");
+                        tracing::error!("cannot open object {id} (inode {ino}): {e:#}");
                         Err(Errno::EIO)
                     }
                 }
@@ -136,8 +136,8 @@ impl TreeFs {
                 while done < want {
                     match file.read_at(&mut buf[done..], offset + done as u64) {
                         Ok(0) => {
-                            eprintln!(
-                                "composefs: object is shorter than its recorded size {total} \
+                            tracing::error!(
+                                "object is shorter than its recorded size {total} \
                                  (read at {})",
                                 offset + done as u64
                             );
@@ -146,7 +146,7 @@ impl TreeFs {
                         Ok(n) => done += n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) => {
-                            eprintln!("composefs: cannot read object: {e}");
+                            tracing::error!("cannot read object: {e}");
                             return Err(Errno::EIO);
                         }
                     }
@@ -182,9 +182,7 @@ impl TreeFs {
                 self.passthrough_refused.store(true, Ordering::Relaxed);
                 static WARNED: std::sync::Once = std::sync::Once::new();
                 WARNED.call_once(|| {
-                    eprintln!(
-                        "composefs: FUSE passthrough refused ({e}); reading through the daemon"
-                    )
+                    tracing::warn!("FUSE passthrough refused ({e}); reading through the daemon")
                 });
                 None
             }

@@ -92,7 +92,7 @@ impl TreeFs {
             return Ok(i);
         }
         let i = self.tree.inode(ino).map_err(|e| {
-            eprintln!("composefs: cannot load inode {ino}: {e:#}");
+            tracing::error!("cannot load inode {ino}: {e:#}");
             Errno::EIO
         })?;
         if !live {
@@ -116,7 +116,7 @@ impl TreeFs {
             return Err(Errno::ENOTDIR);
         }
         let d = self.tree.readdir(ino).map_err(|e| {
-            eprintln!("composefs: cannot list directory inode {ino}: {e:#}");
+            tracing::error!("cannot list directory inode {ino}: {e:#}");
             Errno::EIO
         })?;
         if !live && !self.nodes.put_dir(ino, d.clone()) {
@@ -208,14 +208,14 @@ impl TreeFs {
                 return Err(Errno::ENOTDIR);
             }
             self.tree.lookup(dir, name.as_bytes()).map_err(|e| {
-                eprintln!("composefs: cannot look up {name:?} in directory inode {dir}: {e:#}");
+                tracing::error!("cannot look up {name:?} in directory inode {dir}: {e:#}");
                 Errno::EIO
             })?
         } else if lock(&self.big_dirs).contains(&dir) && self.big_listing(dir).is_none() {
             // Too large to keep: the tree finds the name without a
             // listing made for it (or, by default, with one let go at once).
             self.tree.lookup(dir, name.as_bytes()).map_err(|e| {
-                eprintln!("composefs: cannot look up {name:?} in directory inode {dir}: {e:#}");
+                tracing::error!("cannot look up {name:?} in directory inode {dir}: {e:#}");
                 Errno::EIO
             })?
         } else {

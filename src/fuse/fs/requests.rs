@@ -60,8 +60,8 @@ impl Filesystem for TreeFs {
             self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
             if !self.passthrough {
-                eprintln!(
-                    "composefs: this kernel offers no FUSE passthrough; reading through the daemon"
+                tracing::warn!(
+                    "this kernel offers no FUSE passthrough; reading through the daemon"
                 );
             }
         }

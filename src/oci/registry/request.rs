@@ -32,6 +32,7 @@ impl Registry {
     /// One attempt: the request with what authorization we have, the
     /// challenge answered if the registry asks, the status judged.
     fn try_get(&self, url: &str, accept: Option<&str>, what: &str) -> Result<Response> {
+        tracing::debug!("GET {} ({what})", super::url::redact(url));
         let cached = self.cached_authorization();
         let auth = cached.as_deref().map(|v| (self.origin.as_str(), v));
         let (mut resp, mut at) = self.follow(url, accept, auth, what)?;

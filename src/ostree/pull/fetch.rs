@@ -22,6 +22,7 @@ pub(super) const BUFFERED: u64 = source::WHOLE_CONTENT_MAX;
 /// Fetch metadata object (c, t), check its SHA-256 and its type.
 pub(super) fn fetch_meta(src: &dyn Source, c: &Checksum, t: ObjType) -> Result<Vec<u8>> {
     let what = || format!("{} {c}", t.name());
+    tracing::debug!("fetching {}", what());
     let data = retry(|| src.metadata(c, t))
         .with_context(what)?
         .ok_or_else(|| anyhow!("{} not found in {}", what(), src.describe()))?;
@@ -55,6 +56,7 @@ pub(super) fn fetch_file(
 }
 
 fn fetch_file_once(src: &dyn Source, repo: &Repository, c: &Checksum) -> Result<(Stored, u64)> {
+    tracing::debug!("fetching file {c}");
     let obj = src.file(c)?;
     let header = obj.header;
     let mut hasher = header.checksum_hasher();

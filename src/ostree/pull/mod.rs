@@ -83,10 +83,13 @@ pub fn pull(
     stats: &Stats,
 ) -> Result<PullReport> {
     repo.ensure_writable()?;
+    let _span = tracing::info_span!("pull", r#ref = rref).entered();
     stats.set_phase("resolving");
     let src = super::open_source_with(source_spec, opts.timeout)?;
     let src: &dyn Source = &*src;
+    tracing::info!("source {} ({:?} mode)", src.describe(), src.mode());
     let mut target = resolve_target(src, rref, opts)?;
+    tracing::info!("{rref:?} is commit {}", target.commit);
     if let Some(report) = name_if_stored(repo, src, opts, &mut target)? {
         return Ok(report);
     }
@@ -108,6 +111,7 @@ pub fn pull(
             Some(f) => format!("from {f}"),
         };
         *stats.delta.lock().expect("stats") = Some(label.clone());
+        tracing::info!("using the static delta {label} ({} parts)", sb.parts.len());
         apply_delta(src, repo, from.as_ref(), &commit, sb, &mut walk, opts.jobs)?;
         delta_used = Some(label);
     }
@@ -115,8 +119,15 @@ pub fn pull(
     stats.set_phase("objects");
     walk::run(repo, src, &mut walk, &head.parsed, opts.jobs)?;
 
+    tracing::info!(
+        "objects: {} fetched, {} reused, {} of content",
+        stats.fetched.load(Ordering::Relaxed),
+        stats.reused.load(Ordering::Relaxed),
+        crate::show::human_bytes(stats.bytes.load(Ordering::Relaxed))
+    );
     stats.set_phase("storing");
     store(repo, &mut walk, &commit, head, &target.ref_name)?;
+    tracing::info!("stored as {}", target.ref_name);
     Ok(PullReport {
         commit,
         name: target.name,
@@ -194,6 +205,7 @@ fn name_if_stored(
     let Some(stored) = stored else {
         return Ok(None);
     };
+    tracing::info!("commit {commit} is stored already: naming it");
     let cbytes = stored
         .metadata(&commit, ObjType::Commit)?
         .context("stored commit lacks its commit object")?
