@@ -22,6 +22,7 @@ PKGS=(
   g++        # compiles libFuzzer for the fuzz targets (scripts/fuzz.sh)
   podman     # builds, saves and pushes OCI images: layers as real producers write them
   curl xz-utils gpgv debian-archive-keyring # scripts/c-composefs.sh: Debian's C tools, verified
+  man-db zsh # tests/cli_experience.rs: `man -l` renders our pages, zsh parses our completions
 )
 
 missing=()
