@@ -356,10 +356,15 @@ fn detach_stdio(log: Option<&std::fs::File>) {
             libc::dup2(f.as_raw_fd(), 2);
         }
     }
+    // Standard error stays when it is a file (a log, or redirected by the
+    // caller) or the journal (systemd names it in JOURNAL_STREAM as
+    // DEV:INODE).
     // SAFETY: fstat into a local struct.
     let keep_stderr = unsafe {
         let mut st: libc::stat = std::mem::zeroed();
-        libc::fstat(2, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG
+        libc::fstat(2, &mut st) == 0
+            && (st.st_mode & libc::S_IFMT == libc::S_IFREG
+                || is_journal_stream(st.st_dev as u64, st.st_ino as u64))
     };
     // SAFETY: dup2 onto the standard descriptors.
     unsafe {
@@ -369,6 +374,17 @@ fn detach_stdio(log: Option<&std::fs::File>) {
             libc::dup2(null.as_raw_fd(), 2);
         }
     }
+}
+
+/// Whether `JOURNAL_STREAM` names the file (device, inode) as the journal.
+fn is_journal_stream(dev: u64, ino: u64) -> bool {
+    std::env::var("JOURNAL_STREAM")
+        .ok()
+        .and_then(|v| {
+            let (d, i) = v.split_once(':')?;
+            Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?))
+        })
+        .is_some_and(|named| named == (dev, ino))
 }
 
 /// Open object files count against RLIMIT_NOFILE: take the hard limit.
