@@ -1204,3 +1204,66 @@ fn init_options_as_cfsctl_spells_them() {
         assert!(!dir.join("meta.json").exists(), "{bad:?} made a repository");
     }
 }
+
+/// `refs --json`: one object per line of the text, with the same ref,
+/// entry and object; a broken ref has a null object and says why; no
+/// refs is `[]`.
+#[test]
+fn refs_json_matches_the_text() {
+    let repo = Repo::new();
+    let json = |repo: &Repo| -> Vec<serde_json::Value> {
+        let out = repo.ok(&["refs", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("refs --json is JSON");
+        v.as_array().expect("a JSON array").clone()
+    };
+    assert_eq!(String::from_utf8(repo.ok(&["refs"])).unwrap(), "");
+    assert!(json(&repo).is_empty());
+
+    let s = repo.scratch();
+    repo.import("one", &tar_a(&s));
+    repo.import("dir/two", &tar_b(&s));
+    let tree = s.join("tree");
+    write_file(&tree.join("usr/x"), &pseudo_random(9, 500));
+    repo.ok(&["create-image", tree.to_str().unwrap(), "img"]);
+    std::os::unix::fs::symlink("../gone", repo.path.join("streams/refs/dangling")).unwrap();
+
+    let text = String::from_utf8(repo.ok(&["refs"])).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let entries = json(&repo);
+    assert_eq!(entries.len(), 4, "{text}");
+    assert_eq!(lines.len(), entries.len(), "{text}\n{entries:?}");
+    for (line, e) in lines.iter().zip(&entries) {
+        let t: Vec<&str> = line.split('\t').collect();
+        let keys: BTreeSet<&str> = e.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["ref", "kind", "name", "entry", "object", "error"]),
+            "{e}"
+        );
+        assert_eq!(e["ref"], t[0], "{line}");
+        assert_eq!(e["entry"], t[1], "{line}");
+        let kind = e["kind"].as_str().unwrap();
+        let dir = match kind {
+            "stream" => "streams",
+            "image" => "images",
+            _ => panic!("kind {kind:?}"),
+        };
+        assert_eq!(
+            format!("{dir}/refs/{}", e["name"].as_str().unwrap()),
+            t[0],
+            "{e}"
+        );
+        if t[2] == "(broken)" {
+            assert!(e["object"].is_null(), "{e}");
+            assert!(!e["error"].as_str().unwrap().is_empty(), "{e}");
+        } else {
+            assert_eq!(e["object"], t[2], "{line}");
+            assert!(e["error"].is_null(), "{e}");
+        }
+    }
+    assert!(
+        text.contains("streams/refs/dangling\tgone\t(broken)"),
+        "{text}"
+    );
+    assert!(text.contains("images/refs/img\t"), "{text}");
+}

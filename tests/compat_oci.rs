@@ -469,6 +469,113 @@ fn missing_config_object_or_ref_is_a_clear_error() {
     );
 }
 
+/// `oci images --json`: one object per line of the text (the same name,
+/// manifest digest, size, created, layer count), agreeing with what
+/// cfsctl's `oci images --json` says of the same images; a broken entry
+/// has its error and null fields; no images is `[]`.
+#[test]
+fn images_json_matches_the_text_and_cfsctl() {
+    use composefs::repository::{RefKind, Repository};
+    common::require_tool("umoci");
+    let ours = our_repo();
+    let json = |repo: &Repo| -> Vec<serde_json::Value> {
+        let v: serde_json::Value =
+            serde_json::from_slice(&repo.ok(&["oci", "images", "--json"])).unwrap();
+        v.as_array().expect("a JSON array").clone()
+    };
+    assert_eq!(text(ours.ok(&["oci", "images"])), "");
+    assert!(json(&ours).is_empty());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let lay = layout(tmp.path());
+    for (tag, name) in [("t1", "img"), ("t2", "reg.example/app:2")] {
+        let src = format!("oci:{}:{tag}", lay.display());
+        ours.ok(&["oci", "pull", &src, "--name", name]);
+    }
+    let theirs: serde_json::Value =
+        serde_json::from_str(&cfs(&ours.path, &["oci", "images", "--json"])).unwrap();
+    let theirs = theirs["images"].as_array().unwrap().clone();
+    assert_eq!(theirs.len(), 2, "{theirs:?}");
+    {
+        let repo = Repository::open(&ours.path).unwrap();
+        let layer = oci_entries(&ours.path)
+            .into_iter()
+            .find(|(n, _)| n.starts_with("oci-layer-"))
+            .unwrap();
+        repo.set_ref(RefKind::Stream, "oci/broken", &layer.0)
+            .unwrap();
+    }
+
+    let listed = text(ours.ok(&["oci", "images"]));
+    let lines: Vec<&str> = listed.lines().collect();
+    let entries = json(&ours);
+    assert_eq!(lines.len(), 3, "{listed}");
+    assert_eq!(entries.len(), lines.len(), "{listed}\n{entries:?}");
+    let fields = [
+        "name",
+        "manifest_digest",
+        "size",
+        "created",
+        "layer_count",
+        "architecture",
+        "os",
+        "error",
+    ];
+    for (line, e) in lines.iter().zip(&entries) {
+        let o = e.as_object().unwrap();
+        let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
+        keys.sort();
+        let mut want = fields.to_vec();
+        want.sort();
+        assert_eq!(keys, want, "{e}");
+        let t: Vec<&str> = line.split('\t').collect();
+        assert_eq!(e["name"], t[0], "{line}");
+        if t[1].starts_with("(broken: ") {
+            assert_eq!(t.len(), 2, "{line}");
+            let err = e["error"].as_str().unwrap();
+            assert_eq!(format!("(broken: {err})"), t[1], "{line}");
+            for f in &fields[1..7] {
+                assert!(e[f].is_null(), "{f} of {e}");
+            }
+            continue;
+        }
+        assert_eq!(t.len(), 5, "{line}");
+        assert!(e["error"].is_null(), "{e}");
+        assert_eq!(e["manifest_digest"], t[1], "{line}");
+        let size = e["size"].as_u64().unwrap();
+        assert_eq!(composefs::show::human_bytes(size), t[2], "{line}");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&ours.ok(&["oci", "inspect", t[0], "--manifest"])).unwrap();
+        let layer_sizes: u64 = manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["size"].as_u64().unwrap())
+            .sum();
+        assert_eq!(size, layer_sizes, "{line}");
+        match t[3] {
+            "-" => assert!(e["created"].is_null(), "{e}"),
+            c => assert_eq!(e["created"], c, "{line}"),
+        }
+        assert_eq!(format!("{} layers", e["layer_count"]), t[4], "{line}");
+        // What cfsctl says of the same image.
+        let c = theirs
+            .iter()
+            .find(|c| c["name"] == t[0])
+            .unwrap_or_else(|| panic!("cfsctl does not list {}: {theirs:?}", t[0]));
+        for f in [
+            "manifest_digest",
+            "created",
+            "layer_count",
+            "architecture",
+            "os",
+        ] {
+            assert_eq!(e[f], c[f], "{f} of {}: ours {e}, cfsctl's {c}", t[0]);
+        }
+    }
+    assert!(listed.contains("broken\t(broken: "), "{listed}");
+}
+
 /// cfsctl's pull of `t1` from `lay` into a repository under `dir`.
 fn theirs_of(lay: &Path, dir: &Path) -> PathBuf {
     let theirs = cfs_repo(dir);

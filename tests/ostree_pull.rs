@@ -689,6 +689,100 @@ fn ls_remote_lists_every_ref() {
         let repo = Repo::new();
         let out = text(repo.ok(&["ostree", "ls-remote", path_str(&r.path)]));
         check_ls_remote(&out, &r.c1, &r.c2, true, mode);
+        check_ls_remote_json(&repo, path_str(&r.path), &out, mode);
+    }
+}
+
+/// `ls-remote --json` of an ostree repository without refs is `[]`, as
+/// its text is empty; a commit without a version has `-` in the text of
+/// `ls-remote` and `list`, null in their JSON.
+#[test]
+fn ls_remote_and_list_without_refs_or_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let src = path_str(&src);
+    ostree(&["init", "--mode=archive", "--repo", src]);
+    let repo = Repo::new();
+    assert_eq!(text(repo.ok(&["ostree", "ls-remote", src])), "");
+    check_ls_remote_json(&repo, src, "", "no refs");
+
+    let tree = dir.path().join("tree");
+    common::write_file(&tree.join("usr/a"), b"a\n");
+    ostree(&[
+        "commit",
+        "--repo",
+        src,
+        "-b",
+        "plain",
+        "-s",
+        "s",
+        path_str(&tree),
+    ]);
+    let out = text(repo.ok(&["ostree", "ls-remote", src]));
+    let t: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!((t.len(), t[0], t[3]), (4, "plain", "-"), "{out}");
+    check_ls_remote_json(&repo, src, &out, "no version");
+    repo.ok(&["ostree", "pull", src, "plain", "--name", "a/b"]);
+    let list = text(repo.ok(&["ostree", "list"]));
+    assert!(list.starts_with(&format!("a/b {} ", t[1])), "{list}");
+    check_list_json(&repo, &list);
+}
+
+/// Parse a `--json` listing: a JSON array of objects.
+fn json_list(out: Vec<u8>, what: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let v: serde_json::Value = serde_json::from_slice(&out)
+        .unwrap_or_else(|e| panic!("{what}: --json is not JSON ({e}):\n{}", text(out.clone())));
+    v.as_array()
+        .unwrap_or_else(|| panic!("{what}: --json is not an array: {v}"))
+        .iter()
+        .map(|e| e.as_object().expect("an object per entry").clone())
+        .collect()
+}
+
+/// An entry has exactly the documented fields.
+fn assert_keys(o: &serde_json::Map<String, serde_json::Value>, want: &[&str]) {
+    let have: BTreeSet<&str> = o.keys().map(String::as_str).collect();
+    assert_eq!(have, want.iter().copied().collect(), "fields of {o:?}");
+}
+
+/// A listing's time field against JSON: `-` and null, or the minute the
+/// text shows, `date` (RFC 3339 UTC) and `timestamp` agreeing.
+fn check_json_time(field: &str, o: &serde_json::Map<String, serde_json::Value>, what: &str) {
+    if field == "-" {
+        assert!(
+            o["timestamp"].is_null() && o["date"].is_null(),
+            "{what}: {o:?}"
+        );
+        return;
+    }
+    let ts = o["timestamp"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{what}: {o:?}"));
+    let date = o["date"].as_str().unwrap();
+    assert_eq!(date, composefs::inspect::iso_utc(ts), "{what}");
+    assert_eq!(format!("{}Z", &date[..16]), field, "{what}: {o:?}");
+}
+
+/// A version field against JSON: `-` and null, or the same string.
+fn check_json_version(field: &str, v: &serde_json::Value, what: &str) {
+    match field {
+        "-" => assert!(v.is_null() || v == "-", "{what}: version {v}"),
+        _ => assert_eq!(v.as_str(), Some(field), "{what}: version"),
+    }
+}
+
+/// `ls-remote SRC --json` says what its text `out` says, ref for ref.
+fn check_ls_remote_json(repo: &Repo, src: &str, out: &str, what: &str) {
+    let json = json_list(repo.ok(&["ostree", "ls-remote", src, "--json"]), what);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(json.len(), lines.len(), "{what}: {json:?}\n{out}");
+    for (line, o) in lines.iter().zip(&json) {
+        let t: Vec<&str> = line.split(' ').collect();
+        assert_keys(o, &["ref", "commit", "timestamp", "date", "version"]);
+        assert_eq!(o["ref"], t[0], "{what}: {line}");
+        assert_eq!(o["commit"], t[1], "{what}: {line}");
+        check_json_time(t[2], o, what);
+        check_json_version(t[3], &o["version"], what);
     }
 }
 
@@ -777,12 +871,39 @@ fn list_and_log_show_stored_commits() {
         assert!(line.ends_with(subject), "subject in {line:?}");
     }
     assert_eq!(list.lines().count(), 2, "list:\n{list}");
+    check_list_json(&repo, &list);
 
     // Unknown names are errors, not panics.
     let e = repo.fail(&["ostree", "log", "nope"]);
     assert!(!e.trim().is_empty());
     let e = repo.fail(&["ostree", "create-image", "nope"]);
     assert!(!e.trim().is_empty());
+}
+
+/// `ostree list --json` says what its text `list` says, name for name.
+fn check_list_json(repo: &Repo, list: &str) {
+    let json = json_list(repo.ok(&["ostree", "list", "--json"]), "list");
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(json.len(), lines.len(), "{json:?}\n{list}");
+    for (line, o) in lines.iter().zip(&json) {
+        let t: Vec<&str> = line.splitn(5, ' ').collect();
+        assert_keys(
+            o,
+            &["name", "commit", "timestamp", "date", "version", "subject"],
+        );
+        assert_eq!(o["name"], t[0], "{line}");
+        assert_eq!(o["commit"], t[1], "{line}");
+        check_json_time(t[2], o, line);
+        check_json_version(t[3], &o["version"], line);
+        assert_eq!(o["subject"], t[4], "{line}");
+    }
+}
+
+#[test]
+fn list_of_a_repository_without_commits() {
+    let repo = Repo::new();
+    assert_eq!(text(repo.ok(&["ostree", "list"])), "");
+    check_list_json(&repo, "");
 }
 
 fn log_commits(repo: &Repo, name: &str) -> Vec<String> {
@@ -1015,6 +1136,7 @@ fn static_deltas_give_the_same_commits_without_object_requests() {
     let out = text(repo_b.ok(&["ostree", "ls-remote", &url]));
     // (`ostree summary -u` lists refs/heads only: no origin:main.)
     check_ls_remote(&out, &a.c1, &a.c2, false, "HTTP with a summary");
+    check_ls_remote_json(&repo_b, &url, &out, "HTTP with a summary");
 
     // B: object by object.
     let mark = server.mark();

@@ -97,6 +97,11 @@ enum Command {
         /// `gc` then frees what only they reached
         #[arg(long, value_name = "REF", num_args = 1..)]
         delete: Vec<String>,
+        /// Print a JSON array, one object per ref: `ref` (as listed),
+        /// `kind` (stream|image), `name`, `entry`, `object` (hex; null when
+        /// broken), `error` (why it is broken, else null)
+        #[arg(long, conflicts_with = "delete")]
+        json: bool,
     },
     /// Delete every object and stream no ref reaches
     Gc {
@@ -232,8 +237,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Measure { hash, files } => measure::run(hash, &files),
         Command::ImportTar { name, file } => tar_cmds::import(repo, &name, file.as_deref()),
         Command::Cat { name } => tar_cmds::cat_or_path(repo, &name),
-        Command::Refs { delete } if delete.is_empty() => repo_cmds::refs(repo),
-        Command::Refs { delete } => repo_cmds::delete_refs(repo, &delete),
+        Command::Refs { delete, json } if delete.is_empty() => repo_cmds::refs(repo, json),
+        Command::Refs { delete, .. } => repo_cmds::delete_refs(repo, &delete),
         Command::Gc { dry_run } => repo_cmds::gc(repo, dry_run),
         Command::Fsck => repo_cmds::fsck(repo),
         Command::Mkcomposefs(a) => image_cmds::mkcomposefs(a),

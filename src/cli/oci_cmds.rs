@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
-use super::repo_cmds::open;
+use super::repo_cmds::{open, write_json};
 use crate::oci::layout::{DockerArchive, Layout};
 use crate::oci::pull::{host_platform, parse_platform, pull};
 use crate::oci::reference::ImageRef;
@@ -51,7 +51,14 @@ pub enum OciCommand {
         retries: u32,
     },
     /// List pulled images: name, manifest digest, size, created, layers
-    Images,
+    Images {
+        /// Print a JSON array, one object per image: `name`,
+        /// `manifest_digest`, `size` (bytes), `created`, `layer_count`,
+        /// `architecture`, `os`, `error` (why the image cannot be read:
+        /// then only `name` is set)
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a pulled image as `cfsctl oci inspect` does: JSON with the
     /// manifest and config (as stored, as strings), referrers and the linked
     /// composefs image; or only the raw manifest or config
@@ -102,7 +109,7 @@ pub fn run(repo: Option<&Path>, cmd: OciCommand) -> Result<ExitCode> {
             };
             pull_cmd(repo, &image, name.as_deref(), platform.as_deref(), opts)
         }
-        OciCommand::Images => images(repo),
+        OciCommand::Images { json } => images(repo, json),
         OciCommand::Inspect {
             name,
             manifest,
@@ -254,12 +261,30 @@ fn pull_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
-fn images(repo: Option<&Path>) -> Result<ExitCode> {
+/// One image as `images --json` prints it (the fields cfsctl's
+/// `oci images --json` has too are named as it names them).
+#[derive(serde::Serialize, Default)]
+struct ImageJson {
+    name: String,
+    manifest_digest: Option<String>,
+    /// Bytes: the sum of the (compressed) layer sizes the manifest gives.
+    size: Option<u64>,
+    /// As the config records it (RFC 3339).
+    created: Option<String>,
+    layer_count: Option<usize>,
+    architecture: Option<String>,
+    os: Option<String>,
+    /// Why the image cannot be read.
+    error: Option<String>,
+}
+
+fn images(repo: Option<&Path>, json: bool) -> Result<ExitCode> {
     let r = open(repo)?;
     let mut out = std::io::stdout().lock();
+    let mut listed = Vec::new();
     for (name, img) in list(&r)? {
-        match img {
-            Ok(i) => writeln!(
+        match (img, json) {
+            (Ok(i), false) => writeln!(
                 out,
                 "{name}\t{}\t{}\t{}\t{} layers",
                 i.manifest_digest,
@@ -267,8 +292,26 @@ fn images(repo: Option<&Path>) -> Result<ExitCode> {
                 i.config.created.as_deref().unwrap_or("-"),
                 i.layers.len()
             )?,
-            Err(e) => writeln!(out, "{name}\t(broken: {e:#})")?,
+            (Err(e), false) => writeln!(out, "{name}\t(broken: {e:#})")?,
+            (Ok(i), true) => listed.push(ImageJson {
+                name,
+                manifest_digest: Some(i.manifest_digest.to_string()),
+                size: Some(i.size()),
+                layer_count: Some(i.layers.len()),
+                architecture: Some(i.config.architecture),
+                os: Some(i.config.os),
+                created: i.config.created,
+                error: None,
+            }),
+            (Err(e), true) => listed.push(ImageJson {
+                name,
+                error: Some(format!("{e:#}")),
+                ..ImageJson::default()
+            }),
         }
+    }
+    if json {
+        write_json(&mut out, &listed)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,8 @@ use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::image_cmds::format_time;
-use super::repo_cmds::open;
+use super::repo_cmds::{open, write_json};
+use crate::inspect::iso_utc;
 use crate::ostree::commitstream::CommitStream;
 use crate::ostree::objects::Commit;
 use crate::ostree::pull::{PullOptions, Stats, pull};
@@ -30,9 +31,20 @@ pub enum OstreeCommand {
     LsRemote {
         /// Local path or URL of the ostree repository
         source: String,
+        /// Print a JSON array, one object per ref: `ref`, `commit`,
+        /// `timestamp` (seconds), `date` (RFC 3339 UTC), `version` (null
+        /// when unknown)
+        #[arg(long)]
+        json: bool,
     },
     /// List the stored ostree commits with their names
-    List,
+    List {
+        /// Print a JSON array, one object per stored name: `name`,
+        /// `commit`, `timestamp` (seconds), `date` (RFC 3339 UTC), `version`
+        /// (null when the commit has none), `subject`
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a stored commit and its ancestors, as far as they are stored
     Log(super::show_cmds::LogArgs),
     /// Build the composefs image of a stored commit (its tree as `ostree checkout`
@@ -99,8 +111,8 @@ pub struct PullArgs {
 pub fn run(repo: Option<&Path>, cmd: OstreeCommand) -> Result<ExitCode> {
     match cmd {
         OstreeCommand::Pull(a) => pull_cmd(repo, a),
-        OstreeCommand::LsRemote { source } => ls_remote(&source),
-        OstreeCommand::List => list(repo),
+        OstreeCommand::LsRemote { source, json } => ls_remote(&source, json),
+        OstreeCommand::List { json } => list(repo, json),
         OstreeCommand::Log(a) => super::show_cmds::ostree_log(repo, &a),
         OstreeCommand::CreateImage {
             name,
@@ -215,14 +227,27 @@ fn pull_cmd(repo: Option<&Path>, a: PullArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn commit_info(c: &Commit) -> (String, String) {
-    (
-        format_time(c.timestamp as i64).replace(' ', "T") + "Z",
-        c.meta_string("version").unwrap_or_else(|| "-".into()),
+/// A commit time as the listings print it: `2024-05-01T10:00Z`, or `-`.
+fn text_time(t: Option<u64>) -> String {
+    t.map_or_else(
+        || "-".into(),
+        |t| format_time(t as i64).replace(' ', "T") + "Z",
     )
 }
 
-fn ls_remote(spec: &str) -> Result<ExitCode> {
+/// One ref as `ls-remote --json` prints it.
+#[derive(serde::Serialize)]
+struct RemoteRefJson {
+    r#ref: String,
+    commit: String,
+    /// Seconds since the epoch; `None` when the commit is not there.
+    timestamp: Option<u64>,
+    /// The timestamp, RFC 3339 UTC.
+    date: Option<String>,
+    version: Option<String>,
+}
+
+fn ls_remote(spec: &str, json: bool) -> Result<ExitCode> {
     let src = crate::ostree::open_source(spec)?;
     let summary = crate::net::retry(|| src.read("summary", MAX_SUMMARY_SIZE))?
         .map(|b| Summary::parse(&b))
@@ -237,26 +262,44 @@ fn ls_remote(spec: &str) -> Result<ExitCode> {
     };
     refs.sort();
     let mut out = std::io::stdout().lock();
+    let mut listed = Vec::new();
     for (name, c) in refs {
         // The summary usually has both: no commit fetch then.
-        if let Some(r) = summary.as_ref().and_then(|s| s.refs.get(&name))
-            && r.commit == c
-            && let (Some(t), Some(v)) = (r.timestamp, &r.version)
-        {
-            let ts = format_time(t as i64).replace(' ', "T") + "Z";
-            writeln!(out, "{name} {c} {ts} {v}").context("cannot write to stdout")?;
-            continue;
-        }
-        let data = crate::net::retry(|| src.metadata(&c, ObjType::Commit))
-            .with_context(|| format!("commit {c} of ref {name}"))?;
-        let (ts, ver) = match data.as_deref().map(Commit::parse) {
-            Some(Ok(commit)) if Checksum::of(data.as_deref().unwrap_or_default()) == c => {
-                commit_info(&commit)
+        let known = summary
+            .as_ref()
+            .and_then(|s| s.refs.get(&name))
+            .filter(|r| r.commit == c)
+            .and_then(|r| Some((r.timestamp?, r.version.clone()?)));
+        let (timestamp, version) = match known {
+            Some((t, v)) => (Some(t), Some(v)),
+            None => {
+                let data = crate::net::retry(|| src.metadata(&c, ObjType::Commit))
+                    .with_context(|| format!("commit {c} of ref {name}"))?;
+                match data.as_deref().map(Commit::parse) {
+                    Some(Ok(commit)) if Checksum::of(data.as_deref().unwrap_or_default()) == c => {
+                        (Some(commit.timestamp), commit.meta_string("version"))
+                    }
+                    Some(_) => anyhow::bail!("commit {c} of ref {name} is corrupt"),
+                    None => (None, None),
+                }
             }
-            Some(_) => anyhow::bail!("commit {c} of ref {name} is corrupt"),
-            None => ("-".into(), "-".into()),
         };
-        writeln!(out, "{name} {c} {ts} {ver}").context("cannot write to stdout")?;
+        if json {
+            listed.push(RemoteRefJson {
+                r#ref: name,
+                commit: c.to_string(),
+                timestamp,
+                date: timestamp.map(iso_utc),
+                version,
+            });
+        } else {
+            let ts = text_time(timestamp);
+            let ver = version.as_deref().unwrap_or("-");
+            writeln!(out, "{name} {c} {ts} {ver}").context("cannot write to stdout")?;
+        }
+    }
+    if json {
+        write_json(&mut out, &listed)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -286,14 +329,44 @@ fn load_commit(r: &Repository, c: &Checksum) -> Result<(CommitStream, Commit)> {
     Ok((s, commit))
 }
 
-fn list(repo: Option<&Path>) -> Result<ExitCode> {
+/// One stored commit as `list --json` prints it.
+#[derive(serde::Serialize)]
+struct StoredJson {
+    name: String,
+    commit: String,
+    /// Seconds since the epoch.
+    timestamp: u64,
+    /// The timestamp, RFC 3339 UTC.
+    date: String,
+    version: Option<String>,
+    subject: String,
+}
+
+fn list(repo: Option<&Path>, json: bool) -> Result<ExitCode> {
     let r = open(repo)?;
     let mut out = std::io::stdout().lock();
+    let mut listed = Vec::new();
     for (name, c) in stored_names(&r)? {
         let (_, commit) = load_commit(&r, &c)?;
-        let (ts, ver) = commit_info(&commit);
-        writeln!(out, "{name} {c} {ts} {ver} {}", commit.subject)
-            .context("cannot write to stdout")?;
+        let version = commit.meta_string("version");
+        if json {
+            listed.push(StoredJson {
+                name,
+                commit: c.to_string(),
+                timestamp: commit.timestamp,
+                date: iso_utc(commit.timestamp),
+                version,
+                subject: commit.subject,
+            });
+        } else {
+            let ts = text_time(Some(commit.timestamp));
+            let ver = version.as_deref().unwrap_or("-");
+            writeln!(out, "{name} {c} {ts} {ver} {}", commit.subject)
+                .context("cannot write to stdout")?;
+        }
+    }
+    if json {
+        write_json(&mut out, &listed)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,5 @@
-//! Repository-wide commands: init, refs, gc, fsck.
+//! Repository-wide commands: init, refs, gc, fsck; and [`write_json`],
+//! how every `--json` listing prints its document.
 
 use std::io::Write;
 use std::path::Path;
@@ -35,19 +36,64 @@ pub fn init(repo: Option<&Path>, opts: &repository::InitOptions) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn refs(repo: Option<&Path>) -> Result<ExitCode> {
+/// One ref as `refs --json` prints it.
+#[derive(serde::Serialize)]
+struct RefJson {
+    /// As the text lists it (and `--delete` takes it): `streams/refs/NAME`.
+    r#ref: String,
+    /// `stream` or `image`.
+    kind: &'static str,
+    name: String,
+    /// The entry it points to: a content id under `streams/`, a hex digest
+    /// under `images/`.
+    entry: String,
+    /// The object the entry names (hex); `None` when it cannot be read.
+    object: Option<String>,
+    /// Why `object` cannot be read.
+    error: Option<String>,
+}
+
+pub fn refs(repo: Option<&Path>, json: bool) -> Result<ExitCode> {
     let r = open(repo)?;
     let mut out = std::io::stdout().lock();
+    let mut listed = Vec::new();
     for kind in [RefKind::Stream, RefKind::Image] {
         for (name, entry) in r.list_refs(kind)? {
-            let id = match r.entry_object(kind, &entry) {
-                Ok(id) => id.to_hex(),
-                Err(_) => "(broken)".to_string(),
+            let object = r.entry_object(kind, &entry).map(|id| id.to_hex());
+            let path = format!("{}/refs/{name}", kind.dir());
+            if !json {
+                let id = object.as_deref().unwrap_or("(broken)");
+                writeln!(out, "{path}\t{entry}\t{id}")?;
+                continue;
+            }
+            let (object, error) = match object {
+                Ok(o) => (Some(o), None),
+                Err(e) => (None, Some(format!("{e:#}"))),
             };
-            writeln!(out, "{}/refs/{name}\t{entry}\t{id}", kind.dir())?;
+            listed.push(RefJson {
+                r#ref: path,
+                kind: match kind {
+                    RefKind::Stream => "stream",
+                    RefKind::Image => "image",
+                },
+                name,
+                entry,
+                object,
+                error,
+            });
         }
     }
+    if json {
+        write_json(&mut out, &listed)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `value` as one pretty-printed JSON document and a newline, as every
+/// `--json` prints it.
+pub(super) fn write_json(out: &mut impl Write, value: &impl serde::Serialize) -> Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value).context("cannot write to stdout")?;
+    writeln!(out).context("cannot write to stdout")
 }
 
 /// Which ref a user means: a path as `refs` lists it, `ostree/NAME` or
