@@ -334,3 +334,68 @@ fn a_detached_daemon_logs_to_its_file() {
         "no timestamp on {line:?}"
     );
 }
+
+/// `mount --kernel`, `ls`, `dump`, `cat` and `show` take every name `mount`
+/// takes: `images/NAME`, `ostree/NAME`, `commits/CHECKSUM`, a bare name.
+#[test]
+fn every_command_takes_every_name() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "kernel mounts need root (CI runs the tests as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let src = ostree_source(dir.path());
+    let repo = dir.path().join("repo");
+    let r = repo.to_str().unwrap();
+    ok(&["--repo", r, "init"], &[]);
+    ok(&["--repo", r, "ostree", "pull", &src, "main"], &[]);
+    let tree = dir.path().join("tree");
+    ok(
+        &[
+            "--repo",
+            r,
+            "create-image",
+            "--name",
+            "img",
+            tree.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let list = text(&ok(&["--repo", r, "ostree", "list"], &[]).stdout);
+    let checksum = list.split_whitespace().nth(1).unwrap().to_string();
+    let commits = format!("commits/{checksum}");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    for (names, file) in [
+        (vec!["img", "images/img"], "/etc/hello"),
+        (vec!["main", "ostree/main", commits.as_str()], "/etc/hello"),
+    ] {
+        let dumps: Vec<String> = names
+            .iter()
+            .map(|n| text(&ok(&["--repo", r, "dump", n], &[]).stdout))
+            .collect();
+        for (n, d) in names.iter().zip(&dumps) {
+            assert_eq!(d, &dumps[0], "dump {n} differs from dump {}", names[0]);
+            assert!(d.contains("/etc/hello 6 100644"), "dump {n}:\n{d}");
+            let ls = text(&ok(&["--repo", r, "ls", n, "/etc"], &[]).stdout);
+            assert!(ls.contains("hello"), "ls {n}: {ls}");
+            let cat = ok(&["--repo", r, "cat", &format!("{n}:{file}")], &[]);
+            assert_eq!(cat.stdout, b"hello\n", "cat {n}:{file}");
+            ok(&["--repo", r, "show", n], &[]);
+            ok(
+                &["--repo", r, "mount", "--kernel", n, mnt.to_str().unwrap()],
+                &[],
+            );
+            let read = std::fs::read(mnt.join("etc/hello"));
+            let big = std::fs::read(mnt.join("big"));
+            let un = run(&["umount", mnt.to_str().unwrap()], &[]);
+            assert!(un.status.success(), "{}", text(&un.stderr));
+            assert_eq!(read.unwrap(), b"hello\n", "mount --kernel {n}");
+            assert_eq!(big.unwrap(), vec![7u8; 100_000], "mount --kernel {n}");
+        }
+    }
+    // A name that is nothing stays an error naming it.
+    let out = run(&["--repo", r, "dump", "images/nope"], &[]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+}

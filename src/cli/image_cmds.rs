@@ -307,18 +307,19 @@ pub fn compute_id(
 }
 
 /// An image named on the command line: a file path, else a repository image.
-fn load_image(repo: Option<&Path>, name: &str) -> Result<ErofsImage> {
+/// An image file, or any stored tree by any name `mount` takes.
+fn load_tree(repo: Option<&Path>, name: &str) -> Result<std::sync::Arc<dyn Tree>> {
     let p = Path::new(name);
     if p.is_file() {
-        return ErofsImage::open(p).with_context(|| format!("image {}", p.display()));
+        let image = ErofsImage::open(p).with_context(|| format!("image {}", p.display()))?;
+        return Ok(std::sync::Arc::new(image));
     }
     let r = open(repo)?;
-    let (_, f) = r.open_image(name)?;
-    ErofsImage::from_file(f).with_context(|| format!("image {name:?}"))
+    crate::view::open_tree(&r, name)
 }
 
 pub fn dump(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
-    let image = load_image(repo, name)?;
+    let tree = load_tree(repo, name)?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     // NLINK as stored, as composefs-info prints it (a dumpfile's declared
     // NLINK lands in the image unchanged).
@@ -326,7 +327,7 @@ pub fn dump(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
         stored_nlink: true,
         ..Default::default()
     };
-    crate::dumpfile::write_with(&image, &mut out, &opts)?;
+    crate::dumpfile::write_with(&*tree, &mut out, &opts)?;
     out.flush().context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
@@ -424,7 +425,7 @@ pub fn ls(repo: Option<&Path>, name: &str, path: Option<&str>) -> Result<ExitCod
     // An image file, else what the name means in the repository; images
     // show their directories' stored sizes.
     let image = if Path::new(name).is_file() {
-        Ok(load_image(repo, name)?)
+        Ok(ErofsImage::open(Path::new(name)).with_context(|| format!("image {name}"))?)
     } else {
         let r = open(repo)?;
         match crate::view::resolve(&r, name)? {
@@ -503,7 +504,7 @@ pub fn cat_path(repo: Option<&Path>, name: &str, path: &str) -> Result<ExitCode>
 
 pub fn mount(repo: Option<&Path>, name: &str, target: &Path) -> Result<ExitCode> {
     let r = open(repo)?;
-    let (_, image) = r.open_image(name)?;
+    let image = kernel_image(&r, name)?;
     let objects = std::fs::canonicalize(r.path().join("objects"))
         .with_context(|| format!("cannot resolve {}/objects", r.path().display()))?;
     mount_image(
@@ -517,6 +518,27 @@ pub fn mount(repo: Option<&Path>, name: &str, target: &Path) -> Result<ExitCode>
     )
     .with_context(|| format!("cannot mount image {name:?} at {}", target.display()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The EROFS image a kernel mount of `name` (any name `mount` takes)
+/// uses: a stored image as it is; for any other stored tree (an ostree
+/// commit, an OCI image) its image in the repository's format, written now
+/// to an unnamed temporary file (stored nowhere; the mount keeps it).
+fn kernel_image(r: &crate::repository::Repository, name: &str) -> Result<File> {
+    use crate::view::Source;
+    let source = crate::view::resolve(r, name)?;
+    if let Source::Image(id) = source {
+        return r
+            .open_object(&id)
+            .with_context(|| format!("image {name:?}"));
+    }
+    let tree = source.load(r).with_context(|| format!("{name:?}"))?;
+    let mut f = tempfile::tempfile().context("cannot create a temporary file")?;
+    crate::erofs::write_image_version(&*tree, r.erofs_version(), &mut f)
+        .with_context(|| format!("cannot write the image of {name:?}"))?;
+    f.seek(std::io::SeekFrom::Start(0))
+        .context("cannot read the image back")?;
+    Ok(f)
 }
 
 /// Unmount a kernel or FUSE mount. A user may not unmount a FUSE mount

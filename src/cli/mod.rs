@@ -210,6 +210,16 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // Output piped into `head` and the like: the reader left, which is
+        // no error of ours (as a C tool dies quietly of SIGPIPE).
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("composefs: error: {e:#}");
             ExitCode::FAILURE
