@@ -269,7 +269,8 @@ pub fn create_image(repo: Option<&Path>, a: &DirReadArgs, name: Option<&str>) ->
 }
 
 /// `compute-id DIR`: the image id, nothing stored. The algorithm: `--hash`,
-/// else the repository's when one opens, else sha512; the format:
+/// else the repository's when there is one (a damaged one is an error),
+/// else sha512; the format:
 /// `--erofs-version`, else 1 (cfsctl ignores the repository's here too).
 pub fn compute_id(
     repo: Option<&Path>,
@@ -280,7 +281,9 @@ pub fn compute_id(
         Some(h) => h,
         None => crate::repository::default_path(repo)
             .ok()
-            .and_then(|p| crate::repository::Repository::open(&p).ok())
+            .map(|p| crate::repository::Repository::try_open(&p))
+            .transpose()?
+            .flatten()
             .map_or(Algorithm::Sha512, |r| r.algorithm()),
     };
     let (tree, _) = read_dir_tree(a, &ContentSink::DigestOnly(alg), &|_| {})?;

@@ -1,43 +1,34 @@
-//! Reading composefs EROFS images: [`ErofsImage`] is a lazy [`Tree`] over
-//! the image bytes (inodes parsed on demand by nid, directories when listed)
-//! and also offers the raw view (inodes, xattrs, directory entries as
-//! stored) and [`ErofsImage::referenced_objects`] for garbage collection.
-//!
-//! The tree view undoes what the writer does for overlayfs, as the C
-//! reader does (`lcfs_build_node_from_image` / `lcfs_build_node_erofs_xattr`
-//! in `libcomposefs/lcfs-writer-erofs.c`):
-//! - `trusted.overlay.metacopy` gives the file's fs-verity digest (a
-//!   36-byte value is sha256; a 68-byte one with algorithm 2 is sha512,
-//!   which the C reader ignores) and `trusted.overlay.redirect` its backing
-//!   path (leading `/` removed); neither is shown as an xattr;
-//! - a regular file with `trusted.overlay.overlay.whiteout` is a whiteout
-//!   again (character device 0:0);
-//! - `trusted.overlay.overlay.X` is shown as `trusted.overlay.X`; every other
-//!   `trusted.overlay.*` (the root's `opaque=y` marker among them) and
-//!   `trusted.overlay.overlay.whiteouts`, `user.overlay.whiteout(s)` are
-//!   hidden;
-//! - character devices 0:0 (the whiteout stubs `00`..`ff`) are left out of
-//!   directory listings.
-//!
-//! As in C, the `opaque=x` markers of directories holding whiteouts (format
-//! version 1) come back as `trusted.overlay.opaque=x` and
-//! `user.overlay.opaque=x`.
+//! Reading composefs EROFS images: [`ErofsImage`] is a lazy
+//! [`Tree`](crate::tree::Tree) over the image bytes (inodes parsed on
+//! demand by nid, directories when listed; that view, which undoes what
+//! the writer does for overlayfs as the C reader does, is the child module
+//! `tree`) and also offers the raw view (inodes, xattrs, directory entries
+//! as stored) and [`ErofsImage::referenced_objects`] for garbage
+//! collection.
 //!
 //! Hostile images: every offset and size is checked against the image
 //! length before use, all arithmetic is checked, allocation is bounded by
 //! the image size, and a directory may be listed only once reached from
 //! the root through a single parent, so no walk through this interface can
-//! loop. Errors are returned, never panics.
+//! loop. Errors are returned, never panics: an [`Error`] from the raw
+//! view (not an image, unsupported, corrupt or out of bounds, with the
+//! inode and offset), the same inside an `anyhow::Error` from the tree
+//! view, with what the walk was doing as context.
 
-use crate::show::short_path;
+mod error;
+mod tree;
+
+pub use error::Error;
+
 use std::collections::{HashMap, HashSet};
 
 use crate::mapped::Bytes;
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::Context;
+use error::Result;
 
 use super::format::{
     self, BLOCK_SIZE, COMPOSEFS_HEADER_VERSION, COMPOSEFS_MAGIC, CompactInode, ComposefsHeader,
@@ -45,7 +36,7 @@ use super::format::{
     overlay,
 };
 use crate::fsverity::{Algorithm, ObjectId};
-use crate::tree::{DirEntry, FileData, Ino, Inode, Kind, Stat, Timespec, Tree, check_name, mode};
+use crate::tree::{Timespec, mode};
 
 /// An inode as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,26 +140,49 @@ impl ErofsImage {
     }
 
     fn from_bytes(data: Bytes) -> Result<Self> {
-        let header = ComposefsHeader::decode(&data).context("not a composefs image")?;
+        let len = data.len() as u64;
+        let Ok(header) = ComposefsHeader::decode(&data) else {
+            return Err(Error::NotComposefs { magic: None, len });
+        };
         if header.magic != COMPOSEFS_MAGIC {
-            bail!("not a composefs image (bad magic {:#x})", header.magic);
+            return Err(Error::NotComposefs {
+                magic: Some(header.magic),
+                len,
+            });
         }
         if header.version != COMPOSEFS_HEADER_VERSION {
-            bail!("unsupported composefs header version {}", header.version);
+            return Err(Error::unsupported(
+                None,
+                format!("composefs header version {}", header.version),
+            ));
         }
-        let sb = Superblock::decode(data.get(format::SUPER_OFFSET as usize..).unwrap_or(&[]))
-            .context("truncated composefs image")?;
+        let sb_bytes = bounded(&data, format::SUPER_OFFSET, Superblock::SIZE as u64)
+            .map_err(|e| e.named("EROFS superblock"))?;
+        let sb = Superblock::decode(sb_bytes).map_err(|e| decoded(e, format::SUPER_OFFSET))?;
         if sb.magic != EROFS_MAGIC {
-            bail!("bad EROFS superblock magic {:#x}", sb.magic);
+            return Err(Error::NotErofs { magic: sb.magic });
         }
         if sb.blkszbits != format::BLOCK_BITS {
-            bail!("unsupported EROFS block size 2^{}", sb.blkszbits);
+            return Err(Error::unsupported(
+                None,
+                format!("EROFS block size 2^{}", sb.blkszbits),
+            ));
         }
-        let len = data.len() as u64;
         let meta_start = u64::from(sb.meta_blkaddr) * BLOCK_SIZE;
         let xattr_start = u64::from(sb.xattr_blkaddr) * BLOCK_SIZE;
-        if meta_start >= len || xattr_start >= len {
-            bail!("EROFS metadata or xattr area lies outside the image");
+        for (what, start) in [
+            ("EROFS metadata area", meta_start),
+            ("EROFS xattr area", xattr_start),
+        ] {
+            if start >= len {
+                return Err(Error::OutOfBounds {
+                    nid: None,
+                    what,
+                    start,
+                    len: 0,
+                    image_len: len,
+                });
+            }
         }
         let img = ErofsImage {
             data,
@@ -178,11 +192,13 @@ impl ErofsImage {
             xattr_start,
             parents: Mutex::new(HashMap::new()),
         };
-        let root = img
-            .raw_inode(img.root_nid())
-            .context("reading the root inode")?;
+        let root = img.raw_inode(img.root_nid())?;
         if !root.is_dir() {
-            bail!("the root inode is not a directory");
+            return Err(Error::corrupt(
+                Some(root.nid),
+                Some(root.offset),
+                "the root inode is not a directory",
+            ));
         }
         Ok(img)
     }
@@ -190,10 +206,11 @@ impl ErofsImage {
     /// An image file, mapped: only what is looked at is read, so opening
     /// costs nothing proportional to the image.
     pub fn from_file(file: File) -> Result<Self> {
-        Self::from_bytes(Bytes::map(&file).context("cannot map the image")?)
+        Self::from_bytes(Bytes::map(&file).map_err(Error::Map)?)
     }
 
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+    /// [`Self::from_file`] on the file at `path`, which errors name.
+    pub fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
         let path = path.as_ref();
         let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         Self::from_file(f).with_context(|| format!("reading image {}", path.display()))
@@ -215,38 +232,36 @@ impl ErofsImage {
         u64::from(self.sb.root_nid)
     }
 
-    fn slice(&self, off: u64, len: u64) -> Result<&[u8]> {
-        let end = off
-            .checked_add(len)
-            .ok_or_else(|| anyhow!("offset overflow"))?;
-        if end > self.data.len() as u64 {
-            bail!(
-                "range {off}..{end} lies outside the image ({} bytes)",
-                self.data.len()
-            );
-        }
-        Ok(&self.data[off as usize..end as usize])
+    /// `len` bytes at `off`, which `what` names in the error when they
+    /// are not all in the image.
+    fn slice(&self, off: u64, len: u64, what: &'static str) -> Result<&[u8]> {
+        bounded(&self.data, off, len).map_err(|e| e.named(what))
     }
 
     /// Parse the inode `nid`.
     pub fn raw_inode(&self, nid: u64) -> Result<RawInode> {
+        self.raw_inode_at(nid).map_err(|e| e.in_inode(nid))
+    }
+
+    fn raw_inode_at(&self, nid: u64) -> Result<RawInode> {
         let offset = nid
             .checked_mul(SLOT_SIZE)
             .and_then(|o| o.checked_add(self.meta_start))
-            .ok_or_else(|| anyhow!("inode {nid}: nid out of range"))?;
-        let first = self
-            .slice(offset, 2)
-            .with_context(|| format!("inode {nid}"))?;
+            .ok_or_else(|| Error::corrupt(Some(nid), None, "nid out of range"))?;
+        let first = self.slice(offset, 2, "inode")?;
         let fmt = u16::from_le_bytes([first[0], first[1]]);
         let extended = fmt & format::I_VERSION_MASK != 0;
         let layout = (fmt >> format::I_DATALAYOUT_BIT) & format::I_DATALAYOUT_MASK;
         let raw = if extended {
-            let e = ExtendedInode::decode(
-                self.slice(offset, ExtendedInode::SIZE as u64)
-                    .with_context(|| format!("inode {nid}"))?,
-            )?;
+            let e =
+                ExtendedInode::decode(self.slice(offset, ExtendedInode::SIZE as u64, "inode")?)
+                    .map_err(|e| decoded(e, offset))?;
             if e.mtime_nsec >= 1_000_000_000 {
-                bail!("inode {nid}: invalid mtime nanoseconds {}", e.mtime_nsec);
+                return Err(Error::corrupt(
+                    Some(nid),
+                    Some(offset),
+                    format!("invalid mtime nanoseconds {}", e.mtime_nsec),
+                ));
             }
             RawInode {
                 nid,
@@ -267,12 +282,17 @@ impl ErofsImage {
                 },
             }
         } else {
-            let c = CompactInode::decode(
-                self.slice(offset, CompactInode::SIZE as u64)
-                    .with_context(|| format!("inode {nid}"))?,
-            )?;
+            let c = CompactInode::decode(self.slice(offset, CompactInode::SIZE as u64, "inode")?)
+                .map_err(|e| decoded(e, offset))?;
             if self.sb.build_time_nsec >= 1_000_000_000 {
-                bail!("invalid build time nanoseconds {}", self.sb.build_time_nsec);
+                return Err(Error::corrupt(
+                    None,
+                    Some(format::SUPER_OFFSET),
+                    format!(
+                        "invalid build time nanoseconds {} in the EROFS superblock",
+                        self.sb.build_time_nsec
+                    ),
+                ));
             }
             RawInode {
                 nid,
@@ -295,35 +315,54 @@ impl ErofsImage {
         };
         let fmt = raw.file_format();
         if !mode::is_known_type(fmt) {
-            bail!("inode {nid}: unknown file type {fmt:#o}");
+            return Err(Error::corrupt(
+                Some(nid),
+                Some(offset),
+                format!("unknown file type {fmt:#o}"),
+            ));
         }
         match layout {
             format::LAYOUT_FLAT_PLAIN | format::LAYOUT_FLAT_INLINE => {}
             format::LAYOUT_CHUNK_BASED if raw.file_format() == mode::S_IFREG => {}
-            other => bail!("inode {nid}: unsupported data layout {other}"),
+            other => {
+                return Err(Error::unsupported(
+                    Some(nid),
+                    format!("data layout {other}"),
+                ));
+            }
         }
         // The xattr area must be inside the image.
-        self.slice(raw.offset + raw.header_size(), raw.xattr_size())
-            .with_context(|| format!("inode {nid}: xattrs"))?;
+        self.slice(raw.offset + raw.header_size(), raw.xattr_size(), "xattrs")?;
         Ok(raw)
     }
 
     fn xattr_entry(&self, off: u64, end: u64, shared: bool) -> Result<(RawXattr, u64)> {
-        let h = XattrEntryHeader::decode(self.slice(off, XattrEntryHeader::SIZE as u64)?)?;
+        let h = XattrEntryHeader::decode(self.slice(
+            off,
+            XattrEntryHeader::SIZE as u64,
+            "xattr entry",
+        )?)
+        .map_err(|e| decoded(e, off))?;
         let size = h.entry_size();
-        let stop = off
-            .checked_add(size)
-            .ok_or_else(|| anyhow!("xattr offset overflow"))?;
-        if stop > end {
-            bail!("xattr entry at {off} runs past its area");
+        if off.checked_add(size).is_none_or(|stop| stop > end) {
+            return Err(Error::corrupt(
+                None,
+                Some(off),
+                "xattr entry runs past its area",
+            ));
         }
-        let prefix = format::xattr_prefix(h.name_index)
-            .ok_or_else(|| anyhow!("unknown xattr name index {}", h.name_index))?;
-        let body = self.slice(off + 4, u64::from(h.name_len) + u64::from(h.value_size))?;
+        let prefix = format::xattr_prefix(h.name_index).ok_or_else(|| {
+            Error::unsupported(None, format!("xattr name index {}", h.name_index))
+        })?;
+        let body = self.slice(
+            off + 4,
+            u64::from(h.name_len) + u64::from(h.value_size),
+            "xattr entry",
+        )?;
         let (suffix, value) = body.split_at(usize::from(h.name_len));
         let name = [prefix, suffix].concat();
         if name.is_empty() {
-            bail!("empty xattr name");
+            return Err(Error::corrupt(None, Some(off), "empty xattr name"));
         }
         Ok((
             RawXattr {
@@ -338,37 +377,44 @@ impl ErofsImage {
     /// The xattrs of an inode as stored: inline ones first, then shared ones
     /// (the order the C reader applies them in).
     pub fn raw_xattrs(&self, ino: &RawInode) -> Result<Vec<RawXattr>> {
+        self.raw_xattrs_at(ino).map_err(|e| e.in_inode(ino.nid))
+    }
+
+    fn raw_xattrs_at(&self, ino: &RawInode) -> Result<Vec<RawXattr>> {
         let size = ino.xattr_size();
         if size == 0 {
             return Ok(Vec::new());
         }
         let start = ino.offset + ino.header_size();
         let end = start + size;
-        let h = XattrIbodyHeader::decode(self.slice(start, XattrIbodyHeader::SIZE as u64)?)?;
+        let h =
+            XattrIbodyHeader::decode(self.slice(start, XattrIbodyHeader::SIZE as u64, "xattrs")?)
+                .map_err(|e| decoded(e, start))?;
         let shared_count = u64::from(h.shared_count);
         let mut pos = start + XattrIbodyHeader::SIZE as u64 + 4 * shared_count;
         if pos > end {
-            bail!(
-                "inode {}: shared xattr count exceeds the xattr area",
-                ino.nid
-            );
+            return Err(Error::corrupt(
+                None,
+                Some(start),
+                format!("{shared_count} shared xattrs exceed the xattr area of {size} bytes"),
+            ));
         }
         let mut out = Vec::new();
         while pos < end {
-            let (x, n) = self
-                .xattr_entry(pos, end, false)
-                .with_context(|| format!("inode {}: xattrs", ino.nid))?;
+            let (x, n) = self.xattr_entry(pos, end, false)?;
             out.push(x);
             pos += n;
         }
-        let refs = self.slice(start + XattrIbodyHeader::SIZE as u64, 4 * shared_count)?;
+        let refs = self.slice(
+            start + XattrIbodyHeader::SIZE as u64,
+            4 * shared_count,
+            "shared xattr refs",
+        )?;
         let data_len = self.data.len() as u64;
         for r in refs.chunks_exact(4) {
             let idx = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
             let off = self.xattr_start + 4 * u64::from(idx);
-            let (x, _) = self
-                .xattr_entry(off, data_len, true)
-                .with_context(|| format!("inode {}: shared xattr {idx}", ino.nid))?;
+            let (x, _) = self.xattr_entry(off, data_len, true)?;
             out.push(x);
         }
         Ok(out)
@@ -378,7 +424,11 @@ impl ErofsImage {
     /// inline tail (offset, length).
     fn flat_ranges(&self, ino: &RawInode) -> Result<((u64, u64), (u64, u64))> {
         if ino.layout == format::LAYOUT_CHUNK_BASED {
-            bail!("inode {}: chunk-based inode has no inline data", ino.nid);
+            return Err(Error::corrupt(
+                Some(ino.nid),
+                None,
+                "chunk-based inode has no inline data",
+            ));
         }
         if ino.size == 0 {
             return Ok(((0, 0), (0, 0)));
@@ -396,10 +446,11 @@ impl ErofsImage {
             0
         };
         let tail_off = ino.inline_offset();
-        self.slice(oob_off, oob_len)
-            .with_context(|| format!("inode {}: data blocks", ino.nid))?;
-        self.slice(tail_off, tail_len)
-            .with_context(|| format!("inode {}: inline data", ino.nid))?;
+        let in_inode = |e: Error| e.in_inode(ino.nid);
+        self.slice(oob_off, oob_len, "data blocks")
+            .map_err(in_inode)?;
+        self.slice(tail_off, tail_len, "inline data")
+            .map_err(in_inode)?;
         Ok(((oob_off, oob_len), (tail_off, tail_len)))
     }
 
@@ -407,118 +458,31 @@ impl ErofsImage {
     pub fn flat_data(&self, ino: &RawInode) -> Result<Vec<u8>> {
         let ((oo, ol), (to, tl)) = self.flat_ranges(ino)?;
         let mut v = Vec::with_capacity((ol + tl) as usize);
-        v.extend_from_slice(self.slice(oo, ol)?);
-        v.extend_from_slice(self.slice(to, tl)?);
+        v.extend_from_slice(self.slice(oo, ol, "data blocks")?);
+        v.extend_from_slice(self.slice(to, tl, "inline data")?);
         Ok(v)
     }
 
     /// The entries of a directory as stored.
     pub fn raw_dirents(&self, ino: &RawInode) -> Result<Vec<RawDirent>> {
         if !ino.is_dir() {
-            bail!("inode {} is not a directory", ino.nid);
+            return Err(Error::corrupt(Some(ino.nid), None, "not a directory"));
         }
         let ((oo, ol), (to, tl)) = self.flat_ranges(ino)?;
         let mut out = Vec::new();
         let mut off = oo;
+        let placed = |at: u64| move |e: Error| e.at(at).in_inode(ino.nid);
         while off < oo + ol {
             let len = (oo + ol - off).min(BLOCK_SIZE);
-            parse_dir_block(self.slice(off, len)?, &mut out)
-                .with_context(|| format!("directory inode {}: block at {off}", ino.nid))?;
+            let block = self.slice(off, len, "data blocks").map_err(placed(off))?;
+            parse_dir_block(block, &mut out).map_err(placed(off))?;
             off += len;
         }
         if tl > 0 {
-            parse_dir_block(self.slice(to, tl)?, &mut out)
-                .with_context(|| format!("directory inode {}: inline entries", ino.nid))?;
+            let tail = self.slice(to, tl, "inline data").map_err(placed(to))?;
+            parse_dir_block(tail, &mut out).map_err(placed(to))?;
         }
         Ok(out)
-    }
-
-    /// Build the tree inode for `nid` (overlay xattrs interpreted).
-    pub fn load_inode(&self, nid: u64) -> Result<Inode> {
-        let raw = self.raw_inode(nid)?;
-        let is_reg = raw.file_format() == mode::S_IFREG;
-        let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut redirect = None;
-        let mut digest = None;
-        let mut whiteout = false;
-        for x in self.raw_xattrs(&raw)? {
-            let name = x.name.as_slice();
-            if name == overlay::REDIRECT {
-                if is_reg {
-                    let v = match x.value.strip_prefix(b"/") {
-                        Some(rest) if x.value.len() > 1 => rest.to_vec(),
-                        _ => x.value.clone(),
-                    };
-                    redirect = Some(v);
-                }
-                continue;
-            }
-            if name == overlay::METACOPY {
-                if is_reg {
-                    digest = metacopy_digest(&x.value);
-                }
-                continue;
-            }
-            if name == overlay::ESCAPED_WHITEOUT && is_reg {
-                whiteout = true;
-                continue;
-            }
-            if name == overlay::ESCAPED_WHITEOUTS
-                || name == overlay::USERXATTR_WHITEOUT
-                || name == overlay::USERXATTR_WHITEOUTS
-            {
-                continue;
-            }
-            let key = if let Some(rest) = name.strip_prefix(overlay::ESCAPED_PREFIX) {
-                [overlay::PREFIX, rest].concat()
-            } else if name.starts_with(overlay::PREFIX) {
-                continue;
-            } else {
-                x.name.clone()
-            };
-            match xattrs.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, v)) => *v = x.value,
-                None => xattrs.push((key, x.value)),
-            }
-        }
-        xattrs.sort_by(|a, b| a.0.cmp(&b.0));
-
-        let kind = match raw.file_format() {
-            mode::S_IFDIR => Kind::Directory,
-            mode::S_IFREG if whiteout => Kind::CharDevice { rdev: 0 },
-            mode::S_IFREG if raw.layout == format::LAYOUT_CHUNK_BASED => {
-                Kind::Regular(FileData::External {
-                    size: raw.size,
-                    redirect,
-                    digest,
-                })
-            }
-            mode::S_IFREG => Kind::Regular(FileData::Inline(self.flat_data(&raw)?)),
-            mode::S_IFLNK => {
-                if raw.size == 0 || raw.size > 4095 {
-                    bail!("inode {nid}: symlink target of {} bytes", raw.size);
-                }
-                Kind::Symlink(self.flat_data(&raw)?)
-            }
-            mode::S_IFCHR => Kind::CharDevice {
-                rdev: u64::from(raw.u),
-            },
-            mode::S_IFBLK => Kind::BlockDevice {
-                rdev: u64::from(raw.u),
-            },
-            mode::S_IFIFO => Kind::Fifo,
-            _ => Kind::Socket,
-        };
-        Ok(Inode {
-            stat: Stat {
-                perms: u32::from(raw.mode) & mode::PERMS,
-                uid: raw.uid,
-                gid: raw.gid,
-                mtime: raw.mtime,
-            },
-            kind,
-            xattrs,
-        })
     }
 
     /// Every object the image's files point to: the ids named by
@@ -570,24 +534,6 @@ impl ErofsImage {
         }
         Ok(seen.len() as u64)
     }
-
-    /// Read the whole tree through the [`Tree`] interface (every inode,
-    /// every directory), as a consistency check; returns the number of
-    /// names visited.
-    pub fn check(&self) -> Result<u64> {
-        let mut names = 0u64;
-        let mut dirs = vec![self.root()];
-        self.inode(self.root())?;
-        while let Some(d) = dirs.pop() {
-            for e in self.readdir(d)?.iter() {
-                names += 1;
-                if self.inode(e.ino)?.kind.is_dir() {
-                    dirs.push(e.ino);
-                }
-            }
-        }
-        Ok(names)
-    }
 }
 
 fn metacopy_digest(v: &[u8]) -> Option<ObjectId> {
@@ -600,41 +546,71 @@ fn metacopy_digest(v: &[u8]) -> Option<ObjectId> {
     }
 }
 
-/// Parse one directory block (or inline tail) as `erofs_readdir_block`.
+/// `len` bytes of `data` at `off`, or an [`Error::OutOfBounds`] (its
+/// `what` left for the caller to name).
+fn bounded(data: &[u8], off: u64, len: u64) -> Result<&[u8]> {
+    match off.checked_add(len) {
+        Some(end) if end <= data.len() as u64 => Ok(&data[off as usize..end as usize]),
+        _ => Err(Error::OutOfBounds {
+            nid: None,
+            what: "",
+            start: off,
+            len,
+            image_len: data.len() as u64,
+        }),
+    }
+}
+
+/// A `format` decoding error (only a short buffer, which callers rule
+/// out first) as a corrupt structure at `at`.
+fn decoded(e: anyhow::Error, at: u64) -> Error {
+    Error::corrupt(None, Some(at), format!("{e:#}"))
+}
+
+/// Parse one directory block (or inline tail) as `erofs_readdir_block`;
+/// errors name no place (the caller knows it).
 fn parse_dir_block(block: &[u8], out: &mut Vec<RawDirent>) -> Result<()> {
-    let first = Dirent::decode(block)?;
+    let bad = |what: String| Err(Error::corrupt(None, None, what));
+    let Ok(first) = Dirent::decode(block) else {
+        return bad(format!(
+            "directory block of {} bytes is shorter than an entry",
+            block.len()
+        ));
+    };
     let head = usize::from(first.nameoff);
-    ensure!(
-        head >= Dirent::SIZE && head % Dirent::SIZE == 0 && head <= block.len(),
-        "bad first name offset {head}"
-    );
+    if !(head >= Dirent::SIZE && head % Dirent::SIZE == 0 && head <= block.len()) {
+        return bad(format!("bad first name offset {head}"));
+    }
     let n = head / Dirent::SIZE;
+    // Within `head`, which lies in the block: every entry is whole.
+    let entry = |i: usize| {
+        Dirent::decode(&block[i * Dirent::SIZE..]).expect("entries before head are whole")
+    };
     let mut prev = None;
     for i in 0..n {
-        let d = Dirent::decode(&block[i * Dirent::SIZE..])?;
+        let d = entry(i);
         let start = usize::from(d.nameoff);
         let end = if i + 1 < n {
-            usize::from(Dirent::decode(&block[(i + 1) * Dirent::SIZE..])?.nameoff)
+            usize::from(entry(i + 1).nameoff)
         } else {
             block.len()
         };
-        ensure!(
-            start >= head && start <= end && end <= block.len(),
-            "bad name offsets {start}..{end}"
-        );
+        if !(start >= head && start <= end && end <= block.len()) {
+            return bad(format!("bad name offsets {start}..{end}"));
+        }
         let mut name = &block[start..end];
         if i + 1 == n
             && let Some(z) = name.iter().position(|&b| b == 0)
         {
             name = &name[..z];
         }
-        ensure!(
-            !name.is_empty() && name.len() <= format::NAME_LEN,
-            "bad name length {}",
-            name.len()
-        );
-        if let Some(p) = prev {
-            ensure!(p <= start, "name offsets go backwards");
+        if name.is_empty() || name.len() > format::NAME_LEN {
+            return bad(format!("bad name length {}", name.len()));
+        }
+        if let Some(p) = prev
+            && p > start
+        {
+            return bad("name offsets go backwards".into());
         }
         prev = Some(start);
         out.push(RawDirent {
@@ -646,89 +622,156 @@ fn parse_dir_block(block: &[u8], out: &mut Vec<RawDirent>) -> Result<()> {
     Ok(())
 }
 
-impl Tree for ErofsImage {
-    fn root(&self) -> Ino {
-        self.root_nid()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::Tree;
+
+    /// A small image: the root, a file with inline data, a directory.
+    fn image() -> Vec<u8> {
+        let dump = "/ 4096 40755 3 0 0 0 1000.0 - - -\n\
+                    /d 0 40755 2 0 0 0 1000.0 - - -\n\
+                    /f 5 100644 1 0 0 0 1000.0 - hello - user.x=1\n";
+        let tree = crate::dumpfile::parse(dump.as_bytes()).unwrap();
+        crate::erofs::image_version_to_vec(&tree, 1).unwrap()
     }
 
-    fn inode(&self, ino: Ino) -> Result<Arc<Inode>> {
-        Ok(Arc::new(self.load_inode(ino)?))
+    fn patched(img: &[u8], at: u64, bytes: &[u8]) -> Vec<u8> {
+        let mut v = img.to_vec();
+        v[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+        v
     }
 
-    /// As stored: mkcomposefs records 2 + subdirectories for directories
-    /// and the hardlink count for everything else.
-    fn nlink(&self, ino: Ino) -> Result<Option<u64>> {
-        Ok(Some(u64::from(self.raw_inode(ino)?.nlink)))
+    fn err(r: Result<ErofsImage>) -> Error {
+        r.expect_err("an error")
     }
 
-    /// Lists a directory. The root may always be listed; any other
-    /// directory only once it was seen in its parent's listing, and a
-    /// directory seen under two parents (or under itself, or the root under
-    /// anything) is an error: walks through this interface cannot loop.
-    fn readdir(&self, dir: Ino) -> Result<Arc<[DirEntry]>> {
-        let raw = self.raw_inode(dir)?;
-        if !raw.is_dir() {
-            bail!("inode {dir} is not a directory");
-        }
-        let root = self.root_nid();
-        if dir != root {
-            let parents = self.parents.lock().unwrap_or_else(|e| e.into_inner());
-            if !parents.contains_key(&dir) {
-                bail!("directory inode {dir} was not reached from the root");
-            }
-        }
-        let mut out = Vec::new();
-        let mut subdirs = Vec::new();
-        for e in self.raw_dirents(&raw)? {
-            if e.name == b"." || e.name == b".." {
-                continue;
-            }
-            check_name(&e.name).with_context(|| format!("directory inode {dir}"))?;
-            let child = self.raw_inode(e.nid).with_context(|| {
-                format!("directory inode {dir}: entry {:?}", short_path(&e.name))
-            })?;
-            if child.is_whiteout() {
-                continue;
-            }
-            if child.is_dir() {
-                if e.nid == root || e.nid == dir {
-                    bail!(
-                        "directory inode {dir}: entry {:?} loops back to inode {}",
-                        short_path(&e.name),
-                        e.nid
-                    );
+    #[test]
+    fn a_good_image_reads() {
+        let img = ErofsImage::new(image()).unwrap();
+        assert_eq!(img.check().unwrap(), 2);
+    }
+
+    #[test]
+    fn not_composefs_or_not_erofs() {
+        let good = image();
+        let e = err(ErofsImage::new(good[..10].to_vec()));
+        assert!(
+            matches!(
+                e,
+                Error::NotComposefs {
+                    magic: None,
+                    len: 10
                 }
-                subdirs.push(e.nid);
-            }
-            out.push(DirEntry {
-                name: e.name,
-                ino: e.nid,
-            });
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        if let Some(w) = out.windows(2).find(|w| w[0].name == w[1].name) {
-            bail!(
-                "directory inode {dir}: the name {:?} appears twice",
-                short_path(&w[0].name)
-            );
-        }
-        subdirs.sort_unstable();
-        if subdirs.windows(2).any(|w| w[0] == w[1]) {
-            bail!("directory inode {dir}: a subdirectory appears under two names");
-        }
-        let mut parents = self.parents.lock().unwrap_or_else(|e| e.into_inner());
-        for c in &subdirs {
-            if let Some(p) = parents.get(c)
-                && *p != dir
-            {
-                bail!(
-                    "directory inode {c} appears in directories {p} and {dir} (a loop or a directory hardlink)"
-                );
-            }
-        }
-        for c in subdirs {
-            parents.insert(c, dir);
-        }
-        Ok(out.into())
+            ),
+            "{e}"
+        );
+        let e = err(ErofsImage::new(patched(&good, 0, b"\0\0\0\0")));
+        assert!(
+            matches!(e, Error::NotComposefs { magic: Some(0), .. }),
+            "{e}"
+        );
+        assert_eq!(e.to_string(), "not a composefs image (bad magic 0x0)");
+        let e = err(ErofsImage::new(patched(
+            &good,
+            format::SUPER_OFFSET,
+            b"XXXX",
+        )));
+        assert!(matches!(e, Error::NotErofs { .. }), "{e}");
+        assert!(!e.is_damaged());
+    }
+
+    #[test]
+    fn unsupported_versions_and_features() {
+        let good = image();
+        let e = err(ErofsImage::new(patched(&good, 4, &7u32.to_le_bytes())));
+        assert!(matches!(e, Error::Unsupported { nid: None, .. }), "{e}");
+        assert_eq!(e.to_string(), "unsupported composefs header version 7");
+        let e = err(ErofsImage::new(patched(
+            &good,
+            format::SUPER_OFFSET + 12,
+            &[13],
+        )));
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+        // The root inode with a compressed data layout.
+        let img = ErofsImage::new(good.clone()).unwrap();
+        let root = img.raw_inode(img.root_nid()).unwrap();
+        let format =
+            (format::LAYOUT_COMPRESSED_FULL << format::I_DATALAYOUT_BIT) | u16::from(root.extended);
+        let e = err(ErofsImage::new(patched(
+            &good,
+            root.offset,
+            &format.to_le_bytes(),
+        )));
+        assert!(
+            matches!(&e, Error::Unsupported { nid: Some(n), .. } if *n == root.nid),
+            "{e}"
+        );
+        assert!(e.to_string().contains("unsupported data layout 1"), "{e}");
+    }
+
+    #[test]
+    fn corrupt_metadata_names_inode_and_offset() {
+        let good = image();
+        let img = ErofsImage::new(good.clone()).unwrap();
+        let root = img.raw_inode(img.root_nid()).unwrap();
+        // An unknown file type in the root inode.
+        let e = err(ErofsImage::new(patched(&good, root.offset + 4, &[0, 0])));
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert_eq!((e.nid(), e.offset()), (Some(root.nid), Some(root.offset)));
+        assert!(e.is_damaged());
+        // The root's first directory entry with a bad name offset.
+        let ((oob, oob_len), (tail, _)) = img.flat_ranges(&root).unwrap();
+        let block = if oob_len > 0 { oob } else { tail };
+        let bad = ErofsImage::new(patched(&good, block + 8, &1u16.to_le_bytes())).unwrap();
+        let root = bad.raw_inode(bad.root_nid()).unwrap();
+        let e = bad.raw_dirents(&root).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert_eq!((e.nid(), e.offset()), (Some(root.nid), Some(block)));
+        assert!(e.to_string().contains("bad first name offset 1"), "{e}");
+        // Through the tree view the same error is found in the chain.
+        let e = bad.readdir(bad.root()).unwrap_err();
+        assert_eq!(Error::find(&e).and_then(Error::nid), Some(root.nid));
+    }
+
+    #[test]
+    fn ranges_past_the_end_are_out_of_bounds() {
+        let good = image();
+        // Cut inside the superblock.
+        let e = err(ErofsImage::new(good[..1100].to_vec()));
+        assert!(
+            matches!(
+                e,
+                Error::OutOfBounds {
+                    what: "EROFS superblock",
+                    start: 1024,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // The root inode's xattr count pointing past the end.
+        let img = ErofsImage::new(good.clone()).unwrap();
+        let root = img.raw_inode(img.root_nid()).unwrap();
+        let e = err(ErofsImage::new(patched(
+            &good,
+            root.offset + 2,
+            &[0xff, 0xff],
+        )));
+        assert!(
+            matches!(&e, Error::OutOfBounds { what: "xattrs", nid: Some(n), .. } if *n == root.nid),
+            "{e}"
+        );
+        assert!(e.to_string().contains("lies outside the image"), "{e}");
+        // A file whose data blocks lie past the end.
+        let f = img.readdir(img.root()).unwrap()[1].ino;
+        let raw = img.raw_inode(f).unwrap();
+        let mut v = patched(&good, raw.offset + 8, &100_000u32.to_le_bytes()); // size
+        v = patched(&v, raw.offset + 16, &1000u32.to_le_bytes()); // block address
+        let e = ErofsImage::new(v).unwrap().load_inode(f).unwrap_err();
+        assert!(
+            matches!(&e, Error::OutOfBounds { what: "data blocks", nid: Some(n), .. } if *n == f),
+            "{e}"
+        );
     }
 }

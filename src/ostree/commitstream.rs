@@ -268,6 +268,7 @@ impl CommitStream {
         let s = match Frames::map(&file, repo.algorithm()).with_context(what)? {
             Some(frames) => Self::from_frames(frames, *commit),
             None => SplitStreamReader::new(file, repo.algorithm())
+                .map_err(anyhow::Error::from)
                 .and_then(|r| Self::load_whole(r, *commit)),
         };
         let mut s = s.with_context(what)?;
@@ -283,7 +284,9 @@ impl CommitStream {
     ) -> Result<CommitStream> {
         match Frames::map(&file, alg)? {
             Some(frames) => Self::from_frames(frames, commit),
-            None => SplitStreamReader::new(file, alg).and_then(|r| Self::load_whole(r, commit)),
+            None => SplitStreamReader::new(file, alg)
+                .map_err(anyhow::Error::from)
+                .and_then(|r| Self::load_whole(r, commit)),
         }
     }
 

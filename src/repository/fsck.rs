@@ -81,7 +81,7 @@ fn legacy_notes(repo: &Repository, report: &mut FsckReport) {
         let Ok(id) = id else { continue };
         let Ok(img) = repo
             .open_object(&id)
-            .and_then(crate::erofs::reader::ErofsImage::from_file)
+            .and_then(|f| Ok(crate::erofs::reader::ErofsImage::from_file(f)?))
         else {
             continue;
         };

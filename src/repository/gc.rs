@@ -53,17 +53,24 @@ pub fn reachable(repo: &Repository) -> Result<HashSet<ObjectId>> {
         if marked.contains(&id) {
             continue;
         }
-        let what = object_kind(repo, &id).with_context(|| {
-            format!("cannot read object {id} (reached from {via}); run `composefs fsck` (nothing was deleted)")
-        })?;
+        let what = object_kind(repo, &id)
+            .with_context(|| {
+                format!("cannot read object {id} (reached from {via}); run `composefs fsck` (nothing was deleted)")
+            })?
+            .with_context(|| {
+                format!("object {id} (reached from {via}) is missing; run `composefs fsck` (nothing was deleted)")
+            })?;
         if what == ObjectKind::Image {
             images.push((via, id));
             continue;
         }
         marked.insert(id);
-        let stream = repo
-            .open_stream_object(&id)
-            .with_context(|| format!("cannot read stream {id} (reached from {via}); run `composefs fsck` (nothing was deleted)"))?;
+        let stream = repo.open_stream_object(&id).map_err(|e| {
+            let how = unreadable_stream(&e);
+            e.context(format!(
+                "stream {id} (reached from {via}) {how}; run `composefs fsck` (nothing was deleted)"
+            ))
+        })?;
         marked.extend(stream.object_refs().iter().copied());
         for s in stream.stream_refs() {
             queue.push((format!("stream {id}"), *s));
@@ -81,8 +88,10 @@ pub fn reachable(repo: &Repository) -> Result<HashSet<ObjectId>> {
         }
         let image = repo
             .open_object(&id)
-            .and_then(crate::erofs::reader::ErofsImage::from_file)
-            .and_then(|img| img.referenced_objects())
+            .and_then(|f| {
+                let image = crate::erofs::reader::ErofsImage::from_file(f)?;
+                Ok(image.referenced_objects()?)
+            })
             .with_context(|| {
                 format!(
                     "cannot read image {id} ({via}); run `composefs fsck` (nothing was deleted)"
@@ -107,9 +116,26 @@ enum ObjectKind {
     Image,
 }
 
-/// Tell an image object from a stream by its first bytes.
-fn object_kind(repo: &Repository, id: &ObjectId) -> Result<ObjectKind> {
-    let mut f = repo.open_object(id)?;
+/// Why a stream could not be opened, in words: the splitstream error
+/// in `e` tells a damaged stream from one in a format this tool does not
+/// read, and both from a failure to read it at all.
+fn unreadable_stream(e: &anyhow::Error) -> &'static str {
+    use crate::splitstream::Error;
+    match Error::find(e) {
+        Some(s) if s.is_damaged() => "is damaged",
+        Some(Error::Unsupported(_) | Error::UnsupportedVersion { .. }) => {
+            "is in a format this tool does not read"
+        }
+        _ => "cannot be read",
+    }
+}
+
+/// Tell an image object from a stream by its first bytes; `None` when
+/// the object is not there.
+fn object_kind(repo: &Repository, id: &ObjectId) -> Result<Option<ObjectKind>> {
+    let Some(mut f) = repo.try_open_object(id)? else {
+        return Ok(None);
+    };
     let mut head = [0u8; 4];
     let mut got = 0;
     while got < head.len() {
@@ -120,13 +146,13 @@ fn object_kind(repo: &Repository, id: &ObjectId) -> Result<ObjectKind> {
             Err(e) => return Err(e).context("cannot read"),
         }
     }
-    Ok(
+    Ok(Some(
         if got == 4 && u32::from_le_bytes(head) == crate::erofs::format::COMPOSEFS_MAGIC {
             ObjectKind::Image
         } else {
             ObjectKind::Stream
         },
-    )
+    ))
 }
 
 /// Collect garbage. With `dry_run`, only report.
@@ -226,4 +252,64 @@ fn remove_stale_tmp(dir: &std::path::Path, prefix: &str, recurse: bool) -> Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsverity::Algorithm;
+    use crate::repository::InitOptions;
+    use crate::splitstream::content_type;
+
+    /// A repository whose ref `a` names a stream; the stream's object.
+    fn repo_with_a_stream() -> (tempfile::TempDir, Repository, ObjectId) {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            insecure: true,
+            ..InitOptions::new(Algorithm::Sha256)
+        };
+        let repo = Repository::init_with(&tmp.path().join("r"), &opts).unwrap();
+        let mut w = repo.stream_writer(content_type::OCI_BLOB).unwrap();
+        w.write_inline(b"some bytes").unwrap();
+        let id = repo.commit_stream(w, "blob", Some("a")).unwrap();
+        (tmp, repo, id)
+    }
+
+    fn reachable_error(repo: &Repository) -> String {
+        format!("{:#}", reachable(repo).unwrap_err())
+    }
+
+    #[test]
+    fn a_missing_stream_and_a_damaged_one_are_told_apart() {
+        let (_tmp, repo, id) = repo_with_a_stream();
+        assert!(reachable(&repo).unwrap().contains(&id));
+        let path = repo.object_path(&id);
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(40).unwrap();
+        let e = reachable_error(&repo);
+        assert!(
+            e.contains(&format!("stream {id} (reached from ref \"a\") is damaged")),
+            "{e}"
+        );
+        assert!(e.contains("nothing was deleted"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        let e = reachable_error(&repo);
+        assert!(
+            e.contains(&format!("object {id} (reached from ref \"a\") is missing")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_stream_of_another_version_is_not_called_damaged() {
+        let (_tmp, repo, id) = repo_with_a_stream();
+        let path = repo.object_path(&id);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[11] = 1; // the splitstream format version
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let e = reachable_error(&repo);
+        assert!(e.contains("is in a format this tool does not read"), "{e}");
+        assert!(e.contains("unsupported splitstream version 1"), "{e}");
+    }
 }

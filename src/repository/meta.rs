@@ -78,9 +78,12 @@ pub struct Checked {
     pub verity: bool,
 }
 
+/// Why `meta.json` is refused: it does not parse, or asks for what this
+/// tool does not have.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
-    #[error("cannot parse {META_FILENAME}: {0}")]
+    /// Not JSON, or not the fields `meta.json` has (the source says where).
+    #[error("cannot parse {META_FILENAME}")]
     Parse(#[from] serde_json::Error),
     #[error(
         "repository format version {0} is newer than this tool understands (up to {FORMAT_VERSION}); upgrade composefs"
@@ -226,7 +229,15 @@ mod tests {
         assert!(!ro.check().unwrap().writable);
         let alg = Meta::parse(br#"{"version":1,"algorithm":"md5"}"#).unwrap();
         assert!(matches!(alg.check(), Err(MetaError::Algorithm(_))));
-        assert!(Meta::parse(b"{not json").is_err());
+        let e = Meta::parse(b"{not json").unwrap_err();
+        assert!(matches!(e, MetaError::Parse(_)));
+        // The parser's message is the source, said once.
+        let chain = format!("{:#}", anyhow::Error::new(e));
+        assert!(
+            chain.starts_with("cannot parse meta.json: key must be a string"),
+            "{chain}"
+        );
+        assert_eq!(chain.matches("key must").count(), 1, "{chain}");
         let v9 = Meta::parse(
             br#"{"version":1,"algorithm":"fsverity-sha512-12","erofs_formats":{"default":9}}"#,
         )

@@ -16,6 +16,9 @@
 //! makes them when first needed): `objects/` is made on open, the others
 //! read as empty until written.
 //!
+//! Opening tells absence (no repository at the path: an answer) from
+//! damage (an [`OpenError`]); see the `open` module.
+//!
 //! Every handle holds a `flock` on the repository directory: shared for
 //! ordinary use, exclusive for garbage collection (see [`gc`]), so a
 //! collection never runs while another process is importing.
@@ -25,12 +28,13 @@ pub mod gc;
 mod images;
 pub mod meta;
 mod objects;
+mod open;
 pub mod pool;
 pub mod refs;
 mod streams;
 
 use std::fs::File;
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -40,6 +44,7 @@ use crate::fsutil::{mkdir_all_at, open_dir_at};
 use crate::fsverity::Algorithm;
 
 pub use objects::ObjectWriter;
+pub use open::OpenError;
 pub use refs::{RefKind, decode_ref_component, encode_ref_component, validate_ref_name};
 
 /// Environment variable naming the repository when `--repo` is not given.
@@ -169,96 +174,6 @@ impl Repository {
             verity,
             writable: true,
             erofs_version: opts.erofs_version,
-        })
-    }
-
-    /// Open an existing repository with a shared lock.
-    pub fn open(path: &Path) -> Result<Self> {
-        Self::open_locked(path, Lock::Shared)
-    }
-
-    /// Open an existing repository, waiting for the given lock.
-    pub fn open_locked(path: &Path, lock: Lock) -> Result<Self> {
-        let dir = open_dir_at(rustix::fs::CWD, path)
-            .map_err(std::io::Error::from)
-            .map_err(|e| {
-                if e.kind() == ErrorKind::NotFound {
-                    anyhow::anyhow!(
-                        "no composefs repository at {} (create one with `composefs init`)",
-                        path.display()
-                    )
-                } else {
-                    anyhow::Error::new(e)
-                        .context(format!("cannot open repository {}", path.display()))
-                }
-            })?;
-        let op = match lock {
-            Lock::Shared => FlockOperation::LockShared,
-            Lock::Exclusive => FlockOperation::LockExclusive,
-        };
-        rustix::fs::flock(&dir, op)
-            .with_context(|| format!("cannot lock repository {}", path.display()))?;
-        let (text, meta_file) = match read_at(&dir, meta::META_FILENAME) {
-            Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                if rustix::fs::statat(&dir, "objects", rustix::fs::AtFlags::empty()).is_ok() {
-                    bail!(
-                        "{} has objects/ but no {}: a repository of composefs-rs before 0.7 \
-                         (`cfsctl --repo {} fsck` upgrades it in place, writing {} from its \
-                         objects), or one whose {} was lost (`composefs init` with its algorithm \
-                         writes a new one)",
-                        path.display(),
-                        meta::META_FILENAME,
-                        path.display(),
-                        meta::META_FILENAME,
-                        meta::META_FILENAME
-                    );
-                }
-                bail!(
-                    "{} is not a composefs repository: it has no {} (create one with `composefs init`)",
-                    path.display(),
-                    meta::META_FILENAME
-                )
-            }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("cannot read {}/{}", path.display(), meta::META_FILENAME)
-                });
-            }
-        };
-        let checked = meta::Meta::parse(&text)
-            .and_then(|m| m.check())
-            .with_context(|| format!("repository {}", path.display()))?;
-        // As composefs-rs: objects need fs-verity iff meta.json has it.
-        let meta_verity = crate::fsverity::ioctl::measure(&meta_file, checked.algorithm)
-            .with_context(|| {
-                format!(
-                    "cannot measure fs-verity of {}/{}",
-                    path.display(),
-                    meta::META_FILENAME
-                )
-            })?
-            .is_some();
-        let objects = match open_dir_at(&dir, "objects") {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                // cfsctl makes objects/ when it first stores one.
-                mkdir_all_at(&dir, Path::new("objects"), 0o755)
-                    .and_then(|()| open_dir_at(&dir, "objects").map_err(std::io::Error::from))
-                    .with_context(|| format!("cannot create {}/objects", path.display()))?
-            }
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot open {}/objects", path.display()));
-            }
-        };
-        Ok(Repository {
-            path: path.to_path_buf(),
-            dir,
-            objects,
-            algorithm: checked.algorithm,
-            verity: checked.verity && meta_verity,
-            writable: checked.writable,
-            erofs_version: checked.erofs_version,
         })
     }
 

@@ -439,21 +439,28 @@ impl Repository {
     }
 
     /// Open an object for reading. With fs-verity the kernel's measurement
-    /// must equal the id (cheap: one ioctl).
+    /// must equal the id (cheap: one ioctl). A missing object is an error;
+    /// see [`Self::try_open_object`] where it is an answer.
     pub fn open_object(&self, id: &ObjectId) -> Result<File> {
-        let fd = rustix::fs::openat(
+        match self.try_open_object(id)? {
+            Some(f) => Ok(f),
+            None => Err(self.open_failed(id, Errno::NOENT)),
+        }
+    }
+
+    /// [`Self::open_object`], with `None` for an object that is not there
+    /// (any other failure, a damaged object among them, is an error).
+    pub fn try_open_object(&self, id: &ObjectId) -> Result<Option<File>> {
+        let fd = match rustix::fs::openat(
             self.objects_dir(),
             id.object_path(),
             OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
-        )
-        .map_err(io::Error::from)
-        .with_context(|| {
-            format!(
-                "cannot open object {id} in {}/objects",
-                self.path().display()
-            )
-        })?;
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(self.open_failed(id, e)),
+        };
         let f = File::from(fd);
         if self.verity() {
             match fsverity::ioctl::measure(&f, id.algorithm())
@@ -464,7 +471,14 @@ impl Repository {
                 None => bail!("object {id} has no fs-verity, but the repository requires it"),
             }
         }
-        Ok(f)
+        Ok(Some(f))
+    }
+
+    fn open_failed(&self, id: &ObjectId, e: Errno) -> anyhow::Error {
+        anyhow::Error::new(io::Error::from(e)).context(format!(
+            "cannot open object {id} in {}/objects",
+            self.path().display()
+        ))
     }
 
     /// Path of an object (for messages and for tools that want to read it).

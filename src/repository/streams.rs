@@ -35,7 +35,9 @@ impl Repository {
         Ok(id)
     }
 
-    /// Open the splitstream stored as object `id`.
+    /// Open the splitstream stored as object `id`. A stream that does not
+    /// read is a [`crate::splitstream::Error`] under context naming it
+    /// (`splitstream::Error::find` tells damaged from unsupported).
     pub fn open_stream_object(&self, id: &ObjectId) -> Result<SplitStreamReader> {
         let f = self.open_object(id)?;
         SplitStreamReader::new(f, self.algorithm()).with_context(|| format!("stream object {id}"))

@@ -2,8 +2,7 @@
 
 use std::ops::Range;
 
-use anyhow::{Result, bail};
-
+use super::error::{Error, Result};
 use crate::fsverity::Algorithm;
 
 pub const MAGIC: [u8; 11] = *b"SplitStream";
@@ -43,22 +42,25 @@ impl Header {
 
     pub fn decode(b: &[u8]) -> Result<Self> {
         if b.len() < HEADER_SIZE {
-            bail!(
-                "file is too short for a splitstream header ({} bytes)",
+            return Err(Error::Truncated(format!(
+                "splitstream is {} bytes, shorter than its {HEADER_SIZE}-byte header: truncated",
                 b.len()
-            );
+            )));
         }
         if b[..11] != MAGIC {
-            bail!("not a splitstream (bad magic)");
+            return Err(Error::NotSplitstream);
         }
         if b[11] != 0 {
-            bail!("unsupported splitstream version {}", b[11]);
+            return Err(Error::UnsupportedVersion {
+                what: "splitstream",
+                version: u32::from(b[11]),
+            });
         }
         let Some(algorithm) = Algorithm::from_kernel_id(b[14]) else {
-            bail!(
+            return Err(Error::Unsupported(format!(
                 "unknown fs-verity algorithm id {} in splitstream header",
                 b[14]
-            );
+            )));
         };
         let lg_blocksize = b[15];
         let info = u64_at(b, 16)..u64_at(b, 24);
@@ -104,10 +106,10 @@ impl Info {
 
     pub fn decode(b: &[u8]) -> Result<Self> {
         if b.len() < INFO_SIZE {
-            bail!(
+            return Err(Error::corrupt(format!(
                 "splitstream info section is {} bytes, need at least {INFO_SIZE}",
                 b.len()
-            );
+            )));
         }
         Ok(Info {
             stream_refs: u64_at(b, 0)..u64_at(b, 8),
@@ -134,13 +136,19 @@ pub fn content_type_name(ct: u64) -> String {
     }
 }
 
+/// A section must lie in the file: one that ends past it is cut short
+/// (or its end is garbage), one that ends before it starts is corrupt.
 fn check_range(r: &Range<u64>, file_len: u64, what: &str) -> Result<()> {
     if r.start > r.end || r.end > file_len {
-        bail!(
+        let what = format!(
             "splitstream {what} section {}..{} lies outside the file ({file_len} bytes): truncated or corrupt",
-            r.start,
-            r.end
+            r.start, r.end
         );
+        return Err(if r.start > r.end {
+            Error::corrupt(what)
+        } else {
+            Error::Truncated(what)
+        });
     }
     Ok(())
 }
@@ -149,23 +157,23 @@ fn check_range(r: &Range<u64>, file_len: u64, what: &str) -> Result<()> {
 /// repository's algorithm, before its info section is read.
 pub fn check_header(header: &Header, file_len: u64, algorithm: Algorithm) -> Result<()> {
     if header.algorithm != algorithm {
-        bail!(
+        return Err(Error::Unsupported(format!(
             "splitstream uses {}, the repository uses {algorithm}",
             header.algorithm
-        );
+        )));
     }
     if header.lg_blocksize != Algorithm::LG_BLOCKSIZE {
-        bail!(
+        return Err(Error::Unsupported(format!(
             "splitstream uses fs-verity block size 2^{}, only 2^12 is supported",
             header.lg_blocksize
-        );
+        )));
     }
     check_range(&header.info, file_len, "info")?;
     if header.info.end - header.info.start < INFO_SIZE as u64 {
-        bail!(
+        return Err(Error::corrupt(format!(
             "splitstream info section is too short ({} bytes)",
             header.info.end - header.info.start
-        );
+        )));
     }
     Ok(())
 }
@@ -196,11 +204,11 @@ mod tests {
         assert_eq!(Header::decode(&b).unwrap(), h);
         let mut bad = b;
         bad[0] = b's';
-        assert!(Header::decode(&bad).is_err());
+        assert!(matches!(Header::decode(&bad), Err(Error::NotSplitstream)));
         let mut bad = b;
         bad[14] = 9;
-        assert!(Header::decode(&bad).is_err());
-        assert!(Header::decode(&b[..20]).is_err());
+        assert!(matches!(Header::decode(&bad), Err(Error::Unsupported(_))));
+        assert!(matches!(Header::decode(&b[..20]), Err(Error::Truncated(_))));
     }
 
     #[test]

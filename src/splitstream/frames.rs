@@ -41,8 +41,7 @@ use std::fs::File;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
-use anyhow::{Context, Result, bail};
-
+use super::error::{Error, Result};
 use super::format::{HEADER_SIZE, Header, INFO_SIZE, Info};
 use crate::fsverity::{Algorithm, ObjectId};
 use crate::mapped::Bytes;
@@ -224,7 +223,9 @@ impl Frame {
             .ok()
             .filter(|_| externals.len() < u32::MAX as usize);
         let Some(n) = n else {
-            bail!("a splitstream of {len} inline bytes is too large to read whole");
+            return Err(Error::Unsupported(format!(
+                "a splitstream of {len} inline bytes is too large to read whole"
+            )));
         };
         Ok(Frame {
             bytes: FrameBytes::Owned(inline),
@@ -321,7 +322,7 @@ impl Frames {
     /// it as a [`super::SplitStreamReader`]. A bad layout or table is an
     /// error, as the reader would report it.
     pub fn map(file: &File, algorithm: Algorithm) -> Result<Option<Frames>> {
-        let map = Bytes::map(file).context("cannot map splitstream")?;
+        let map = Bytes::map(file).map_err(|e| Error::io("cannot map splitstream", e))?;
         let header = Header::decode(map.get(..HEADER_SIZE).unwrap_or(&map[..]))?;
         super::format::check_header(&header, map.len() as u64, algorithm)?;
         let info_at = header.info.start as usize;
@@ -351,20 +352,24 @@ impl Frames {
             return Ok(None);
         }
         if u32_at(footer, 4) != VERSION {
-            bail!(
-                "splitstream frame table version {} is not supported",
-                u32_at(footer, 4)
-            );
+            return Err(Error::UnsupportedVersion {
+                what: "splitstream frame table",
+                version: u32_at(footer, 4),
+            });
         }
         let count = u32_at(footer, 0) as u64;
         let body = count * ENTRY_SIZE as u64 + FOOTER_SIZE as u64;
         if body + 8 > len {
-            bail!("splitstream frame table of {count} frames does not fit its stream section");
+            return Err(Error::corrupt(format!(
+                "splitstream frame table of {count} frames does not fit its stream section"
+            )));
         }
         let table_at = section.end - body - 8;
         let raw = &map[table_at as usize..end];
         if u32_at(raw, 0) != SKIPPABLE_MAGIC || u64::from(u32_at(raw, 4)) != body {
-            bail!("splitstream frame table lacks its skippable frame header: corrupt");
+            return Err(Error::corrupt(
+                "splitstream frame table lacks its skippable frame header: corrupt",
+            ));
         }
         let frames_len = table_at - section.start;
         let mut table = Vec::with_capacity(count as usize);
@@ -384,23 +389,25 @@ impl Frames {
                 || e.raw_len as usize > MAX_FRAME_RAW
                 || u64::from(e.inline_len) > u64::from(e.raw_len)
             {
-                bail!("splitstream frame table entry {i} is inconsistent: corrupt");
+                return Err(Error::corrupt(format!(
+                    "splitstream frame table entry {i} is inconsistent: corrupt"
+                )));
             }
             compressed += u64::from(e.compressed_len);
             inline += u64::from(e.inline_len);
             table.push(e);
         }
         if compressed != frames_len {
-            bail!(
+            return Err(Error::corrupt(format!(
                 "splitstream frames cover {compressed} bytes, the stream section holds {frames_len}: corrupt"
-            );
+            )));
         }
         if !(refs.end - refs.start).is_multiple_of(algorithm.digest_len()) {
-            bail!(
+            return Err(Error::corrupt(format!(
                 "splitstream object refs array is {} bytes, not a multiple of {}",
                 refs.end - refs.start,
                 algorithm.digest_len()
-            );
+            )));
         }
         Ok(Some(Frames {
             map,
@@ -438,7 +445,12 @@ impl Frames {
     /// Read frame `i` — in place when stored, else decompressed — check
     /// its checksum and locate its chunks.
     pub fn read(&self, i: usize) -> Result<Frame> {
-        let e = *self.table.get(i).context("no such splitstream frame")?;
+        let Some(&e) = self.table.get(i) else {
+            return Err(Error::corrupt(format!(
+                "no splitstream frame {i}: the table lists {}",
+                self.table.len()
+            )));
+        };
         let at = (self.section.start + e.compressed_offset) as usize;
         let frame = &self.map[at..at + e.compressed_len as usize];
         let raw_len = e.raw_len as usize;
@@ -446,20 +458,23 @@ impl Frames {
             Some(content) => {
                 let sum = u32_at(frame, frame.len() - 4);
                 if xxhash_rust::xxh64::xxh64(content, 0) as u32 != sum {
-                    bail!("splitstream frame {i} fails its checksum: corrupt");
+                    return Err(Error::corrupt(format!(
+                        "splitstream frame {i} fails its checksum: corrupt"
+                    )));
                 }
                 let start = at + 12;
                 FrameBytes::Mapped(self.map.clone(), start..start + raw_len)
             }
             None => {
-                let raw = with_decompressor(|d| d.decompress(frame, raw_len))
-                    .with_context(|| format!("cannot decompress splitstream frame {i}"))?;
+                let raw = with_decompressor(|d| d.decompress(frame, raw_len)).map_err(|e| {
+                    Error::decompress(format!("cannot decompress splitstream frame {i}"), e)
+                })?;
                 if raw.len() != raw_len {
-                    bail!(
+                    return Err(Error::corrupt(format!(
                         "splitstream frame {i} decompresses to {} bytes, its table says {}: corrupt",
                         raw.len(),
                         e.raw_len
-                    );
+                    )));
                 }
                 FrameBytes::Owned(raw)
             }
@@ -472,16 +487,18 @@ impl Frames {
         let mut at = 0usize;
         while at < raw.len() {
             let Some(h) = raw.get(at..at + 8) else {
-                bail!("splitstream frame {i} ends inside a chunk header: corrupt");
+                return Err(Error::corrupt(format!(
+                    "splitstream frame {i} ends inside a chunk header: corrupt"
+                )));
             };
             let v = i64::from_le_bytes(h.try_into().expect("8 bytes"));
             at += 8;
             if v >= 0 {
                 if v as u64 >= self.ref_count() {
-                    bail!(
+                    return Err(Error::corrupt(format!(
                         "splitstream frame {i} refers to object #{v}, but only {} are listed: corrupt",
                         self.ref_count()
-                    );
+                    )));
                 }
                 externals.push((inline as u32, v as u32));
             } else {
@@ -489,7 +506,9 @@ impl Frames {
                     .ok()
                     .filter(|n| at.checked_add(*n).is_some_and(|end| end <= raw.len()))
                 else {
-                    bail!("splitstream frame {i} ends inside an inline chunk: corrupt");
+                    return Err(Error::corrupt(format!(
+                        "splitstream frame {i} ends inside an inline chunk: corrupt"
+                    )));
                 };
                 // Frames are at most MAX_FRAME_RAW bytes: offsets fit u32.
                 chunks.push((inline as u32, at as u32, n as u32));
@@ -498,7 +517,9 @@ impl Frames {
             }
         }
         if inline != e.inline_len as usize || externals.len() != e.externals as usize {
-            bail!("splitstream frame {i} does not hold what its table says: corrupt");
+            return Err(Error::corrupt(format!(
+                "splitstream frame {i} does not hold what its table says: corrupt"
+            )));
         }
         Ok(Frame {
             bytes,
@@ -544,5 +565,56 @@ mod tests {
         let mut frame = stored_frame(b"some stored bytes");
         frame[14] ^= 1;
         assert!(zstd::bulk::decompress(&frame, 100).is_err());
+    }
+
+    /// A framed stream's table version and frames, damaged, give the
+    /// errors that say so.
+    #[test]
+    fn table_and_frame_errors() {
+        use crate::repository::{InitOptions, Repository};
+        use std::io::Write;
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            insecure: true,
+            ..InitOptions::new(Algorithm::Sha256)
+        };
+        let repo = Repository::init_with(&tmp.path().join("r"), &opts).unwrap();
+        let mut w = repo
+            .stream_writer(super::super::content_type::OCI_BLOB)
+            .unwrap()
+            .framed(FrameCoding::Stored)
+            .unwrap();
+        w.write_inline(b"frame one").unwrap();
+        w.end_frame().unwrap();
+        w.write_inline(b"frame two").unwrap();
+        let id = w.finish().unwrap();
+        let good = std::fs::read(repo.object_path(&id)).unwrap();
+        let info = Info::decode(&good[HEADER_SIZE..]).unwrap();
+        let end = info.stream.end as usize;
+        let map = |bytes: &[u8]| {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(bytes).unwrap();
+            Frames::map(&f, Algorithm::Sha256)
+        };
+        let frames = map(&good).unwrap().expect("framed");
+        assert_eq!(frames.read(1).unwrap().to_inline(), b"frame two");
+
+        let mut b = good.clone();
+        b[end - 12] = 9;
+        assert!(matches!(
+            map(&b),
+            Err(Error::UnsupportedVersion { version: 9, .. })
+        ));
+        let mut b = good.clone();
+        b[end - FOOTER_SIZE - 8 - 2 * ENTRY_SIZE] ^= 1; // skippable frame magic
+        assert!(matches!(map(&b), Err(Error::Corrupt { .. })));
+        // A byte of the first (stored) frame's content: its checksum fails.
+        let mut b = good.clone();
+        b[info.stream.start as usize + 12 + 8] ^= 1;
+        let e = map(&b).unwrap().unwrap().read(0).err().unwrap();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("checksum"), "{e}");
+        // Cut short: the sections no longer fit the file.
+        assert!(matches!(map(&good[..end - 1]), Err(Error::Truncated(_))));
     }
 }

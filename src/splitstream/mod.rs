@@ -6,14 +6,18 @@
 //! zstd-compressed sequence of chunks — inline bytes, or "splice object N
 //! here". [`SplitStreamWriter`] streams external content into the object
 //! store as it is written; [`SplitStreamReader`] reassembles the original
-//! bytes or walks the chunks without opening any object.
+//! bytes or walks the chunks without opening any object. Reading fails
+//! with an [`Error`] saying which way: not a splitstream, unsupported,
+//! truncated, corrupt, or an object it refers to missing or damaged.
 
+mod error;
 mod format;
 pub mod frames;
 mod reader;
 mod reftable;
 mod writer;
 
+pub use error::Error;
 pub use format::{Header, Info, MAGIC, content_type, content_type_name};
 pub use frames::{Frame, FrameCoding, Frames};
 pub use reader::{Piece, SplitStreamReader};
