@@ -120,13 +120,9 @@ pub fn numeric_u32(field: &[u8], what: &str) -> Result<u32, Error> {
     numeric(field, what)
 }
 
-/// The header checksum: the sum of all bytes with the checksum field read
-/// as spaces, unsigned or (historically) signed.
-pub fn checksum_ok(block: &[u8; BLOCK]) -> bool {
-    verify_checksum(block, 0).is_ok()
-}
-
-/// [`checksum_ok`] as an error naming the header's offset `at`.
+/// Check the header checksum (the sum of all bytes with the checksum field
+/// read as spaces, unsigned or, historically, signed); the error names the
+/// header's offset `at`.
 pub fn verify_checksum(block: &[u8; BLOCK], at: u64) -> Result<(), Error> {
     let stored = parse_numeric(&block[148..156]);
     let computed = checksum(block);
@@ -139,19 +135,6 @@ pub fn verify_checksum(block: &[u8; BLOCK], at: u64) -> Result<(), Error> {
             computed,
         }),
     }
-}
-
-/// The header at byte `at` of an archive, from `bytes` (what is left of
-/// the input there): a whole block with a good checksum.
-pub fn header_block(bytes: &[u8], at: u64) -> Result<&[u8; BLOCK], Error> {
-    let Some(block) = bytes.first_chunk::<BLOCK>() else {
-        return Err(Error::TruncatedHeader {
-            at,
-            got: bytes.len(),
-        });
-    };
-    verify_checksum(block, at)?;
-    Ok(block)
 }
 
 /// The checksum a writer stores: the unsigned sum of the header's bytes,
@@ -318,7 +301,7 @@ mod tests {
             b[263..265].copy_from_slice(b"00");
             b[345..351].copy_from_slice(b"a/long");
         });
-        assert!(checksum_ok(&ustar));
+        assert!(verify_checksum(&ustar, 0).is_ok());
         assert_eq!(header_name(&ustar), b"a/long/file");
         // GNU headers keep atime/ctime where ustar has the prefix.
         let gnu = block_with(|b| {
@@ -332,7 +315,7 @@ mod tests {
         assert_eq!(header_name(&full), vec![b'n'; 100]);
         let mut bad = ustar;
         bad[0] ^= 1;
-        assert!(!checksum_ok(&bad));
+        assert!(verify_checksum(&bad, 0).is_err());
         assert!(matches!(
             verify_checksum(&bad, 1024),
             Err(Error::BadChecksum {
@@ -349,20 +332,16 @@ mod tests {
     }
 
     #[test]
-    fn header_blocks() {
+    fn header_errors_name_their_offset() {
         let good = block_with(|b| b[..4].copy_from_slice(b"file"));
-        let mut input = good.to_vec();
-        input.extend_from_slice(b"content");
-        assert_eq!(header_block(&input, 0).unwrap(), &good);
-        let e = header_block(&good[..100], 512).unwrap_err();
-        assert_eq!(e, Error::TruncatedHeader { at: 512, got: 100 });
+        let e = Error::TruncatedHeader { at: 512, got: 100 };
         assert_eq!(
             e.to_string(),
             "tar ends at byte 612, inside the header that starts at byte 512: truncated"
         );
         let mut bad = good;
         bad[0] ^= 1;
-        let e = header_block(&bad, 512).unwrap_err();
+        let e = verify_checksum(&bad, 512).unwrap_err();
         assert!(matches!(e, Error::BadChecksum { at: 512, .. }), "{e}");
         assert!(e.to_string().contains("bad checksum"), "{e}");
     }

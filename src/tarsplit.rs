@@ -15,7 +15,7 @@ use crate::fsutil::read_full;
 use crate::hashtee::HashTee;
 use crate::show::short_path;
 use crate::splitstream::SplitStreamWriter;
-use crate::tarheader::{BLOCK, checksum_ok, header_name, parse_numeric, pax_records};
+use crate::tarheader::{self, BLOCK, header_name, parse_numeric, pax_records, verify_checksum};
 
 pub use crate::tree::INLINE_MAX;
 /// PAX and GNU long-name records are read into memory; cap them.
@@ -75,10 +75,7 @@ pub fn split(
             break;
         }
         if got < BLOCK {
-            bail!(
-                "tar ends at byte {}, inside the header that starts at byte {at}: truncated",
-                at + got as u64
-            );
+            return Err(tarheader::Error::TruncatedHeader { at, got }.into());
         }
         if block.iter().all(|&b| b == 0) {
             // End of archive: keep the marker and any trailing padding verbatim.
@@ -95,12 +92,7 @@ pub fn split(
         }
         let name = long_name.take().unwrap_or_else(|| header_name(&block));
         let shown = || short_path(&name);
-        if !checksum_ok(&block) {
-            bail!(
-                "tar header at byte {at} (member {:?}) has a bad checksum: corrupt or not a tar",
-                shown()
-            );
-        }
+        verify_checksum(&block, at).with_context(|| format!("member {:?}", shown()))?;
         let typeflag = block[156];
         let header_size = parse_numeric(&block[124..136])
             .and_then(|v| u64::try_from(v).ok())

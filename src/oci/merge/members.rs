@@ -11,7 +11,7 @@ use super::{EntryKind, MAX_META_RECORD};
 use crate::show::display_bytes;
 use crate::splitstream::{SplitStreamReader, content_type};
 use crate::tarheader::{
-    BLOCK, checksum_ok, cstr, header_name, numeric_u32, numeric_u64, padding, parse_numeric,
+    BLOCK, cstr, header_name, numeric_u32, numeric_u64, padding, parse_numeric, verify_checksum,
 };
 use crate::tree::{Inode, Kind, Stat, Timespec, Xattr, mode};
 
@@ -53,9 +53,7 @@ pub(super) fn for_each_member(
             // End of archive; whatever follows is padding.
             return Ok(());
         }
-        if !checksum_ok(&block) {
-            bail!("tar header at byte {at} has a bad checksum: corrupt");
-        }
+        verify_checksum(&block, at)?;
         let typeflag = block[156];
         let header_size = numeric_u64(&block[124..136], "size")
             .with_context(|| format!("tar header at byte {at}"))?;

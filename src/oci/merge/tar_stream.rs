@@ -79,11 +79,13 @@ impl TarReader {
         while got < BLOCK {
             match self.inline((BLOCK - got) as u64)? {
                 None if got == 0 => return Ok(None),
-                None => bail!(
-                    "tar ends at byte {}, inside the header that starts at byte {}: truncated",
-                    self.offset,
-                    self.offset - got as u64
-                ),
+                None => {
+                    return Err(crate::tarheader::Error::TruncatedHeader {
+                        at: self.offset - got as u64,
+                        got,
+                    }
+                    .into());
+                }
                 Some(s) => {
                     block[got..got + s.len()].copy_from_slice(s);
                     got += s.len();
