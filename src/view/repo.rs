@@ -269,7 +269,13 @@ impl RepoView {
                 let refs = self.decoded_refs(*ns)?;
                 if let Some(path) = refs.get(&full) {
                     // A ref removed meanwhile, or broken: not there.
-                    self.ref_source(*ns, path).ok().flatten().map(Found::Tree)
+                    match self.ref_source(*ns, path) {
+                        Ok(s) => s.map(Found::Tree),
+                        Err(e) => {
+                            tracing::debug!("{full}: not shown: {e:#}");
+                            None
+                        }
+                    }
                 } else {
                     let below = format!("{full}/");
                     refs.range(below.clone()..)
@@ -289,7 +295,10 @@ impl RepoView {
                     Ok(m) if m.file_type().is_symlink() => match self.ref_source(*ns, &full) {
                         Ok(s) => s.map(Found::Tree),
                         // A ref removed meanwhile, or broken: not there.
-                        Err(_) => None,
+                        Err(e) => {
+                            tracing::debug!("{full}: not shown: {e:#}");
+                            None
+                        }
                     },
                     Ok(_) => None,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
