@@ -81,6 +81,36 @@ pub(super) struct Node {
 }
 
 impl Node {
+    /// A node not laid out yet: its place in the image (nid, blocks,
+    /// listing, tail packing) is filled in by the layout.
+    pub(super) fn unplaced(
+        src: Arc<Inode>,
+        parent: u32,
+        nlink: u32,
+        xattrs: u32,
+        role: Role,
+        data: Data,
+    ) -> Node {
+        Node {
+            src,
+            parent,
+            nlink,
+            xattrs,
+            role,
+            data,
+            nid: 0,
+            n_blocks: 0,
+            first_child: 0,
+            xattr_size: 0,
+            n_children: 0,
+            listing: 0,
+            blkaddr: 0,
+            tail: 0,
+            ipad: 0,
+            compact: false,
+        }
+    }
+
     pub(super) fn mode(&self) -> u32 {
         let perms = self.src.stat.perms & mode::PERMS;
         match self.role {

@@ -134,24 +134,15 @@ pub(super) fn make_node(
     if nlink > u64::from(u32::MAX) {
         bail!("{nlink} links");
     }
-    Ok(Node {
-        xattrs: sets.intern(xattrs)?,
-        nlink: nlink as u32,
-        data,
+    let parent = u32::try_from(parent).context("too many inodes")?;
+    Ok(Node::unplaced(
+        inode,
+        parent,
+        nlink as u32,
+        sets.intern(xattrs)?,
         role,
-        parent: u32::try_from(parent).context("too many inodes")?,
-        src: inode,
-        nid: 0,
-        n_blocks: 0,
-        first_child: 0,
-        xattr_size: 0,
-        n_children: 0,
-        listing: 0,
-        blkaddr: 0,
-        tail: 0,
-        ipad: 0,
-        compact: false,
-    })
+        data,
+    ))
 }
 
 pub(super) fn whiteout_stub(root: &Node, sets: &mut XattrSets) -> Result<Node> {
@@ -162,24 +153,14 @@ pub(super) fn whiteout_stub(root: &Node, sets: &mut XattrSets) -> Result<Node> {
     {
         xattrs.push((b"security.selinux".to_vec(), v.clone()));
     }
-    Ok(Node {
-        src: root.src.clone(),
-        parent: 0,
-        nlink: 1,
-        data: Data::None,
-        role: Role::Stub,
-        xattrs: sets.intern(xattrs)?,
-        nid: 0,
-        n_blocks: 0,
-        first_child: 0,
-        xattr_size: 0,
-        n_children: 0,
-        listing: 0,
-        blkaddr: 0,
-        tail: 0,
-        ipad: 0,
-        compact: false,
-    })
+    Ok(Node::unplaced(
+        root.src.clone(),
+        0,
+        1,
+        sets.intern(xattrs)?,
+        Role::Stub,
+        Data::None,
+    ))
 }
 
 /// Mark a directory as containing whiteouts.
