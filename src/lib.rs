@@ -3,9 +3,12 @@
 //!
 //! The modules read like the architecture (see `docs/architecture.md`):
 //! - [`fsverity`]: digests that name every object.
-//! - [`repository`]: the on-disk store: objects, streams, images, refs, locking, gc, fsck.
+//! - [`repository`]: the on-disk store: objects, entries and refs, meta.json,
+//!   locking, the worker pool. It stores bytes and knows no format in them.
 //! - [`splitstream`]: the container format that stores a file as inline bytes
-//!   plus references to objects.
+//!   plus references to objects, and named streams in the repository.
+//! - [`erofs`]: composefs images: writing, reading, storing a tree as one.
+//! - [`maintenance`]: gc and fsck, across all the formats a repository holds.
 //! - [`tarsplit`]: turning a tar archive into a splitstream and back.
 //! - [`cli`]: the `composefs` command, argument plumbing only.
 
@@ -24,6 +27,7 @@ pub mod hashtee;
 pub mod importdir;
 pub mod inspect;
 pub mod logging;
+pub mod maintenance;
 pub mod mapped;
 pub mod mount;
 pub mod net;

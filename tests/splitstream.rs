@@ -356,7 +356,7 @@ fn gc_follows_named_stream_refs() {
         (child_id, obj, parent_id)
     };
     let repo = Repository::open_locked(&path, Lock::Exclusive).unwrap();
-    let report = composefs::repository::gc::gc(&repo, false).unwrap();
+    let report = composefs::maintenance::gc::gc(&repo, false).unwrap();
     assert_eq!(report.objects_removed, 2, "{report:?}");
     assert_eq!(report.objects_kept, 3, "{report:?}");
     assert_eq!(report.streams_removed, vec!["garbage".to_string()]);
@@ -373,7 +373,7 @@ fn gc_follows_named_stream_refs() {
         .cat(&repo, &mut out)
         .unwrap();
     assert_eq!(out, child_data);
-    let fsck = composefs::repository::fsck::fsck(&repo, &|_, _| {}).unwrap();
+    let fsck = composefs::maintenance::fsck::fsck(&repo, &|_, _| {}).unwrap();
     assert!(fsck.ok(), "{:?}", fsck.problems);
 }
 

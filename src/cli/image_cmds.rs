@@ -252,7 +252,7 @@ pub fn create_image(repo: Option<&Path>, a: &DirReadArgs, name: Option<&str>) ->
             )?;
             r.commit_image(image, name)?
         }
-        None => r.write_tree_image_version(&tree, erofs_version, name)?,
+        None => crate::erofs::store_image(&r, &tree, erofs_version, name)?,
     };
     writeln!(std::io::stdout(), "{id}").context("cannot write to stdout")?;
     if std::io::stderr().is_terminal() {

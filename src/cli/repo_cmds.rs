@@ -145,7 +145,7 @@ pub fn delete_refs(repo: Option<&Path>, names: &[String]) -> Result<ExitCode> {
 pub fn gc(repo: Option<&Path>, dry_run: bool) -> Result<ExitCode> {
     let path = repository::default_path(repo)?;
     let r = Repository::open_locked(&path, Lock::Exclusive)?;
-    let report = repository::gc::gc(&r, dry_run)?;
+    let report = crate::maintenance::gc::gc(&r, dry_run)?;
     let verb = if dry_run { "would remove" } else { "removed" };
     let mut out = std::io::stdout().lock();
     for s in &report.streams_removed {
@@ -167,7 +167,7 @@ pub fn gc(repo: Option<&Path>, dry_run: bool) -> Result<ExitCode> {
 pub fn fsck(repo: Option<&Path>) -> Result<ExitCode> {
     let r = open(repo)?;
     let bar = progress::bytes(None, "checking objects");
-    let mut report = repository::fsck::fsck(&r, &|_, b| bar.set_position(b))?;
+    let mut report = crate::maintenance::fsck::fsck(&r, &|_, b| bar.set_position(b))?;
     bar.finish_and_clear();
     let ostree = crate::ostree::fsck::fsck(&r)?;
     report.problems.extend(ostree.problems);

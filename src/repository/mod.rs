@@ -20,18 +20,23 @@
 //! damage (an [`OpenError`]); see the `open` module.
 //!
 //! Every handle holds a `flock` on the repository directory: shared for
-//! ordinary use, exclusive for garbage collection (see [`gc`]), so a
-//! collection never runs while another process is importing.
+//! ordinary use, exclusive for garbage collection (see
+//! [`crate::maintenance::gc`]), so a collection never runs while another
+//! process is importing.
+//!
+//! The repository stores bytes and knows no format inside them: no tree,
+//! no EROFS image, no splitstream. What is built on it lives above it:
+//! named streams in [`crate::splitstream`] (its `store` module adds the
+//! stream methods to [`Repository`]), images written from a tree in
+//! [`crate::erofs::store_image`], gc and fsck in [`crate::maintenance`].
 
-pub mod fsck;
-pub mod gc;
 mod images;
 pub mod meta;
 mod objects;
 mod open;
 pub mod pool;
 pub mod refs;
-mod streams;
+mod sweep;
 
 use std::fs::File;
 use std::io::Write;
@@ -46,6 +51,7 @@ use crate::fsverity::Algorithm;
 pub use objects::ObjectWriter;
 pub use open::OpenError;
 pub use refs::{RefKind, decode_ref_component, encode_ref_component, validate_ref_name};
+pub(crate) use sweep::remove_stale_files;
 
 /// Environment variable naming the repository when `--repo` is not given.
 pub const REPO_ENV: &str = "COMPOSEFS_REPO";

@@ -9,12 +9,16 @@
 //! bytes or walks the chunks without opening any object. Reading fails
 //! with an [`Error`] saying which way: not a splitstream, unsupported,
 //! truncated, corrupt, or an object it refers to missing or damaged.
+//! The `store` module publishes and opens streams by name in a repository
+//! (methods on [`crate::repository::Repository`], defined here: the
+//! repository knows no splitstream).
 
 mod error;
 mod format;
 pub mod frames;
 mod reader;
 mod reftable;
+mod store;
 mod writer;
 
 pub use error::Error;

@@ -12,18 +12,17 @@
 //! removed, and after that every unmarked object, so that a collection
 //! cut short never leaves an entry naming a missing object. The caller
 //! must hold the exclusive lock
-//! ([`super::Lock::Exclusive`]), so no import can be half-way through.
+//! ([`crate::repository::Lock::Exclusive`]), so no import can be half-way through.
 //!
 //! A root that cannot be read aborts the collection before anything is
 //! deleted: its objects cannot be enumerated, so deleting would lose data.
 
 use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
 
 use anyhow::{Context, Result};
 
-use super::{RefKind, Repository};
 use crate::fsverity::ObjectId;
+use crate::repository::{RefKind, Repository, remove_stale_files};
 
 /// What a collection removed (or, on a dry run, would remove).
 #[derive(Debug, Default)]
@@ -182,76 +181,18 @@ pub fn gc(repo: &Repository, dry_run: bool) -> Result<GcReport> {
         }
     }
     crate::ostree::cache::gc(repo, dry_run)?;
-    let objects = repo.path().join("objects");
-    for fan in 0..=255u8 {
-        let dir = objects.join(format!("{fan:02x}"));
-        let rd = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
-        };
-        for ent in rd {
-            let ent = ent.with_context(|| format!("cannot list {}", dir.display()))?;
-            let name = ent.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let Some(id) = ObjectId::from_hex(repo.algorithm(), &format!("{fan:02x}{name}")) else {
-                continue; // not an object name: leave it for fsck to report
-            };
-            if marked.contains(&id) {
-                report.objects_kept += 1;
-                continue;
-            }
-            let size = ent.metadata().map(|m| m.size()).unwrap_or(0);
-            if !dry_run {
-                std::fs::remove_file(ent.path())
-                    .with_context(|| format!("cannot remove object {}", ent.path().display()))?;
-            }
-            report.objects_removed += 1;
-            report.bytes_freed += size;
-        }
-    }
+    let sweep = repo.remove_objects_except(&marked, dry_run)?;
+    report.objects_kept = sweep.kept;
+    report.objects_removed = sweep.removed;
+    report.bytes_freed = sweep.bytes_freed;
     // We hold the exclusive lock: every temporary file is a crash leftover:
-    // named objects, half-made entries and refs (`.tmp-NAME.PID` symlinks,
-    // see `fsutil::replace_symlink`), the ostree index's temporary copies.
+    // the store's (objects, entries, refs), then the ostree index's
+    // temporary copies.
     if !dry_run {
-        let root = repo.path();
-        remove_stale_tmp(&objects, super::objects::TMP_PREFIX, false)?;
-        for kind in [RefKind::Stream, RefKind::Image] {
-            remove_stale_tmp(&root.join(kind.dir()), ".tmp-", false)?;
-            remove_stale_tmp(&root.join(kind.dir()).join("refs"), ".tmp-", true)?;
-        }
-        remove_stale_tmp(&root.join("ostree"), ".tmp", false)?;
+        repo.remove_stale_temporaries()?;
+        remove_stale_files(&repo.path().join("ostree"), ".tmp", false)?;
     }
     Ok(report)
-}
-
-/// Remove every non-directory named `prefix…` in `dir` (and, with
-/// `recurse`, below it).
-fn remove_stale_tmp(dir: &std::path::Path, prefix: &str, recurse: bool) -> Result<()> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
-    };
-    for ent in rd {
-        let ent = ent.with_context(|| format!("cannot list {}", dir.display()))?;
-        let is_dir = ent.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir {
-            if recurse {
-                remove_stale_tmp(&ent.path(), prefix, true)?;
-            }
-            continue;
-        }
-        if ent.file_name().to_string_lossy().starts_with(prefix) {
-            std::fs::remove_file(ent.path()).with_context(|| {
-                format!(
-                    "cannot remove stale temporary file {}",
-                    ent.path().display()
-                )
-            })?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

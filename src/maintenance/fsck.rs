@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::Result;
 
-use super::{RefKind, Repository};
 use crate::fsverity::{self, ObjectId};
+use crate::repository::{RefKind, Repository, meta, read_at};
 use crate::splitstream::Piece;
 
 #[derive(Debug, Default)]
@@ -45,23 +45,23 @@ pub fn fsck(repo: &Repository, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<F
 
 /// What older versions of this tool wrote differently (see [`FsckReport::notes`]).
 fn legacy_notes(repo: &Repository, report: &mut FsckReport) {
-    let Ok((text, _)) = super::read_at(repo.dir(), super::meta::META_FILENAME) else {
+    let Ok((text, _)) = read_at(repo.dir(), meta::META_FILENAME) else {
         return;
     };
-    let Ok(meta) = super::meta::Meta::parse(&text) else {
+    let Ok(meta) = meta::Meta::parse(&text) else {
         return;
     };
     if meta
         .features
         .compatible
         .iter()
-        .any(|f| f == super::meta::NO_FSVERITY)
+        .any(|f| f == meta::NO_FSVERITY)
     {
         report.notes.push(format!(
             "meta.json has the compatible feature {:?} of earlier versions of composefs: objects need no \
              fs-verity (honoured); cfsctl and this tool now say so by meta.json having no fs-verity \
              (cfsctl reads this repository the same way: nothing to do)",
-            super::meta::NO_FSVERITY
+            meta::NO_FSVERITY
         ));
     }
     if meta.erofs_formats.is_none() {

@@ -1,10 +1,18 @@
-//! Splitstreams as repository citizens: publishing and opening them by name.
+//! Splitstreams as repository citizens: publishing and opening them by name
+//! (`streams/<content-id>`, `streams/refs/<name>`).
+//!
+//! These are methods on [`Repository`], but this `impl Repository` block
+//! lives here, in `splitstream`, not in `repository`: the store knows no
+//! splitstream (it only links entries and refs to objects), while the
+//! stream writer and reader are built on the store. Keeping them methods
+//! keeps every caller's `repo.open_stream(..)` as it was.
 
 use anyhow::{Context, Result};
 
-use super::{RefKind, Repository, refs::Resolved};
+use super::{SplitStreamReader, SplitStreamWriter};
 use crate::fsverity::ObjectId;
-use crate::splitstream::{SplitStreamReader, SplitStreamWriter};
+use crate::repository::refs::Resolved;
+use crate::repository::{RefKind, Repository, validate_ref_name};
 
 impl Repository {
     /// Start a new splitstream in this repository.
@@ -22,7 +30,7 @@ impl Repository {
         ref_name: Option<&str>,
     ) -> Result<ObjectId> {
         if let Some(name) = ref_name {
-            super::validate_ref_name(name)?;
+            validate_ref_name(name)?;
         }
         let id = writer
             .finish()
