@@ -536,12 +536,8 @@ fn kernel_image(r: &crate::repository::Repository, name: &str) -> Result<File> {
             .with_context(|| format!("image {name:?}"));
     }
     let tree = source.load(r).with_context(|| format!("{name:?}"))?;
-    let mut f = tempfile::tempfile().context("cannot create a temporary file")?;
-    crate::erofs::write_image_version(&*tree, r.erofs_version(), &mut f)
-        .with_context(|| format!("cannot write the image of {name:?}"))?;
-    f.seek(std::io::SeekFrom::Start(0))
-        .context("cannot read the image back")?;
-    Ok(f)
+    crate::erofs::image_tempfile(&*tree, r.erofs_version())
+        .with_context(|| format!("cannot write the image of {name:?}"))
 }
 
 /// Unmount a kernel or FUSE mount. A user may not unmount a FUSE mount

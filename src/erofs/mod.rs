@@ -14,7 +14,7 @@ pub mod writer;
 pub mod writer_v2;
 
 pub use reader::ErofsImage;
-pub use store::store_image;
+pub use store::{image_tempfile, store_image};
 pub use versions::{image_version_to_vec, write_image_version};
 pub use writer::{
     FormatVersion, ImageInfo, WriteOptions, image_to_vec, write_image, write_image_with,

@@ -1,5 +1,5 @@
-//! A tree written as an image into a repository: the one call for anything
-//! that turns a tree into a stored image. The repository itself only takes
+//! A tree written as an image into a repository (or a temporary file):
+//! the one place that turns a tree into an image file. The repository itself only takes
 //! an image's bytes ([`Repository::commit_image`]); the EROFS writer lives
 //! here, above it.
 
@@ -25,9 +25,20 @@ pub fn store_image(
     if let Some(name) = ref_name {
         validate_ref_name(name)?;
     }
-    // A temporary file, not memory: an image takes ~50 bytes an inode.
-    let mut f = tempfile::tempfile().context("cannot create a temporary file")?;
-    super::write_image_version(tree, version, &mut f)?;
-    f.rewind().context("cannot read the image back")?;
+    let f = image_tempfile(tree, version)?;
     repo.commit_image(std::io::BufReader::new(f), ref_name)
+}
+
+/// Write `tree` as an image in EROFS format `version` into an unnamed
+/// temporary file, rewound to be read (or digested, or mounted). A file,
+/// not memory: an image takes about 50 bytes an inode.
+pub fn image_tempfile(tree: &dyn Tree, version: u32) -> Result<std::fs::File> {
+    let mut f = tempfile::tempfile().context("cannot create a temporary file")?;
+    {
+        let mut w = std::io::BufWriter::new(&mut f);
+        super::write_image_version(tree, version, &mut w)?;
+        std::io::Write::flush(&mut w).context("cannot write the image")?;
+    }
+    f.rewind().context("cannot read the image back")?;
+    Ok(f)
 }

@@ -10,12 +10,9 @@
 //! ([`Repository::erofs_version`]: 0, 1 or 2, composefs-rs's numbering) by
 //! [`crate::erofs::versions`].
 
-use std::io::{Seek, SeekFrom};
-
 use anyhow::{Context, Result};
 
 use super::store::{StoredImage, link_image};
-use crate::erofs::versions::write_image_version;
 use crate::fsverity::ObjectId;
 use crate::repository::{RefKind, Repository};
 use crate::tree::MemTree;
@@ -45,15 +42,7 @@ pub fn transformed(img: &StoredImage, merged: MemTree) -> Result<(MemTree, Optio
 
 /// Write `tree` in EROFS format `version` into a temporary file, rewound.
 fn image_file(tree: &MemTree, version: u32) -> Result<std::fs::File> {
-    let mut f = tempfile::tempfile().context("cannot create a temporary file")?;
-    {
-        let mut w = std::io::BufWriter::new(&mut f);
-        write_image_version(tree, version, &mut w)?;
-        std::io::Write::flush(&mut w).context("cannot write the image")?;
-    }
-    f.seek(SeekFrom::Start(0))
-        .context("cannot read the image back")?;
-    Ok(f)
+    crate::erofs::image_tempfile(tree, version)
 }
 
 /// The image's fs-verity digest (its object id), nothing stored; and why

@@ -8,31 +8,20 @@
 //! Every image of a commit goes through [`write`], in the repository's
 //! format version (0, 1 or 2: [`crate::erofs::versions`]).
 
-use std::io::{Seek, SeekFrom};
-
 use anyhow::{Context, Result};
 
 use super::cache;
 use super::checksum::Checksum;
 use super::commitstream::{CommitStream, Objects, content_id};
 use super::shared;
-use crate::erofs::versions::write_image_version;
 use crate::fsverity::ObjectId;
 use crate::repository::Repository;
 
 /// The image of the commit in `s`, written to a temporary file.
 pub fn write(repo: &Repository, s: &CommitStream) -> Result<std::fs::File> {
     let tree = super::tree::image_tree(s)?;
-    let mut f = tempfile::tempfile().context("cannot create a temporary file")?;
-    {
-        let mut w = std::io::BufWriter::new(&mut f);
-        write_image_version(&tree, repo.erofs_version(), &mut w)
-            .with_context(|| format!("image of commit {}", s.commit))?;
-        std::io::Write::flush(&mut w).context("cannot write the image")?;
-    }
-    f.seek(SeekFrom::Start(0))
-        .context("cannot read the image back")?;
-    Ok(f)
+    crate::erofs::image_tempfile(&tree, repo.erofs_version())
+        .with_context(|| format!("image of commit {}", s.commit))
 }
 
 /// The image's object id (fs-verity digest), nothing stored.
