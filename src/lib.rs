@@ -17,6 +17,7 @@ pub mod compression;
 pub mod diff;
 pub mod dumpfile;
 pub mod erofs;
+pub mod fetch;
 pub mod fsutil;
 pub mod fsverity;
 pub mod fuse;

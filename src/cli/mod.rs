@@ -2,6 +2,7 @@
 //! command group lives in its own file and calls into the library.
 
 mod diff_cmds;
+mod fetch_cmds;
 mod fuse_cmds;
 mod image_cmds;
 mod manual_cmds;
@@ -158,6 +159,9 @@ enum Command {
     /// Pull OCI images (registries, layouts, archives), list, inspect, image them
     #[command(subcommand)]
     Oci(oci_cmds::OciCommand),
+    /// Fetch a stored tree (image, OCI image, ostree commit, stream) from a
+    /// composefs repository served as plain files over HTTP(S) or file://
+    Fetch(fetch_cmds::FetchArgs),
     /// Unmount a mount made by `composefs mount` (kernel or FUSE)
     Umount { mountpoint: PathBuf },
     /// Summarise a stored tree (ostree commit, OCI image, composefs image):
@@ -265,6 +269,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Umount { mountpoint } => image_cmds::umount(&mountpoint),
         Command::Ostree(cmd) => ostree_cmds::run(repo, cmd),
         Command::Oci(cmd) => oci_cmds::run(repo, cmd),
+        Command::Fetch(args) => fetch_cmds::run(repo, &args),
         Command::Show(args) => show_cmds::show(repo, &args),
         Command::Completions { shell } => manual_cmds::completions(shell),
         Command::Man { dir } => manual_cmds::man(&dir),

@@ -144,7 +144,27 @@ impl<'r> ObjectWriter<'r> {
     }
 
     /// Move the object into place. Returns its id and whether it was new.
-    pub fn finish(mut self) -> Result<(ObjectId, bool)> {
+    pub fn finish(self) -> Result<(ObjectId, bool)> {
+        let (repo, file, mut tmp, id) = self.complete()?;
+        let new = seal_and_place(repo, file, &mut tmp, &id)?;
+        Ok((id, new))
+    }
+
+    /// [`Self::finish`] for content that must digest to `expected` (an
+    /// object fetched by its name): anything else is refused before it is
+    /// placed, and nothing is left behind (the error names only the
+    /// digest found: callers name the object). Returns whether it was new.
+    pub fn finish_expecting(self, expected: &ObjectId) -> Result<bool> {
+        let (repo, file, mut tmp, id) = self.complete()?;
+        if id != *expected {
+            bail!("corrupt: the content digests to {id}");
+        }
+        seal_and_place(repo, file, &mut tmp, &id)
+    }
+
+    /// Everything written out, the file at its length; the digest.
+    #[allow(clippy::type_complexity)]
+    fn complete(mut self) -> Result<(&'r Repository, File, TmpFile<'r>, ObjectId)> {
         self.flush_buf().context("cannot write object")?;
         // A trailing hole: the size says where the file ends.
         let len = self.hasher.len();
@@ -154,13 +174,11 @@ impl<'r> ObjectWriter<'r> {
         let ObjectWriter {
             repo,
             file,
-            mut tmp,
+            tmp,
             hasher,
             ..
         } = self;
-        let id = hasher.finish();
-        let new = seal_and_place(repo, file, &mut tmp, &id)?;
-        Ok((id, new))
+        Ok((repo, file, tmp, hasher.finish()))
     }
 }
 
