@@ -70,6 +70,29 @@ pub fn is_transient_transport(e: &ureq::Error) -> bool {
     )
 }
 
+/// Default connect and read timeouts of the HTTP clients: a stalled server
+/// fails the request (and it is retried), it never hangs a pull or fetch.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The HTTP agent of the ostree client and of `fetch`: statuses are
+/// answers, not errors; connections kept alive (many per host, for parallel
+/// requests); `timeout` bounds connecting and each read instead of the
+/// defaults; no bound on a whole body (a large one takes what it takes).
+pub fn http_agent(timeout: Option<Duration>) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(timeout.unwrap_or(CONNECT_TIMEOUT)))
+        .timeout_send_request(Some(timeout.unwrap_or(READ_TIMEOUT)))
+        .timeout_recv_response(Some(timeout.unwrap_or(READ_TIMEOUT)))
+        .timeout_recv_body(None)
+        .timeout_per_read(Some(timeout.unwrap_or(READ_TIMEOUT)))
+        .max_idle_connections_per_host(64)
+        .user_agent(concat!("composefs/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
 /// Tries in all, the first included.
 pub const ATTEMPTS: u32 = 5;
 /// The pause after the first failure; each later one is three times longer

@@ -20,11 +20,6 @@ pub enum Remote {
 /// A body being read: a response or a local file.
 pub type Body = Box<dyn Read + Send>;
 
-/// Default connect and read timeouts, as the ostree client's: a stalled
-/// server fails the request (and it is retried), it never hangs the fetch.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-
 impl Remote {
     /// `url`: `http://`, `https://` or `file://` (a plain absolute path
     /// is taken as a directory too). `timeout` bounds connecting and every
@@ -34,17 +29,7 @@ impl Remote {
             if timeout.is_some_and(|t| t.is_zero()) {
                 bail!("the HTTP timeout must be positive");
             }
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_connect(Some(timeout.unwrap_or(CONNECT_TIMEOUT)))
-                .timeout_send_request(Some(timeout.unwrap_or(READ_TIMEOUT)))
-                .timeout_recv_response(Some(timeout.unwrap_or(READ_TIMEOUT)))
-                .timeout_recv_body(None)
-                .timeout_per_read(Some(timeout.unwrap_or(READ_TIMEOUT)))
-                .max_idle_connections_per_host(64)
-                .user_agent(concat!("composefs/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .into();
+            let agent: ureq::Agent = crate::net::http_agent(timeout);
             Ok(Remote::Http {
                 base: url.trim_end_matches('/').to_string(),
                 agent,

@@ -17,11 +17,6 @@ pub struct HttpSource {
     mode: RepoMode,
 }
 
-/// Default connect and read timeouts: a stalled server fails the request
-/// (and it is retried), it never hangs the pull.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-
 impl HttpSource {
     /// `timeout`, when given, bounds connecting and every read instead of
     /// the defaults.
@@ -29,17 +24,7 @@ impl HttpSource {
         if timeout.is_some_and(|t| t.is_zero()) {
             bail!("the HTTP timeout must be positive");
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(timeout.unwrap_or(CONNECT_TIMEOUT)))
-            .timeout_send_request(Some(timeout.unwrap_or(READ_TIMEOUT)))
-            .timeout_recv_response(Some(timeout.unwrap_or(READ_TIMEOUT)))
-            .timeout_recv_body(None)
-            .timeout_per_read(Some(timeout.unwrap_or(READ_TIMEOUT)))
-            .max_idle_connections_per_host(64)
-            .user_agent(concat!("composefs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let agent: ureq::Agent = crate::net::http_agent(timeout);
         let mut s = HttpSource {
             base: url.trim_end_matches('/').to_string(),
             agent,
