@@ -1,16 +1,17 @@
 //! `composefs fetch URL NAME`: a stored tree from a composefs repository
 //! served as plain files (HTTP(S) or `file://`).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
 use super::repo_cmds::open;
-use crate::fetch::{FetchOptions, fetch};
+use crate::fetch::{Counters, FetchOptions, fetch_with};
 use crate::show::human_bytes;
 
 #[derive(Args, Debug)]
@@ -38,8 +39,17 @@ pub fn run(repo: Option<&Path>, a: &FetchArgs) -> Result<ExitCode> {
         jobs: a.jobs as usize,
         timeout: a.timeout,
     };
-    let report = fetch(&r, &a.url, &a.name, &opts)
-        .with_context(|| format!("cannot fetch {} from {}", a.name, a.url))?;
+    let counters = Counters::default();
+    let done = AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        if std::io::stderr().is_terminal() {
+            s.spawn(|| progress(&counters, &done));
+        }
+        let r = fetch_with(&r, &a.url, &a.name, &opts, &counters);
+        done.store(true, Ordering::Relaxed);
+        r
+    })
+    .with_context(|| format!("cannot fetch {} from {}", a.name, a.url))?;
     writeln!(
         std::io::stdout(),
         "{} {}: fetched {} objects ({}), reused {}, {:.2}s",
@@ -52,4 +62,26 @@ pub fn run(repo: Option<&Path>, a: &FetchArgs) -> Result<ExitCode> {
     )
     .context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A bar of objects (done of those wanted so far: the walk finds more as
+/// it reads each level) and bytes, on stderr, until `done`.
+fn progress(c: &Counters, done: &AtomicBool) {
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "fetch [{bar:30}] {pos}/{len} objects, {msg} {elapsed}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr_with_hz(10));
+    while !done.load(Ordering::Relaxed) {
+        let fetched = c.fetched.load(Ordering::Relaxed);
+        let reused = c.reused.load(Ordering::Relaxed);
+        bar.set_length(c.wanted.load(Ordering::Relaxed).max(fetched + reused));
+        bar.set_position(fetched + reused);
+        bar.set_message(human_bytes(c.bytes.load(Ordering::Relaxed)));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    bar.finish_and_clear();
 }

@@ -29,7 +29,8 @@ use crate::ostree::shared;
 use crate::repository::{RefKind, Repository, encode_ref_component, validate_ref_name};
 use crate::splitstream::{Piece, content_type};
 use remote::Remote;
-use walk::{Counters, Kind};
+pub use walk::Counters;
+use walk::Kind;
 
 /// How to fetch.
 #[derive(Clone, Debug)]
@@ -141,10 +142,20 @@ fn target(name: &str) -> Result<Target> {
 
 /// Fetch `name` from the repository at `url` into `repo`.
 pub fn fetch(repo: &Repository, url: &str, name: &str, opts: &FetchOptions) -> Result<FetchReport> {
+    fetch_with(repo, url, name, opts, &Counters::default())
+}
+
+/// [`fetch`], counting into `counters` as it goes (for progress bars).
+pub fn fetch_with(
+    repo: &Repository,
+    url: &str,
+    name: &str,
+    opts: &FetchOptions,
+    counters: &Counters,
+) -> Result<FetchReport> {
     repo.ensure_writable()?;
     let t = target(name)?;
     let remote = Remote::new(url, opts.timeout)?;
-    let counters = Counters::default();
 
     // The root: whatever the server's symlinks lead to.
     let root_url = remote.url(&t.path);
@@ -191,7 +202,7 @@ pub fn fetch(repo: &Repository, url: &str, name: &str, opts: &FetchOptions) -> R
         }
     }
 
-    let links = walk::walk(repo, &remote, id, opts.jobs, &counters)?;
+    let links = walk::walk(repo, &remote, id, opts.jobs, counters)?;
 
     // Name the root as the pulls do, checking what its content says.
     let (entry, commit) = match t.kind {

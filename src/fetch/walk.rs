@@ -22,6 +22,8 @@ use crate::splitstream::content_type;
 /// What the walk did, counted by all workers.
 #[derive(Default)]
 pub struct Counters {
+    /// Objects the walk has asked for so far (stored already or not).
+    pub wanted: AtomicU64,
     /// Objects fetched and stored.
     pub fetched: AtomicU64,
     /// Their bytes.
@@ -104,6 +106,9 @@ pub fn fetch_all(
     jobs: usize,
     counters: &Counters,
 ) -> Result<()> {
+    counters
+        .wanted
+        .fetch_add(ids.len() as u64, Ordering::Relaxed);
     let workers = jobs.clamp(1, ids.len().max(1));
     let queue = Mutex::new(ids.into_iter());
     let failed = AtomicBool::new(false);
