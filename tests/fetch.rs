@@ -6,7 +6,14 @@
 //! the same tree as in the source, a second fetch asks for no object, and
 //! a damaged object fails the fetch, named, with no ref published.
 //!
-//! Needs python3, ostree and umoci on $PATH (cfsctl for the last test).
+//! Then the same served by nginx (tests/common/nginx.rs): the fetched trees
+//! mounted (FUSE and kernel) show what the source shows, a second fetch
+//! asks nginx for nothing under /objects/, resets and bodies cut short by
+//! a fault proxy in front of nginx are retried, and a persistent failure
+//! fails naming the object's URL with no ref published.
+//!
+//! Needs python3, nginx, ostree and umoci on $PATH, cfsctl for the cfsctl
+//! tests, root and /dev/fuse for the mounts.
 
 mod common;
 #[path = "common/ostree.rs"]
@@ -231,4 +238,358 @@ fn fetch_from_a_cfsctl_repository() {
     );
     assert!(theirs.status.success());
     assert_eq!(dst.ok(&["dump", "images/c"]), theirs.stdout);
+}
+
+// ---------------------------------------------------------------------------
+// nginx: the fetched trees mounted (FUSE and kernel), a second fetch, faults
+// ---------------------------------------------------------------------------
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+
+use common::faults::{Fault, FaultProxy};
+use common::nginx::{self, Nginx};
+
+/// A mount (`composefs mount [--kernel] NAME MNT`) undone on drop, also
+/// when an assertion fails: `composefs umount`, else `umount -l`.
+struct Mount {
+    path: std::path::PathBuf,
+}
+
+impl Mount {
+    fn new(repo: &Path, name: &str, mnt: &Path, kernel: bool) -> Mount {
+        std::fs::create_dir_all(mnt).unwrap();
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--repo".as_ref(), repo.as_os_str()];
+        args.push("mount".as_ref());
+        if kernel {
+            args.push("--kernel".as_ref());
+        }
+        args.push(name.as_ref());
+        args.push(mnt.as_os_str());
+        let out = common::composefs(&args, None, &[]);
+        assert!(
+            out.status.success(),
+            "mount {name} (kernel: {kernel}) failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let m = Mount {
+            path: mnt.to_path_buf(),
+        };
+        assert!(common::is_mountpoint(mnt), "{name}: nothing mounted");
+        m
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let ok = std::process::Command::new(common::bin())
+            .arg("umount")
+            .arg(&self.path)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !ok {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .status();
+        }
+    }
+}
+
+/// What a walk sees of one path: type and mode, owner, mtime (when
+/// compared), and a file's bytes or a symlink's target.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: Option<i64>,
+    data: Vec<u8>,
+}
+
+/// Every path below `root` (every file read in full).
+fn view(root: &Path, times: bool) -> BTreeMap<String, Seen> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let ft = m.file_type();
+        let data = if ft.is_file() {
+            std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+        } else if ft.is_symlink() {
+            std::fs::read_link(&p)
+                .unwrap()
+                .into_os_string()
+                .into_encoded_bytes()
+        } else {
+            if ft.is_dir() {
+                for e in std::fs::read_dir(&p).unwrap() {
+                    todo.push(e.unwrap().path());
+                }
+            }
+            Vec::new()
+        };
+        let rel = p.strip_prefix(root).unwrap().display().to_string();
+        let seen = Seen {
+            mode: if ft.is_symlink() { 0o120000 } else { m.mode() },
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: (times && !ft.is_symlink()).then(|| m.mtime()),
+            data,
+        };
+        out.insert(rel, seen);
+    }
+    out
+}
+
+fn assert_same_view(got: &BTreeMap<String, Seen>, want: &BTreeMap<String, Seen>, what: &str) {
+    let names = |v: &BTreeMap<String, Seen>| v.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(got), names(want), "{what}: not the same paths");
+    for (k, w) in want {
+        assert!(got[k] == *w, "{what}: {k:?} differs");
+    }
+}
+
+/// `diff -r --no-dereference A B` finds nothing.
+fn assert_no_diff(a: &Path, b: &Path, what: &str) {
+    let out = std::process::Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: diff -r found differences:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `name` of `dst` mounted through FUSE and by the kernel shows the same
+/// tree as `want` (a directory: the source's own mount, or the tree the
+/// source was made from, then without mtimes).
+fn assert_mounts_show(dst: &Repo, name: &str, want: &Path, times: bool) {
+    let reference = view(want, times);
+    assert!(reference.len() > 5, "{name}: the reference is nearly empty");
+    let mnt = dst
+        .scratch()
+        .join(format!("mnt-{}", name.replace(['/', ':'], "_")));
+    {
+        let fuse = Mount::new(&dst.path, name, &mnt.join("fuse"), false);
+        assert_same_view(
+            &view(&fuse.path, times),
+            &reference,
+            &format!("{name} (FUSE)"),
+        );
+        assert_no_diff(&fuse.path, want, &format!("{name} (FUSE)"));
+    }
+    let kernel = Mount::new(&dst.path, name, &mnt.join("kernel"), true);
+    assert_same_view(
+        &view(&kernel.path, times),
+        &reference,
+        &format!("{name} (kernel)"),
+    );
+    assert_no_diff(&kernel.path, want, &format!("{name} (kernel)"));
+}
+
+fn object_requests(r: &[nginx::Request]) -> Vec<&nginx::Request> {
+    r.iter()
+        .filter(|r| r.path.starts_with("/objects/"))
+        .collect()
+}
+
+fn show(r: &[&nginx::Request]) -> String {
+    r.iter()
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect::<Vec<_>>()
+        .join("\n  ")
+}
+
+#[test]
+fn nginx_serves_our_repository_the_fetched_trees_mount_the_same() {
+    let src = source();
+    let server = Nginx::serve(&src.path);
+    let url = server.url("");
+    let dst = Repo::new();
+    for name in NAMES {
+        let mark = server.mark();
+        let out = fetch_ok(&dst, &url, name);
+        assert!(out.contains(&format!(" {name}: fetched ")), "{out}");
+        let asked = server.requests_since(mark);
+        let objects = object_requests(&asked);
+        assert!(!objects.is_empty(), "{name}: no object asked for");
+        assert!(
+            asked.iter().all(|r| r.status == 200 && r.method == "GET"),
+            "{name}: {}",
+            show(&asked.iter().collect::<Vec<_>>())
+        );
+        // Each object asked for once.
+        let mut paths: Vec<_> = objects.iter().map(|r| &r.path).collect();
+        paths.sort();
+        paths.dedup();
+        assert_eq!(paths.len(), objects.len(), "{name}: {}", show(&objects));
+    }
+    dst.assert_fsck_ok();
+    for name in NAMES {
+        assert_eq!(dst.ok(&["dump", name]), src.ok(&["dump", name]), "{name}");
+        let theirs = src
+            .scratch()
+            .join(format!("src-{}", name.replace(['/', ':'], "_")));
+        let m = Mount::new(&src.path, name, &theirs, false);
+        assert_mounts_show(&dst, name, &m.path, true);
+    }
+
+    // Again: no object is asked for.
+    for name in NAMES {
+        let mark = server.mark();
+        let out = fetch_ok(&dst, &url, name);
+        assert!(out.contains(": fetched 0 objects"), "{out}");
+        let asked = server.requests_since(mark);
+        assert!(!asked.is_empty(), "{name}: the root was not asked for");
+        let objects = object_requests(&asked);
+        assert!(objects.is_empty(), "{name}: {}", show(&objects));
+    }
+    dst.assert_fsck_ok();
+}
+
+#[test]
+fn nginx_serves_a_cfsctl_repository_the_fetched_trees_mount_the_same() {
+    common::require_tool("umoci");
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let tree = tmp.path().join("tree");
+    small_tree(&tree, 5);
+    let init = common::cfsctl::run(&[
+        std::ffi::OsStr::new("init"),
+        std::ffi::OsStr::new("--insecure"),
+        repo.as_os_str(),
+    ]);
+    assert!(init.status.success(), "cfsctl init: {init:?}");
+    common::cfsctl::ok(&repo, &["create-image", tree.to_str().unwrap(), "c"]);
+    let tar = tmp.path().join("layer.tar");
+    common::make_tar(&tree, &tar, &[]);
+    let layout = tmp.path().join("layout");
+    common::umoci_image(&layout, "t", &[&tar]);
+    common::cfsctl::ok(
+        &repo,
+        &["oci", "pull", &format!("oci:{}:t", layout.display()), "img"],
+    );
+
+    let server = Nginx::serve(&repo);
+    let url = server.url("");
+    let dst = Repo::new();
+    for name in ["images/c", "oci/img"] {
+        fetch_ok(&dst, &url, name);
+        let asked = server.requests();
+        assert!(asked.iter().all(|r| r.status == 200), "{name}: {asked:?}");
+    }
+    dst.assert_fsck_ok();
+    for name in ["images/c", "oci/img"] {
+        assert_mounts_show(&dst, name, &tree, false);
+        let mark = server.mark();
+        let out = fetch_ok(&dst, &url, name);
+        assert!(out.contains(": fetched 0 objects"), "{out}");
+        let again = server.requests_since(mark);
+        let objects = object_requests(&again);
+        assert!(objects.is_empty(), "{name}: {}", show(&objects));
+    }
+    dst.assert_fsck_ok();
+}
+
+/// The first request of about half the objects fails: a reset after a
+/// few bytes, or a body cut short; and the first request of the root.
+fn flaky(_method: &str, path: &str, n: usize) -> Fault {
+    if n > 1 {
+        return Fault::Pass;
+    }
+    if path.starts_with("/images/refs/") || path.starts_with("/streams/refs/") {
+        return Fault::Status(503);
+    }
+    match path
+        .strip_prefix("/objects/")
+        .and_then(|p| p.bytes().next())
+    {
+        Some(b'0'..=b'3') => Fault::Reset(7),
+        Some(b'4'..=b'7') => Fault::Truncate(7),
+        _ => Fault::Pass,
+    }
+}
+
+#[test]
+fn resets_and_short_bodies_between_nginx_and_fetch_are_retried() {
+    let src = source();
+    let server = Nginx::serve(&src.path);
+    let proxy = FaultProxy::start(server.port, flaky);
+    let url = format!("http://{}/", proxy.host());
+    let dst = Repo::new();
+    for name in NAMES {
+        fetch_ok(&dst, &url, name);
+    }
+    let seen = proxy.seen();
+    let faulted: Vec<_> = seen.iter().filter(|s| s.fault != Fault::Pass).collect();
+    let resets = faulted
+        .iter()
+        .filter(|s| matches!(s.fault, Fault::Reset(_)))
+        .count();
+    let cut = faulted
+        .iter()
+        .filter(|s| matches!(s.fault, Fault::Truncate(_)))
+        .count();
+    assert!(resets > 0 && cut > 0, "faults injected: {faulted:?}");
+    // Every failed request was asked for again, and then answered.
+    for f in &faulted {
+        assert!(
+            seen.iter()
+                .any(|s| s.path == f.path && s.fault == Fault::Pass),
+            "{} was not retried",
+            f.path
+        );
+    }
+    dst.assert_fsck_ok();
+    for name in NAMES {
+        assert_eq!(dst.ok(&["dump", name]), src.ok(&["dump", name]), "{name}");
+    }
+    assert_eq!(dst.ok(&["refs"]), src.ok(&["refs"]));
+    let theirs = src.scratch().join("src-small");
+    let m = Mount::new(&src.path, "images/small", &theirs, false);
+    assert_mounts_show(&dst, "images/small", &m.path, true);
+}
+
+#[test]
+fn a_persistent_fault_fails_naming_the_object_and_publishes_nothing() {
+    let src = source();
+    let big = std::fs::read(src.scratch().join("tree/usr/lib/big")).unwrap();
+    let (hex, _) = src
+        .objects()
+        .into_iter()
+        .find(|(_, p)| std::fs::read(p).unwrap() == big)
+        .unwrap();
+    let server = Nginx::serve(&src.path);
+    let target = format!("/objects/{}/{}", &hex[..2], &hex[2..]);
+    for (fault, word) in [(Fault::Reset(100), "object"), (Fault::Status(503), "503")] {
+        let t = target.clone();
+        let proxy = FaultProxy::start(
+            server.port,
+            move |_, p, _| {
+                if p == t { fault } else { Fault::Pass }
+            },
+        );
+        let url = format!("http://{}/", proxy.host());
+        let dst = Repo::new();
+        let err = dst.fail(&["fetch", &url, "images/small"]);
+        assert!(err.contains(&target), "the URL is not named: {err}");
+        assert!(err.contains(word), "{fault:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let tries = proxy.seen().iter().filter(|s| s.path == target).count();
+        assert!(tries > 1, "{fault:?}: not retried ({tries} tries)");
+        assert!(!dst.path.join("images/refs/small").exists());
+        let refs = std::fs::read_dir(dst.path.join("images/refs"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(refs, 0, "a ref was published");
+        assert!(!dst.objects().iter().any(|(h, _)| *h == hex));
+        dst.assert_fsck_ok();
+    }
 }

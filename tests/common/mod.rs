@@ -5,6 +5,7 @@
 pub mod cfsctl;
 pub mod ctools;
 pub mod faults;
+pub mod nginx;
 pub mod podman;
 pub mod registry;
 

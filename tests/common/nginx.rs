@@ -1,0 +1,159 @@
+//! nginx serving a directory on 127.0.0.1 for tests: a private
+//! configuration under a temporary directory (`daemon off`, its own pid,
+//! error and access logs, temp paths), a free port, an access log the test
+//! reads (one `METHOD URI STATUS BYTES` line per request), stopped on drop.
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running nginx (the master process, a child of the test).
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    /// The access log.
+    pub log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// One access-log entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// As asked for (not decoded).
+    pub path: String,
+    pub status: u16,
+    /// Body bytes sent.
+    pub bytes: u64,
+}
+
+impl Nginx {
+    /// Serve `root` (its symlinks followed) until dropped.
+    pub fn serve(root: &Path) -> Nginx {
+        super::require_tool("nginx");
+        let dir = tempfile::Builder::new().prefix("nginx").tempdir().unwrap();
+        let d = dir.path();
+        let log = d.join("access.log");
+        // A port that was free a moment ago; taken meanwhile, try another.
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let conf = d.join("nginx.conf");
+            let mut f = std::fs::File::create(&conf).unwrap();
+            write!(
+                f,
+                "daemon off;\n\
+                 master_process on;\n\
+                 worker_processes 2;\n\
+                 user root root;\n\
+                 pid {d}/nginx.pid;\n\
+                 error_log {d}/error.log;\n\
+                 events {{ worker_connections 256; }}\n\
+                 http {{\n\
+                 \x20 log_format plain '$request_method $request_uri $status $body_bytes_sent';\n\
+                 \x20 access_log {d}/access.log plain;\n\
+                 \x20 default_type application/octet-stream;\n\
+                 \x20 sendfile on; keepalive_requests 100000;\n\
+                 \x20 client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
+                 \x20 uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+                 \x20 server {{ listen 127.0.0.1:{port}; root {root}; }}\n\
+                 }}\n",
+                d = d.display(),
+                root = root.display(),
+            )
+            .unwrap();
+            drop(f);
+            let mut child = Command::new("nginx")
+                .arg("-p")
+                .arg(d)
+                .arg("-c")
+                .arg(&conf)
+                .arg("-e")
+                .arg(d.join("error.log"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("cannot start nginx");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Nginx {
+                        child,
+                        port,
+                        log,
+                        dir,
+                    };
+                }
+                if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!(
+            "nginx did not start; error log:\n{}",
+            std::fs::read_to_string(d.join("error.log")).unwrap_or_default()
+        );
+    }
+
+    /// `http://127.0.0.1:PORT/SUB`.
+    pub fn url(&self, sub: &str) -> String {
+        format!("http://127.0.0.1:{}/{}", self.port, sub)
+    }
+
+    /// Every request logged so far.
+    pub fn requests(&self) -> Vec<Request> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split(' ');
+                Some(Request {
+                    method: w.next()?.to_string(),
+                    path: w.next()?.to_string(),
+                    status: w.next()?.parse().ok()?,
+                    bytes: w.next()?.parse().ok()?,
+                })
+            })
+            .collect()
+    }
+
+    /// How many requests are logged now (for [`Nginx::requests_since`]).
+    pub fn mark(&self) -> usize {
+        self.requests().len()
+    }
+
+    pub fn requests_since(&self, mark: usize) -> Vec<Request> {
+        self.requests().into_iter().skip(mark).collect()
+    }
+
+    /// The error log (for messages).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers and exits.
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
