@@ -593,3 +593,55 @@ fn a_persistent_fault_fails_naming_the_object_and_publishes_nothing() {
         dst.assert_fsck_ok();
     }
 }
+
+/// A fetch cut short by a failure keeps what it verified and stored: run
+/// again, it asks for what is missing only.
+#[test]
+fn an_interrupted_fetch_rerun_asks_only_for_what_is_missing() {
+    let src = source();
+    let big = std::fs::read(src.scratch().join("tree/usr/lib/big")).unwrap();
+    let (hex, _) = src
+        .objects()
+        .into_iter()
+        .find(|(_, p)| std::fs::read(p).unwrap() == big)
+        .unwrap();
+    let server = Nginx::serve(&src.path);
+    let target = format!("/objects/{}/{}", &hex[..2], &hex[2..]);
+    let t = target.clone();
+    let proxy = FaultProxy::start(server.port, move |_, p, _| {
+        if p == t {
+            Fault::Status(404)
+        } else {
+            Fault::Pass
+        }
+    });
+    let dst = Repo::new();
+    let err = dst.fail(&[
+        "fetch",
+        &format!("http://{}/", proxy.host()),
+        "images/small",
+    ]);
+    assert!(err.contains(&target), "{err}");
+    let before: Vec<String> = dst.objects().into_iter().map(|(h, _)| h).collect();
+    assert!(!before.is_empty(), "the interrupted fetch stored nothing");
+
+    let mark = server.mark();
+    fetch_ok(&dst, &server.url(""), "images/small");
+    let asked: Vec<String> = object_requests(&server.requests_since(mark))
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(asked.contains(&target), "{asked:?}");
+    for a in &asked {
+        let h = a.trim_start_matches("/objects/").replace('/', "");
+        assert!(
+            !before.contains(&h),
+            "the rerun downloaded {a} again, which the first run had stored"
+        );
+    }
+    dst.assert_fsck_ok();
+    assert_eq!(
+        dst.ok(&["dump", "images/small"]),
+        src.ok(&["dump", "images/small"])
+    );
+}
