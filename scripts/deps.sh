@@ -38,13 +38,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # cfsctl (composefs-rs 0.9.4): the oracle for the shared repository format,
-# stream bytes and image digests (tests/compat_*.rs). Built from crates.io
-# once (about 8 minutes); an installed 0.9.4 is reused.
+# stream bytes and image digests (tests/compat_*.rs), with its `http`
+# feature for `cfsctl fetch` from our served repositories (tests/fetch.rs).
+# Built from crates.io once (about 8 minutes); an installed 0.9.4 that has
+# `fetch` is reused.
 CFSCTL_VERSION=0.9.4
 cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
-if ! "$cargo_bin/cfsctl" --version 2>/dev/null | grep -qx "cfsctl $CFSCTL_VERSION"; then
-  echo "installing: cfsctl $CFSCTL_VERSION (cargo install --locked composefs-ctl)" >&2
-  cargo install --locked --quiet "composefs-ctl@$CFSCTL_VERSION" >&2
+if ! "$cargo_bin/cfsctl" --version 2>/dev/null | grep -qx "cfsctl $CFSCTL_VERSION" ||
+   ! "$cargo_bin/cfsctl" --help 2>/dev/null | grep -qw fetch; then
+  echo "installing: cfsctl $CFSCTL_VERSION (cargo install --locked composefs-ctl --features http)" >&2
+  cargo install --locked --quiet --force --features http "composefs-ctl@$CFSCTL_VERSION" >&2
 fi
 
 # The C composefs 1.0.8 tools and upstream test assets (scripts/c-composefs.sh):
