@@ -93,6 +93,54 @@ pub fn http_agent(timeout: Option<Duration>) -> ureq::Agent {
         .into()
 }
 
+/// GET `url` with the clients' shared rules: the body of a 2xx answer;
+/// `None` for 404 and 410 (absent is an answer); a transport failure or
+/// status worth another try marked [`Transient`]; any other status an error
+/// naming the URL.
+pub fn get(agent: &ureq::Agent, url: &str) -> anyhow::Result<Option<ureq::Body>> {
+    tracing::debug!("GET {url}");
+    let resp = match agent.get(url).call() {
+        Ok(r) => r,
+        Err(e) if is_transient_transport(&e) => {
+            return Err(Transient(format!("GET {url}: {e}")).into());
+        }
+        Err(e) => anyhow::bail!("GET {url}: {e}"),
+    };
+    match resp.status().as_u16() {
+        200..=299 => Ok(Some(resp.into_body())),
+        404 | 410 => Ok(None),
+        s if is_transient_status(s) => Err(Transient(format!("GET {url}: HTTP {s}")).into()),
+        s => anyhow::bail!("GET {url}: HTTP {s}"),
+    }
+}
+
+/// A response body read whole (no size limit), its read failures (a body
+/// cut short, a stalled read) marked [`Transient`] and naming `url`;
+/// malformed data (`InvalidData`) stays an ordinary error.
+pub fn body_reader(body: ureq::Body, url: String) -> impl std::io::Read + Send {
+    TransientReader {
+        inner: body.into_with_config().limit(u64::MAX).reader(),
+        url,
+    }
+}
+
+struct TransientReader<R> {
+    inner: R,
+    url: String,
+}
+
+impl<R: std::io::Read> std::io::Read for TransientReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                e
+            } else {
+                std::io::Error::other(Transient(format!("reading {}: {e}", self.url)))
+            }
+        })
+    }
+}
+
 /// Tries in all, the first included.
 pub const ATTEMPTS: u32 = 5;
 /// The pause after the first failure; each later one is three times longer

@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::net::{Transient, is_transient_status, is_transient_transport};
-
 /// Where the files come from.
 pub enum Remote {
     Http { base: String, agent: ureq::Agent },
@@ -59,28 +57,8 @@ impl Remote {
     pub fn open(&self, path: &str) -> Result<Option<Body>> {
         let url = self.url(path);
         match self {
-            Remote::Http { agent, .. } => {
-                tracing::debug!("GET {url}");
-                let resp = match agent.get(&url).call() {
-                    Ok(r) => r,
-                    Err(e) if is_transient_transport(&e) => {
-                        return Err(Transient(format!("GET {url}: {e}")).into());
-                    }
-                    Err(e) => bail!("GET {url}: {e}"),
-                };
-                let status = resp.status().as_u16();
-                match status {
-                    200..=299 => {
-                        let r = resp.into_body().into_with_config().limit(u64::MAX).reader();
-                        Ok(Some(Box::new(TransientReader(r, url))))
-                    }
-                    404 | 410 => Ok(None),
-                    s if is_transient_status(s) => {
-                        Err(Transient(format!("GET {url}: HTTP {status}")).into())
-                    }
-                    _ => bail!("GET {url}: HTTP {status}"),
-                }
-            }
+            Remote::Http { agent, .. } => Ok(crate::net::get(agent, &url)?
+                .map(|body| Box::new(crate::net::body_reader(body, url)) as Body)),
             Remote::Dir(d) => {
                 let p = d.join(path);
                 tracing::debug!("reading {}", p.display());
@@ -91,18 +69,6 @@ impl Remote {
                 }
             }
         }
-    }
-}
-
-/// Marks read errors of a response body as transient (worth retrying):
-/// a body cut short or stalled.
-struct TransientReader<R>(R, String);
-
-impl<R: Read> Read for TransientReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0
-            .read(buf)
-            .map_err(|e| std::io::Error::other(Transient(format!("reading {}: {e}", self.1))))
     }
 }
 

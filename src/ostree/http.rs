@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use super::checksum::{Checksum, ObjType, object_path};
 use super::source::{FileObject, RepoMode, Source, filez_object, mode_from_config};
-use crate::net::{Transient, is_transient_status, is_transient_transport, retry};
+use crate::net::{Transient, retry};
 
 pub struct HttpSource {
     base: String,
@@ -48,24 +48,7 @@ impl HttpSource {
 
     /// GET `path`; `None` on 404/410.
     fn get(&self, path: &str) -> Result<Option<ureq::Body>> {
-        let url = format!("{}/{}", self.base, path);
-        tracing::debug!("GET {url}");
-        let resp = match self.agent.get(&url).call() {
-            Ok(r) => r,
-            Err(e) if is_transient_transport(&e) => {
-                return Err(Transient(format!("GET {url}: {e}")).into());
-            }
-            Err(e) => bail!("GET {url}: {e}"),
-        };
-        let status = resp.status().as_u16();
-        match status {
-            200..=299 => Ok(Some(resp.into_body())),
-            404 | 410 => Ok(None),
-            s if is_transient_status(s) => {
-                Err(Transient(format!("GET {url}: HTTP {status}")).into())
-            }
-            _ => bail!("GET {url}: HTTP {status}"),
-        }
+        crate::net::get(&self.agent, &format!("{}/{}", self.base, path))
     }
 }
 
@@ -107,25 +90,7 @@ impl Source for HttpSource {
             .get(&path)
             .with_context(|| format!("file object {csum}"))?
             .with_context(|| format!("file object {csum}: {}/{path} not found", self.base))?;
-        let reader = body.into_with_config().limit(u64::MAX).reader();
-        filez_object(
-            Box::new(TransientReader(reader)),
-            &format!("file object {csum}"),
-        )
-    }
-}
-
-/// Marks read errors of a response body as transient (worth retrying).
-struct TransientReader<R>(R);
-
-impl<R: Read> Read for TransientReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::InvalidData {
-                e
-            } else {
-                std::io::Error::other(Transient(format!("network read failed: {e}")))
-            }
-        })
+        let reader = crate::net::body_reader(body, format!("{}/{path}", self.base));
+        filez_object(Box::new(reader), &format!("file object {csum}"))
     }
 }
