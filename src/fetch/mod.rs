@@ -23,11 +23,10 @@ use anyhow::{Context, Result, bail};
 
 use crate::fsverity::ObjectId;
 use crate::net::retry;
-use crate::oci::spec::Digest;
 use crate::ostree::checksum::Checksum;
 use crate::ostree::shared;
 use crate::repository::{RefKind, Repository, encode_ref_component, validate_ref_name};
-use crate::splitstream::{Piece, content_type};
+use crate::splitstream::content_type;
 use remote::Remote;
 pub use walk::Counters;
 use walk::Kind;
@@ -255,12 +254,11 @@ fn root_entry(
     given: Option<&str>,
     url: &str,
 ) -> Result<(String, Option<Checksum>)> {
-    let r = repo.open_stream_object(id)?;
+    let mut r = repo.open_stream_object(id)?;
     let ctype = r.content_type;
     let derived = if ctype == shared::CONTENT_TYPE {
-        let c = commit_checksum(repo, id)?;
-        // Every object checked, the commit against its checksum.
-        shared::read(repo.open_stream_object(id)?, &c)?;
+        // Every object checked, the commit against the checksum it names.
+        let (c, _) = shared::read_named(r).with_context(|| format!("stream {id}"))?;
         Some((crate::ostree::commitstream::content_id(&c), Some(c)))
     } else {
         let prefix = match ctype {
@@ -271,10 +269,10 @@ fn root_entry(
         };
         match prefix {
             Some(p) => {
-                let mut h = Sha256Writer::default();
-                let mut r = r;
+                use sha2::Digest as _;
+                let mut h = Sha256Sink(sha2::Sha256::new());
                 r.cat(repo, &mut h)?;
-                Some((format!("{p}{}", h.digest().as_str()), None))
+                Some((format!("{p}sha256:{}", hex::encode(h.0.finalize())), None))
             }
             None => None,
         }
@@ -292,46 +290,12 @@ fn root_entry(
     }
 }
 
-/// The checksum a commit stream in the shared format names its commit by
-/// (not yet checked: [`shared::read`] does).
-fn commit_checksum(repo: &Repository, id: &ObjectId) -> Result<Checksum> {
-    const HEADER: usize = 8 + 256 * 4;
-    let mut r = repo.open_stream_object(id)?;
-    let mut data = Vec::new();
-    while data.len() < HEADER + 32 * 65536
-        && let Some(p) = r.next_piece()?
-    {
-        match p {
-            Piece::Inline(b) => data.extend_from_slice(b),
-            Piece::External(_) => bail!("stream {id}: an external chunk in a commit stream"),
-        }
-        if data.len() >= HEADER {
-            let index = u32::from_le_bytes(data[..4].try_into().expect("4")) as usize;
-            let at = HEADER + 32 * index;
-            if data.len() >= at + 32 {
-                return Ok(Checksum(data[at..at + 32].try_into().expect("32")));
-            }
-        }
-    }
-    bail!("stream {id}: not a commit stream (no commit checksum)")
-}
+/// A sha256 of what is written (sha2 0.11 hashers are no `io::Write`).
+struct Sha256Sink(sha2::Sha256);
 
-/// sha256 of what is written.
-#[derive(Default)]
-struct Sha256Writer(sha2::Sha256);
-
-impl Sha256Writer {
-    fn digest(self) -> Digest {
-        use sha2::Digest as _;
-        Digest::parse(&format!("sha256:{}", hex::encode(self.0.finalize())))
-            .expect("a sha256 digest")
-    }
-}
-
-impl Write for Sha256Writer {
+impl Write for Sha256Sink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        use sha2::Digest as _;
-        self.0.update(buf);
+        sha2::Digest::update(&mut self.0, buf);
         Ok(buf.len())
     }
 

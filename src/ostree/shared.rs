@@ -217,6 +217,28 @@ pub struct Read {
     pub image: Option<ObjectId>,
 }
 
+/// Read a shared stream whose commit is not known beforehand (fetched by
+/// name): the commit is the one its header names, then everything is
+/// checked as [`read`] checks it, the commit against that checksum.
+pub fn read_named(mut r: SplitStreamReader) -> Result<(Checksum, Read)> {
+    let image = r
+        .named_refs()
+        .iter()
+        .find(|(n, _)| n == IMAGE_REF)
+        .map(|(_, id)| *id);
+    let refs = r.object_refs().to_vec();
+    let data = inline_content(&mut r)?;
+    let u32_at = |i: usize| u32::from_le_bytes(data[i..i + 4].try_into().expect("4"));
+    let at = (data.len() >= HEADER)
+        .then(|| HEADER + 32 * u32_at(0) as usize)
+        .filter(|at| data.len() >= at + 32)
+        .context("not a commit stream (no commit checksum)")?;
+    let commit = Checksum(data[at..at + 32].try_into().expect("32"));
+    let objects =
+        parse(&data, &refs, &commit).with_context(|| format!("stored ostree commit {commit}"))?;
+    Ok((commit, Read { objects, image }))
+}
+
 /// Read the shared stream of `commit` from `r`. Everything is checked
 /// (bounds, order, that the commit is the one expected, checksums of the
 /// metadata and of inline files); damage is an error naming the commit.
@@ -225,18 +247,27 @@ pub fn read(mut r: SplitStreamReader, commit: &Checksum) -> Result<Read> {
 }
 
 fn read_inner(r: &mut SplitStreamReader, commit: &Checksum) -> Result<Read> {
-    if r.content_type != CONTENT_TYPE {
-        bail!(
-            "stream is not an ostree commit (content type {:#x})",
-            r.content_type
-        );
-    }
     let image = r
         .named_refs()
         .iter()
         .find(|(n, _)| n == IMAGE_REF)
         .map(|(_, id)| *id);
     let refs = r.object_refs().to_vec();
+    let data = inline_content(r)?;
+    Ok(Read {
+        objects: parse(&data, &refs, commit)?,
+        image,
+    })
+}
+
+/// A commit stream's one inline chunk.
+fn inline_content(r: &mut SplitStreamReader) -> Result<Vec<u8>> {
+    if r.content_type != CONTENT_TYPE {
+        bail!(
+            "stream is not an ostree commit (content type {:#x})",
+            r.content_type
+        );
+    }
     let mut data = Vec::new();
     while let Some(p) = r.next_piece()? {
         match p {
@@ -244,10 +275,7 @@ fn read_inner(r: &mut SplitStreamReader, commit: &Checksum) -> Result<Read> {
             Piece::External(_) => bail!("unexpected external chunk in a commit stream"),
         }
     }
-    Ok(Read {
-        objects: parse(&data, &refs, commit)?,
-        image,
-    })
+    Ok(data)
 }
 
 /// The objects of the stream content `data` (object refs `refs`), which
