@@ -207,13 +207,12 @@ fn a_damaged_object_fails_the_fetch_and_publishes_nothing() {
     assert!(!dst.path.join("images/refs/small").exists());
 }
 
-#[test]
-fn fetch_from_a_cfsctl_repository() {
-    common::require_tool("python3");
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("repo");
-    let tree = tmp.path().join("tree");
-    small_tree(&tree, 4);
+/// A repository made by cfsctl (`init --insecure`) under `dir`, holding
+/// `create-image` of a small tree (seeded `seed`) as image `c`; and the tree.
+fn cfsctl_image_repo(dir: &Path, seed: u64) -> (std::path::PathBuf, std::path::PathBuf) {
+    let repo = dir.join("repo");
+    let tree = dir.join("tree");
+    small_tree(&tree, seed);
     let init = common::cfsctl::run(&[
         std::ffi::OsStr::new("init"),
         std::ffi::OsStr::new("--insecure"),
@@ -221,6 +220,14 @@ fn fetch_from_a_cfsctl_repository() {
     ]);
     assert!(init.status.success(), "cfsctl init: {init:?}");
     common::cfsctl::ok(&repo, &["create-image", tree.to_str().unwrap(), "c"]);
+    (repo, tree)
+}
+
+#[test]
+fn fetch_from_a_cfsctl_repository() {
+    common::require_tool("python3");
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, _) = cfsctl_image_repo(tmp.path(), 4);
 
     let server = HttpServer::serve(&repo);
     let dst = Repo::new();
@@ -247,55 +254,9 @@ fn fetch_from_a_cfsctl_repository() {
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 
+use common::Mounted;
 use common::faults::{Fault, FaultProxy};
 use common::nginx::{self, Nginx};
-
-/// A mount (`composefs mount [--kernel] NAME MNT`) undone on drop, also
-/// when an assertion fails: `composefs umount`, else `umount -l`.
-struct Mount {
-    path: std::path::PathBuf,
-}
-
-impl Mount {
-    fn new(repo: &Path, name: &str, mnt: &Path, kernel: bool) -> Mount {
-        std::fs::create_dir_all(mnt).unwrap();
-        let mut args: Vec<&std::ffi::OsStr> = vec!["--repo".as_ref(), repo.as_os_str()];
-        args.push("mount".as_ref());
-        if kernel {
-            args.push("--kernel".as_ref());
-        }
-        args.push(name.as_ref());
-        args.push(mnt.as_os_str());
-        let out = common::composefs(&args, None, &[]);
-        assert!(
-            out.status.success(),
-            "mount {name} (kernel: {kernel}) failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let m = Mount {
-            path: mnt.to_path_buf(),
-        };
-        assert!(common::is_mountpoint(mnt), "{name}: nothing mounted");
-        m
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let ok = std::process::Command::new(common::bin())
-            .arg("umount")
-            .arg(&self.path)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !ok {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.path)
-                .status();
-        }
-    }
-}
 
 /// What a walk sees of one path: type and mode, owner, mtime (when
 /// compared), and a file's bytes or a symlink's target.
@@ -377,7 +338,7 @@ fn assert_mounts_show(dst: &Repo, name: &str, want: &Path, times: bool) {
         .scratch()
         .join(format!("mnt-{}", name.replace(['/', ':'], "_")));
     {
-        let fuse = Mount::new(&dst.path, name, &mnt.join("fuse"), false);
+        let fuse = Mounted::fuse(dst, name, &mnt.join("fuse"));
         assert_same_view(
             &view(&fuse.path, times),
             &reference,
@@ -385,7 +346,7 @@ fn assert_mounts_show(dst: &Repo, name: &str, want: &Path, times: bool) {
         );
         assert_no_diff(&fuse.path, want, &format!("{name} (FUSE)"));
     }
-    let kernel = Mount::new(&dst.path, name, &mnt.join("kernel"), true);
+    let kernel = Mounted::new(dst, name, &mnt.join("kernel"));
     assert_same_view(
         &view(&kernel.path, times),
         &reference,
@@ -437,7 +398,7 @@ fn nginx_serves_our_repository_the_fetched_trees_mount_the_same() {
         let theirs = src
             .scratch()
             .join(format!("src-{}", name.replace(['/', ':'], "_")));
-        let m = Mount::new(&src.path, name, &theirs, false);
+        let m = Mounted::fuse(&src, name, &theirs);
         assert_mounts_show(&dst, name, &m.path, true);
     }
 
@@ -458,16 +419,7 @@ fn nginx_serves_our_repository_the_fetched_trees_mount_the_same() {
 fn nginx_serves_a_cfsctl_repository_the_fetched_trees_mount_the_same() {
     common::require_tool("umoci");
     let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("repo");
-    let tree = tmp.path().join("tree");
-    small_tree(&tree, 5);
-    let init = common::cfsctl::run(&[
-        std::ffi::OsStr::new("init"),
-        std::ffi::OsStr::new("--insecure"),
-        repo.as_os_str(),
-    ]);
-    assert!(init.status.success(), "cfsctl init: {init:?}");
-    common::cfsctl::ok(&repo, &["create-image", tree.to_str().unwrap(), "c"]);
+    let (repo, tree) = cfsctl_image_repo(tmp.path(), 5);
     let tar = tmp.path().join("layer.tar");
     common::make_tar(&tree, &tar, &[]);
     let layout = tmp.path().join("layout");
@@ -553,7 +505,7 @@ fn resets_and_short_bodies_between_nginx_and_fetch_are_retried() {
     }
     assert_eq!(dst.ok(&["refs"]), src.ok(&["refs"]));
     let theirs = src.scratch().join("src-small");
-    let m = Mount::new(&src.path, "images/small", &theirs, false);
+    let m = Mounted::fuse(&src, "images/small", &theirs);
     assert_mounts_show(&dst, "images/small", &m.path, true);
 }
 

@@ -590,11 +590,23 @@ pub struct Mounted {
 impl Mounted {
     /// `composefs mount --kernel IMAGE PATH` (creates PATH), required to work.
     pub fn new(repo: &Repo, image: &str, path: &Path) -> Mounted {
+        Self::mount(repo, &["--kernel", image], path)
+    }
+
+    /// `composefs mount NAME PATH` (FUSE; creates PATH), required to work.
+    pub fn fuse(repo: &Repo, name: &str, path: &Path) -> Mounted {
+        Self::mount(repo, &[name], path)
+    }
+
+    fn mount(repo: &Repo, args: &[&str], path: &Path) -> Mounted {
         std::fs::create_dir_all(path).unwrap();
-        let out = repo.run(&["mount", "--kernel", image, path.to_str().unwrap()], None);
+        let mut all = vec!["mount"];
+        all.extend_from_slice(args);
+        all.push(path.to_str().unwrap());
+        let out = repo.run(&all, None);
         assert!(
             out.status.success(),
-            "mount --kernel {image} failed:\n{}",
+            "mount {args:?} failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         let m = Mounted {
@@ -603,7 +615,7 @@ impl Mounted {
         };
         assert!(
             is_mountpoint(path),
-            "mount --kernel succeeded but nothing is mounted"
+            "mount {args:?} succeeded but nothing is mounted"
         );
         m
     }
