@@ -48,10 +48,7 @@ macro_rules! fixture_or_skip {
     () => {
         match fixture() {
             Some(f) => f,
-            None => {
-                eprintln!("ostree CLI not available; skipping");
-                return;
-            }
+            None => panic!("the ostree CLI is required (scripts/deps.sh installs it)"),
         }
     };
 }

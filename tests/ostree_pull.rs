@@ -386,13 +386,17 @@ fn pull_bare_user_only_repo_matches_checkout() {
     mode_round_trip("bare-user-only");
 }
 
+/// Ignored, so that it shows as such rather than passing unrun: the
+/// `ostree` CLI of Debian bookworm (2022.7), which CI has, cannot write a
+/// bare-split-xattrs repository ("Not allowed due to repo mode"). Run it
+/// with `--ignored` where ostree can; it fails where it cannot.
 #[test]
+#[ignore = "Debian's ostree 2022.7 cannot write bare-split-xattrs repositories"]
 fn pull_bare_split_xattrs_repo_matches_checkout() {
     require_tool("ostree");
     let f = fixture();
     if let Some(why) = &f.split_xattrs_unsupported {
-        eprintln!("SKIPPED: bare-split-xattrs: {why}");
-        return;
+        panic!("bare-split-xattrs: {why}");
     }
     mode_round_trip("bare-split-xattrs");
 }
