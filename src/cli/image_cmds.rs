@@ -489,15 +489,18 @@ pub fn cat_path(repo: Option<&Path>, name: &str, path: &str) -> Result<ExitCode>
     let mut out = std::io::stdout().lock();
     match &inode.kind {
         Kind::Regular(FileData::Inline(b)) => out.write_all(b)?,
-        Kind::Regular(FileData::External {
-            digest: Some(id), ..
-        }) => {
+        Kind::Regular(FileData::External { .. }) => {
+            let id = tree
+                .content_object(ino)
+                .with_context(|| format!("{name}:{path}"))?
+                .with_context(|| {
+                    format!("{name}:{path}: the image does not say where its content is")
+                })?;
             let mut f = r
-                .open_object(id)
+                .open_object(&id)
                 .with_context(|| format!("{name}:{path}: object {id}"))?;
             std::io::copy(&mut f, &mut out).with_context(|| format!("{name}:{path}"))?;
         }
-        Kind::Regular(_) => bail!("{name}:{path}: the image does not say where its content is"),
         Kind::Directory => bail!("{name}:{path} is a directory"),
         _ => bail!("{name}:{path} is not a regular file"),
     }

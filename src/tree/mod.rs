@@ -333,6 +333,21 @@ pub trait Tree: Send + Sync {
         Ok(())
     }
 
+    /// The repository object holding regular file `ino`'s content, made
+    /// present first when the tree's contents live elsewhere: a remote
+    /// tree fetches the object, verifies it and stores it in the
+    /// repository before answering, and a second caller asking for the
+    /// same file meanwhile waits for the first. `Ok(None)`: the content is
+    /// inline, or the tree does not say where it is. The default: the
+    /// object the file's [`FileData`] names (stored already).
+    fn content_object(&self, ino: Ino) -> Result<Option<ObjectId>> {
+        Ok(match &self.inode(ino)?.kind {
+            Kind::Regular(FileData::External { digest, .. }) => *digest,
+            Kind::Regular(FileData::Inline(_)) => None,
+            _ => bail!("inode {ino} is not a regular file"),
+        })
+    }
+
     /// The inode named `name` in directory `dir`, if any.
     fn lookup(&self, dir: Ino, name: &[u8]) -> Result<Option<Ino>> {
         let entries = self.readdir(dir)?;

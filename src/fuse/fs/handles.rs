@@ -98,13 +98,22 @@ impl TreeFs {
         let inode = self.inode(ino)?;
         match &inode.kind {
             Kind::Regular(FileData::Inline(_)) => Ok(Handle::Inline(inode.clone())),
-            Kind::Regular(FileData::External { size, digest, .. }) => {
+            Kind::Regular(FileData::External { size, .. }) => {
                 self.prefetch.reading(ino);
-                let Some(id) = digest else {
-                    tracing::error!("inode {ino} names no object for its content");
-                    return Err(Errno::EIO);
+                // A remote tree fetches the object here (this request
+                // waits; others go on being served by the other threads).
+                let id = match self.tree.content_object(ino) {
+                    Ok(Some(id)) => id,
+                    Ok(None) => {
+                        tracing::error!("inode {ino} names no object for its content");
+                        return Err(Errno::EIO);
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot get the content of inode {ino}: {e:#}");
+                        return Err(Errno::EIO);
+                    }
                 };
-                match self.open_object(id) {
+                match self.open_object(&id) {
                     Ok(file) => Ok(Handle::Object { file, size: *size }),
                     Err(e) => {
                         tracing::error!("cannot open object {id} (inode {ino}): {e:#}");
