@@ -9,6 +9,7 @@
 //!   `commitstream`, `cache`, `index`: how they are found fast.
 //! - `image`: images of stored commits.
 //! - `tree`: a stored commit as a filesystem tree.
+//! - `remote`: a commit of a remote repository as a lazy tree.
 
 pub mod cache;
 pub mod checksum;
@@ -23,6 +24,7 @@ pub mod local;
 pub mod objects;
 pub mod partial;
 pub mod pull;
+pub mod remote;
 pub mod resolve;
 pub mod shared;
 pub mod signature;
