@@ -16,9 +16,11 @@
 //! - [`transform`]: composefs-rs's OCI transform of the merged tree;
 //!   [`image`]: the composefs image of a pulled image (compute, commit,
 //!   link from the config).
+//! - [`lazy`]: a registry image read without a pull (zstd:chunked, eStargz).
 
 pub mod image;
 pub mod layout;
+pub mod lazy;
 pub mod merge;
 pub mod pull;
 pub mod reference;
