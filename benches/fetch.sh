@@ -29,16 +29,12 @@
 # rest (ext4 without a journal: see benches/ostree-pull.sh).
 
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 runs=3
 prebuilt=""
-keep=0
 settle_s=361
 jobs=""
-
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit "${1:-2}"; }
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -56,15 +52,7 @@ done
 [ "$(id -u)" -eq 0 ] || die "must run as root (dropping caches, nginx)"
 for t in ostree nginx; do command -v "$t" >/dev/null || die "$t missing (scripts/deps.sh installs it)"; done
 
-repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo_root"
-if [ -n "$prebuilt" ]; then
-    built="$(realpath "$prebuilt")"
-else
-    log "cargo build --release"
-    cargo build --release --quiet >&2
-    built="$repo_root/target/release/composefs"
-fi
+bench_binary "$prebuilt"
 
 # --- source repositories (cached) -----------------------------------------
 src="$repo_root/target/bench-data/ostree-src"
@@ -84,62 +72,17 @@ if [ ! -f "$cfs/.complete-$c1" ]; then
 fi
 cfs="$(realpath "$cfs")"
 
-work="$repo_root/target/bench-work-fetch"
-stamp="$repo_root/target/.bench-work-removed"
-[ -e "$work" ] && { rm -rf "$work"; touch "$stamp"; }
-if [ -f "$stamp" ]; then
-    age=$(( $(date +%s) - $(stat -c %Y "$stamp") ))
-    if [ "$age" -lt "$settle_s" ]; then
-        log "waiting $((settle_s - age))s: inodes freed by the last cleanup are still 'recently deleted' for ext4"
-        sleep $((settle_s - age))
-    fi
-fi
-mkdir -p "$work"
+bench_workdir fetch "$settle_s"
 bin="$work/composefs"; cp "$built" "$bin"
 
 # --- nginx ----------------------------------------------------------------
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$work/nginx" "$work/www"
+mkdir -p "$work/www"
 ln -s "$src" "$work/www/ostree"
 ln -s "$cfs" "$work/www/cfs-src"
-cat >"$work/nginx/nginx.conf" <<EOF
-worker_processes 2;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections 1024; }
-http {
-    access_log $work/nginx/access.log;
-    sendfile on; tcp_nopush on; keepalive_requests 100000;
-    client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
-    uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
-    server { listen 127.0.0.1:$port; root $work/www; }
-}
-EOF
-nginx -c "$work/nginx/nginx.conf"
-cleanup() {
-    [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
-    [ "$keep" -eq 1 ] || { rm -rf "$work"; touch "$stamp"; }
-}
-trap cleanup EXIT
-url="http://127.0.0.1:$port"
+bench_nginx "$work/www"
 for p in ostree/config cfs-src/meta.json cfs-src/streams/refs/ostree/bench; do
     python3 -c "import urllib.request; urllib.request.urlopen('$url/$p')" 2>/dev/null || die "nginx does not serve $url/$p"
 done
-
-cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-now_ns() { date +%s%N; }
-results="$work/results"; : >"$results"
-timed() { # timed TOOL CMD...
-    local tool="$1" t0 t1 rc=0; shift
-    cold
-    t0=$(now_ns)
-    /usr/bin/time -f '%M' -o "$work/time.out" "$@" >"$work/cmd.out" 2>"$work/cmd.err" || rc=$?
-    t1=$(now_ns)
-    [ "$rc" -eq 0 ] || { cat "$work/cmd.err" >&2; die "failed ($rc): $*"; }
-    local t r; t=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'); r=$(tail -n1 "$work/time.out")
-    echo "$tool $t $r" >>"$results"
-    log "  $tool: ${t}s, peak RSS $((r / 1024)) MiB"
-}
 
 for i in $(seq 1 "$runs"); do
     log "run $i"
@@ -155,8 +98,7 @@ done
 
 echo "fetch benchmark: $(nproc) CPUs, $runs runs, ostree archive $(du -sh "$src" | cut -f1), composefs repo $(du -sh "$cfs" | cut -f1)"
 printf '%10s %12s %7s %11s %14s %s\n' ostree_s composefs_s ratio ostree_MiB composefs_MiB per-run-ratios
-med() { awk -v t="$1" -v f="$2" '$1 == t { print $f }' "$results" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-o=$(med ostree 2); m=$(med composefs 2); orss=$(med ostree 3); mrss=$(med composefs 3)
+o=$(median ostree 2); m=$(median composefs 2); orss=$(median ostree 3); mrss=$(median composefs 3)
 per=$(paste -d' ' <(awk '$1 == "ostree" { print $2 }' "$results") <(awk '$1 == "composefs" { print $2 }' "$results") |
       awk '{ printf "%s%.2f", (NR > 1 ? "," : ""), $2 / $1 }')
 printf '%10s %12s %7s %11s %14s %s\n' "$o" "$m" "$(awk -v a="$m" -v b="$o" 'BEGIN { printf "%.2f", a / b }')" \

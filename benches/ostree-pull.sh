@@ -39,18 +39,14 @@
 # 25% of the profile (see benches/import-tar.sh).
 
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 runs=3
 changed=300
 prebuilt=""
-keep=0
 settle_s=361
 hashes=sha512
 simd=""
-
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit "${1:-2}"; }
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -74,15 +70,8 @@ case "$simd" in ""|avx2|none) ;; *) die "--simd: avx2 or none, not $simd" ;; esa
 [ -z "$simd" ] || export COMPOSEFS_SIMD="$simd"
 for t in ostree nginx; do command -v "$t" >/dev/null || die "$t missing (scripts/deps.sh installs it)"; done
 
-repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
-if [ -n "$prebuilt" ]; then
-    built="$(realpath "$prebuilt")"
-else
-    log "cargo build --release"
-    cargo build --release --quiet >&2
-    built="$repo_root/target/release/composefs"
-fi
+bench_binary "$prebuilt"
 
 mapfile -t inputs < <("$repo_root/benches/rootfs.sh")
 rootfs="${inputs[0]%.tar}"
@@ -111,84 +100,37 @@ c2="$(ostree rev-parse --repo="$src" main)"
 c1="$(ostree rev-parse --repo="$src" main^)"
 log "C1 $c1, C2 $c2"
 
-work="$repo_root/target/bench-work-ostree"
-stamp="$repo_root/target/.bench-work-removed"
-[ -e "$work" ] && { rm -rf "$work"; touch "$stamp"; }
-if [ -f "$stamp" ]; then
-    age=$(( $(date +%s) - $(stat -c %Y "$stamp") ))
-    if [ "$age" -lt "$settle_s" ]; then
-        log "waiting $((settle_s - age))s: inodes freed by the last cleanup are still 'recently deleted' for ext4"
-        sleep $((settle_s - age))
-    fi
-fi
-mkdir -p "$work"
+bench_workdir ostree "$settle_s"
 bin="$work/composefs"; cp "$built" "$bin"
+bench_nginx "$src"
+python3 -c "import urllib.request; urllib.request.urlopen('$url/config')" 2>/dev/null || die "nginx does not answer on $url"
 
-# --- nginx ----------------------------------------------------------------
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$work/nginx"
-cat >"$work/nginx/nginx.conf" <<EOF
-worker_processes 2;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections 1024; }
-http {
-    access_log $work/nginx/access.log;
-    sendfile on; tcp_nopush on; keepalive_requests 100000;
-    client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
-    uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
-    server { listen 127.0.0.1:$port; root $src; }
-}
-EOF
-nginx -c "$work/nginx/nginx.conf"
-cleanup() {
-    [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
-    [ "$keep" -eq 1 ] || { rm -rf "$work"; touch "$stamp"; }
-}
-trap cleanup EXIT
-url="http://127.0.0.1:$port"
-curl -sf "$url/config" >/dev/null 2>&1 || python3 -c "import urllib.request; urllib.request.urlopen('$url/config')" || die "nginx does not answer on $url"
-
-cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-now_ns() { date +%s%N; }
-results="$work/results"; : >"$results"
-timed() { # timed CASE TOOL CMD...
-    local case="$1" tool="$2" t0 t1 rc=0; shift 2
-    cold
-    t0=$(now_ns)
-    /usr/bin/time -f '%M' -o "$work/time.out" "$@" >"$work/cmd.out" 2>"$work/cmd.err" || rc=$?
-    t1=$(now_ns)
-    [ "$rc" -eq 0 ] || { cat "$work/cmd.err" >&2; die "failed ($rc): $*"; }
-    local t r; t=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'); r=$(tail -n1 "$work/time.out")
-    echo "$case $tool $t $r" >>"$results"
-    log "  $case $tool: ${t}s, peak RSS $((r / 1024)) MiB"
-}
 new_ostree() { ostree init --repo="$1" --mode=bare-user; ostree remote add --repo="$1" --no-gpg-verify origin "$url"; }
 new_cfs() { "$bin" --repo "$1" init --hash "$2" >/dev/null 2>&1; }
 
 for i in $(seq 1 "$runs"); do
     log "run $i"
     d="$work/run$i"; mkdir -p "$d"
-    new_ostree "$d/o-local"; timed local ostree ostree pull-local --repo="$d/o-local" "$src" "$c1"
+    new_ostree "$d/o-local"; timed "local ostree" ostree pull-local --repo="$d/o-local" "$src" "$c1"
     for h in "${hash_list[@]}"; do
-        new_cfs "$d/c-local-$h" "$h"; timed local "composefs-$h" "$bin" --repo "$d/c-local-$h" ostree pull "$src" "$c1"
+        new_cfs "$d/c-local-$h" "$h"; timed "local composefs-$h" "$bin" --repo "$d/c-local-$h" ostree pull "$src" "$c1"
     done
-    new_ostree "$d/o-http"; timed http ostree ostree pull --repo="$d/o-http" origin "$c1"
+    new_ostree "$d/o-http"; timed "http ostree" ostree pull --repo="$d/o-http" origin "$c1"
     for h in "${hash_list[@]}"; do
-        new_cfs "$d/c-http-$h" "$h"; timed http "composefs-$h" "$bin" --repo "$d/c-http-$h" ostree pull "$url" "$c1"
+        new_cfs "$d/c-http-$h" "$h"; timed "http composefs-$h" "$bin" --repo "$d/c-http-$h" ostree pull "$url" "$c1"
     done
     # delta: both hold C1 now (the http pulls); pull C2. The access log
     # shows what each side fetched.
-    n0=$(wc -l <"$work/nginx/access.log")
-    timed delta ostree ostree pull --repo="$d/o-http" origin main
+    n0=$(wc -l <"$access_log")
+    timed "delta ostree" ostree pull --repo="$d/o-http" origin main
     for h in "${hash_list[@]}"; do
-        n1=$(wc -l <"$work/nginx/access.log")
-        timed delta "composefs-$h" "$bin" --repo "$d/c-http-$h" ostree pull "$url" main
-        n2=$(wc -l <"$work/nginx/access.log")
+        n1=$(wc -l <"$access_log")
+        timed "delta composefs-$h" "$bin" --repo "$d/c-http-$h" ostree pull "$url" main
+        n2=$(wc -l <"$access_log")
         grep -q "delta: from" "$work/cmd.out" || die "composefs did not use the delta: $(cat "$work/cmd.out")"
     done
-    log "  delta requests: ostree $(sed -n "$((n0 + 1)),${n1}p" "$work/nginx/access.log" | grep -c '/deltas/') delta + $(sed -n "$((n0 + 1)),${n1}p" "$work/nginx/access.log" | grep -c '/objects/') object GETs;" \
-        "composefs (last) $(sed -n "$((n1 + 1)),${n2}p" "$work/nginx/access.log" | grep -c '/deltas/') + $(sed -n "$((n1 + 1)),${n2}p" "$work/nginx/access.log" | grep -c '/objects/')"
+    log "  delta requests: ostree $(sed -n "$((n0 + 1)),${n1}p" "$access_log" | grep -c '/deltas/') delta + $(sed -n "$((n0 + 1)),${n1}p" "$access_log" | grep -c '/objects/') object GETs;" \
+        "composefs (last) $(sed -n "$((n1 + 1)),${n2}p" "$access_log" | grep -c '/deltas/') + $(sed -n "$((n1 + 1)),${n2}p" "$access_log" | grep -c '/objects/')"
 done
 
 echo "ostree pull benchmark: $(nproc) CPUs, $runs runs, source $(du -sh "$src" | cut -f1) archive repo, C2 changes $changed files, SIMD cap ${simd:-none (best the CPU has)}"
