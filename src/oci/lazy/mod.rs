@@ -188,8 +188,8 @@ fn read_layer_toc(reg: &Registry, index: usize, d: &Descriptor) -> Result<(Layer
                 (Compression::Gzip, json, off, estargz::SKIP_NAMES)
             }
             (None, None) => bail!(
-                "a {} layer without a table of contents (neither zstd:chunked nor eStargz): \
-                 it cannot be read lazily; `composefs oci pull` the image instead",
+                "the layer ({}) has no table of contents (it is neither zstd:chunked nor \
+                 eStargz): it cannot be read lazily; `composefs oci pull` the image instead",
                 d.media_type
             ),
         };
