@@ -7,6 +7,10 @@
 //! owners, setuid, nanosecond mtimes, and files of several MiB (one with
 //! a long run of zeros, which zstd:chunked writes as a "zeros" chunk).
 //!
+//! The same image converted by stargz-snapshotter's `ctr-remote` (the
+//! eStargz producer Debian has; skopeo 1.9 writes no eStargz) to eStargz
+//! and to its own zstd:chunked is read the same way.
+//!
 //! Oracles: `umoci unpack` of the same image (for the untransformed
 //! tree), and the image pulled by `composefs oci pull` (for the default,
 //! transformed tree). Requests are seen through the fault proxy of
@@ -14,7 +18,8 @@
 //! and a registry that ignores ranges.
 //!
 //! Needs root (mknod, chown, xattrs for `umoci unpack`), skopeo, umoci,
-//! docker-registry, GNU tar, attr, python3.
+//! docker-registry, containerd, ctr-remote (stargz-snapshotter), GNU
+//! tar, attr, python3, curl.
 
 mod common;
 
@@ -33,6 +38,7 @@ use composefs::repository::Repository;
 use composefs::tree::{FileData, Ino, Kind, Tree};
 use sha2::Digest as _;
 
+use common::containerd::Containerd;
 use common::faults::{Fault, FaultProxy};
 use common::registry::{RegistryProcess, start_registry};
 use common::{pseudo_random, require_tool, run_tool, sh, write_file};
@@ -191,6 +197,31 @@ fn registry() -> RegistryProcess {
         run_tool("skopeo", &args, Path::new("/"));
     }
     reg
+}
+
+/// [`registry`], and `lazy/gz:1` converted by stargz-snapshotter's
+/// `ctr-remote` to eStargz (`lazy/esgz:1`) and to its zstd:chunked
+/// (`lazy/szc:1`, which carries both formats' annotations), in chunks of
+/// 64 KiB.
+fn stargz_registry() -> (RegistryProcess, Containerd) {
+    let reg = registry();
+    let c = Containerd::start();
+    let at = |name: &str| format!("127.0.0.1:{}/lazy/{name}", reg.port);
+    c.ctr(&["content", "fetch", "--plain-http", &at("gz:1")]);
+    for (flag, name) in [("--estargz", "esgz:1"), ("--zstdchunked", "szc:1")] {
+        // Chunks of 64 KiB: large files are many chunks.
+        c.ctr(&[
+            "images",
+            "convert",
+            flag,
+            "--estargz-chunk-size=65536",
+            "--oci",
+            &at("gz:1"),
+            &at(name),
+        ]);
+        c.ctr(&["images", "push", "--plain-http", &at(name)]);
+    }
+    (reg, c)
 }
 
 fn new_repo() -> (tempfile::TempDir, Repository) {
@@ -493,6 +524,45 @@ fn untransformed_tree_matches_umoci_unpack() {
     );
     assert_eq!(got.paths["usr/bin/big"].mode, 0o104755);
     assert_ne!(got.paths["usr/bin/big"].mtime.1, 0, "nanoseconds kept");
+}
+
+/// stargz-snapshotter's eStargz and zstd:chunked: the same tree as
+/// `umoci unpack`, but for mtimes, which its tables hold in whole seconds
+/// (rounded); a file read by one range.
+#[test]
+fn stargz_images_match_umoci_unpack() {
+    let f = fixture();
+    let (reg, _containerd) = stargz_registry();
+    let mut want = disk_view(&f.rootfs);
+    for s in want.paths.values_mut() {
+        let (sec, nsec) = s.mtime;
+        s.mtime = (sec + i64::from(nsec >= 500_000_000), 0);
+    }
+    for (name, media_type) in [
+        ("esgz", "application/vnd.oci.image.layer.v1.tar+gzip"),
+        ("szc", "application/vnd.oci.image.layer.v1.tar+zstd"),
+    ] {
+        let m = manifest(reg.port, &format!("lazy/{name}"), "1");
+        for l in m["layers"].as_array().unwrap() {
+            assert_eq!(l["mediaType"], media_type, "{l}");
+            assert!(
+                l["annotations"]["containerd.io/snapshot/stargz/toc.digest"].is_string(),
+                "{l}"
+            );
+        }
+        let proxy = FaultProxy::start(reg.port, |_, _, _| Fault::Pass);
+        let (_d, repo) = new_repo();
+        let image = format!("docker://{}/lazy/{name}:1", proxy.host());
+        let tree = open_tree(&repo, &image, &raw()).unwrap();
+        proxy.clear();
+        let ino = tree.resolve_path(b"usr/bin/big").unwrap().unwrap();
+        tree.content_object(ino).unwrap().unwrap();
+        let gets = blob_gets(&proxy);
+        assert_eq!(gets.len(), 1, "{name}: {gets:?}");
+        assert!(gets[0].1.is_some(), "{name}: {gets:?}");
+        let got = tree_view(tree.as_ref(), &repo);
+        assert_same(&want, &got, &format!("lazy {name} vs umoci unpack"));
+    }
 }
 
 /// The default tree is the pulled image's `oci/NAME`. The pull is of the

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cfsctl;
+pub mod containerd;
 pub mod ctools;
 pub mod faults;
 pub mod nginx;

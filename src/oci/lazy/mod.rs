@@ -172,27 +172,32 @@ pub fn open_tree(repo: &Repository, reference: &str, opts: &LazyOptions) -> Resu
 fn read_layer_toc(reg: &Registry, index: usize, d: &Descriptor) -> Result<(LayerInfo, Vec<u8>)> {
     let empty = Default::default();
     let a = d.annotations.as_ref().unwrap_or(&empty);
-    let (compression, json, toc_offset, skip_names) =
-        match (zstd_chunked::checksum(a), estargz::digest(a)) {
-            (Some(_), Some(_)) => {
-                bail!("the layer is annotated both as zstd:chunked and as eStargz")
-            }
-            (Some((prefix, sum)), None) => {
-                let (json, off) = zstd_chunked::read_toc(reg, d, prefix, sum)
-                    .context("its zstd:chunked table of contents")?;
-                (Compression::Zstd, json, off, &[][..])
-            }
-            (None, Some(sum)) => {
-                let (json, off) =
-                    estargz::read_toc(reg, d, sum).context("its eStargz table of contents")?;
-                (Compression::Gzip, json, off, estargz::SKIP_NAMES)
-            }
-            (None, None) => bail!(
-                "the layer ({}) has no table of contents (it is neither zstd:chunked nor \
-                 eStargz): it cannot be read lazily; `composefs oci pull` the image instead",
-                d.media_type
-            ),
-        };
+    // stargz-snapshotter's zstd:chunked carries both annotations: the
+    // zstd:chunked one is read (it names the bytes the table is read
+    // from), the eStargz one says whose landmark files to leave out.
+    let stargz = estargz::digest(a);
+    let skip_names = if stargz.is_some() {
+        estargz::SKIP_NAMES
+    } else {
+        &[]
+    };
+    let (compression, json, toc_offset) = match (zstd_chunked::checksum(a), stargz) {
+        (Some((prefix, sum)), _) => {
+            let (json, off) = zstd_chunked::read_toc(reg, d, prefix, sum)
+                .context("its zstd:chunked table of contents")?;
+            (Compression::Zstd, json, off)
+        }
+        (None, Some(sum)) => {
+            let (json, off) =
+                estargz::read_toc(reg, d, sum).context("its eStargz table of contents")?;
+            (Compression::Gzip, json, off)
+        }
+        (None, None) => bail!(
+            "the layer ({}) has no table of contents (it is neither zstd:chunked nor \
+             eStargz): it cannot be read lazily; `composefs oci pull` the image instead",
+            d.media_type
+        ),
+    };
     Ok((
         LayerInfo {
             index,
