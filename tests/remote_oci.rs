@@ -664,6 +664,11 @@ fn reading_a_file_fetches_only_its_range_once() {
         sha(&data),
         sha(&std::fs::read(fixture().rootfs.join("usr/bin/big")).unwrap())
     );
+    // Its object collected (no ref names it): fetched again.
+    std::fs::remove_file(repo.object_path(&big)).unwrap();
+    let (again, gets) = read("usr/bin/big-link");
+    assert_eq!((again, gets.len()), (big, 1));
+    assert!(repo.has_object(&big).unwrap());
 }
 
 fn repo_objects(repo: &Repository) -> usize {

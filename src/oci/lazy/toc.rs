@@ -158,7 +158,8 @@ pub(super) fn apply_layer(
         if last != i && e.kind != "reg" {
             bail!("{}: chunks follow a {:?} entry", ctx(), e.kind);
         }
-        let skip = info.skip_names.contains(&e.name.trim_start_matches("./"));
+        let bare = e.name.trim_start_matches("./").trim_start_matches('/');
+        let skip = info.skip_names.contains(&bare);
         if !skip {
             apply_entry(merge, e, info, next[last], files).with_context(ctx)?;
         }

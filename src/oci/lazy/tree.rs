@@ -90,7 +90,10 @@ impl LazyTree {
                     if self.repo.has_object(&id)? {
                         return Ok(id);
                     }
-                    self.slots().remove(&src.sha256);
+                    let mut slots = self.slots();
+                    if matches!(slots.get(&src.sha256), Some(Slot::Stored(x)) if *x == id) {
+                        slots.remove(&src.sha256);
+                    }
                 }
                 Some(Slot::Fetching(f)) => {
                     let f = f.clone();
@@ -104,17 +107,15 @@ impl LazyTree {
                 }
             }
         };
+        let mut landing = Landing {
+            tree: self,
+            key: src.sha256,
+            flight,
+            result: None,
+        };
         let result = self.fetch(src);
-        {
-            let mut slots = self.slots();
-            match &result {
-                Ok(id) => slots.insert(src.sha256, Slot::Stored(*id)),
-                Err(_) => slots.remove(&src.sha256),
-            };
-        }
-        *flight.result.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(result.as_ref().map(|id| *id).map_err(|e| format!("{e:#}")));
-        flight.done.notify_all();
+        landing.result = Some(result.as_ref().map(|id| *id).map_err(|e| format!("{e:#}")));
+        drop(landing);
         result
     }
 
@@ -196,6 +197,33 @@ impl LazyTree {
             if new { "" } else { " (stored already)" }
         );
         Ok(id)
+    }
+}
+
+/// Ends a fetch, however it ends: its result recorded (or, if the
+/// fetch never returned, an error), the waiters woken.
+struct Landing<'a> {
+    tree: &'a LazyTree,
+    key: [u8; 32],
+    flight: Arc<Flight>,
+    result: Option<std::result::Result<ObjectId, String>>,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        let result = self
+            .result
+            .take()
+            .unwrap_or_else(|| Err("the fetch was abandoned".to_string()));
+        {
+            let mut slots = self.tree.slots();
+            match &result {
+                Ok(id) => slots.insert(self.key, Slot::Stored(*id)),
+                Err(_) => slots.remove(&self.key),
+            };
+        }
+        *self.flight.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+        self.flight.done.notify_all();
     }
 }
 
