@@ -18,6 +18,7 @@ PKGS=(
   skopeo     # builds OCI layouts and archives, pushes them to the registry
   umoci      # the oracle for OCI images: `umoci unpack`
   docker-registry # a real OCI registry on 127.0.0.1 for the tests
+  containerd stargz-snapshotter # ctr-remote converts images to eStargz (tests/remote_oci.rs)
   strace     # tests/crash.rs: refs are published only after a syncfs
   g++        # compiles libFuzzer for the fuzz targets (scripts/fuzz.sh)
   podman     # builds, saves and pushes OCI images: layers as real producers write them

@@ -165,6 +165,28 @@ fn fetch_document(src: &dyn ImageSource, d: &Descriptor, what: &str) -> Result<V
     })
 }
 
+/// The config `manifest` (whose digest is `digest`) names: fetched,
+/// checked against its digest, parsed, and with one diff_id per layer.
+pub(crate) fn fetch_config(
+    src: &dyn ImageSource,
+    digest: &Digest,
+    manifest: &Manifest,
+) -> Result<(Vec<u8>, ImageConfig)> {
+    let what_config = format!("{}: config {}", src.describe(), manifest.config.digest);
+    let config_bytes = fetch_document(src, &manifest.config, &what_config)?;
+    let config: ImageConfig = serde_json::from_slice(&config_bytes)
+        .with_context(|| format!("{what_config} is not an image config"))?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        bail!(
+            "{}: manifest {digest} has {} layers but its config lists {} diff_ids",
+            src.describe(),
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        );
+    }
+    Ok((config_bytes, config))
+}
+
 fn platform_matches(p: &Platform, want: &Platform) -> bool {
     p.os == want.os
         && p.architecture == want.architecture
@@ -364,18 +386,7 @@ pub fn pull(
         super::tags::set(repo, name, &mid)?;
         return Ok(report);
     }
-    let what_config = format!("{}: config {}", src.describe(), manifest.config.digest);
-    let config_bytes = fetch_document(src, &manifest.config, &what_config)?;
-    let config: ImageConfig = serde_json::from_slice(&config_bytes)
-        .with_context(|| format!("{what_config} is not an image config"))?;
-    if config.rootfs.diff_ids.len() != manifest.layers.len() {
-        bail!(
-            "{}: manifest {digest} has {} layers but its config lists {} diff_ids",
-            src.describe(),
-            manifest.layers.len(),
-            config.rootfs.diff_ids.len()
-        );
-    }
+    let (config_bytes, config) = fetch_config(src, &digest, &manifest)?;
 
     // Layers not stored yet are fetched side by side (a few at a time:
     // each also stores its objects on every core).

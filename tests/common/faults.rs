@@ -2,7 +2,8 @@
 //! real server on 127.0.0.1 (one request per connection, `Connection:
 //! close` both ways) and, as a plan decides per request, answers with an
 //! error status instead, cuts the body short, drops the connection,
-//! stalls, or flips a byte of the body.
+//! stalls, flips a byte of the body, or leaves out the request's `Range`
+//! header (a server without range support).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -29,6 +30,9 @@ pub enum Fault {
     /// The whole answer with one bit of the body's byte at this offset
     /// flipped (of its last byte if the body is shorter).
     Flip(usize),
+    /// The request forwarded without its `Range` header: the server
+    /// answers 200 with the whole body, as one without range support.
+    NoRange,
 }
 
 /// One request the proxy saw: method, path and what it did.
@@ -36,6 +40,8 @@ pub enum Fault {
 pub struct Seen {
     pub method: String,
     pub path: String,
+    /// The request's `Range` header, if it had one.
+    pub range: Option<String>,
     pub fault: Fault,
 }
 
@@ -123,13 +129,17 @@ fn read_head(s: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
     }
 }
 
-/// `head` with any Connection/Keep-Alive header replaced by `Connection: close`.
-fn close_head(head: &[u8]) -> Vec<u8> {
+/// `head` with any Connection/Keep-Alive header replaced by `Connection:
+/// close` (and without its Range header if `no_range`).
+fn close_head(head: &[u8], no_range: bool) -> Vec<u8> {
     let text = String::from_utf8_lossy(head);
     let mut out = String::new();
     for line in text.split("\r\n").filter(|l| !l.is_empty()) {
         let lower = line.to_ascii_lowercase();
-        if lower.starts_with("connection:") || lower.starts_with("keep-alive:") {
+        if lower.starts_with("connection:")
+            || lower.starts_with("keep-alive:")
+            || (no_range && lower.starts_with("range:"))
+        {
             continue;
         }
         out.push_str(line);
@@ -163,9 +173,15 @@ fn handle(
         *e
     };
     let fault = plan(&method, &path, n);
+    let range = String::from_utf8_lossy(&head).lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("range")
+            .then(|| value.trim().to_string())
+    });
     seen.lock().unwrap().push(Seen {
         method: method.clone(),
         path: path.clone(),
+        range,
         fault,
     });
     if let Fault::Status(code) = fault {
@@ -191,7 +207,7 @@ fn handle(
         }
     }
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
-    up.write_all(&close_head(&head))?;
+    up.write_all(&close_head(&head, fault == Fault::NoRange))?;
     up.write_all(&body)?;
     let mut answer = Vec::new();
     up.read_to_end(&mut answer)?;
@@ -200,9 +216,9 @@ fn handle(
         .position(|w| w == b"\r\n\r\n")
         .map_or(answer.len(), |i| i + 4);
     let (rhead, rbody) = answer.split_at(split);
-    let rhead = close_head(rhead);
+    let rhead = close_head(rhead, false);
     match fault {
-        Fault::Pass | Fault::Status(_) => {
+        Fault::Pass | Fault::Status(_) | Fault::NoRange => {
             client.write_all(&rhead)?;
             client.write_all(rbody)?;
         }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cfsctl;
+pub mod containerd;
 pub mod ctools;
 pub mod faults;
 pub mod nginx;
@@ -897,4 +898,30 @@ pub fn copy_dir(src: &Path, dst: &Path) {
         .status()
         .unwrap();
     assert!(st.success(), "cp -a {} {}", src.display(), dst.display());
+}
+
+/// Xattrs of `p` (not following symlinks), `security.selinux` left out.
+pub fn xattrs(p: &Path) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut list = vec![0u8; 1 << 16];
+    let n = rustix::fs::llistxattr(p, &mut list[..])
+        .unwrap_or_else(|e| panic!("llistxattr {}: {e}", p.display()));
+    let mut out = std::collections::BTreeMap::new();
+    for name in list[..n].split(|&c| c == 0).filter(|s| !s.is_empty()) {
+        if name == b"security.selinux" {
+            continue;
+        }
+        let mut val = vec![0u8; 1 << 16];
+        let m = rustix::fs::lgetxattr(p, std::ffi::OsStr::from_bytes(name), &mut val[..])
+            .unwrap_or_else(|e| {
+                panic!(
+                    "lgetxattr {} {}: {e}",
+                    p.display(),
+                    String::from_utf8_lossy(name)
+                )
+            });
+        val.truncate(m);
+        out.insert(name.to_vec(), val);
+    }
+    out
 }

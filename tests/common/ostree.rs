@@ -11,9 +11,8 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -935,30 +934,7 @@ pub fn require_kernel() {
 
 pub use crate::common::Mounted;
 
-/// Xattrs of `p` (not following symlinks), `security.selinux` left out.
-pub fn xattrs(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let mut list = vec![0u8; 1 << 16];
-    let n = rustix::fs::llistxattr(p, &mut list[..])
-        .unwrap_or_else(|e| panic!("llistxattr {}: {e}", p.display()));
-    let mut out = BTreeMap::new();
-    for name in list[..n].split(|&c| c == 0).filter(|s| !s.is_empty()) {
-        if name == b"security.selinux" {
-            continue;
-        }
-        let mut val = vec![0u8; 1 << 16];
-        let m =
-            rustix::fs::lgetxattr(p, OsStr::from_bytes(name), &mut val[..]).unwrap_or_else(|e| {
-                panic!(
-                    "lgetxattr {} {}: {e}",
-                    p.display(),
-                    String::from_utf8_lossy(name)
-                )
-            });
-        val.truncate(m);
-        out.insert(name.to_vec(), val);
-    }
-    out
-}
+pub use crate::common::xattrs;
 
 fn show_x(x: &BTreeMap<Vec<u8>, Vec<u8>>) -> String {
     x.iter()

@@ -7,15 +7,13 @@ use anyhow::{Context, Result, bail};
 
 use super::pax::Pax;
 use super::tar_stream::TarReader;
-use super::{EntryKind, MAX_META_RECORD};
+use super::{EntryKind, MAX_META_RECORD, check_symlink_target, check_xattr};
 use crate::show::display_bytes;
 use crate::splitstream::{SplitStreamReader, content_type};
 use crate::tarheader::{
     BLOCK, cstr, header_name, numeric_u32, numeric_u64, padding, parse_numeric, verify_checksum,
 };
 use crate::tree::{Inode, Kind, Stat, Timespec, Xattr, mode};
-
-use crate::tree::{MAX_SYMLINK_TARGET, MAX_XATTR_NAME, MAX_XATTR_VALUE};
 
 /// Read a layer's members in order and hand each to `apply` with its
 /// path (PAX `path`, GNU long name or the header's): a new inode, or a
@@ -147,15 +145,7 @@ fn read_entry(
                     return Ok(EntryKind::Hardlink(link));
                 }
                 b'2' => {
-                    if link.is_empty() || link.len() > MAX_SYMLINK_TARGET {
-                        bail!(
-                            "symlink target of {} bytes (must be 1 to {MAX_SYMLINK_TARGET})",
-                            link.len()
-                        );
-                    }
-                    if link.contains(&0) {
-                        bail!("symlink target contains NUL");
-                    }
+                    check_symlink_target(&link)?;
                     Kind::Symlink(link)
                 }
                 b'3' | b'4' => {
@@ -203,19 +193,7 @@ fn read_entry(
     };
     let mut xattrs: Vec<Xattr> = Vec::with_capacity(pax.xattrs.len());
     for (name, value) in pax.xattrs {
-        if name.is_empty() || name.len() > MAX_XATTR_NAME || name.contains(&0) {
-            bail!(
-                "bad xattr name {:?} (empty, longer than {MAX_XATTR_NAME} bytes or with NUL)",
-                display_bytes(&name)
-            );
-        }
-        if value.len() > MAX_XATTR_VALUE {
-            bail!(
-                "xattr {} has {} bytes, more than a composefs image can hold ({MAX_XATTR_VALUE})",
-                display_bytes(&name),
-                value.len()
-            );
-        }
+        check_xattr(&name, &value)?;
         xattrs.push((name, value));
     }
     Ok(EntryKind::Inode(Inode {

@@ -46,6 +46,10 @@
 //! into entries, `merged_tree` holds the tree being built (with its memory
 //! bounds) and builds the result, and `changeset` applies one entry to it
 //! by the rules above (replacement, hardlinks, whiteouts).
+//!
+//! Layers described another way (a zstd:chunked or eStargz table of
+//! contents, [`crate::oci::lazy`]) go through the same rules and bounds:
+//! [`EntryMerge`] takes their entries one by one.
 
 mod changeset;
 mod members;
@@ -55,9 +59,12 @@ mod tar_stream;
 
 use anyhow::{Context, Result};
 
+use anyhow::bail;
+
 use crate::fsverity::ObjectId;
 use crate::repository::Repository;
-use crate::tree::{Inode, MemTree};
+use crate::show::display_bytes;
+use crate::tree::{Inode, Kind, MAX_SYMLINK_TARGET, MAX_XATTR_NAME, MAX_XATTR_VALUE, MemTree};
 use merged_tree::Merger;
 
 /// PAX, global PAX and GNU long-name/long-link records are read into
@@ -96,6 +103,92 @@ fn apply_layers(repo: &Repository, layers: &[ObjectId]) -> Result<Merger> {
             .with_context(what)?;
     }
     Ok(m)
+}
+
+/// Layers merged from entries given one at a time, lowest layer first
+/// (each layer's in its archive order), by the rules of [`merge`]: for
+/// sources that list a layer's entries without a tar stream.
+pub struct EntryMerge {
+    m: Merger,
+}
+
+impl Default for EntryMerge {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EntryMerge {
+    pub fn new() -> Self {
+        EntryMerge { m: Merger::new() }
+    }
+
+    /// Layer `layer`'s (from 0) entry at `path` (as an archive names it:
+    /// `./a/b`, `a/b/`): a new inode, checked as a tar member's would be
+    /// (symlink target, xattrs sorted, unique and within the image's
+    /// limits). Whiteouts are entries too (`.wh.NAME`, `.wh..wh..opq`).
+    pub fn inode(&mut self, layer: usize, path: &[u8], inode: Inode) -> Result<()> {
+        if let Kind::Symlink(t) = &inode.kind {
+            check_symlink_target(t)?;
+        }
+        for (i, (name, value)) in inode.xattrs.iter().enumerate() {
+            check_xattr(name, value)?;
+            if i > 0 && inode.xattrs[i - 1].0 >= *name {
+                bail!("xattrs not sorted by name, or one named twice");
+            }
+        }
+        self.m.apply(path, EntryKind::Inode(inode), layer)
+    }
+
+    /// Layer `layer`'s hardlink at `path` to `target`, a non-directory
+    /// of the tree merged so far.
+    pub fn hardlink(&mut self, layer: usize, path: &[u8], target: &[u8]) -> Result<()> {
+        if target.is_empty() {
+            bail!("hardlink without a target");
+        }
+        self.m
+            .apply(path, EntryKind::Hardlink(target.to_vec()), layer)
+    }
+
+    /// The merged tree (only what the root reaches).
+    pub fn build(self) -> Result<MemTree> {
+        self.m.build()
+    }
+}
+
+/// A symlink target a tree may hold: 1 to [`MAX_SYMLINK_TARGET`] bytes,
+/// no NUL.
+pub(crate) fn check_symlink_target(link: &[u8]) -> Result<()> {
+    if link.is_empty() || link.len() > MAX_SYMLINK_TARGET {
+        bail!(
+            "symlink target of {} bytes (must be 1 to {MAX_SYMLINK_TARGET})",
+            link.len()
+        );
+    }
+    if link.contains(&0) {
+        bail!("symlink target contains NUL");
+    }
+    Ok(())
+}
+
+/// An xattr a composefs image can hold: a name of 1 to
+/// [`MAX_XATTR_NAME`] bytes without NUL, a value of at most
+/// [`MAX_XATTR_VALUE`].
+pub(crate) fn check_xattr(name: &[u8], value: &[u8]) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_XATTR_NAME || name.contains(&0) {
+        bail!(
+            "bad xattr name {:?} (empty, longer than {MAX_XATTR_NAME} bytes or with NUL)",
+            display_bytes(name)
+        );
+    }
+    if value.len() > MAX_XATTR_VALUE {
+        bail!(
+            "xattr {} has {} bytes, more than a composefs image can hold ({MAX_XATTR_VALUE})",
+            display_bytes(name),
+            value.len()
+        );
+    }
+    Ok(())
 }
 
 /// What one archive member makes at its path.

@@ -178,7 +178,7 @@ impl Registry {
         let token_what = format!("{what}: token for {scope:?}");
         let (resp, at) = self.follow(
             &url,
-            Some("application/json"),
+            &[("Accept", "application/json")],
             basic.as_deref().map(|b| (realm_origin.as_str(), b)),
             &token_what,
         )?;

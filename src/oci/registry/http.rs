@@ -21,21 +21,21 @@ const ERROR_BODY_READ: u64 = 4096;
 const ERROR_BODY_SHOWN: usize = 200;
 
 impl Registry {
-    /// GET `url`, following redirects. `auth` (origin, header value) is
-    /// sent only to URLs of that origin. Returns the final response and
-    /// its URL.
+    /// GET `url` with `headers` (`Accept`, `Range`: sent to every hop),
+    /// following redirects. `auth` (origin, header value) is sent only to
+    /// URLs of that origin. Returns the final response and its URL.
     pub(super) fn follow(
         &self,
         url: &str,
-        accept: Option<&str>,
+        headers: &[(&str, &str)],
         auth: Option<(&str, &str)>,
         what: &str,
     ) -> anyhow::Result<(Response, String)> {
         let mut url = url.to_string();
         for _ in 0..=MAX_REDIRECTS {
             let mut req = self.agent.get(&url);
-            if let Some(accept) = accept {
-                req = req.header("Accept", accept);
+            for (name, value) in headers {
+                req = req.header(*name, *value);
             }
             if let Some((origin, value)) = auth
                 && origin_of(&url).as_deref() == Some(origin)

@@ -237,7 +237,7 @@ impl ImageSource for Registry {
                 "{what}: larger than {MAX_MANIFEST_SIZE} bytes ({n})"
             ))
         };
-        let (bytes, content_type) = self.get(&path, Some(&accept), &what, |resp| {
+        let (bytes, content_type) = self.get(&path, &[("Accept", &accept)], &what, |resp| {
             if content_length(&resp).is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
                 return Err(too_big(format!(
                     "{} bytes announced",
@@ -288,7 +288,7 @@ impl ImageSource for Registry {
     fn blob(&self, digest: &Digest, size: u64) -> Result<Box<dyn Read + Send + '_>> {
         let what = format!("blob {digest}");
         let path = format!("/v2/{}/blobs/{digest}", self.repository);
-        let reader = self.get(&path, None, &what, |resp| {
+        let reader = self.get(&path, &[], &what, |resp| {
             if let Some(n) = content_length(&resp)
                 && n != size
             {

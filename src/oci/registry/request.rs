@@ -12,30 +12,31 @@ use super::url::origin_of;
 use crate::net;
 
 impl Registry {
-    /// GET `path` of the registry, then `then` on the 2xx response, with
+    /// GET `path` of the registry (with `headers`: `Accept`, `Range`),
+    /// then `then` on the 2xx response, with
     /// retries of transient failures of either (`then` must not hand out
     /// any byte before it returns): `--retries` more tries at most, after
     /// which the last failure is final ([`net::give_up`]).
     pub(super) fn get<T>(
         &self,
         path: &str,
-        accept: Option<&str>,
+        headers: &[(&str, &str)],
         what: &str,
         mut then: impl FnMut(Response) -> Result<T>,
     ) -> Result<T> {
         let url = format!("{}{}", self.base, path);
         let attempts = self.retries.saturating_add(1);
-        net::retry_times(attempts, || then(self.try_get(&url, accept, what)?))
+        net::retry_times(attempts, || then(self.try_get(&url, headers, what)?))
             .map_err(|e| net::give_up(e, attempts))
     }
 
     /// One attempt: the request with what authorization we have, the
     /// challenge answered if the registry asks, the status judged.
-    fn try_get(&self, url: &str, accept: Option<&str>, what: &str) -> Result<Response> {
+    fn try_get(&self, url: &str, headers: &[(&str, &str)], what: &str) -> Result<Response> {
         tracing::debug!("GET {} ({what})", super::url::redact(url));
         let cached = self.cached_authorization();
         let auth = cached.as_deref().map(|v| (self.origin.as_str(), v));
-        let (mut resp, mut at) = self.follow(url, accept, auth, what)?;
+        let (mut resp, mut at) = self.follow(url, headers, auth, what)?;
         if resp.status().as_u16() == 401 && origin_of(&at).as_deref() == Some(self.origin.as_str())
         {
             let challenges: Vec<Challenge> = resp
@@ -48,7 +49,7 @@ impl Registry {
             if !challenges.is_empty() {
                 let value = self.answer(&challenges, what)?;
                 self.set_authorization(value.clone());
-                (resp, at) = self.follow(url, accept, Some((&self.origin, &value)), what)?;
+                (resp, at) = self.follow(url, headers, Some((&self.origin, &value)), what)?;
             }
         }
         let status = resp.status().as_u16();
