@@ -182,8 +182,8 @@ fn serve_inner(fs: Serving, mountpoint: &Path, opts: &MountOptions) -> Result<()
         unsafe {
             libc::setsid();
         }
-        let _ = std::env::set_current_dir("/");
         let mut ready = Some(writer);
+        // Made in the caller's directory (relative paths as given).
         let fs = match fs {
             Serving::Ready(fs) => Ok(*fs),
             Serving::Later(make) => make().and_then(|fs| {
@@ -196,6 +196,7 @@ fn serve_inner(fs: Serving, mountpoint: &Path, opts: &MountOptions) -> Result<()
                 Ok(fs)
             }),
         };
+        let _ = std::env::set_current_dir("/");
         let code = match fs.and_then(|fs| mount_and_run(fs, &mp, opts, &mut ready, log)) {
             Ok(()) => 0,
             Err(e) => {

@@ -165,7 +165,12 @@ pub fn ensure_writable(repo: &Repository) -> Result<()> {
         )
     };
     repo.ensure_writable().with_context(why)?;
-    rustix::fs::access(repo.path().join("objects"), rustix::fs::Access::WRITE_OK)
+    rustix::fs::accessat(
+        repo.objects_dir(),
+        ".",
+        rustix::fs::Access::WRITE_OK,
+        rustix::fs::AtFlags::empty(),
+    )
         .map_err(std::io::Error::from)
         .with_context(why)
 }
@@ -173,6 +178,10 @@ pub fn ensure_writable(repo: &Repository) -> Result<()> {
 /// Open the remote tree `name` in `repo` (which stores what is fetched).
 pub fn open(repo: &Repository, name: &RemoteName, opts: &OpenOptions) -> Result<Opened> {
     ensure_writable(repo)?;
+    open_inner(repo, name, opts).with_context(|| format!("cannot open {name}"))
+}
+
+fn open_inner(repo: &Repository, name: &RemoteName, opts: &OpenOptions) -> Result<Opened> {
     match name {
         RemoteName::Registry(reference) => Ok(Opened {
             tree: crate::oci::lazy::open_tree(repo, reference, &opts.oci)?,
@@ -201,7 +210,6 @@ pub fn open(repo: &Repository, name: &RemoteName, opts: &OpenOptions) -> Result<
             }
         }
     }
-    .with_context(|| format!("cannot open {name}"))
 }
 
 /// GET `URL/meta.json`, else `URL/config`.
