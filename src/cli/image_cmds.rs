@@ -437,7 +437,19 @@ pub fn ls(
     // show their directories' stored sizes.
     let image = if let Some(rn) = crate::view::remote::RemoteName::parse(name)? {
         let r = open(repo)?;
-        Err(crate::view::remote::open(&r, &rn, &remote.options()?)?.tree)
+        let opened = crate::view::remote::open(&r, &rn, &remote.options()?)?;
+        use crate::view::remote::{RemoteKind, Served};
+        match opened.kind {
+            // The image's own directory sizes (its metadata is stored here).
+            RemoteKind::Composefs(Served::Image(id)) => {
+                let img = ErofsImage::from_file(r.open_object(&id)?)
+                    .with_context(|| format!("image {name:?}"))?;
+                let img = Arc::new(img);
+                let sizes: Box<DirSize> = Box::new(move |i| Ok(img.raw_inode(i)?.size));
+                return ls_tree(opened.tree, sizes, name, path);
+            }
+            _ => Err(opened.tree),
+        }
     } else if Path::new(name).is_file() {
         Ok(ErofsImage::open(Path::new(name)).with_context(|| format!("image {name}"))?)
     } else {
@@ -456,6 +468,11 @@ pub fn ls(
         }
         Err(tree) => (tree, Box::new(|_| Ok(4096))),
     };
+    ls_tree(tree, dir_size, name, path)
+}
+
+/// `ls` of `path` in `tree` (named `name`), directories sized by `dir_size`.
+fn ls_tree(tree: Arc<dyn Tree>, dir_size: Box<DirSize>, name: &str, path: &str) -> Result<ExitCode> {
     let ino = tree
         .resolve_path(path.as_bytes())?
         .with_context(|| format!("{path}: no such file or directory in {name}"))?;

@@ -81,7 +81,8 @@ pub fn fetch_object(
     let url = remote.url(&path);
     let (new, n) = retry(|| {
         let mut body = remote
-            .open(&path)?
+            .open(&path)
+            .with_context(|| format!("object {id}"))?
             .with_context(|| format!("object {id}: {url} not found"))?;
         let mut w = repo.object_writer()?;
         let n = std::io::copy(&mut body, &mut w)
