@@ -79,7 +79,10 @@ fn populate(root: &Path, version: u32) {
     symlink("../nowhere", root.join("etc/dangling")).unwrap();
     std::fs::create_dir_all(root.join("etc/empty")).unwrap();
     chmod(&root.join("etc/empty"), 0o1777);
-    write_file(&root.join("changed"), format!("version {version}\n").as_bytes());
+    write_file(
+        &root.join("changed"),
+        format!("version {version}\n").as_bytes(),
+    );
     if version == 1 {
         write_file(&root.join("gone"), &pseudo_random(3, 5_000));
     } else {
@@ -186,7 +189,11 @@ fn assert_metadata_only(asked: &[Request], content: &BTreeSet<String>, what: &st
 /// The repository that read names nothing: no ref, no entry.
 fn assert_nothing_named(repo: &Repo) {
     assert_eq!(repo.ref_names(), Vec::<String>::new(), "stream refs");
-    assert_eq!(repo.stream_entries(), Vec::<String>::new(), "stream entries");
+    assert_eq!(
+        repo.stream_entries(),
+        Vec::<String>::new(),
+        "stream entries"
+    );
     let images: Vec<_> = std::fs::read_dir(repo.path.join("images"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -214,7 +221,9 @@ fn mounts_fetch_metadata_first_and_show_what_local_mounts_and_checkouts_show() {
         let content = content_objects(&src.repo, name);
         assert!(content.len() >= 4, "{name}: {content:?}");
         let mark = server.mark();
-        let mnt = dst.scratch().join(format!("remote-{}", name.replace('/', "_")));
+        let mnt = dst
+            .scratch()
+            .join(format!("remote-{}", name.replace('/', "_")));
         let m = Mounted::fuse(&dst, &format!("{url}#{name}"), &mnt);
 
         // The root listed and looked at: no file content asked for.
@@ -295,7 +304,7 @@ fn cat_fetches_one_object_and_a_later_fetch_the_rest() {
         .into_iter()
         .filter(|h| content.contains(h))
         .collect();
-    assert_eq!(contents, [tool.clone()], "{}", show(&asked));
+    assert_eq!(contents, std::slice::from_ref(&tool), "{}", show(&asked));
     assert_nothing_named(&dst);
 
     // Again: the object is stored; no object at all is asked for.
@@ -316,7 +325,8 @@ fn cat_fetches_one_object_and_a_later_fetch_the_rest() {
     }
     // `show` as of the stored commit (no local name points to it).
     let json = |r: &Repo, n: &str| -> serde_json::Value {
-        let mut v: serde_json::Value = serde_json::from_slice(&r.ok(&["show", "--json", n])).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&r.ok(&["show", "--json", n])).unwrap();
         v.as_object_mut().unwrap().remove("refs");
         v
     };
@@ -396,7 +406,10 @@ fn a_corrupt_object_fails_its_file_only_and_is_not_stored() {
     );
     assert!(std::fs::read_dir(m.path.join("usr")).unwrap().count() >= 3);
     let logged = std::fs::read_to_string(&log).unwrap();
-    assert!(logged.contains(&hex), "the log does not name the object:\n{logged}");
+    assert!(
+        logged.contains(&hex),
+        "the log does not name the object:\n{logged}"
+    );
     assert!(!dst.objects().iter().any(|(h, _)| *h == hex));
     m.umount(&dst);
     dst.assert_fsck_ok();
@@ -562,7 +575,10 @@ fn bad_remote_names_are_refused_clearly() {
     let err = dst.fail(&["ls", &format!("{url}#small")]);
     assert!(err.contains("images/NAME"), "{err}");
     let err = dst.fail(&["mount", &format!("{url}#images/nothing"), m]);
-    assert!(err.contains("images/refs/nothing") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("images/refs/nothing") && err.contains("not found"),
+        "{err}"
+    );
     let err = dst.fail(&["mount", "--kernel", &format!("{url}#images/small"), m]);
     assert!(err.contains("remote"), "{err}");
     assert!(!common::is_mountpoint(&mnt));
@@ -574,8 +590,7 @@ fn bad_remote_names_are_refused_clearly() {
 
     // A repository this tool may not write to is refused up front.
     let meta = dst.path.join("meta.json");
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
     v["features"]["read-only-compatible"] = serde_json::json!(["from-the-future"]);
     std::fs::remove_file(&meta).unwrap();
     std::fs::write(&meta, serde_json::to_vec(&v).unwrap()).unwrap();
@@ -583,4 +598,47 @@ fn bad_remote_names_are_refused_clearly() {
     let err = dst.fail(&["mount", &format!("{url}#images/small"), m]);
     assert!(err.contains("cannot be written"), "{err}");
     assert!(server.requests_since(mark).is_empty());
+}
+
+#[test]
+fn readers_of_one_file_at_once_fetch_it_once() {
+    let src = source();
+    let server = Nginx::serve(&src.repo.path);
+    let remote = format!("{}#ostree/next", server.url(""));
+    let dst = Repo::new();
+    let m = Mounted::fuse(&dst, &remote, &dst.scratch().join("mnt"));
+    let big = std::fs::read(src.tree.join("usr/lib/big")).unwrap();
+    let big_hex = object_of(&src.repo, "ostree/next", "/usr/lib/big");
+    let mark = server.mark();
+    let paths = ["usr/lib/big", "usr/new", "usr/bin/tool", "etc/motd"];
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let p = m.path.join(if i % 2 == 0 {
+                paths[0]
+            } else {
+                paths[i / 2 % 4]
+            });
+            let big = &big;
+            s.spawn(move || {
+                let got = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                if p.ends_with("usr/lib/big") {
+                    assert!(got == *big, "{} differs", p.display());
+                }
+            });
+        }
+    });
+    let asked = objects_asked(&server.requests_since(mark));
+    assert_eq!(
+        asked.iter().filter(|h| **h == big_hex).count(),
+        1,
+        "{asked:?}"
+    );
+    let distinct: BTreeSet<&String> = asked.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        asked.len(),
+        "an object asked for twice: {asked:?}"
+    );
+    m.umount(&dst);
+    dst.assert_fsck_ok();
 }

@@ -472,7 +472,12 @@ pub fn ls(
 }
 
 /// `ls` of `path` in `tree` (named `name`), directories sized by `dir_size`.
-fn ls_tree(tree: Arc<dyn Tree>, dir_size: Box<DirSize>, name: &str, path: &str) -> Result<ExitCode> {
+fn ls_tree(
+    tree: Arc<dyn Tree>,
+    dir_size: Box<DirSize>,
+    name: &str,
+    path: &str,
+) -> Result<ExitCode> {
     let ino = tree
         .resolve_path(path.as_bytes())?
         .with_context(|| format!("{path}: no such file or directory in {name}"))?;

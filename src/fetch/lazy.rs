@@ -266,3 +266,98 @@ impl Tree for LazyTree {
         self.inner.resolve_path(path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::fsverity::{Algorithm, digest_bytes};
+    use crate::tree::{FileData, Kind, MemTreeBuilder, Stat};
+
+    fn inode(kind: Kind) -> Inode {
+        Inode {
+            stat: Stat {
+                perms: 0o644,
+                ..Stat::default()
+            },
+            kind,
+            xattrs: vec![],
+        }
+    }
+
+    /// Wait (for another thread) until `cond` holds; fails after 20 s.
+    fn until(mut cond: impl FnMut() -> bool) {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !cond() {
+            assert!(std::time::Instant::now() < end, "never happened");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Two files of one object read at once: the object is fetched once,
+    /// the second reader waiting for the first. The served object is a
+    /// FIFO, so the first fetch stays in flight until the test writes
+    /// it (and a second open of it would take part of the bytes).
+    #[test]
+    fn one_fetch_per_object_the_other_readers_wait() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init(&tmp.path().join("repo"), Algorithm::Sha256).unwrap();
+        let data = digest_bytes(Algorithm::Sha256, b"seed")
+            .to_hex()
+            .repeat(2000)
+            .into_bytes();
+        let id = digest_bytes(Algorithm::Sha256, &data);
+        let served = tmp.path().join("served");
+        let fifo = served.join("objects").join(id.object_path());
+        std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let mut b = MemTreeBuilder::new();
+        let root = b.add(inode(Kind::Directory));
+        let file = || inode(Kind::Regular(FileData::object(id, data.len() as u64)));
+        let (f1, f2) = (b.add(file()), b.add(file()));
+        b.link(root, b"a", f1).unwrap();
+        b.link(root, b"b", f2).unwrap();
+        let remote = Remote::new(&format!("file://{}", served.display()), None).unwrap();
+        let tree = LazyTree::new(
+            Arc::new(b.build(root).unwrap()),
+            &repo,
+            remote,
+            "test".into(),
+        )
+        .unwrap();
+        let in_flight = |n: usize| {
+            tree.flights()
+                .get(&id)
+                .is_some_and(|f| Arc::strong_count(f) == n)
+        };
+        std::thread::scope(|s| {
+            let first = s.spawn(|| tree.content_object(f1));
+            // The map's and the fetching reader's.
+            until(|| in_flight(2));
+            let second = s.spawn(|| tree.content_object(f2));
+            // And the waiting reader's.
+            until(|| in_flight(3));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .unwrap()
+                .write_all(&data)
+                .unwrap();
+            assert_eq!(first.join().unwrap().unwrap(), Some(id));
+            assert_eq!(second.join().unwrap().unwrap(), Some(id));
+        });
+        assert!(repo.has_object(&id).unwrap());
+        assert!(tree.flights().is_empty());
+        assert_eq!(tree.fetched(), (1, data.len() as u64));
+        // Stored: asked again, nothing is opened (the FIFO has no writer).
+        assert_eq!(tree.content_object(f2).unwrap(), Some(id));
+    }
+}

@@ -171,8 +171,8 @@ pub fn ensure_writable(repo: &Repository) -> Result<()> {
         rustix::fs::Access::WRITE_OK,
         rustix::fs::AtFlags::empty(),
     )
-        .map_err(std::io::Error::from)
-        .with_context(why)
+    .map_err(std::io::Error::from)
+    .with_context(why)
 }
 
 /// Open the remote tree `name` in `repo` (which stores what is fetched).
@@ -195,9 +195,7 @@ fn open_inner(repo: &Repository, name: &RemoteName, opts: &OpenOptions) -> Resul
                     kind: RemoteKind::OstreeCommit,
                 }),
                 Serves::Composefs(meta) => {
-                    let checked = meta
-                        .check()
-                        .with_context(|| remote.url("meta.json"))?;
+                    let checked = meta.check().with_context(|| remote.url("meta.json"))?;
                     if checked.algorithm != repo.algorithm() {
                         bail!(
                             "{url} is a {} repository and this one is {}: their objects cannot be shared",
