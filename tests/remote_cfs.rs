@@ -1,5 +1,6 @@
 //! Remote names of a composefs repository served as plain files by nginx
-//! (tests/common/nginx.rs, whose access log says what was asked for):
+//! (tests/common/nginx.rs, whose access log says what was asked for; and
+//! once through `file://`):
 //! `mount URL#NAME`, `ls`, `cat`, `diff`, `show` read the tree in place.
 //!
 //! The repositories: one made by `composefs` (ostree commits pulled with
@@ -351,6 +352,15 @@ fn cat_fetches_one_object_and_a_later_fetch_the_rest() {
     assert_eq!(asked, rest, "the fetch after the cat");
     dst.assert_fsck_ok();
     assert_eq!(dst.ok(&["dump", name]), src.repo.ok(&["dump", name]));
+
+    // The same through a file:// URL (the repository's directory).
+    let other = Repo::new();
+    let file_url = format!("file://{}", src.repo.path.display());
+    assert_eq!(
+        other.ok(&["cat", &format!("{file_url}#images/small:/usr/lib/big")]),
+        std::fs::read(src.tree.join("usr/lib/big")).unwrap()
+    );
+    assert_nothing_named(&other);
 }
 
 /// Flip a byte of the object holding `data` in `repo`; its hex.
@@ -452,6 +462,26 @@ fn a_server_gone_fails_reads_with_eio_and_they_work_once_it_is_back() {
     server.resume();
     assert_eq!(std::fs::read(m.path.join("usr/lib/big")).unwrap(), big);
     m.umount(&dst);
+    dst.assert_fsck_ok();
+
+    // A fetch of the name asks for what the mount did not fetch only.
+    let content = content_objects(&src.repo, "ostree/main");
+    let read: BTreeSet<String> = ["/usr/bin/tool", "/usr/lib/big"]
+        .iter()
+        .map(|p| object_of(&src.repo, "ostree/main", p))
+        .collect();
+    let mark = server.mark();
+    let out = String::from_utf8(dst.ok(&["fetch", &server.url(""), "ostree/main"])).unwrap();
+    let rest: BTreeSet<String> = content.difference(&read).cloned().collect();
+    assert!(!rest.is_empty());
+    assert!(
+        out.contains(&format!(": fetched {} objects", rest.len())),
+        "{out}"
+    );
+    let asked: BTreeSet<String> = objects_asked(&server.requests_since(mark))
+        .into_iter()
+        .collect();
+    assert_eq!(asked, rest, "the fetch after the mount");
     dst.assert_fsck_ok();
 }
 
