@@ -15,12 +15,13 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::repo_cmds::open;
-use crate::diff::content::{self, Loc};
+use crate::diff::content;
 use crate::diff::format::{self, JsonWriter};
 use crate::diff::text;
 use crate::diff::{Change, DiffOptions, DiffStat, LocalDir, Side, diff_sides};
 use crate::repository::Repository;
 use crate::tree::{Inode, Kind, Tree};
+use crate::view::remote::{OpenOptions, RemoteName};
 
 /// Contents larger than this are not line-diffed (`Files … differ`).
 const TEXT_LIMIT: u64 = 8 << 20;
@@ -29,8 +30,9 @@ const TEXT_LIMIT: u64 = 8 << 20;
 pub struct DiffArgs {
     /// First tree: ostree commit (ref, checksum, prefix, ostree/NAME,
     /// commits/C), image (ref, digest, images/NAME), OCI image (oci/NAME),
-    /// or a local directory (an existing directory, or a path starting
-    /// with / or ./)
+    /// a remote tree (URL#REF, docker://REGISTRY/NAME[:TAG|@DIGEST]), or a
+    /// local directory (an existing directory, or a path starting with /
+    /// or ./)
     a: String,
     /// Second tree (same forms)
     b: String,
@@ -52,6 +54,8 @@ pub struct DiffArgs {
     /// Do not compare hardlink structure (never compared against an ostree commit)
     #[arg(long)]
     no_hardlinks: bool,
+    #[command(flatten)]
+    remote: super::remote_args::RemoteArgs,
     /// Only these paths and what is below them (after `--`)
     #[arg(last = true, value_name = "PATH")]
     paths: Vec<OsString>,
@@ -86,9 +90,13 @@ fn is_local(name: &str) -> bool {
 enum Named {
     Local,
     Stored(crate::view::Source),
+    Remote(RemoteName),
 }
 
 fn identify(repo: Option<&Repository>, name: &str) -> Result<Named> {
+    if let Some(n) = RemoteName::parse(name)? {
+        return Ok(Named::Remote(n));
+    }
     if is_local(name) {
         return Ok(Named::Local);
     }
@@ -97,16 +105,26 @@ fn identify(repo: Option<&Repository>, name: &str) -> Result<Named> {
 }
 
 /// Whether loading `n` is quick: a stored commit or image opens lazily
-/// (a mapping and a table), a directory is scanned and an OCI image's
-/// layers are read.
+/// (a mapping and a table), a directory is scanned, an OCI image's
+/// layers are read, a remote tree's metadata fetched.
 fn opens_lazily(n: &Named) -> bool {
     use crate::view::Source;
     matches!(n, Named::Stored(Source::Commit(_) | Source::Image(_)))
 }
 
-fn load(repo: Option<&Repository>, name: &str, named: Named) -> Result<Loaded> {
+fn load(
+    repo: Option<&Repository>,
+    name: &str,
+    named: Named,
+    remote: Option<&OpenOptions>,
+) -> Result<Loaded> {
     match named {
         Named::Local => Ok(Loaded::Local(LocalDir::read(Path::new(name))?)),
+        Named::Remote(n) => {
+            let r = repo.context("no repository")?;
+            let opts = remote.context("no options for remote trees")?;
+            Ok(Loaded::Stored(crate::view::remote::open(r, &n, opts)?.tree))
+        }
         Named::Stored(source) => {
             let r = repo.context("no repository")?;
             Ok(Loaded::Stored(
@@ -146,18 +164,24 @@ fn diff(repo_path: Option<&Path>, args: &DiffArgs, changed: &mut bool) -> Result
         identify(repo.as_ref(), &args.a).with_context(|| format!("first tree {:?}", args.a))?;
     let nb =
         identify(repo.as_ref(), &args.b).with_context(|| format!("second tree {:?}", args.b))?;
+    let opts = if matches!(na, Named::Remote(_)) || matches!(nb, Named::Remote(_)) {
+        Some(args.remote.options()?)
+    } else {
+        None
+    };
+    let opts = opts.as_ref();
     // Sides that take reading (a directory scan, OCI layers) load at once
     // on two threads; stored commits and images open in a moment, less
     // than a thread costs.
     let (a, b) = if opens_lazily(&na) && opens_lazily(&nb) {
         (
-            load(repo.as_ref(), &args.a, na),
-            load(repo.as_ref(), &args.b, nb),
+            load(repo.as_ref(), &args.a, na, opts),
+            load(repo.as_ref(), &args.b, nb, opts),
         )
     } else {
         std::thread::scope(|s| {
-            let second = s.spawn(|| load(repo.as_ref(), &args.b, nb));
-            let a = load(repo.as_ref(), &args.a, na);
+            let second = s.spawn(|| load(repo.as_ref(), &args.b, nb, opts));
+            let a = load(repo.as_ref(), &args.a, na, opts);
             let b = second
                 .join()
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("loading the second tree panicked")));
@@ -228,8 +252,7 @@ fn bytes_of(
     let Kind::Regular(data) = &inode.kind else {
         return Ok(Some(Vec::new()));
     };
-    let loc: Loc<'_> = content::locate(side, ino, data);
-    content::read(repo, loc, TEXT_LIMIT)
+    content::read_file(repo, side, ino, data, TEXT_LIMIT)
 }
 
 /// One file's patch: `diff --git` header, then hunks, or a line saying

@@ -10,8 +10,9 @@ use clap::Args;
 
 use super::repo_cmds::open;
 use crate::fuse::cache::{DEFAULT_CACHE_BYTES, parse_size};
-use crate::fuse::{FsOptions, MountOptions, TreeFs, serve};
+use crate::fuse::{FsOptions, MountOptions, TreeFs, serve, serve_later};
 use crate::tree::Tree;
+use crate::view::remote::RemoteName;
 use crate::view::{RepoView, open_tree};
 
 #[derive(Args, Debug)]
@@ -47,10 +48,19 @@ pub struct MountArgs {
     #[arg(long)]
     pub verify: bool,
     /// `[REF] MOUNTPOINT`: REF is `ostree/NAME`, a stored ostree commit
-    /// (name, checksum or prefix), or an image ref or digest
+    /// (name, checksum or prefix), an image ref or digest, a pulled OCI
+    /// image; or a remote tree, read in place and its contents fetched
+    /// when read: `URL#REF` (an ostree or composefs repository over
+    /// http(s):// or file://), `docker://REGISTRY/NAME[:TAG|@DIGEST]`
     #[arg(value_name = "[REF] MOUNTPOINT", num_args = 1..=2, required = true)]
     pub args: Vec<String>,
+    #[command(flatten)]
+    pub remote: super::remote_args::RemoteArgs,
 }
+
+/// Request threads of a remote tree's daemon: a file waiting for the
+/// network holds one, the others go on serving.
+const REMOTE_THREADS: usize = 8;
 
 pub fn mount(repo: Option<&Path>, a: &MountArgs) -> Result<ExitCode> {
     let (name, target) = match a.args.as_slice() {
@@ -60,6 +70,15 @@ pub fn mount(repo: Option<&Path>, a: &MountArgs) -> Result<ExitCode> {
     };
     if a.all && name.is_some() {
         bail!("--all mounts the whole repository: give only a mount point");
+    }
+    let remote = name.map(RemoteName::parse).transpose()?.flatten();
+    if a.kernel
+        && let Some(n) = &remote
+    {
+        bail!(
+            "--kernel mounts stored trees: {n} is a remote one (mount it through FUSE, \
+             or fetch or pull it first)"
+        );
     }
     if a.kernel {
         let Some(name) = name else {
@@ -81,6 +100,9 @@ pub fn mount(repo: Option<&Path>, a: &MountArgs) -> Result<ExitCode> {
         passthrough: a.passthrough,
         ..FsOptions::default()
     };
+    if let Some(n) = remote {
+        return mount_remote(r, n, fs_opts, &target, a);
+    }
     let (tree, what): (Arc<dyn Tree>, String) = match name {
         Some(name) => (open_tree(&r, name)?, format!("{name:?}")),
         None => {
@@ -111,6 +133,44 @@ pub fn mount(repo: Option<&Path>, a: &MountArgs) -> Result<ExitCode> {
         ..MountOptions::default()
     };
     serve(fs, &target, &opts)
+        .with_context(|| format!("cannot mount {what} at {}", target.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Mount a remote tree: opened by the daemon (after its fork: opening it
+/// fetches, perhaps on threads), with more request threads than a stored
+/// tree gets.
+fn mount_remote(
+    r: crate::repository::Repository,
+    name: RemoteName,
+    fs_opts: FsOptions,
+    target: &Path,
+    a: &MountArgs,
+) -> Result<ExitCode> {
+    // Up front, before anything is fetched: what is fetched is stored.
+    crate::view::remote::ensure_writable(&r)?;
+    let opts = a.remote.options()?;
+    let what = name.to_string();
+    tracing::info!(
+        "mounting {what} at {} (cache {}, verify {}, passthrough {})",
+        target.display(),
+        crate::show::human_bytes(fs_opts.cache_bytes as u64),
+        fs_opts.verify,
+        fs_opts.passthrough
+    );
+    let make = move || -> Result<TreeFs> {
+        let tree = crate::view::remote::open(&r, &name, &opts)?.tree;
+        // As for a stored tree: the daemon holds no lock.
+        r.unlock()?;
+        TreeFs::new(tree, r, &fs_opts).with_context(|| format!("cannot serve {name}"))
+    };
+    let opts = MountOptions {
+        foreground: a.foreground,
+        allow_other: a.allow_other,
+        log: a.log.clone(),
+        threads: REMOTE_THREADS,
+    };
+    serve_later(Box::new(make), target, &opts)
         .with_context(|| format!("cannot mount {what} at {}", target.display()))?;
     Ok(ExitCode::SUCCESS)
 }

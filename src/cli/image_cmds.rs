@@ -412,22 +412,45 @@ fn ls_line(
 /// A directory's size as the tree's source stores it.
 type DirSize = dyn Fn(Ino) -> Result<u64>;
 
-/// Split `REF:PATH` (PATH starting with `/`); `None` if there is no such colon.
+/// Split `REF:PATH` (PATH starting with `/`); `None` if there is no such
+/// colon. In a remote name (`URL#REF:PATH`, `docker://…:PATH`) the colon
+/// is looked for after the URL.
 pub(crate) fn split_ref_path(arg: &str) -> Option<(&str, &str)> {
-    let i = arg.find(":/")?;
+    let from = crate::view::remote::path_search_start(arg);
+    let i = from + arg[from..].find(":/")?;
     Some((&arg[..i], &arg[i + 1..]))
 }
 
 /// `ls [-l]` of a path in an image (file, ref or digest) or a stored ostree
 /// commit; `name` may be `REF:PATH`.
-pub fn ls(repo: Option<&Path>, name: &str, path: Option<&str>) -> Result<ExitCode> {
+pub fn ls(
+    repo: Option<&Path>,
+    name: &str,
+    path: Option<&str>,
+    remote: &super::remote_args::RemoteArgs,
+) -> Result<ExitCode> {
     let (name, path) = match (split_ref_path(name), path) {
         (Some((n, p)), None) if !Path::new(name).exists() => (n, p),
         (_, p) => (name, p.unwrap_or("/")),
     };
     // An image file, else what the name means in the repository; images
     // show their directories' stored sizes.
-    let image = if Path::new(name).is_file() {
+    let image = if let Some(rn) = crate::view::remote::RemoteName::parse(name)? {
+        let r = open(repo)?;
+        let opened = crate::view::remote::open(&r, &rn, &remote.options()?)?;
+        use crate::view::remote::{RemoteKind, Served};
+        match opened.kind {
+            // The image's own directory sizes (its metadata is stored here).
+            RemoteKind::Composefs(Served::Image(id)) => {
+                let img = ErofsImage::from_file(r.open_object(&id)?)
+                    .with_context(|| format!("image {name:?}"))?;
+                let img = Arc::new(img);
+                let sizes: Box<DirSize> = Box::new(move |i| Ok(img.raw_inode(i)?.size));
+                return ls_tree(opened.tree, sizes, name, path);
+            }
+            _ => Err(opened.tree),
+        }
+    } else if Path::new(name).is_file() {
         Ok(ErofsImage::open(Path::new(name)).with_context(|| format!("image {name}"))?)
     } else {
         let r = open(repo)?;
@@ -445,6 +468,16 @@ pub fn ls(repo: Option<&Path>, name: &str, path: Option<&str>) -> Result<ExitCod
         }
         Err(tree) => (tree, Box::new(|_| Ok(4096))),
     };
+    ls_tree(tree, dir_size, name, path)
+}
+
+/// `ls` of `path` in `tree` (named `name`), directories sized by `dir_size`.
+fn ls_tree(
+    tree: Arc<dyn Tree>,
+    dir_size: Box<DirSize>,
+    name: &str,
+    path: &str,
+) -> Result<ExitCode> {
     let ino = tree
         .resolve_path(path.as_bytes())?
         .with_context(|| format!("{path}: no such file or directory in {name}"))?;
@@ -477,11 +510,16 @@ pub fn ls(repo: Option<&Path>, name: &str, path: Option<&str>) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// `cat REF:PATH`: a file's content from an image or a stored ostree
-/// commit, without mounting.
-pub fn cat_path(repo: Option<&Path>, name: &str, path: &str) -> Result<ExitCode> {
+/// `cat REF:PATH`: a file's content from any tree (an image, a stored
+/// ostree commit or OCI image, a remote tree), without mounting.
+pub fn cat_path(
+    repo: Option<&Path>,
+    name: &str,
+    path: &str,
+    remote: &super::remote_args::RemoteArgs,
+) -> Result<ExitCode> {
     let r = open(repo)?;
-    let tree = crate::view::open_tree(&r, name)?;
+    let tree = crate::view::open_any(&r, name, &remote.options()?)?;
     let ino = tree
         .resolve_path(path.as_bytes())?
         .with_context(|| format!("{path}: no such file or directory in {name}"))?;

@@ -10,6 +10,7 @@ mod measure;
 mod oci_cmds;
 mod ostree_cmds;
 mod progress;
+mod remote_args;
 mod repo_cmds;
 mod show_cmds;
 mod tar_cmds;
@@ -88,8 +89,12 @@ enum Command {
     /// Write a stored stream (e.g. an imported tar) to standard output, byte
     /// for byte; or, as `REF:PATH`, a file of an image or ostree commit
     Cat {
-        /// Stream ref, content id or digest; or REF:/PATH (REF: an image or a stored ostree commit)
+        /// Stream ref, content id or digest; or REF:/PATH (REF: an image, a
+        /// stored ostree commit or OCI image, or a remote tree: URL#REF,
+        /// docker://REGISTRY/NAME[:TAG|@DIGEST])
         name: String,
+        #[command(flatten)]
+        remote: remote_args::RemoteArgs,
     },
     /// List refs and what they point to, or delete some (`--delete`)
     Refs {
@@ -142,10 +147,13 @@ enum Command {
     },
     /// List a directory of an image or a stored ostree commit like `ls -l`
     Ls {
-        /// Image file, image ref or digest, stored ostree commit; or REF:/PATH
+        /// Image file, image ref or digest, stored ostree commit or OCI
+        /// image, remote tree (URL#REF, docker://…); or REF:/PATH
         image: String,
         /// Path inside the image (default /)
         path: Option<String>,
+        #[command(flatten)]
+        remote: remote_args::RemoteArgs,
     },
     /// Compare two trees (stored or local directories): changed paths,
     /// `--stat`, `--json`, `--content`; exit 0 equal, 1 different, 2 trouble
@@ -250,7 +258,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         ),
         Command::Measure { hash, files } => measure::run(hash, &files),
         Command::ImportTar { name, file } => tar_cmds::import(repo, &name, file.as_deref()),
-        Command::Cat { name } => tar_cmds::cat_or_path(repo, &name),
+        Command::Cat { name, remote } => tar_cmds::cat_or_path(repo, &name, &remote),
         Command::Refs { delete, json } if delete.is_empty() => repo_cmds::refs(repo, json),
         Command::Refs { delete, .. } => repo_cmds::delete_refs(repo, &delete),
         Command::Gc { dry_run } => repo_cmds::gc(repo, dry_run),
@@ -263,7 +271,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => image_cmds::create_image(repo, &read, name.or(image_name).as_deref()),
         Command::ComputeId { read, hash } => image_cmds::compute_id(repo, &read, hash),
         Command::Dump { image } => image_cmds::dump(repo, &image),
-        Command::Ls { image, path } => image_cmds::ls(repo, &image, path.as_deref()),
+        Command::Ls {
+            image,
+            path,
+            remote,
+        } => image_cmds::ls(repo, &image, path.as_deref(), &remote),
         Command::Mount(args) => fuse_cmds::mount(repo, &args),
         Command::Diff(args) => diff_cmds::run(repo, &args),
         Command::Umount { mountpoint } => image_cmds::umount(&mountpoint),

@@ -1,7 +1,7 @@
 //! `composefs ostree …`: pull, ls-remote, list, log, create-image.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -16,9 +16,7 @@ use crate::inspect::iso_utc;
 use crate::ostree::commitstream::CommitStream;
 use crate::ostree::objects::Commit;
 use crate::ostree::pull::{PullOptions, Stats, pull};
-use crate::ostree::signature;
 use crate::ostree::summary::{MAX_SUMMARY_SIZE, Summary};
-use crate::ostree::trust::Trust;
 use crate::ostree::{Checksum, ObjType, resolve, tree};
 use crate::repository::{RefKind, Repository};
 use crate::show::human_bytes;
@@ -90,18 +88,8 @@ pub struct PullArgs {
     /// Parallel transfers (default: 8 for HTTP, 3 per CPU for local: reads overlap)
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
-    /// Trust the OpenPGP keys in FILE (armored or binary; repeatable)
-    #[arg(long, value_name = "FILE")]
-    gpg_keyring: Vec<PathBuf>,
-    /// Trust this ed25519 public key (base64; repeatable)
-    #[arg(long, value_name = "KEY")]
-    ed25519_key: Vec<String>,
-    /// Trust the ed25519 public keys in FILE (one base64 key per line)
-    #[arg(long, value_name = "FILE")]
-    ed25519_keyfile: Vec<PathBuf>,
-    /// Fail unless the commit carries a good signature from a trusted key
-    #[arg(long)]
-    require_signatures: bool,
+    #[command(flatten)]
+    trust: super::remote_args::TrustArgs,
     /// HTTP: give up on a connection or read after SECONDS (then retry);
     /// default 30 to connect, 60 per read
     #[arg(long, value_name = "SECONDS", value_parser = super::parse_seconds)]
@@ -121,15 +109,6 @@ pub fn run(repo: Option<&Path>, cmd: OstreeCommand) -> Result<ExitCode> {
         } => create_image(repo, &name, image_name.as_deref(), min_version),
         OstreeCommand::ComputeId { name } => compute_id(repo, &name),
     }
-}
-
-fn trust(a: &PullArgs) -> Result<Trust> {
-    let (gpg, ed25519) = signature::load_keys(&a.gpg_keyring, &a.ed25519_key, &a.ed25519_keyfile)?;
-    Ok(Trust {
-        require: a.require_signatures,
-        gpg,
-        ed25519,
-    })
 }
 
 /// Draw bars from `stats` on stderr until `done`.
@@ -188,7 +167,7 @@ fn pull_cmd(repo: Option<&Path>, a: PullArgs) -> Result<ExitCode> {
         base: a.base.clone(),
         no_deltas: a.no_deltas,
         jobs,
-        trust: trust(&a)?,
+        trust: a.trust.trust()?,
         timeout: a.timeout,
     };
     let stats = Stats::default();

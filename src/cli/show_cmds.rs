@@ -2,7 +2,7 @@
 //! around [`crate::inspect`], text for people or JSON for scripts.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -10,30 +10,22 @@ use clap::Args;
 
 use super::repo_cmds::open;
 use crate::inspect::log::{self, LogEnd, LogEntry};
-use crate::inspect::summary::{Keys, summarize};
+use crate::inspect::summary::{Keys, summarize, summarize_remote};
 use crate::view::Source;
+use crate::view::remote::RemoteName;
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
     /// A stored ostree commit (ref, checksum, unique prefix, ostree/NAME,
-    /// commits/CHECKSUM), a composefs image (ref, digest, images/NAME) or
-    /// a pulled OCI image (NAME, oci/NAME)
+    /// commits/CHECKSUM), a composefs image (ref, digest, images/NAME), a
+    /// pulled OCI image (NAME, oci/NAME); or a remote tree (URL#REF,
+    /// docker://REGISTRY/NAME[:TAG|@DIGEST])
     name: String,
     /// Print JSON instead of `key: value` lines
     #[arg(long)]
     json: bool,
-    /// Check an ostree commit's OpenPGP signatures with the keys in FILE
-    /// (armored or binary; repeatable)
-    #[arg(long, value_name = "FILE")]
-    gpg_keyring: Vec<PathBuf>,
-    /// Check an ostree commit's ed25519 signatures with this public key
-    /// (base64; repeatable)
-    #[arg(long, value_name = "KEY")]
-    ed25519_key: Vec<String>,
-    /// Check an ostree commit's ed25519 signatures with the public keys in
-    /// FILE (one base64 key per line)
-    #[arg(long, value_name = "FILE")]
-    ed25519_keyfile: Vec<PathBuf>,
+    #[command(flatten)]
+    remote: super::remote_args::RemoteArgs,
 }
 
 #[derive(Args, Debug)]
@@ -52,16 +44,17 @@ pub struct LogArgs {
     stat: bool,
 }
 
-fn keys(a: &ShowArgs) -> Result<Keys> {
-    let (gpg, ed25519) =
-        crate::ostree::signature::load_keys(&a.gpg_keyring, &a.ed25519_key, &a.ed25519_keyfile)?;
-    Ok(Keys { gpg, ed25519 })
-}
-
 pub fn show(repo: Option<&Path>, a: &ShowArgs) -> Result<ExitCode> {
-    let keys = keys(a)?;
+    let (gpg, ed25519) = a.remote.trust.keys()?;
+    let keys = Keys { gpg, ed25519 };
     let r = open(repo)?;
-    let s = summarize(&r, &a.name, &keys)?;
+    let s = match RemoteName::parse(&a.name)? {
+        Some(name) => {
+            let opened = crate::view::remote::open(&r, &name, &a.remote.options()?)?;
+            summarize_remote(&r, &opened, &keys).with_context(|| format!("{name}"))?
+        }
+        None => summarize(&r, &a.name, &keys)?,
+    };
     let mut out = std::io::stdout().lock();
     if a.json {
         serde_json::to_writer_pretty(&mut out, &s).context("cannot write to stdout")?;

@@ -4,7 +4,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::{progress, repo_cmds::open};
 use crate::compression::decompress;
@@ -72,15 +72,22 @@ pub fn import(repo: Option<&Path>, name: &str, file: Option<&Path>) -> Result<Ex
 }
 
 /// `cat NAME`: a stored stream; if NAME is no stream but `REF:/PATH`, a
-/// file of an image or stored ostree commit.
-pub fn cat_or_path(repo: Option<&Path>, name: &str) -> Result<ExitCode> {
+/// file of any tree (stored or remote).
+pub fn cat_or_path(
+    repo: Option<&Path>,
+    name: &str,
+    remote: &super::remote_args::RemoteArgs,
+) -> Result<ExitCode> {
     if let Some((r, p)) = super::image_cmds::split_ref_path(name) {
         let stream = open(repo)?
             .resolve(crate::repository::RefKind::Stream, name)
             .is_ok();
         if !stream {
-            return super::image_cmds::cat_path(repo, r, p);
+            return super::image_cmds::cat_path(repo, r, p, remote);
         }
+    }
+    if crate::view::remote::RemoteName::parse(name)?.is_some() {
+        bail!("{name}: say which file of the remote tree: {name}:/PATH");
     }
     cat(repo, name)
 }

@@ -11,7 +11,9 @@
 //! - a file whose content the tree does not locate (a dumpfile without
 //!   digest): reported as different.
 //!
-//! Also reading the bytes for `--content` ([`read`]), bounded.
+//! Also reading the bytes for `--content` ([`read`], [`read_file`]),
+//! bounded. An object is read only once its tree made it present
+//! ([`present`]: a remote tree fetches it); ids are compared without.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -64,6 +66,38 @@ pub fn locate<'a>(side: &Side<'a>, ino: Ino, data: &'a FileData) -> Loc<'a> {
             }
         }
     }
+}
+
+/// `loc`, the content of regular file `ino` of a tree (not a local
+/// directory), with its object made present: a remote tree fetches it
+/// ([`crate::tree::Tree::content_object`]). Anything else as it is.
+pub fn present<'a>(side: &Side<'_>, ino: Ino, loc: Loc<'a>) -> Result<Loc<'a>> {
+    match loc {
+        Loc::Object(_, size) if side.local.is_none() => {
+            Ok(match side.tree.content_object(ino)? {
+                Some(id) => Loc::Object(id, size),
+                None => loc,
+            })
+        }
+        _ => Ok(loc),
+    }
+}
+
+/// [`read`] of regular file `ino` (with data `data`) of `side`, its object
+/// made present first ([`present`]); nothing fetched for a file larger
+/// than `limit`.
+pub fn read_file(
+    repo: Option<&Repository>,
+    side: &Side<'_>,
+    ino: Ino,
+    data: &FileData,
+    limit: u64,
+) -> Result<Option<Vec<u8>>> {
+    let loc = locate(side, ino, data);
+    if loc.size() > limit {
+        return Ok(None);
+    }
+    read(repo, present(side, ino, loc)?, limit)
 }
 
 /// Digests of local files, computed once per (path, algorithm).

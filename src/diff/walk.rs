@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
-use super::content::{self, Digests};
+use super::content::{self, Digests, Loc};
 use super::{Aspects, Change, DiffOptions, Side, Status, normalize_path};
 use crate::repository::Repository;
 use crate::tree::{Ino, Inode, Kind, Listing, Tree};
@@ -385,7 +385,14 @@ impl<'a> Walker<'a> {
         match (&old.kind, &new.kind) {
             (Kind::Regular(x), Kind::Regular(y)) => {
                 let la = content::locate(&self.a, ia, x);
-                let lb = content::locate(&self.b, ib, y);
+                let mut lb = content::locate(&self.b, ib, y);
+                // Ids of two algorithms: the second object is read.
+                if let (Loc::Object(p, m), Loc::Object(q, n)) = (la, lb)
+                    && p.algorithm() != q.algorithm()
+                    && m == n
+                {
+                    lb = content::present(&self.b, ib, lb)?;
+                }
                 if !content::equal(self.repo, &mut self.digests, la, lb)? {
                     s.insert(Aspects::CONTENT);
                 }

@@ -11,7 +11,11 @@
 //! placed ([`walk`]). Nothing stored already is asked for. The entries
 //! the pulls make (`streams/<content-id>`, `images/<hex>`) are linked,
 //! everything synced to disk, and the ref published last.
+//!
+//! [`lazy`] reads such a tree in place instead: its metadata fetched the
+//! same way, file contents when first read, nothing linked.
 
+pub mod lazy;
 pub mod remote;
 pub mod walk;
 
@@ -153,55 +157,15 @@ pub fn fetch_with(
     counters: &Counters,
 ) -> Result<FetchReport> {
     repo.ensure_writable()?;
-    let t = target(name)?;
     let remote = Remote::new(url, opts.timeout)?;
+    let Root {
+        target: t,
+        id,
+        url: root_url,
+        ..
+    } = fetch_root(repo, &remote, name, counters)?;
 
-    // The root: whatever the server's symlinks lead to.
-    let root_url = remote.url(&t.path);
-    tracing::info!("fetching {name} from {root_url}");
-    let (id, new, n) = retry(|| {
-        let mut body = remote
-            .open(&t.path)?
-            .with_context(|| format!("{root_url} not found"))?;
-        let mut w = repo.object_writer()?;
-        let n =
-            std::io::copy(&mut body, &mut w).with_context(|| format!("cannot fetch {root_url}"))?;
-        let (id, new) = w.finish()?;
-        Ok((id, new, n))
-    })?;
-    tracing::info!(
-        "{name} is object {id} ({})",
-        if new { "new" } else { "stored already" }
-    );
-    if new {
-        counters.fetched.fetch_add(1, Ordering::Relaxed);
-        counters.bytes.fetch_add(n, Ordering::Relaxed);
-    } else {
-        counters.reused.fetch_add(1, Ordering::Relaxed);
-    }
-
-    let root_kind = walk::kind(repo, &id)?;
-    match (t.kind, root_kind) {
-        (RefKind::Image, Kind::Stream) => {
-            bail!("{root_url} is not a composefs image (object {id})")
-        }
-        (RefKind::Stream, Kind::Image) => {
-            bail!("{root_url} is a composefs image, not a stream (object {id})")
-        }
-        _ => {}
-    }
-    if let Some(want) = t.want {
-        let r = repo.open_stream_object(&id)?;
-        if r.content_type != want {
-            bail!(
-                "{root_url} is a stream of content type {}, not {}",
-                crate::splitstream::content_type_name(r.content_type),
-                crate::splitstream::content_type_name(want)
-            );
-        }
-    }
-
-    let links = walk::walk(repo, &remote, id, opts.jobs, counters)?;
+    let links = walk::walk(repo, &remote, id, opts.jobs, walk::Reach::All, counters)?;
 
     // Name the root as the pulls do, checking what its content says.
     let (entry, commit) = match t.kind {
@@ -241,6 +205,73 @@ pub fn fetch_with(
         fetched: counters.fetched.load(Ordering::Relaxed),
         bytes: counters.bytes.load(Ordering::Relaxed),
         reused: counters.reused.load(Ordering::Relaxed),
+    })
+}
+
+/// A name's root on the server, fetched and stored as an object (under
+/// no entry yet), checked against what the name asks for.
+struct Root {
+    target: Target,
+    id: ObjectId,
+    kind: Kind,
+    /// Where the root was asked for, for messages.
+    url: String,
+}
+
+/// Fetch `name`'s root: the server resolves the name (a static server
+/// follows the ref's symlinks) and the root is what it returns. An image
+/// name must give an image, a stream name a stream, of the content type
+/// the name asks for.
+fn fetch_root(repo: &Repository, remote: &Remote, name: &str, counters: &Counters) -> Result<Root> {
+    let t = target(name)?;
+    let root_url = remote.url(&t.path);
+    tracing::info!("fetching {name} from {root_url}");
+    let (id, new, n) = retry(|| {
+        let mut body = remote
+            .open(&t.path)?
+            .with_context(|| format!("{root_url} not found"))?;
+        let mut w = repo.object_writer()?;
+        let n =
+            std::io::copy(&mut body, &mut w).with_context(|| format!("cannot fetch {root_url}"))?;
+        let (id, new) = w.finish()?;
+        Ok((id, new, n))
+    })?;
+    tracing::info!(
+        "{name} is object {id} ({})",
+        if new { "new" } else { "stored already" }
+    );
+    if new {
+        counters.fetched.fetch_add(1, Ordering::Relaxed);
+        counters.bytes.fetch_add(n, Ordering::Relaxed);
+    } else {
+        counters.reused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    let kind = walk::kind(repo, &id)?;
+    match (t.kind, kind) {
+        (RefKind::Image, Kind::Stream) => {
+            bail!("{root_url} is not a composefs image (object {id})")
+        }
+        (RefKind::Stream, Kind::Image) => {
+            bail!("{root_url} is a composefs image, not a stream (object {id})")
+        }
+        _ => {}
+    }
+    if let Some(want) = t.want {
+        let r = repo.open_stream_object(&id)?;
+        if r.content_type != want {
+            bail!(
+                "{root_url} is a stream of content type {}, not {}",
+                crate::splitstream::content_type_name(r.content_type),
+                crate::splitstream::content_type_name(want)
+            );
+        }
+    }
+    Ok(Root {
+        target: t,
+        id,
+        kind,
+        url: root_url,
     })
 }
 

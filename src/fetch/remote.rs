@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 /// Where the files come from.
+#[derive(Clone)]
 pub enum Remote {
     Http { base: String, agent: ureq::Agent },
     Dir(PathBuf),
@@ -69,6 +70,27 @@ impl Remote {
                 }
             }
         }
+    }
+}
+
+impl Remote {
+    /// The whole of small file `path` (at most `limit` bytes), tried
+    /// again on transient failures; `None` when the server has no such
+    /// file.
+    pub fn read_small(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        crate::net::retry(|| {
+            let Some(body) = self.open(path)? else {
+                return Ok(None);
+            };
+            let mut v = Vec::new();
+            body.take(limit + 1)
+                .read_to_end(&mut v)
+                .with_context(|| format!("cannot read {}", self.url(path)))?;
+            if v.len() as u64 > limit {
+                bail!("{} is larger than {limit} bytes", self.url(path));
+            }
+            Ok(Some(v))
+        })
     }
 }
 

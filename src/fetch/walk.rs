@@ -81,7 +81,8 @@ pub fn fetch_object(
     let url = remote.url(&path);
     let (new, n) = retry(|| {
         let mut body = remote
-            .open(&path)?
+            .open(&path)
+            .with_context(|| format!("object {id}"))?
             .with_context(|| format!("object {id}: {url} not found"))?;
         let mut w = repo.object_writer()?;
         let n = std::io::copy(&mut body, &mut w)
@@ -135,12 +136,32 @@ pub fn fetch_all(
     }
 }
 
+/// How far a walk goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Everything the root reaches: streams, images and every object
+    /// they name (file contents).
+    All,
+    /// What reading the tree needs, no file content: streams and images,
+    /// and the objects of OCI manifest and config streams (their JSON
+    /// documents). What a tree read in place fetches up front.
+    Metadata,
+}
+
+/// Whether a stream of content type `ctype` keeps what reading it needs
+/// in objects (an OCI manifest's or config's JSON), not only file
+/// contents.
+fn needs_its_objects(ctype: u64) -> bool {
+    ctype == content_type::OCI_MANIFEST || ctype == content_type::OCI_CONFIG
+}
+
 /// A name the repository gives an object the walk reached: an entry
 /// (`streams/<content-id>`, `images/<hex>`) as the pulls link them.
 pub type Link = (RefKind, String, ObjectId);
 
 /// Walk from `root` (stored already, and counted by the caller) and
-/// fetch all it reaches. Returns
+/// fetch all it reaches (with [`Reach::Metadata`], all but file
+/// contents). Returns
 /// the entries to link for the named refs found on the way: images
 /// (`images/<hex>`, e.g. `composefs.image` of an ostree commit or an OCI
 /// config), and an OCI manifest's config and layer streams, and a
@@ -151,6 +172,7 @@ pub fn walk(
     remote: &Remote,
     root: ObjectId,
     jobs: usize,
+    reach: Reach,
     counters: &Counters,
 ) -> Result<Vec<Link>> {
     let mut seen: HashSet<ObjectId> = HashSet::from([root]);
@@ -173,9 +195,12 @@ pub fn walk(
                 Kind::Image => {
                     let image = crate::erofs::reader::ErofsImage::from_file(repo.open_object(&id)?)
                         .with_context(|| format!("image {id}"))?;
-                    let objects = image
-                        .referenced_objects()
-                        .with_context(|| format!("image {id}"))?;
+                    let objects = match reach {
+                        Reach::All => image
+                            .referenced_objects()
+                            .with_context(|| format!("image {id}"))?,
+                        Reach::Metadata => Vec::new(),
+                    };
                     leaves.extend(
                         objects
                             .into_iter()
@@ -184,7 +209,9 @@ pub fn walk(
                 }
                 Kind::Stream => {
                     let r = repo.open_stream_object(&id)?;
-                    leaves.extend(r.object_refs().iter().copied());
+                    if reach == Reach::All || needs_its_objects(r.content_type) {
+                        leaves.extend(r.object_refs().iter().copied());
+                    }
                     for (name, target) in r.named_refs() {
                         named.push((r.content_type, name.clone(), *target));
                     }

@@ -46,22 +46,38 @@ impl Default for MountOptions {
 }
 
 const READY: &[u8] = b"OK\n";
+/// What a daemon that makes its filesystem itself says once it has.
+const LOADED: &[u8] = b"LOADED\n";
+
+/// A filesystem to serve: made already, or made by the daemon itself
+/// after the fork ([`serve_later`]).
+enum Serving {
+    Ready(Box<TreeFs>),
+    Later(Box<dyn FnOnce() -> Result<TreeFs> + Send>),
+}
 
 /// How long `mount` waits for its daemon to report.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Wait until `r` is readable (data or end of file), at most `timeout`.
-fn wait_readable(r: &impl std::os::fd::AsRawFd, timeout: std::time::Duration) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
+/// Wait until `r` is readable (data or end of file), at most `timeout`
+/// (`None`: as long as it takes).
+fn wait_readable(r: &impl std::os::fd::AsRawFd, timeout: Option<std::time::Duration>) -> bool {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = match deadline {
+            Some(d) => d
+                .saturating_duration_since(std::time::Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
+            None => -1,
+        };
         let mut pfd = libc::pollfd {
             fd: r.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
         // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
         if rc > 0 {
             return true;
         }
@@ -101,6 +117,24 @@ fn fuse_config(opts: &MountOptions) -> Config {
 /// SIGHUP to the daemon). Without `foreground`, returns as soon as the
 /// mount is ready, the daemon serving on in the background.
 pub fn serve(fs: TreeFs, mountpoint: &Path, opts: &MountOptions) -> Result<()> {
+    serve_inner(Serving::Ready(Box::new(fs)), mountpoint, opts)
+}
+
+/// [`serve`] a filesystem that `make` makes in the daemon, after the
+/// fork: for a tree whose opening may start threads (a remote tree
+/// fetching its metadata), which a forked child of a multi-threaded
+/// process could not safely run. The caller waits while it is made (its
+/// fetches have their own timeouts), then for the mount as [`serve`]
+/// does; an error making it is the caller's error.
+pub fn serve_later(
+    make: Box<dyn FnOnce() -> Result<TreeFs> + Send>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<()> {
+    serve_inner(Serving::Later(make), mountpoint, opts)
+}
+
+fn serve_inner(fs: Serving, mountpoint: &Path, opts: &MountOptions) -> Result<()> {
     let mp = std::fs::canonicalize(mountpoint)
         .with_context(|| format!("mount point {}", mountpoint.display()))?;
     if !mp.is_dir() {
@@ -125,8 +159,13 @@ pub fn serve(fs: TreeFs, mountpoint: &Path, opts: &MountOptions) -> Result<()> {
                 libc::dup2(f.as_raw_fd(), 2);
             }
         }
+        let fs = match fs {
+            Serving::Ready(fs) => *fs,
+            Serving::Later(make) => make()?,
+        };
         return mount_and_run(fs, &mp, opts, &mut None, None);
     }
+    let later = matches!(fs, Serving::Later(_));
 
     let (mut reader, writer) = std::io::pipe().context("cannot create a pipe")?;
     let _ = std::io::stdout().flush();
@@ -143,9 +182,22 @@ pub fn serve(fs: TreeFs, mountpoint: &Path, opts: &MountOptions) -> Result<()> {
         unsafe {
             libc::setsid();
         }
-        let _ = std::env::set_current_dir("/");
         let mut ready = Some(writer);
-        let code = match mount_and_run(fs, &mp, opts, &mut ready, log) {
+        // Made in the caller's directory (relative paths as given).
+        let fs = match fs {
+            Serving::Ready(fs) => Ok(*fs),
+            Serving::Later(make) => make().and_then(|fs| {
+                // The caller gone (interrupted meanwhile): no mount.
+                ready
+                    .as_mut()
+                    .expect("not taken yet")
+                    .write_all(LOADED)
+                    .context("the command that started the mount daemon is gone")?;
+                Ok(fs)
+            }),
+        };
+        let _ = std::env::set_current_dir("/");
+        let code = match fs.and_then(|fs| mount_and_run(fs, &mp, opts, &mut ready, log)) {
             Ok(()) => 0,
             Err(e) => {
                 let msg = format!("{e:#}");
@@ -163,7 +215,26 @@ pub fn serve(fs: TreeFs, mountpoint: &Path, opts: &MountOptions) -> Result<()> {
     drop(writer);
     drop(fs);
     let mut msg = Vec::new();
-    let read = if wait_readable(&reader, READY_TIMEOUT) {
+    if later {
+        // The tree is being made: as long as its fetches take.
+        while msg.len() < LOADED.len() && LOADED.starts_with(&msg) {
+            wait_readable(&reader, None);
+            let mut b = [0u8; 64];
+            match reader.read(&mut b[..LOADED.len() - msg.len()]) {
+                Ok(0) => break,
+                Ok(n) => msg.extend_from_slice(&b[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if msg == LOADED {
+            msg.clear();
+        }
+    }
+    let read = if !msg.is_empty() {
+        // The daemon's error, as far as it came: the rest follows.
+        reader.read_to_end(&mut msg)
+    } else if wait_readable(&reader, Some(READY_TIMEOUT)) {
         reader.read_to_end(&mut msg)
     } else {
         // Stuck (in mount(2) on a hung filesystem, say): never hang the

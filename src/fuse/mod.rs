@@ -13,7 +13,7 @@ pub mod fs;
 pub mod fusermount;
 mod prefetch;
 
-pub use daemon::{MountOptions, serve};
+pub use daemon::{MountOptions, serve, serve_later};
 pub use fs::{FsOptions, TreeFs};
 
 /// A mutex's guard, even when a thread panicked holding it (the daemon's

@@ -23,6 +23,12 @@ use crate::repository::{RefKind, Repository};
 /// its checksum (a damaged stream is an error naming the commit).
 pub fn load_commit(repo: &Repository, c: &Checksum) -> Result<(CommitStream, Commit)> {
     let s = CommitStream::open(repo, c)?;
+    let commit = commit_of(&s, c)?;
+    Ok((s, commit))
+}
+
+/// The commit object of `c` in its stream, checked against `c`.
+pub fn commit_of(s: &CommitStream, c: &Checksum) -> Result<Commit> {
     let bytes = s
         .metadata(c, ObjType::Commit)
         .with_context(|| format!("stored ostree commit {c}"))?
@@ -31,8 +37,7 @@ pub fn load_commit(repo: &Repository, c: &Checksum) -> Result<(CommitStream, Com
     if got != *c {
         bail!("stored ostree commit {c} is damaged: its commit object digests to {got}");
     }
-    let commit = Commit::parse(bytes).with_context(|| format!("stored ostree commit {c}"))?;
-    Ok((s, commit))
+    Commit::parse(bytes).with_context(|| format!("stored ostree commit {c}"))
 }
 
 /// Is commit `c` stored (its stream entry `streams/ostree-commit-<c>` exists)?

@@ -23,7 +23,7 @@ use gvariant::{Marker, Structure, gv};
 use pgp::composed::{Deserializable, DetachedSignature};
 use serde::Serialize;
 
-use super::{content_checksum, iso_utc, load_commit, names_of};
+use super::{commit_of, content_checksum, iso_utc, load_commit, names_of};
 use crate::erofs::reader::ErofsImage;
 use crate::fsverity::ObjectId;
 use crate::oci::store::StoredImage;
@@ -37,6 +37,7 @@ use crate::repository::{RefKind, Repository};
 use crate::show::human_bytes;
 use crate::tree::{FileData, Kind, Tree};
 use crate::view::Source;
+use crate::view::remote::{Opened, RemoteKind, Served};
 
 /// Counts over a whole tree.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -310,8 +311,44 @@ pub fn summarize_source(repo: &Repository, source: &Source, keys: &Keys) -> Resu
     }
 }
 
+/// Summarise a remote tree: one of a composefs repository (its metadata
+/// fetched) as a stored one; others by their kind and counts (the walk
+/// lists every directory, and reads no file content).
+pub fn summarize_remote(repo: &Repository, opened: &Opened, keys: &Keys) -> Result<Summary> {
+    let kind = match opened.kind {
+        RemoteKind::Composefs(Served::Image(id)) => return summarize_image(repo, &id),
+        RemoteKind::Composefs(Served::Oci(id)) => return summarize_oci(repo, &id, false),
+        RemoteKind::Composefs(Served::Commit { commit, stream }) => {
+            let s = crate::ostree::cache::open_id(repo, &commit, &stream)?;
+            let c = commit_of(&s, &commit)?;
+            return summarize_loaded_commit(repo, &commit, s, c, keys);
+        }
+        RemoteKind::OstreeCommit => TreeKind::OstreeCommit,
+        RemoteKind::RegistryImage => TreeKind::OciImage,
+    };
+    Ok(Summary {
+        kind,
+        refs: Vec::new(),
+        tree: tree_stats(opened.tree.as_ref())?,
+        commit: None,
+        oci: None,
+        image: None,
+    })
+}
+
 fn summarize_commit(repo: &Repository, c: &Checksum, keys: &Keys) -> Result<Summary> {
     let (stream, commit) = load_commit(repo, c)?;
+    summarize_loaded_commit(repo, c, stream, commit, keys)
+}
+
+/// [`summarize_commit`] of a commit's stream, its commit object checked.
+fn summarize_loaded_commit(
+    repo: &Repository,
+    c: &Checksum,
+    stream: crate::ostree::commitstream::CommitStream,
+    commit: crate::ostree::objects::Commit,
+    keys: &Keys,
+) -> Result<Summary> {
     let commit_bytes = stream
         .metadata(c, ObjType::Commit)?
         .with_context(|| format!("stored ostree commit {c} lacks its commit object"))?

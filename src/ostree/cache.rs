@@ -71,6 +71,43 @@ impl CommitStream {
 /// Open stored commit `commit` for lookups.
 pub fn open(repo: &Repository, commit: &Checksum) -> Result<CommitStream> {
     let id = stream_id(repo, commit)?;
+    open_id(repo, commit, &id)
+}
+
+/// Open commit `commit` whose stream is object `id`, stored under no
+/// entry (a remote commit read in place): the commit is found in the
+/// stream (the cache of the stream, when there is one, names it), every
+/// object checked as [`open`] checks it.
+pub fn open_unnamed(repo: &Repository, id: &ObjectId) -> Result<(Checksum, CommitStream)> {
+    let suffix = format!(".{id}");
+    if let Ok(rd) = std::fs::read_dir(dir(repo)) {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let commit = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(&suffix))
+                .and_then(|c| Checksum::from_hex(c).ok());
+            if let Some(c) = commit {
+                return Ok((c, open_id(repo, &c, id)?));
+            }
+        }
+    }
+    let reader = repo
+        .open_stream_object(id)
+        .with_context(|| format!("ostree commit stream {id}"))?;
+    let (c, read) =
+        shared::read_named(reader).with_context(|| format!("ostree commit stream {id}"))?;
+    let s = match store(repo, &c, id, &read.objects) {
+        Ok(s) => s,
+        Err(_) => CommitStream::from_objects(&read.objects, c)
+            .with_context(|| format!("ostree commit {c}"))?,
+    };
+    Ok((c, s))
+}
+
+/// Open commit `commit` whose stream is object `id`.
+pub fn open_id(repo: &Repository, commit: &Checksum, id: &ObjectId) -> Result<CommitStream> {
+    let id = *id;
     let p = path(repo, commit, &id);
     if let Ok(f) = File::open(&p) {
         match CommitStream::open_file(f, repo.algorithm(), *commit) {
@@ -83,7 +120,7 @@ pub fn open(repo: &Repository, commit: &Checksum) -> Result<CommitStream> {
         .open_stream_object(&id)
         .with_context(|| format!("stored ostree commit {commit}"))?;
     if reader.content_type == commitstream::CONTENT_TYPE {
-        return CommitStream::open_legacy(repo, commit);
+        return CommitStream::open_legacy(repo, commit, &id);
     }
     let read = shared::read(reader, commit)?;
     match store(repo, commit, &id, &read.objects) {

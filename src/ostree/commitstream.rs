@@ -33,7 +33,6 @@ use anyhow::{Context, Result, bail};
 use super::checksum::{Checksum, ObjType};
 use super::objects::FileHeader;
 use crate::fsverity::{Algorithm, ObjectId};
-use crate::repository::RefKind;
 use crate::repository::Repository;
 use crate::splitstream::{Frame, Frames, Piece, SplitStreamReader, SplitStreamWriter};
 
@@ -257,14 +256,15 @@ pub struct CommitStream {
 type IndexEntry = (Checksum, u8, u8, u64, u64);
 
 impl CommitStream {
-    /// Open a stream of ours (`ostreecm`) stored as the commit's stream.
-    pub fn open_legacy(repo: &Repository, commit: &Checksum) -> Result<CommitStream> {
+    /// Open a stream of ours (`ostreecm`) stored as the commit's stream
+    /// (object `id`).
+    pub fn open_legacy(
+        repo: &Repository,
+        commit: &Checksum,
+        id: &ObjectId,
+    ) -> Result<CommitStream> {
         let what = || format!("stored ostree commit {commit}");
-        let id = repo
-            .resolve(RefKind::Stream, &content_id(commit))
-            .with_context(what)?
-            .id;
-        let file = repo.open_object(&id).with_context(what)?;
+        let file = repo.open_object(id).with_context(what)?;
         let s = match Frames::map(&file, repo.algorithm()).with_context(what)? {
             Some(frames) => Self::from_frames(frames, *commit),
             None => SplitStreamReader::new(file, repo.algorithm())

@@ -98,6 +98,9 @@ struct State {
 pub struct CommitTree {
     commit: Checksum,
     repo: Option<Repository>,
+    /// The stream's object, when the tree was opened by it (no entry
+    /// names it): reloaded from there.
+    stream_object: Option<crate::fsverity::ObjectId>,
     stream: RwLock<Option<Arc<CommitStream>>>,
     /// Entries naming each file object in the whole tree (counted when a
     /// file's link count is first asked for).
@@ -118,6 +121,19 @@ impl CommitTree {
     pub fn open(repo: &Repository, commit: &Checksum) -> Result<CommitTree> {
         let stream = CommitStream::open(repo, commit)?;
         Self::build(stream, Some(repo.try_clone()?))
+    }
+
+    /// The tree of the commit whose stream (in the shared format) is
+    /// object `id` of `repo`, named by no entry (a remote commit read in
+    /// place): the commit is the one the stream holds.
+    pub fn open_stream_object(
+        repo: &Repository,
+        id: &crate::fsverity::ObjectId,
+    ) -> Result<CommitTree> {
+        let (_, stream) = super::cache::open_unnamed(repo, id)?;
+        let mut t = Self::build(stream, Some(repo.try_clone()?))?;
+        t.stream_object = Some(*id);
+        Ok(t)
     }
 
     fn build(stream: CommitStream, repo: Option<Repository>) -> Result<CommitTree> {
@@ -160,6 +176,7 @@ impl CommitTree {
         Ok(CommitTree {
             commit: c,
             repo,
+            stream_object: None,
             stream: RwLock::new(Some(Arc::new(stream))),
             links: Default::default(),
             state: Mutex::new(state),
@@ -183,7 +200,10 @@ impl CommitTree {
             .repo
             .as_ref()
             .with_context(|| format!("stored commit {} was unloaded", self.commit))?;
-        let s = Arc::new(CommitStream::open(repo, &self.commit)?);
+        let s = Arc::new(match &self.stream_object {
+            Some(id) => super::cache::open_id(repo, &self.commit, id)?,
+            None => CommitStream::open(repo, &self.commit)?,
+        });
         *g = Some(s.clone());
         Ok(s)
     }

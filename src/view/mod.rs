@@ -1,8 +1,10 @@
 //! What can be looked at: a name resolved to a [`Tree`] (a stored ostree
-//! commit or a composefs image), and the whole repository as one live tree
+//! commit, a composefs image, a pulled OCI image; or a remote tree read in
+//! place, [`remote`]), and the whole repository as one live tree
 //! ([`RepoView`]). The FUSE view, `ls` and `cat` read trees only through
 //! here, so a new kind of stored tree (OCI images) is added in one place.
 
+pub mod remote;
 pub mod repo;
 
 use std::sync::Arc;
@@ -121,4 +123,14 @@ pub fn resolve(r: &Repository, name: &str) -> Result<Source> {
 pub fn open_tree(r: &Repository, name: &str) -> Result<Arc<dyn Tree>> {
     let source = resolve(r, name)?;
     source.load(r).with_context(|| format!("{name:?}"))
+}
+
+/// The tree any name means: a remote one ([`remote`]: `URL#REF`,
+/// `docker://…`, opened with `opts`, its contents fetched into `r` when
+/// read) or a stored one ([`open_tree`]).
+pub fn open_any(r: &Repository, name: &str, opts: &remote::OpenOptions) -> Result<Arc<dyn Tree>> {
+    match remote::RemoteName::parse(name)? {
+        Some(n) => Ok(remote::open(r, &n, opts)?.tree),
+        None => open_tree(r, name),
+    }
 }

@@ -9,6 +9,7 @@ pub mod faults;
 pub mod nginx;
 pub mod podman;
 pub mod registry;
+pub mod snapshot;
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -597,6 +598,13 @@ impl Mounted {
     /// `composefs mount NAME PATH` (FUSE; creates PATH), required to work.
     pub fn fuse(repo: &Repo, name: &str, path: &Path) -> Mounted {
         Self::mount(repo, &[name], path)
+    }
+
+    /// `composefs mount ARGS NAME PATH` (FUSE; creates PATH), required to work.
+    pub fn fuse_with(repo: &Repo, args: &[&str], name: &str, path: &Path) -> Mounted {
+        let mut all = args.to_vec();
+        all.push(name);
+        Self::mount(repo, &all, path)
     }
 
     fn mount(repo: &Repo, args: &[&str], path: &Path) -> Mounted {

@@ -1,7 +1,8 @@
 //! nginx serving a directory on 127.0.0.1 for tests: a private
 //! configuration under a temporary directory (`daemon off`, its own pid,
 //! error and access logs, temp paths), a free port, an access log the test
-//! reads (one `METHOD URI STATUS BYTES` line per request), stopped on drop.
+//! reads (one `METHOD URI STATUS BYTES` line per request), stopped on drop
+//! (or on demand, and started again on the same port).
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -68,40 +69,38 @@ impl Nginx {
             )
             .unwrap();
             drop(f);
-            let mut child = Command::new("nginx")
-                .arg("-p")
-                .arg(d)
-                .arg("-c")
-                .arg(&conf)
-                .arg("-e")
-                .arg(d.join("error.log"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("cannot start nginx");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Nginx {
-                        child,
-                        port,
-                        log,
-                        dir,
-                    };
-                }
-                if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if let Some(child) = launch(d, &conf, port) {
+                return Nginx {
+                    child,
+                    port,
+                    log,
+                    dir,
+                };
             }
         }
         panic!(
             "nginx did not start; error log:\n{}",
             std::fs::read_to_string(d.join("error.log")).unwrap_or_default()
         );
+    }
+
+    /// Stop serving (the master and its workers exit): connections are
+    /// refused until [`Nginx::resume`]. The port, the log and the
+    /// configuration stay.
+    pub fn stop(&mut self) {
+        terminate(&mut self.child);
+    }
+
+    /// Serve again on the same port after [`Nginx::stop`].
+    pub fn resume(&mut self) {
+        let d = self.dir.path();
+        self.child = launch(d, &d.join("nginx.conf"), self.port).unwrap_or_else(|| {
+            panic!(
+                "nginx did not start again on port {}; error log:\n{}",
+                self.port,
+                self.error_log()
+            )
+        });
     }
 
     /// `http://127.0.0.1:PORT/SUB`.
@@ -143,17 +142,51 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // SIGTERM: the master stops its workers and exits.
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child);
     }
+}
+
+/// Start nginx with configuration `conf` (in `dir`) and wait until it
+/// accepts connections on `port`; `None` if it exits first or takes more
+/// than 10 s (the port taken meanwhile, say).
+fn launch(dir: &Path, conf: &Path, port: u16) -> Option<Child> {
+    let mut child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(conf)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start nginx");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(child);
+        }
+        if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM: the master stops its workers and exits (killed after 5 s).
+fn terminate(child: &mut Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
