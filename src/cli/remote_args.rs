@@ -65,6 +65,10 @@ pub struct RemoteArgs {
     /// Registries: the credentials file (default as for `oci pull`)
     #[arg(long, value_name = "FILE")]
     pub authfile: Option<PathBuf>,
+    /// Registries: os/arch[/variant] to pick from a multi-platform image
+    /// (default: this machine's)
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }
 
 impl RemoteArgs {
@@ -83,6 +87,12 @@ impl RemoteArgs {
                     timeout: self.timeout.unwrap_or(registry.timeout),
                     ..registry
                 },
+                platform: self
+                    .platform
+                    .as_deref()
+                    .map(crate::oci::pull::parse_platform)
+                    .transpose()?,
+                ..Default::default()
             },
             fetch: crate::fetch::FetchOptions {
                 timeout: self.timeout,
