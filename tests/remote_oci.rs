@@ -884,3 +884,50 @@ fn only_registry_references_are_read_lazily() {
     );
     assert!(err.contains("docker://"), "{err}");
 }
+
+/// The command line end to end: `composefs mount docker://…` shows what a
+/// mount of the same image pulled (`oci pull` of its gzip copy) shows;
+/// `cat` and `ls` take the same name; file contents are fetched by the
+/// reads, into the mounting repository.
+#[test]
+fn the_cli_mounts_lists_and_cats_a_registry_image() {
+    let reg = registry();
+    let repo = common::Repo::new();
+    let name = format!("docker://127.0.0.1:{}/lazy/zc:1", reg.port);
+    let before = repo.object_count();
+    let scratch = repo.scratch();
+    let lazy = common::Mounted::fuse(&repo, &name, &scratch.join("lazy"));
+    assert_eq!(
+        repo.object_count(),
+        before,
+        "mounting fetched no file content"
+    );
+    let got = disk_view(&scratch.join("lazy"));
+
+    let pulled = common::Repo::new();
+    pulled.ok(&[
+        "oci",
+        "pull",
+        &format!("docker://127.0.0.1:{}/lazy/gz:1", reg.port),
+        "--name",
+        "gz",
+    ]);
+    let local = common::Mounted::fuse(&pulled, "oci/gz", &pulled.scratch().join("m"));
+    let want = disk_view(&pulled.scratch().join("m"));
+    assert_same(
+        &want,
+        &got,
+        "FUSE mount of docker:// vs of the pulled image",
+    );
+    assert!(
+        repo.object_count() > before,
+        "reading every file stored their contents"
+    );
+    local.umount(&pulled);
+    lazy.umount(&repo);
+
+    let tool = std::fs::read(fixture().rootfs.join("usr/bin/tool")).unwrap();
+    assert_eq!(repo.ok(&["cat", &format!("{name}:/usr/bin/tool")]), tool);
+    let ls = String::from_utf8(repo.ok(&["ls", &format!("{name}:/usr/bin")])).unwrap();
+    assert!(ls.contains("tool2"), "ls of docker://…:/usr/bin: {ls}");
+}
