@@ -99,7 +99,51 @@ pub fn http_agent(timeout: Option<Duration>) -> ureq::Agent {
 /// naming the URL.
 pub fn get(agent: &ureq::Agent, url: &str) -> anyhow::Result<Option<ureq::Body>> {
     tracing::debug!("GET {url}");
-    let resp = match agent.get(url).call() {
+    Ok(answer(url, agent.get(url).call())?.map(|r| r.into_body()))
+}
+
+/// [`get`] of the first `n` (> 0) bytes of `url` (a `Range` request): the
+/// body, and the whole resource's size when the server sent a part (206,
+/// from `Content-Range`). A server that ignores ranges sends everything
+/// (200, no size): the caller reads what it wants of it.
+pub fn get_prefix(
+    agent: &ureq::Agent,
+    url: &str,
+    n: u64,
+) -> anyhow::Result<Option<(ureq::Body, Option<u64>)>> {
+    tracing::debug!("GET {url} (first {n} bytes)");
+    let range = format!("bytes=0-{}", n.max(1) - 1);
+    let Some(resp) = answer(url, agent.get(url).header("Range", &range).call())? else {
+        return Ok(None);
+    };
+    let total = match resp.status().as_u16() {
+        206 => {
+            let cr = resp
+                .headers()
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            // `bytes 0-N/TOTAL`
+            let total = cr
+                .strip_prefix("bytes ")
+                .and_then(|r| r.split_once('/'))
+                .and_then(|(_, t)| t.trim().parse::<u64>().ok());
+            match total {
+                Some(t) => Some(t),
+                None => anyhow::bail!("GET {url}: a partial answer with Content-Range {cr:?}"),
+            }
+        }
+        _ => None,
+    };
+    Ok(Some((resp.into_body(), total)))
+}
+
+/// A request's answer under the rules of [`get`].
+fn answer(
+    url: &str,
+    r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> anyhow::Result<Option<ureq::http::Response<ureq::Body>>> {
+    let resp = match r {
         Ok(r) => r,
         Err(e) if is_transient_transport(&e) => {
             return Err(Transient(format!("GET {url}: {e}")).into());
@@ -107,7 +151,7 @@ pub fn get(agent: &ureq::Agent, url: &str) -> anyhow::Result<Option<ureq::Body>>
         Err(e) => anyhow::bail!("GET {url}: {e}"),
     };
     match resp.status().as_u16() {
-        200..=299 => Ok(Some(resp.into_body())),
+        200..=299 => Ok(Some(resp)),
         404 | 410 => Ok(None),
         s if is_transient_status(s) => Err(Transient(format!("GET {url}: HTTP {s}")).into()),
         s => anyhow::bail!("GET {url}: HTTP {s}"),

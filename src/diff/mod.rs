@@ -19,6 +19,14 @@
 //! not when either is an ostree commit (a tree whose root has an
 //! [`SubtreeId::OstreeDir`] id), which gives each name its own inode.
 //!
+//! Remote trees: a file whose inode would cost a request
+//! ([`Tree::costly_inode`]) is not read. Added or deleted, it is listed
+//! with no inode (`old`/`new` `None`); against a directory it is a type
+//! change; against another file it is `M` with the one aspect
+//! [`Aspects::CHECKSUM`] when both have ostree checksums and these differ
+//! (a file↔symlink change is among what that covers). So a diff of two
+//! remote commits fetches dirtrees and dirmetas only, never a file object.
+//!
 //! Speed: contents are never read to decide equality when both sides name
 //! them by object id (equal ids: equal; different: modified); inline bytes
 //! against an object id are digested, not the object read; a local file is
@@ -108,8 +116,12 @@ impl Aspects {
     pub const MTIME: Aspects = Aspects(64);
     /// The set of names of the inode (hardlinks).
     pub const HARDLINK: Aspects = Aspects(128);
+    /// The file's ostree checksum: something of content, mode, owner,
+    /// xattrs, target or file/symlink type differs, not read which (a
+    /// remote file not fetched: see [`Tree::costly_inode`]).
+    pub const CHECKSUM: Aspects = Aspects(256);
 
-    const NAMES: [(Aspects, &'static str); 8] = [
+    const NAMES: [(Aspects, &'static str); 9] = [
         (Aspects::CONTENT, "content"),
         (Aspects::MODE, "mode"),
         (Aspects::OWNER, "owner"),
@@ -118,6 +130,7 @@ impl Aspects {
         (Aspects::RDEV, "rdev"),
         (Aspects::MTIME, "mtime"),
         (Aspects::HARDLINK, "hardlink"),
+        (Aspects::CHECKSUM, "checksum"),
     ];
 
     pub fn is_empty(self) -> bool {
@@ -133,7 +146,7 @@ impl Aspects {
     }
 
     /// The names of the aspects set, in a fixed order: `content`, `mode`,
-    /// `owner`, `xattrs`, `target`, `rdev`, `mtime`, `hardlink`.
+    /// `owner`, `xattrs`, `target`, `rdev`, `mtime`, `hardlink`, `checksum`.
     pub fn names(self) -> Vec<&'static str> {
         Self::NAMES
             .iter()
@@ -151,9 +164,10 @@ pub struct Change {
     pub status: Status,
     /// Empty unless [`Status::Modified`].
     pub aspects: Aspects,
-    /// The inode in the first tree (`None` when added).
+    /// The inode in the first tree (`None` when added, or not read: see
+    /// [`Tree::costly_inode`]).
     pub old: Option<Arc<Inode>>,
-    /// The inode in the second tree (`None` when deleted).
+    /// The inode in the second tree (`None` when deleted, or not read).
     pub new: Option<Arc<Inode>>,
     /// Its number in the first tree (to read a local file's content).
     pub old_ino: Option<Ino>,

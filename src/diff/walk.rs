@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use super::content::{self, Digests, Loc};
 use super::{Aspects, Change, DiffOptions, Side, Status, normalize_path};
 use crate::repository::Repository;
-use crate::tree::{Ino, Inode, Kind, Listing, Tree};
+use crate::tree::{Ino, Inode, Kind, Listing, SubtreeId, Tree};
 
 /// A path to compare, with its inode on each side.
 struct Item {
@@ -236,6 +236,13 @@ impl<'a> Walker<'a> {
         } = item;
         match (a, b) {
             (None, None) => Ok(()),
+            (Some(ia), None) if self.a.tree.costly_inode(ia) => {
+                // A non-directory (see `Tree::costly_inode`): its inode unread.
+                out(unread(path, Status::Deleted, Some(ia), None))
+            }
+            (None, Some(ib)) if self.b.tree.costly_inode(ib) => {
+                out(unread(path, Status::Added, None, Some(ib)))
+            }
             (Some(ia), None) => {
                 let old = Self::inode(&self.a, ia, &path, "first")?;
                 if old.kind.is_dir() {
@@ -257,6 +264,12 @@ impl<'a> Walker<'a> {
                     && x == y
                 {
                     return Ok(());
+                }
+                let (ca, cb) = (self.a.tree.costly_inode(ia), self.b.tree.costly_inode(ib));
+                if (ca || cb)
+                    && let Some(c) = self.without_costly(&path, (ia, ca), (ib, cb), stack)?
+                {
+                    return out(c);
                 }
                 let old = Self::inode(&self.a, ia, &path, "first")?;
                 let new = Self::inode(&self.b, ib, &path, "second")?;
@@ -293,6 +306,57 @@ impl<'a> Walker<'a> {
                 out(c)
             }
         }
+    }
+
+    /// A path on both sides, one of whose inodes is costly (a remote file
+    /// not fetched: see `Tree::costly_inode`), decided without reading
+    /// that inode when what is known suffices: a directory against it is a
+    /// type change; two files named by different ostree checksums are `M`
+    /// with the aspect `checksum` (which of content, mode, owner, xattrs,
+    /// target or file/symlink type differs is not read). `None`: it does
+    /// not suffice (no checksums to compare), the inodes must be read.
+    fn without_costly(
+        &mut self,
+        path: &[u8],
+        (ia, ca): (Ino, bool),
+        (ib, cb): (Ino, bool),
+        stack: &mut Vec<Item>,
+    ) -> Result<Option<Change>> {
+        let old = match ca {
+            true => None,
+            false => Some(Self::inode(&self.a, ia, path, "first")?),
+        };
+        let new = match cb {
+            true => None,
+            false => Some(Self::inode(&self.b, ib, path, "second")?),
+        };
+        let is_dir = |i: &Option<Arc<Inode>>| i.as_ref().is_some_and(|i| i.kind.is_dir());
+        let (da, db) = (is_dir(&old), is_dir(&new));
+        let status = if da || db {
+            if da {
+                Self::push_one_side(&self.a, ia, path, true, "first", stack)?;
+            }
+            if db {
+                Self::push_one_side(&self.b, ib, path, false, "second", stack)?;
+            }
+            Status::TypeChanged
+        } else {
+            match (self.a.tree.subtree_id(ia), self.b.tree.subtree_id(ib)) {
+                (Some(x @ SubtreeId::OstreeFile(_)), Some(y @ SubtreeId::OstreeFile(_)))
+                    if x != y =>
+                {
+                    Status::Modified
+                }
+                _ => return Ok(None),
+            }
+        };
+        let mut c = unread(path.to_vec(), status, Some(ia), Some(ib));
+        c.old = old;
+        c.new = new;
+        if status == Status::Modified {
+            c.aspects = Aspects::CHECKSUM;
+        }
+        Ok(Some(c))
     }
 
     /// Merge two sorted listings into items, pushed so that the smallest
@@ -423,6 +487,14 @@ impl<'a> Walker<'a> {
         }
         Ok((s, links))
     }
+}
+
+/// A change whose costly inodes were not read: their numbers, no inodes.
+fn unread(path: Vec<u8>, status: Status, old: Option<Ino>, new: Option<Ino>) -> Change {
+    let mut c = change(path, status, None, None);
+    c.old_ino = old;
+    c.new_ino = new;
+    c
 }
 
 fn change(

@@ -511,7 +511,7 @@ impl Inos {
 /// The entries of a parsed dirtree in name order, as (index: files first,
 /// then subdirectories; name): one merge of the two sorted runs, or a sort
 /// when the dirtree is not in ostree's order.
-fn name_order<'a>(t: &DirTreeEntries<'a>) -> Vec<(usize, &'a [u8])> {
+pub(super) fn name_order<'a>(t: &DirTreeEntries<'a>) -> Vec<(usize, &'a [u8])> {
     let nf = t.files.len();
     let mut order = Vec::with_capacity(nf + t.dirs.len());
     if t.sorted {
@@ -541,7 +541,7 @@ fn name_order<'a>(t: &DirTreeEntries<'a>) -> Vec<(usize, &'a [u8])> {
     order
 }
 
-fn checksum_in(data: &[u8], off: usize) -> [u8; 32] {
+pub(super) fn checksum_in(data: &[u8], off: usize) -> [u8; 32] {
     data[off..off + 32]
         .try_into()
         .expect("parse_in_place checked")

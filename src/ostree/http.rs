@@ -46,6 +46,44 @@ impl HttpSource {
         Ok(s)
     }
 
+    /// The URL of object (`csum`, `objtype`), for requests and messages.
+    pub fn object_url(&self, csum: &Checksum, objtype: ObjType) -> String {
+        format!("{}/{}", self.base, object_path(csum, objtype))
+    }
+
+    /// The first `n` bytes of file object `csum`'s `.filez` (one `Range`
+    /// request; nothing more is read) and whether they are the whole
+    /// object. Unverified: the caller checks what it uses.
+    pub fn file_prefix(&self, csum: &Checksum, n: u64) -> Result<(Vec<u8>, bool)> {
+        let url = self.object_url(csum, ObjType::File);
+        let (body, total) = crate::net::get_prefix(&self.agent, &url, n)
+            .with_context(|| format!("file object {csum}"))?
+            .with_context(|| format!("file object {csum}: {url} not found"))?;
+        let mut buf = Vec::new();
+        crate::net::body_reader(body, url.clone())
+            .take(n + 1)
+            .read_to_end(&mut buf)
+            .with_context(|| format!("file object {csum}"))?;
+        let got = buf.len() as u64;
+        let whole = match total {
+            // A part: exactly what was asked for, or the whole if smaller.
+            Some(t) => {
+                if got != t.min(n) {
+                    return Err(Transient(format!(
+                        "file object {csum}: {url} sent {got} bytes of a part of {}",
+                        t.min(n)
+                    ))
+                    .into());
+                }
+                got == t
+            }
+            // The whole object (ranges ignored): as much as was read.
+            None => got <= n,
+        };
+        buf.truncate(n as usize);
+        Ok((buf, whole))
+    }
+
     /// GET `path`; `None` on 404/410.
     fn get(&self, path: &str) -> Result<Option<ureq::Body>> {
         crate::net::get(&self.agent, &format!("{}/{}", self.base, path))

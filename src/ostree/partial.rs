@@ -4,20 +4,30 @@
 //! are gone, e.g. after a `gc`, are fetched again). The log is removed
 //! when the pull completes. A torn last record is ignored.
 //!
+//! A remote commit opened as a lazy tree ([`crate::ostree::remote`]) logs
+//! what it fetches to the same file through a [`SharedLog`]: without the
+//! pull's lock (a mount lives for days and must not keep a pull of the
+//! same commit from resuming), each record in one `write(2)` on an
+//! `O_APPEND` descriptor, so that records of concurrent writers (a mount,
+//! another mount, a pull, whose buffer holds whole records too) follow each
+//! other whole. A pull resumes from everything logged, whoever logged it.
+//!
 //! Record: type u8, checksum[32], u32 length, payload. Payload of metadata:
 //! its bytes; of a file: u32 header length, header, u64 size, then
 //! 0 + inline content or 1 + object id (digest bytes).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 
 use super::checksum::{Checksum, ObjType};
 use super::commitstream::{Content, Entry, Stored};
-use crate::fsverity::ObjectId;
+use crate::fsverity::{Algorithm, ObjectId};
 use crate::repository::Repository;
 
 pub struct PartialLog {
@@ -67,43 +77,49 @@ fn encode(c: &Checksum, t: ObjType, s: &Stored) -> Vec<u8> {
 fn decode(repo: &Repository, data: &[u8]) -> Vec<Entry> {
     let mut out = Vec::new();
     let mut p = data;
-    let alg = repo.algorithm();
-    while p.len() >= 37 {
-        let Some(t) = ObjType::from_u8(p[0]) else {
-            break;
-        };
-        let c = Checksum(p[1..33].try_into().expect("32"));
-        let len = u32::from_le_bytes(p[33..37].try_into().expect("4")) as usize;
-        let Some(payload) = p.get(37..37 + len) else {
-            break;
-        };
-        p = &p[37 + len..];
-        let stored = if t == ObjType::File {
-            let Some(parsed) = (|| {
-                let hl = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
-                let header = payload.get(4..4 + hl)?.to_vec();
-                let size = u64::from_le_bytes(payload.get(4 + hl..12 + hl)?.try_into().ok()?);
-                let rest = payload.get(12 + hl..)?;
-                let content = match rest.first()? {
-                    0 => Content::Inline(rest[1..].to_vec()),
-                    1 => Content::External(ObjectId::from_bytes(alg, &rest[1..])?),
-                    _ => return None,
-                };
-                Some(Stored::File {
-                    header,
-                    size,
-                    content,
-                })
-            })() else {
-                break;
-            };
-            parsed
-        } else {
-            Stored::Meta(payload.to_vec())
-        };
-        out.push(((c, t), stored));
+    while let Some((e, used)) = decode_one(repo.algorithm(), p) {
+        out.push(e);
+        p = &p[used..];
     }
     out
+}
+
+/// The record at the start of `p` and its length; `None` if torn or not
+/// a record.
+fn decode_one(alg: Algorithm, p: &[u8]) -> Option<(Entry, usize)> {
+    let (t, c, len) = record_head(p)?;
+    let payload = p.get(HEAD..HEAD + len)?;
+    let stored = if t == ObjType::File {
+        let hl = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
+        let header = payload.get(4..4 + hl)?.to_vec();
+        let size = u64::from_le_bytes(payload.get(4 + hl..12 + hl)?.try_into().ok()?);
+        let rest = payload.get(12 + hl..)?;
+        let content = match rest.first()? {
+            0 => Content::Inline(rest[1..].to_vec()),
+            1 => Content::External(ObjectId::from_bytes(alg, &rest[1..])?),
+            _ => return None,
+        };
+        Stored::File {
+            header,
+            size,
+            content,
+        }
+    } else {
+        Stored::Meta(payload.to_vec())
+    };
+    Some((((c, t), stored), HEAD + len))
+}
+
+/// Bytes before a record's payload: type, checksum, payload length.
+const HEAD: usize = 37;
+
+/// A record's type, checksum and payload length, from its first bytes.
+fn record_head(p: &[u8]) -> Option<(ObjType, Checksum, usize)> {
+    let h = p.get(..HEAD)?;
+    let t = ObjType::from_u8(h[0])?;
+    let c = Checksum(h[1..33].try_into().expect("32"));
+    let len = u32::from_le_bytes(h[33..37].try_into().expect("4")) as usize;
+    Some((t, c, len))
 }
 
 impl PartialLog {
@@ -172,6 +188,117 @@ impl PartialLog {
         }
         remove_if_present(&p)
     }
+}
+
+/// Where a record sits in a log: its offset and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// A logged object and where its record is.
+pub type Logged = ((Checksum, ObjType), Position);
+
+/// A commit's log appended to without its lock, read back by position
+/// (see the module comment). What a remote tree fetched is both its
+/// cache (read again by position while the tree lives, and by the next
+/// tree of the same commit) and what a pull resumes from.
+pub struct SharedLog {
+    path: PathBuf,
+    file: File,
+    alg: Algorithm,
+    /// Held across a write and the look at where it went.
+    append: Mutex<()>,
+}
+
+impl SharedLog {
+    /// Open (or create) the log of `commit`, with the position of every
+    /// whole record it holds (the last of a torn tail left out).
+    pub fn open(
+        repo: &Repository,
+        commit: &Checksum,
+    ) -> Result<(SharedLog, Vec<Logged>)> {
+        let p = path(repo, commit);
+        let dir = p.parent().expect("has a parent");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&p)
+            .with_context(|| format!("cannot open {}", p.display()))?;
+        let positions = scan(&file).with_context(|| format!("cannot read {}", p.display()))?;
+        Ok((
+            SharedLog {
+                path: p,
+                file,
+                alg: repo.algorithm(),
+                append: Mutex::new(()),
+            },
+            positions,
+        ))
+    }
+
+    /// Append a record in one write; returns where it went.
+    pub fn append(&self, c: &Checksum, t: ObjType, s: &Stored) -> Result<Position> {
+        let rec = encode(c, t, s);
+        let len = u32::try_from(rec.len()).context("record too large")?;
+        let what = || format!("cannot write {}", self.path.display());
+        let _g = self.append.lock().unwrap_or_else(|e| e.into_inner());
+        (&self.file).write_all(&rec).with_context(what)?;
+        // O_APPEND: this descriptor's offset is now the end of what it
+        // wrote, whatever other writers appended before.
+        let end = (&self.file).stream_position().with_context(what)?;
+        Ok(Position {
+            offset: end - u64::from(len),
+            len,
+        })
+    }
+
+    /// The record at `pos`: `None` if it is not one (a damaged log).
+    pub fn read(&self, pos: Position) -> Result<Option<Entry>> {
+        let mut buf = vec![0u8; pos.len as usize];
+        self.file
+            .read_exact_at(&mut buf, pos.offset)
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        Ok(decode_one(self.alg, &buf)
+            .filter(|(_, used)| *used == buf.len())
+            .map(|(e, _)| e))
+    }
+}
+
+/// The positions of a log's whole records, from its start.
+fn scan(file: &File) -> std::io::Result<Vec<Logged>> {
+    let size = file.metadata()?.len();
+    let mut r = BufReader::with_capacity(64 * 1024, file);
+    r.rewind()?;
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    while size - offset >= HEAD as u64 {
+        let mut head = [0u8; HEAD];
+        r.read_exact(&mut head)?;
+        let Some((t, c, len)) = record_head(&head) else {
+            break;
+        };
+        let total = (HEAD + len) as u64;
+        let Ok(total32) = u32::try_from(total) else {
+            break;
+        };
+        if offset + total > size {
+            break;
+        }
+        out.push((
+            (c, t),
+            Position {
+                offset,
+                len: total32,
+            },
+        ));
+        r.seek_relative(len as i64)?;
+        offset += total;
+    }
+    Ok(out)
 }
 
 /// Remove a log; one already gone (discarded by another pull) is fine.

@@ -348,6 +348,16 @@ pub trait Tree: Send + Sync {
         })
     }
 
+    /// Whether [`Self::inode`] of `ino`, a non-directory, costs a request
+    /// to a remote server (a remote tree's file whose header is not at
+    /// hand) and would not locate its content anyway. A consumer that can
+    /// decide from [`Self::subtree_id`]s alone should then not ask:
+    /// `composefs diff` reports such a file as changed by its checksum,
+    /// without fetching it. Never true of a directory.
+    fn costly_inode(&self, _ino: Ino) -> bool {
+        false
+    }
+
     /// The inode named `name` in directory `dir`, if any.
     fn lookup(&self, dir: Ino, name: &[u8]) -> Result<Option<Ino>> {
         let entries = self.readdir(dir)?;

@@ -12,7 +12,7 @@ use crate::net::retry;
 use crate::ostree::checksum::{Checksum, ObjType};
 use crate::ostree::commitstream::{Content, Stored};
 use crate::ostree::objects::{Commit, DirMeta, DirTree, FileHeader};
-use crate::ostree::source::{self, Source};
+use crate::ostree::source::{self, FileObject, Source};
 use crate::repository::Repository;
 
 /// Content up to this size is read into memory, verified, then stored;
@@ -20,7 +20,7 @@ use crate::repository::Repository;
 pub(super) const BUFFERED: u64 = source::WHOLE_CONTENT_MAX;
 
 /// Fetch metadata object (c, t), check its SHA-256 and its type.
-pub(super) fn fetch_meta(src: &dyn Source, c: &Checksum, t: ObjType) -> Result<Vec<u8>> {
+pub(crate) fn fetch_meta(src: &dyn Source, c: &Checksum, t: ObjType) -> Result<Vec<u8>> {
     let what = || format!("{} {c}", t.name());
     tracing::debug!("fetching {}", what());
     let data = retry(|| src.metadata(c, t))
@@ -30,7 +30,7 @@ pub(super) fn fetch_meta(src: &dyn Source, c: &Checksum, t: ObjType) -> Result<V
     Ok(data)
 }
 
-pub(super) fn verify_meta(c: &Checksum, t: ObjType, data: &[u8]) -> Result<()> {
+pub(crate) fn verify_meta(c: &Checksum, t: ObjType, data: &[u8]) -> Result<()> {
     let what = || format!("{} {c}", t.name());
     let got = Checksum::of(data);
     if got != *c {
@@ -47,7 +47,7 @@ pub(super) fn verify_meta(c: &Checksum, t: ObjType, data: &[u8]) -> Result<()> {
 
 /// Fetch file object `c`, verify it, store its content. Returns the stored
 /// form and the content size.
-pub(super) fn fetch_file(
+pub(crate) fn fetch_file(
     src: &dyn Source,
     repo: &Repository,
     c: &Checksum,
@@ -57,7 +57,18 @@ pub(super) fn fetch_file(
 
 fn fetch_file_once(src: &dyn Source, repo: &Repository, c: &Checksum) -> Result<(Stored, u64)> {
     tracing::debug!("fetching file {c}");
-    let obj = src.file(c)?;
+    store_file(repo, c, src.file(c)?)
+}
+
+/// Verify file object `c` (its header and content as read) by ostree's
+/// checksum and store its content: inline when small, else as an object,
+/// which is linked into place only once the checksum matched. Returns the
+/// stored form and the content size.
+pub(crate) fn store_file(
+    repo: &Repository,
+    c: &Checksum,
+    obj: FileObject,
+) -> Result<(Stored, u64)> {
     let header = obj.header;
     let mut hasher = header.checksum_hasher();
     let size = header.size;

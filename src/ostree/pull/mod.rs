@@ -10,7 +10,7 @@
 //! A failure leaves no stream and no ref; objects stored before it are
 //! unreferenced and go at the next `composefs gc`.
 
-mod fetch;
+pub(crate) mod fetch;
 mod via_delta;
 mod walk;
 
@@ -88,7 +88,7 @@ pub fn pull(
     let src = super::open_source_with(source_spec, opts.timeout)?;
     let src: &dyn Source = &*src;
     tracing::info!("source {} ({:?} mode)", src.describe(), src.mode());
-    let mut target = resolve_target(src, rref, opts)?;
+    let mut target = resolve_target(src, rref, &opts.trust, opts.name.as_deref())?;
     tracing::info!("{rref:?} is commit {}", target.commit);
     if let Some(report) = name_if_stored(repo, src, opts, &mut target)? {
         return Ok(report);
@@ -148,17 +148,24 @@ impl Stats {
 
 /// What a pull is after: the commit a ref resolves to, the name it will be
 /// stored under, and the signers checked so far.
-struct Target {
-    summary: Option<Summary>,
-    commit: Checksum,
-    name: String,
-    ref_name: String,
-    signers: Vec<String>,
+pub(crate) struct Target {
+    pub(crate) summary: Option<Summary>,
+    pub(crate) commit: Checksum,
+    pub(crate) name: String,
+    pub(crate) ref_name: String,
+    pub(crate) signers: Vec<String>,
 }
 
 /// Read (and check the signature of) the source's summary, if it has one,
-/// and resolve `rref` to a commit.
-fn resolve_target(src: &dyn Source, rref: &str, opts: &PullOptions) -> Result<Target> {
+/// and resolve `rref` to a commit, to be stored as `name` (default: the
+/// ref as given). Also what a remote commit is opened by
+/// ([`crate::ostree::remote`]).
+pub(crate) fn resolve_target(
+    src: &dyn Source,
+    rref: &str,
+    trust: &Trust,
+    name: Option<&str>,
+) -> Result<Target> {
     let summary_bytes = retry(|| src.read("summary", MAX_SUMMARY_SIZE)).context("summary")?;
     let summary = match &summary_bytes {
         Some(b) => {
@@ -168,13 +175,13 @@ fn resolve_target(src: &dyn Source, rref: &str, opts: &PullOptions) -> Result<Ta
     };
     let mut signers = Vec::new();
     if let Some(b) = &summary_bytes {
-        signers.extend(trust::check_summary(src, b, &opts.trust)?);
+        signers.extend(trust::check_summary(src, b, trust)?);
     }
     let Resolved {
         commit,
         name: refname,
     } = resolve::resolve(src, summary.as_ref(), rref)?;
-    let name = opts.name.clone().unwrap_or(refname);
+    let name = name.map(str::to_string).unwrap_or(refname);
     let ref_name = super::shared::ref_name(&name);
     crate::repository::validate_ref_name(&ref_name)?;
     Ok(Target {
@@ -206,24 +213,9 @@ fn name_if_stored(
         return Ok(None);
     };
     tracing::info!("commit {commit} is stored already: naming it");
-    let cbytes = stored
-        .metadata(&commit, ObjType::Commit)?
-        .context("stored commit lacks its commit object")?
-        .to_vec();
-    let mut meta = stored
-        .metadata(&commit, ObjType::CommitMeta)?
-        .map(<[u8]>::to_vec);
-    // The shared stream holds no detached metadata: ask the source.
-    if meta.is_none() && opts.trust.wants_signatures() {
-        meta = retry(|| src.metadata(&commit, ObjType::CommitMeta))
-            .with_context(|| format!("detached metadata of commit {commit}"))?;
-    }
-    target.signers.extend(trust::check_commit(
-        &commit,
-        &cbytes,
-        meta.as_deref(),
-        &opts.trust,
-    )?);
+    target
+        .signers
+        .extend(stored_signers(src, &stored, &commit, &opts.trust)?);
     if stored.is_legacy() {
         // Stored by an earlier version: rewritten as cfsctl stores it.
         let mut objects = stored.objects()?;
@@ -250,12 +242,34 @@ fn name_if_stored(
     }))
 }
 
+/// The signatures of `commit`, stored already as `stored`, checked as a
+/// pull checks a fetched commit's (the detached metadata, which the shared
+/// stream does not hold, asked of the source when keys are given).
+pub(crate) fn stored_signers(
+    src: &dyn Source,
+    stored: &commitstream::CommitStream,
+    commit: &Checksum,
+    trust: &Trust,
+) -> Result<Vec<String>> {
+    let cbytes = stored
+        .metadata(commit, ObjType::Commit)?
+        .context("stored commit lacks its commit object")?;
+    let mut meta = stored
+        .metadata(commit, ObjType::CommitMeta)?
+        .map(<[u8]>::to_vec);
+    if meta.is_none() && trust.wants_signatures() {
+        meta = retry(|| src.metadata(commit, ObjType::CommitMeta))
+            .with_context(|| format!("detached metadata of commit {commit}"))?;
+    }
+    trust::check_commit(commit, cbytes, meta.as_deref(), trust)
+}
+
 /// The commit object, verified, parsed and its signatures checked, with its
 /// detached metadata.
-struct Head {
-    bytes: Vec<u8>,
-    parsed: Commit,
-    meta: Option<Vec<u8>>,
+pub(crate) struct Head {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) parsed: Commit,
+    pub(crate) meta: Option<Vec<u8>>,
 }
 
 /// A static delta to use: its base (`None`: from scratch) and superblock.
@@ -293,37 +307,58 @@ fn fetch_commit(
         };
         delta = find_delta(src, listed.as_ref(), repo, &commit, parent, base)?;
     }
-    let (cbytes, mut commitmeta) = match (&delta, fetched_commit) {
+    let (cbytes, commitmeta) = match (&delta, fetched_commit) {
         (Some((_, sb)), _) => (sb.commit.clone(), sb.detached_metadata.clone()),
         (None, Some(b)) => (b, None),
         (None, None) => (fetch::fetch_meta(src, &commit, ObjType::Commit)?, None),
     };
-    if commitmeta.is_none() && (delta.is_none() || opts.trust.wants_signatures()) {
-        commitmeta = retry(|| src.metadata(&commit, ObjType::CommitMeta))
+    let fetch_detached = delta.is_none() || opts.trust.wants_signatures();
+    let (head, signers) = check_head(
+        src,
+        &commit,
+        cbytes,
+        commitmeta,
+        fetch_detached,
+        &opts.trust,
+    )?;
+    target.signers.extend(signers);
+    stats
+        .fetched
+        .fetch_add(1 + head.meta.is_some() as u64, Ordering::Relaxed);
+    Ok((delta, head))
+}
+
+/// Commit `commit` from its bytes `cbytes` (fetched, or from a delta's
+/// superblock, or logged) and its detached metadata (from the superblock,
+/// logged, or fetched here when absent and `fetch_detached`): verified by
+/// its checksum, parsed, and its signatures checked by `trust`. Returns it
+/// with who signed it.
+pub(crate) fn check_head(
+    src: &dyn Source,
+    commit: &Checksum,
+    cbytes: Vec<u8>,
+    mut commitmeta: Option<Vec<u8>>,
+    fetch_detached: bool,
+    trust: &Trust,
+) -> Result<(Head, Vec<String>)> {
+    if commitmeta.is_none() && fetch_detached {
+        commitmeta = retry(|| src.metadata(commit, ObjType::CommitMeta))
             .with_context(|| format!("detached metadata of commit {commit}"))?;
     }
-    fetch::verify_meta(&commit, ObjType::Commit, &cbytes)?;
+    fetch::verify_meta(commit, ObjType::Commit, &cbytes)?;
     let parsed = Commit::parse(&cbytes).with_context(|| format!("commit {commit}"))?;
     if let Some(m) = &commitmeta {
         check_dict("detached commit metadata", m)
             .with_context(|| format!("detached metadata of commit {commit}"))?;
     }
-    target.signers.extend(trust::check_commit(
-        &commit,
-        &cbytes,
-        commitmeta.as_deref(),
-        &opts.trust,
-    )?);
-    stats
-        .fetched
-        .fetch_add(1 + commitmeta.is_some() as u64, Ordering::Relaxed);
+    let signers = trust::check_commit(commit, &cbytes, commitmeta.as_deref(), trust)?;
     Ok((
-        delta,
         Head {
             bytes: cbytes,
             parsed,
             meta: commitmeta,
         },
+        signers,
     ))
 }
 

@@ -1,18 +1,79 @@
 //! A commit of a remote ostree repository (archive mode, over HTTP(S)) as
 //! a lazy [`Tree`]: the commit resolved and its signatures checked as
-//! `ostree pull` does, directories fetched when first listed, file objects
+//! `composefs ostree pull` does, directories fetched when first listed, file objects
 //! when first needed, each verified before use and stored in the
 //! repository as a pull stores it (recorded in the commit's resume log,
 //! so a later pull of the same commit fetches only the rest).
+//!
+//! What is fetched when:
+//! - opening: `config` (a repository of another mode than archive is
+//!   refused), the summary (and `summary.sig` when keys are given) or the
+//!   ref's file, the commit and its detached metadata: the pull's own
+//!   `resolve_target` and `check_head`, so refs, prefixes, checksums and
+//!   signatures (`Trust`, `require`) behave exactly as for a pull. Static
+//!   deltas are not used (nothing is fetched in bulk). A commit stored
+//!   already is opened from the repository instead
+//!   ([`crate::ostree::committree`]), once its signatures are checked.
+//! - listing or looking up in a directory: its dirtree; its attributes:
+//!   its dirmeta. [`Tree::readdir_ids`] and [`Tree::subtree_id`] (what
+//!   `composefs diff` compares) read only dirtrees.
+//! - a file's attributes ([`Tree::inode`]): the first 64 KiB of its
+//!   `.filez` (an HTTP `Range` request). Most objects are smaller: the
+//!   whole object then is verified and stored at once. Of a larger one only
+//!   the header is kept (in memory, unverified) until its content is asked
+//!   for.
+//! - a file's content ([`Tree::content_object`], which the FUSE view and
+//!   `cat` open contents through): the whole object, unless it came whole
+//!   already; a second caller for the same file waits for the first.
+//!
+//! What is verified when: every object before it is used. Metadata by the
+//! SHA-256 of its bytes and the strict parsers (names with `/`, `..` or
+//! NUL, duplicates, bytes not in normal form are errors); a file by ostree's
+//! checksum of header and content before any of its content is stored or
+//! served, and its header must be the one handed out before (a large
+//! file's attributes are shown from its header before the content is
+//! fetched and checked: that header is the one unverified thing, and
+//! content whose verified header differs is refused). Errors name the
+//! object and its URL; nothing failing verification is stored or logged.
+//!
+//! What is stored: file contents as a pull stores them (objects above the
+//! shared format's inline threshold, [`crate::ostree::shared::inline_max`];
+//! smaller contents only in the log), and every verified object (commit,
+//! detached metadata, dirtrees, dirmetas, files) as a record of the
+//! commit's resume log `ostree/partial/<commit>` ([`crate::ostree::partial`]).
+//! The log is the tree's second-level cache (read back by position), what
+//! the next open of the same commit reads instead of fetching, and what
+//! `composefs ostree pull` of the commit resumes from. Records are appended
+//! whole (`O_APPEND`, one write each) without the pull's lock, so a mount
+//! and a pull of the same commit can log side by side.
+//!
+//! Limits: memory is the inode table (16 bytes per inode handed out, plus
+//! the distinct directory checksums) and a 16 MiB cache of decoded
+//! objects; the tree refuses to expand beyond [`crate::ostree::tree::MAX_INODES`]
+//! entries or [`crate::ostree::tree::MAX_DEPTH`] levels as it is listed. Objects stored
+//! are named by no ref until a pull stores the commit: a `gc` meanwhile
+//! removes them, and they are fetched again when next read. Headers of
+//! large files are not logged (the log holds verified objects only), so
+//! a new open fetches them again.
+
+mod objects;
+mod tree;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
+use super::checksum::ObjType;
+use super::http::HttpSource;
+use super::pull::fetch::fetch_meta;
+use super::pull::{check_head, resolve_target, stored_signers};
 use super::trust::Trust;
 use crate::repository::Repository;
 use crate::tree::Tree;
+use objects::Fetcher;
+
+pub use tree::RemoteTree;
 
 /// How a remote commit is opened.
 #[derive(Default)]
@@ -33,6 +94,45 @@ pub fn open_tree(
     rref: &str,
     opts: &RemoteOptions,
 ) -> Result<Arc<dyn Tree>> {
-    let _ = (repo, opts);
-    bail!("{url}#{rref}: remote ostree repositories are not readable yet")
+    open(repo, url, rref, opts).with_context(|| format!("{url}#{rref}"))
+}
+
+fn open(repo: &Repository, url: &str, rref: &str, opts: &RemoteOptions) -> Result<Arc<dyn Tree>> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("a remote ostree repository is an http:// or https:// URL");
+    }
+    repo.ensure_writable()?;
+    let src = HttpSource::new(url, opts.timeout)?;
+    let target = resolve_target(&src, rref, &opts.trust, None)?;
+    let commit = target.commit;
+    for s in &target.signers {
+        tracing::info!("{s}");
+    }
+    let stored = super::cache::try_open(repo, &commit)
+        .with_context(|| format!("commit {commit} is stored but cannot be read"))?;
+    if let Some(stored) = stored {
+        for s in stored_signers(&src, &stored, &commit, &opts.trust)? {
+            tracing::info!("{s}");
+        }
+        tracing::info!("commit {commit} is stored: read from the repository");
+        return Ok(Arc::new(super::committree::CommitTree::open(
+            repo, &commit,
+        )?));
+    }
+    let fetch = Fetcher::open(src, repo.try_clone()?, &commit);
+    let logged = fetch.logged_meta(&commit, ObjType::Commit);
+    let cbytes = match logged {
+        Some(b) => b,
+        None => fetch_meta(fetch.source(), &commit, ObjType::Commit)?,
+    };
+    let meta = fetch.logged_meta(&commit, ObjType::CommitMeta);
+    let (head, signers) = check_head(fetch.source(), &commit, cbytes, meta, true, &opts.trust)?;
+    for s in signers {
+        tracing::info!("{s}");
+    }
+    fetch.record_meta(&commit, ObjType::Commit, &head.bytes);
+    if let Some(m) = &head.meta {
+        fetch.record_meta(&commit, ObjType::CommitMeta, m);
+    }
+    Ok(Arc::new(RemoteTree::new(fetch, commit, &head.parsed)))
 }
