@@ -334,6 +334,29 @@ fn fetches_only_what_is_read_and_a_pull_resumes() {
     let medium = ino_of(tree.as_ref(), "medium");
     assert_eq!(tree.inode(medium).unwrap().size(), 300_000);
 
+    // The attributes of a directory's files in turn (a readdirplus): from
+    // the second one on, the next ones are fetched alongside.
+    let names: Vec<Vec<u8>> = tree
+        .readdir(wide)
+        .unwrap()
+        .iter()
+        .map(|e| e.name.clone())
+        .take(20)
+        .collect();
+    let stat = |name: &[u8]| {
+        tree.inode(tree.lookup(wide, name).unwrap().unwrap())
+            .unwrap()
+    };
+    for n in &names[..2] {
+        stat(n);
+    }
+    let mark = nginx.mark();
+    for n in &names[2..] {
+        stat(n);
+    }
+    let got = nginx.requests_since(mark);
+    assert!(got.is_empty(), "not fetched ahead:\n  {}", show(&got));
+
     // Several readers of one file at once: one fetch.
     let mark = nginx.mark();
     let barrier = std::sync::Barrier::new(4);

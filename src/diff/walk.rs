@@ -523,6 +523,7 @@ mod tests {
     use super::*;
     use crate::fsverity::{Algorithm, digest_bytes};
     use crate::tree::{FileData, MemTree, MemTreeBuilder, Stat};
+    use anyhow::bail;
 
     fn file(data: FileData) -> Inode {
         Inode {
@@ -608,5 +609,105 @@ mod tests {
             [("M\t/g".to_string(), vec!["content"])]
         );
         assert!(diff(&a, &a, &DiffOptions::default()).is_empty());
+    }
+
+    /// A tree standing for a remote commit: ostree ids everywhere, and
+    /// the inode of any non-directory refused (it would cost a fetch).
+    struct Remote(MemTree, u8);
+
+    impl Tree for Remote {
+        fn root(&self) -> Ino {
+            self.0.root()
+        }
+        fn inode(&self, ino: Ino) -> Result<Arc<Inode>> {
+            let i = self.0.inode(ino)?;
+            if !i.kind.is_dir() {
+                bail!("inode {ino} of a remote file was read");
+            }
+            Ok(i)
+        }
+        fn readdir(&self, dir: Ino) -> Result<Arc<[crate::tree::DirEntry]>> {
+            self.0.readdir(dir)
+        }
+        fn subtree_id(&self, ino: Ino) -> Option<SubtreeId> {
+            let i = self.0.inode(ino).ok()?;
+            Some(match &i.kind {
+                // Every directory differs between the two trees.
+                Kind::Directory => SubtreeId::OstreeDir {
+                    tree: [self.1; 32],
+                    meta: [ino as u8; 32],
+                },
+                Kind::Regular(FileData::Inline(b)) => {
+                    let mut id = [0u8; 32];
+                    id[..b.len()].copy_from_slice(b);
+                    SubtreeId::OstreeFile(id)
+                }
+                _ => return None,
+            })
+        }
+        fn costly_inode(&self, ino: Ino) -> bool {
+            self.0.inode(ino).is_ok_and(|i| !i.kind.is_dir())
+        }
+    }
+
+    fn remote(files: &[&str], tag: u8) -> Remote {
+        let mut b = MemTreeBuilder::new();
+        let root = b.add(Inode::default_dir());
+        let mut dirs: HashMap<String, Ino> = HashMap::new();
+        for spec in files {
+            let (path, data) = spec.split_once('=').unwrap_or((spec, ""));
+            let (parent, name) = match path.rsplit_once('/') {
+                Some((d, n)) => (dirs[d], n),
+                None => (root, path),
+            };
+            let ino = if spec.contains('=') {
+                b.add(file(FileData::Inline(data.as_bytes().to_vec())))
+            } else {
+                let d = b.add(Inode::default_dir());
+                dirs.insert(path.to_string(), d);
+                d
+            };
+            b.link(parent, name.as_bytes(), ino).unwrap();
+        }
+        Remote(b.build(root).unwrap(), tag)
+    }
+
+    #[test]
+    fn costly_files_are_compared_by_checksum_unread() {
+        let a = remote(&["d", "d/x=1", "d/y=2", "gone=g", "same=s", "t=f"], 1);
+        let b = remote(
+            &["d", "d/x=1", "d/y=3", "new=n", "same=s", "t", "t/in=i"],
+            2,
+        );
+        let mut out = Vec::new();
+        super::super::diff_trees(None, &a, &b, &DiffOptions::default(), &mut |c| {
+            out.push((
+                format!(
+                    "{}\t{}",
+                    c.status.letter(),
+                    String::from_utf8_lossy(&c.path)
+                ),
+                c.aspects.names(),
+                (c.old.is_some(), c.new.is_some()),
+                (c.old_ino.is_some(), c.new_ino.is_some()),
+            ));
+            Ok(())
+        })
+        .unwrap();
+        // Path, aspects, inodes read (old, new), inode numbers given.
+        type Seen = (String, Vec<&'static str>, (bool, bool), (bool, bool));
+        let want: Vec<Seen> = vec![
+            (
+                "M\t/d/y".into(),
+                vec!["checksum"],
+                (false, false),
+                (true, true),
+            ),
+            ("D\t/gone".into(), vec![], (false, false), (true, false)),
+            ("A\t/new".into(), vec![], (false, false), (false, true)),
+            ("T\t/t".into(), vec![], (false, true), (true, true)),
+            ("A\t/t/in".into(), vec![], (false, false), (false, true)),
+        ];
+        assert_eq!(out, want);
     }
 }

@@ -215,10 +215,7 @@ pub struct SharedLog {
 impl SharedLog {
     /// Open (or create) the log of `commit`, with the position of every
     /// whole record it holds (the last of a torn tail left out).
-    pub fn open(
-        repo: &Repository,
-        commit: &Checksum,
-    ) -> Result<(SharedLog, Vec<Logged>)> {
+    pub fn open(repo: &Repository, commit: &Checksum) -> Result<(SharedLog, Vec<Logged>)> {
         let p = path(repo, commit);
         let dir = p.parent().expect("has a parent");
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -308,5 +305,76 @@ fn remove_if_present(p: &std::path::Path) -> Result<()> {
             Err(e).with_context(|| format!("cannot remove {}", p.display()))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(n: u8) -> Stored {
+        Stored::Meta(vec![n; 100 + n as usize])
+    }
+
+    #[test]
+    fn shared_appends_read_back_and_a_pull_resumes_from_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init(&tmp.path().join("repo"), Algorithm::Sha256).unwrap();
+        let commit = Checksum([7; 32]);
+        let (a, found) = SharedLog::open(&repo, &commit).unwrap();
+        assert!(found.is_empty());
+        let (b, _) = SharedLog::open(&repo, &commit).unwrap();
+        let file = Stored::File {
+            header: vec![1, 2, 3],
+            size: 2,
+            content: Content::Inline(vec![9, 9]),
+        };
+        // Two descriptors appending from several threads: whole records.
+        let positions: Vec<(Checksum, ObjType, Stored, Position)> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8u8)
+                .map(|k| {
+                    let (log, file) = (if k % 2 == 0 { &a } else { &b }, file.clone());
+                    s.spawn(move || {
+                        (0..50u8)
+                            .map(|i| {
+                                let mut c = Checksum([0; 32]);
+                                (c.0[0], c.0[1]) = (k, i);
+                                let (t, st) = match i % 3 {
+                                    0 => (ObjType::File, file.clone()),
+                                    _ => (ObjType::DirTree, meta(i)),
+                                };
+                                let pos = log.append(&c, t, &st).unwrap();
+                                (c, t, st, pos)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        for (c, t, st, pos) in &positions {
+            assert_eq!(a.read(*pos).unwrap(), Some(((*c, *t), st.clone())));
+        }
+        // A torn record at the end is left out.
+        (&b.file)
+            .write_all(&encode(&commit, ObjType::DirTree, &meta(3))[..20])
+            .unwrap();
+        let (_, found) = SharedLog::open(&repo, &commit).unwrap();
+        assert_eq!(found.len(), 400);
+        let mut want: Vec<_> = positions
+            .iter()
+            .map(|(c, t, _, p)| ((*c, *t), *p))
+            .collect();
+        want.sort_by_key(|(_, p)| p.offset);
+        assert_eq!(found, want);
+        // What a pull resumes from: all of it.
+        let (_, entries) = PartialLog::open(&repo, &commit).unwrap().unwrap();
+        assert_eq!(entries.len(), 400);
+        // Not a record at a position: `None`.
+        let bad = Position {
+            offset: want[0].1.offset + 1,
+            len: want[0].1.len,
+        };
+        assert_eq!(a.read(bad).unwrap(), None);
     }
 }

@@ -267,6 +267,11 @@ impl Fetcher {
         self.cached_file(c).is_some_and(|f| f.content.is_some()) || self.is_logged(c, ObjType::File)
     }
 
+    /// Whether file `c`'s header is at hand (no request needed).
+    pub fn has_header(&self, c: &Checksum) -> bool {
+        self.cached_file(c).is_some() || self.is_logged(c, ObjType::File)
+    }
+
     /// A logged file, its header parsed (and an inline content checked
     /// again); `None` if not logged or unusable.
     fn logged_file(&self, c: &Checksum) -> Option<FileInfo> {

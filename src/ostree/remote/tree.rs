@@ -6,6 +6,12 @@
 //! sits in its parent's dirtree. Dirtrees, dirmetas and file headers come
 //! from the [`Fetcher`] on each use (its cache, its log, or the server).
 //!
+//! A file's attributes cost a request (its object's first 64 KiB) unless
+//! known: when a second file of the same directory is asked for in a row
+//! (a readdirplus, `ls -l`, a walk), the headers of the next 32 files are
+//! fetched alongside it, on 8 threads. A lookup or a read of one file
+//! fetches that file only.
+//!
 //! Each name is its own inode (no hardlinks, as `ostree checkout` of an
 //! archive repository), and every directory's link count is 1, as btrfs
 //! reports them: 2 + subdirectories would need every subdirectory's
@@ -64,11 +70,17 @@ impl State {
 
 const ROOT: Ino = 1;
 
+/// Headers fetched ahead when a directory's files are asked for in turn.
+const READ_AHEAD: usize = 32;
+const READ_AHEAD_THREADS: usize = 8;
+
 /// A commit of a remote repository as a [`Tree`].
 pub struct RemoteTree {
     commit: Checksum,
     fetch: Fetcher,
     state: Mutex<State>,
+    /// The directory (dirtree index) of the last header fetched.
+    last_header: Mutex<Option<u32>>,
 }
 
 impl RemoteTree {
@@ -89,6 +101,7 @@ impl RemoteTree {
             commit,
             fetch,
             state: Mutex::new(state),
+            last_header: Mutex::new(None),
         }
     }
 
@@ -182,7 +195,63 @@ impl RemoteTree {
             bail!("inode {ino} is not a file");
         };
         let c = self.file_sum(dir, at)?;
-        Ok((c, self.fetch.file(&c)?))
+        if self.fetch.has_header(&c) {
+            return Ok((c, self.fetch.file(&c)?));
+        }
+        // The second header fetched in a row from one directory: a walk of
+        // its attributes (readdirplus, `ls -l`). The next few are fetched
+        // alongside, in parallel.
+        let walking = {
+            let mut last = self.last_header.lock().unwrap_or_else(|e| e.into_inner());
+            last.replace(dir) == Some(dir)
+        };
+        let ahead = match walking {
+            true => self.unknown_after(dir, at),
+            false => Vec::new(),
+        };
+        if ahead.is_empty() {
+            return Ok((c, self.fetch.file(&c)?));
+        }
+        let per = ahead.len().div_ceil(READ_AHEAD_THREADS);
+        let info = std::thread::scope(|s| {
+            for chunk in ahead.chunks(per) {
+                s.spawn(move || {
+                    for c in chunk {
+                        // The reader's errors are its own, when it asks.
+                        if let Err(e) = self.fetch.file(c) {
+                            tracing::debug!("read-ahead of file {c}: {e:#}");
+                        }
+                    }
+                });
+            }
+            self.fetch.file(&c)
+        })?;
+        Ok((c, info))
+    }
+
+    /// Up to [`READ_AHEAD`] files after the one at `at` in dirtree `dir`
+    /// whose headers are not at hand.
+    fn unknown_after(&self, dir: u32, at: u32) -> Vec<Checksum> {
+        let Ok(data) = self.fetch.meta(&self.sum(dir), ObjType::DirTree) else {
+            return Vec::new();
+        };
+        let Ok(t) = DirTree::parse_in_place(&data) else {
+            return Vec::new();
+        };
+        let Some(k) = t.files.iter().position(|&(_, off)| off as u32 == at) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Checksum> = Vec::new();
+        for &(_, off) in &t.files[k + 1..] {
+            let c = Checksum(checksum_in(&data, off));
+            if !self.fetch.has_header(&c) && !out.contains(&c) {
+                out.push(c);
+                if out.len() == READ_AHEAD {
+                    break;
+                }
+            }
+        }
+        out
     }
 }
 
