@@ -16,12 +16,16 @@
 //!   ([`crate::ostree::committree`]), once its signatures are checked.
 //! - listing or looking up in a directory: its dirtree; its attributes:
 //!   its dirmeta. [`Tree::readdir_ids`] and [`Tree::subtree_id`] (what
-//!   `composefs diff` compares) read only dirtrees.
+//!   `composefs diff` compares) read only dirtrees, and a file not fetched
+//!   says so ([`Tree::costly_inode`]): `diff` reports it changed by its
+//!   checksum instead of fetching it.
 //! - a file's attributes ([`Tree::inode`]): the first 64 KiB of its
 //!   `.filez` (an HTTP `Range` request). Most objects are smaller: the
 //!   whole object then is verified and stored at once. Of a larger one only
 //!   the header is kept (in memory, unverified) until its content is asked
-//!   for.
+//!   for. When a second file of one directory is asked for in a row (a
+//!   readdirplus, `ls -l`), the next 32 headers are fetched alongside it;
+//!   one lookup or one read fetches that file only.
 //! - a file's content ([`Tree::content_object`], which the FUSE view and
 //!   `cat` open contents through): the whole object, unless it came whole
 //!   already; a second caller for the same file waits for the first.
