@@ -3,12 +3,22 @@
 //! error and access logs, temp paths), a free port, an access log the test
 //! reads (one `METHOD URI STATUS BYTES` line per request), stopped on drop
 //! (or on demand, and started again on the same port).
+//!
+//! The log is read settled: every request answered before it is read is in
+//! it. nginx writes a request's line just after sending its answer, so a
+//! client can see the answer before the line is written; with one worker
+//! process, a request sent after that answer is logged after it. So each
+//! read first sends a request of its own (`/.settle-N`, left out of what is
+//! returned) and waits for its line.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The path of the requests [`Nginx::requests`] settles the log with.
+const SETTLE: &str = "/.settle-";
 
 /// A running nginx (the master process, a child of the test).
 pub struct Nginx {
@@ -50,7 +60,7 @@ impl Nginx {
                 f,
                 "daemon off;\n\
                  master_process on;\n\
-                 worker_processes 2;\n\
+                 worker_processes 1;\n\
                  user root root;\n\
                  pid {d}/nginx.pid;\n\
                  error_log {d}/error.log;\n\
@@ -108,8 +118,10 @@ impl Nginx {
         format!("http://127.0.0.1:{}/{}", self.port, sub)
     }
 
-    /// Every request logged so far.
+    /// Every request answered so far (see the module comment), in the
+    /// order logged.
     pub fn requests(&self) -> Vec<Request> {
+        self.settle();
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -122,7 +134,35 @@ impl Nginx {
                     bytes: w.next()?.parse().ok()?,
                 })
             })
+            .filter(|r| !r.path.starts_with(SETTLE))
             .collect()
+    }
+
+    /// Send a request of our own and wait until the log shows it (nothing
+    /// to wait for when nginx is stopped).
+    fn settle(&self) {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let path = format!(
+            "{SETTLE}{}",
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return;
+        };
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
+        let line = format!(" {path} ");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .contains(&line)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not log {path} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// How many requests are logged now (for [`Nginx::requests_since`]).
