@@ -720,3 +720,98 @@ fn hostile_objects_are_errors() {
     assert_eq!(r.object_count(), objects_before);
     assert!(common::tmp_leftovers(&r.path).is_empty());
 }
+
+/// The command line end to end: `composefs mount URL#REF` with the
+/// signature flags shows what `ostree checkout` shows; a commit signed by
+/// no trusted key is refused at mount time; `ls`, `cat` and `diff` take
+/// the same names, and the diff of two remote commits fetches no file
+/// object and prints what the diff of the pulled commits prints.
+#[test]
+fn the_cli_mounts_lists_cats_and_diffs_remote_commits() {
+    let p = prepared();
+    let nginx = Nginx::serve(&p.repo);
+    let url = nginx.url("");
+    let r = Repo::new();
+    let keyring = r.scratch().join("trusted.gpg");
+    std::fs::write(&keyring, &p.keyring).unwrap();
+    let keyring = keyring.to_str().unwrap();
+
+    let mnt = r.scratch().join("mnt");
+    let m = common::Mounted::fuse_with(
+        &r,
+        &["--gpg-keyring", keyring, "--require-signatures"],
+        &format!("{url}#main"),
+        &mnt,
+    );
+    // Link counts aside: a lazy tree cannot count the names of a file
+    // object across the whole commit (a checkout hardlinks them), and
+    // says 1 for directories (the "not counted" convention find knows).
+    let unlinked = |path: &Path| {
+        let mut s = common::snapshot::snapshot(path, false);
+        s.entries.values_mut().for_each(|e| e.nlink = 0);
+        s.hardlinks.clear();
+        s
+    };
+    common::snapshot::assert_same(
+        &unlinked(&m.path),
+        &unlinked(&p.checkout2),
+        "FUSE mount of URL#main vs ostree checkout",
+    );
+    m.umount(&r);
+    // v1 is not signed: refused when signatures are required.
+    let err = r.fail(&[
+        "mount",
+        "--require-signatures",
+        "--gpg-keyring",
+        keyring,
+        &format!("{url}#v1"),
+        r.scratch().join("mnt").to_str().unwrap(),
+    ]);
+    common::assert_mentions(
+        &err,
+        &["signature"],
+        "an unsigned commit mounted with --require-signatures",
+    );
+
+    let small = std::fs::read(p.checkout2.join("small")).unwrap();
+    assert_eq!(r.ok(&["cat", &format!("{url}#main:/small")]), small);
+    let ls = String::from_utf8(r.ok(&["ls", &format!("{url}#main:/")])).unwrap();
+    assert!(ls.contains("small"), "ls URL#main:/ : {ls}");
+
+    let fresh = Repo::new();
+    let mark = nginx.mark();
+    // Exit status 1, as diff(1): the trees differ.
+    let out = fresh.run(
+        &["diff", &format!("{url}#v1"), &format!("{url}#main")],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let remote = out.stdout;
+    let reqs = nginx.requests_since(mark);
+    assert!(
+        !reqs.iter().any(is_filez),
+        "the diff fetched file objects:\n  {}",
+        show(&reqs)
+    );
+    let stored = Repo::new();
+    stored.ok(&["ostree", "pull", &url, "v1"]);
+    stored.ok(&["ostree", "pull", &url, "main"]);
+    let out = stored.run(&["diff", &p.c1, &p.c2], None);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let local = out.stdout;
+    assert_eq!(
+        String::from_utf8_lossy(&remote),
+        String::from_utf8_lossy(&local),
+        "name-status of the remote diff vs of the pulled commits"
+    );
+}
