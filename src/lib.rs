@@ -37,6 +37,7 @@ pub mod ostree;
 pub mod readahead;
 pub mod repository;
 pub mod show;
+pub mod single_flight;
 pub mod splitstream;
 pub mod tarheader;
 pub mod tarsplit;

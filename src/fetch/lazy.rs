@@ -18,17 +18,17 @@
 //! per object at a time, a second reader of the same object waiting for
 //! the first while readers of other objects proceed.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 
 use super::remote::Remote;
 use super::walk::{self, Counters, Kind, Reach};
 use super::{FetchOptions, Root, fetch_root};
 use crate::fsverity::ObjectId;
 use crate::repository::Repository;
+use crate::single_flight::SingleFlight;
 use crate::tree::{DirEntry, Ino, Inode, LinkHint, Listing, SubtreeId, Tree};
 
 /// What [`fetch_metadata`] stored: the name's root and what it is.
@@ -79,49 +79,6 @@ pub fn fetch_metadata(
     Ok(m)
 }
 
-/// One object being fetched: its outcome once known.
-#[derive(Default)]
-struct Flight {
-    done: Mutex<Option<std::result::Result<(), String>>>,
-    cv: Condvar,
-}
-
-impl Flight {
-    fn finish(&self, r: std::result::Result<(), String>) {
-        let mut d = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        if d.is_none() {
-            *d = Some(r);
-        }
-        self.cv.notify_all();
-    }
-
-    fn wait(&self) -> std::result::Result<(), String> {
-        let mut d = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(r) = &*d {
-                return r.clone();
-            }
-            d = self.cv.wait(d).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
-/// Ends a flight whatever happens to the fetch (an early return, a
-/// panic): waiters are woken, and the next reader tries afresh.
-struct Landing<'a> {
-    tree: &'a LazyTree,
-    id: ObjectId,
-    flight: Arc<Flight>,
-}
-
-impl Drop for Landing<'_> {
-    fn drop(&mut self) {
-        self.flight
-            .finish(Err(format!("object {}: the fetch was abandoned", self.id)));
-        self.tree.flights().remove(&self.id);
-    }
-}
-
 /// A tree whose file contents are fetched on first use (see the module
 /// comment). Every other [`Tree`] method is the inner tree's.
 pub struct LazyTree {
@@ -131,7 +88,7 @@ pub struct LazyTree {
     /// `URL#NAME`, for messages.
     what: String,
     counters: Counters,
-    flights: Mutex<HashMap<ObjectId, Arc<Flight>>>,
+    flights: SingleFlight<ObjectId>,
 }
 
 impl LazyTree {
@@ -150,7 +107,7 @@ impl LazyTree {
             remote,
             what,
             counters: Counters::default(),
-            flights: Mutex::new(HashMap::new()),
+            flights: SingleFlight::new(),
         })
     }
 
@@ -160,10 +117,6 @@ impl LazyTree {
             self.counters.fetched.load(Ordering::Relaxed),
             self.counters.bytes.load(Ordering::Relaxed),
         )
-    }
-
-    fn flights(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, Arc<Flight>>> {
-        self.flights.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Make object `id` present: stored already, or fetched now (or by
@@ -176,39 +129,14 @@ impl LazyTree {
                 self.repo.algorithm()
             );
         }
-        if self.repo.has_object(id)? {
-            return Ok(());
-        }
-        let (flight, leader) = {
-            let mut f = self.flights();
-            match f.get(id) {
-                Some(flight) => (flight.clone(), false),
-                None => {
-                    let flight = Arc::new(Flight::default());
-                    f.insert(*id, flight.clone());
-                    (flight, true)
-                }
-            }
-        };
-        if !leader {
-            tracing::debug!("{}: waiting for object {id} being fetched", self.what);
-            return flight.wait().map_err(|m| anyhow!("{m}"));
-        }
-        let landing = Landing {
-            tree: self,
-            id: *id,
-            flight,
-        };
-        let r = walk::fetch_object(&self.repo, &self.remote, id, &self.counters).map(|new| {
+        let stored = || Ok(self.repo.has_object(id)?.then_some(()));
+        self.flights.run(*id, stored, || {
+            let new = walk::fetch_object(&self.repo, &self.remote, id, &self.counters)?;
             if new {
                 tracing::info!("{}: fetched object {id}", self.what);
             }
-        });
-        landing
-            .flight
-            .finish(r.as_ref().map_err(|e| format!("{e:#}")).copied());
-        drop(landing);
-        r
+            Ok(())
+        })
     }
 }
 
@@ -333,18 +261,14 @@ mod tests {
             "test".into(),
         )
         .unwrap();
-        let in_flight = |n: usize| {
-            tree.flights()
-                .get(&id)
-                .is_some_and(|f| Arc::strong_count(f) == n)
-        };
+        let in_flight = |n: usize| tree.flights.callers(&id) == n;
         std::thread::scope(|s| {
             let first = s.spawn(|| tree.content_object(f1));
-            // The map's and the fetching reader's.
-            until(|| in_flight(2));
+            // The fetching reader.
+            until(|| in_flight(1));
             let second = s.spawn(|| tree.content_object(f2));
-            // And the waiting reader's.
-            until(|| in_flight(3));
+            // And the waiting one.
+            until(|| in_flight(2));
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(&fifo)
@@ -355,7 +279,7 @@ mod tests {
             assert_eq!(second.join().unwrap().unwrap(), Some(id));
         });
         assert!(repo.has_object(&id).unwrap());
-        assert!(tree.flights().is_empty());
+        assert!(tree.flights.is_idle());
         assert_eq!(tree.fetched(), (1, data.len() as u64));
         // Stored: asked again, nothing is opened (the FIFO has no writer).
         assert_eq!(tree.content_object(f2).unwrap(), Some(id));

@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use sha2::{Digest as _, Sha256};
 
 use super::toc::{Compression, FileSource};
@@ -19,6 +19,7 @@ use crate::fsverity::ObjectId;
 use crate::oci::registry::Registry;
 use crate::oci::spec::Digest;
 use crate::repository::Repository;
+use crate::single_flight::SingleFlight;
 use crate::tree::{DirEntry, FileData, Ino, Inode, Kind, LinkHint, MemTree, Tree};
 
 /// One layer's blob, as the manifest names it.
@@ -26,18 +27,6 @@ pub(super) struct LayerBlob {
     pub digest: Digest,
     pub size: u64,
     pub compression: Compression,
-}
-
-/// A fetch under way: its result, once there.
-#[derive(Default)]
-struct Flight {
-    result: Mutex<Option<std::result::Result<ObjectId, String>>>,
-    done: Condvar,
-}
-
-enum Slot {
-    Fetching(Arc<Flight>),
-    Stored(ObjectId),
 }
 
 pub(super) struct LazyTree {
@@ -49,8 +38,10 @@ pub(super) struct LazyTree {
     repo: Repository,
     /// `docker://host/name@digest`, for messages.
     image: String,
-    /// Contents fetched or being fetched, by sha256.
-    slots: Mutex<HashMap<[u8; 32], Slot>>,
+    /// Contents fetched, by sha256 (an object `gc` took is fetched again).
+    stored: Mutex<HashMap<[u8; 32], ObjectId>>,
+    /// Contents being fetched, by sha256.
+    flights: SingleFlight<[u8; 32]>,
 }
 
 impl LazyTree {
@@ -69,54 +60,31 @@ impl LazyTree {
             registry,
             repo,
             image,
-            slots: Mutex::new(HashMap::new()),
+            stored: Mutex::new(HashMap::new()),
+            flights: SingleFlight::new(),
         }
     }
 
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Slot>> {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The object holding `src`'s content: stored already, being fetched
-    /// (wait), or fetched now.
+    /// The object holding `src`'s content: stored already, or fetched now
+    /// (or by the reader fetching it already, waited for).
     fn object_for(&self, src: &FileSource) -> Result<ObjectId> {
-        let flight = loop {
-            let mut slots = self.slots();
-            match slots.get(&src.sha256) {
-                Some(Slot::Stored(id)) => {
-                    let id = *id;
-                    drop(slots);
-                    // `gc` may have taken it (no ref names it): fetch again.
-                    if self.repo.has_object(&id)? {
-                        return Ok(id);
-                    }
-                    let mut slots = self.slots();
-                    if matches!(slots.get(&src.sha256), Some(Slot::Stored(x)) if *x == id) {
-                        slots.remove(&src.sha256);
-                    }
-                }
-                Some(Slot::Fetching(f)) => {
-                    let f = f.clone();
-                    drop(slots);
-                    return wait(&f);
-                }
-                None => {
-                    let f = Arc::new(Flight::default());
-                    slots.insert(src.sha256, Slot::Fetching(f.clone()));
-                    break f;
-                }
+        let stored = || {
+            let known = self.stored().get(&src.sha256).copied();
+            match known {
+                // `gc` may have taken it (no ref names it): fetch again.
+                Some(id) if self.repo.has_object(&id)? => Ok(Some(id)),
+                _ => Ok(None),
             }
         };
-        let mut landing = Landing {
-            tree: self,
-            key: src.sha256,
-            flight,
-            result: None,
-        };
-        let result = self.fetch(src);
-        landing.result = Some(result.as_ref().map(|id| *id).map_err(|e| format!("{e:#}")));
-        drop(landing);
-        result
+        self.flights.run(src.sha256, stored, || {
+            let id = self.fetch(src)?;
+            self.stored().insert(src.sha256, id);
+            Ok(id)
+        })
+    }
+
+    fn stored(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], ObjectId>> {
+        self.stored.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Fetch, verify and store `src`'s content; network failures retried.
@@ -197,44 +165,6 @@ impl LazyTree {
             if new { "" } else { " (stored already)" }
         );
         Ok(id)
-    }
-}
-
-/// Ends a fetch, however it ends: its result recorded (or, if the
-/// fetch never returned, an error), the waiters woken.
-struct Landing<'a> {
-    tree: &'a LazyTree,
-    key: [u8; 32],
-    flight: Arc<Flight>,
-    result: Option<std::result::Result<ObjectId, String>>,
-}
-
-impl Drop for Landing<'_> {
-    fn drop(&mut self) {
-        let result = self
-            .result
-            .take()
-            .unwrap_or_else(|| Err("the fetch was abandoned".to_string()));
-        {
-            let mut slots = self.tree.slots();
-            match &result {
-                Ok(id) => slots.insert(self.key, Slot::Stored(*id)),
-                Err(_) => slots.remove(&self.key),
-            };
-        }
-        *self.flight.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-        self.flight.done.notify_all();
-    }
-}
-
-/// The result of another caller's fetch.
-fn wait(f: &Flight) -> Result<ObjectId> {
-    let mut r = f.result.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        if let Some(r) = &*r {
-            return r.clone().map_err(|e| anyhow!("{e}"));
-        }
-        r = f.done.wait(r).unwrap_or_else(|e| e.into_inner());
     }
 }
 

@@ -33,6 +33,7 @@ use crate::ostree::partial::{Position, SharedLog};
 use crate::ostree::pull::fetch::{fetch_file, fetch_meta, store_file};
 use crate::ostree::source::filez_object;
 use crate::repository::Repository;
+use crate::single_flight::SingleFlight;
 
 /// How much of a `.filez` is asked for to read a file's header: the whole
 /// object for most files.
@@ -110,7 +111,7 @@ pub struct Fetcher {
     log: Option<SharedLog>,
     logged: Mutex<HashMap<Key, Position>>,
     cache: Mutex<Cache>,
-    inflight: Mutex<HashMap<Key, Arc<Mutex<()>>>>,
+    inflight: SingleFlight<Key>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -138,40 +139,12 @@ impl Fetcher {
                 lru: LruCache::unbounded(),
                 bytes: 0,
             }),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: SingleFlight::new(),
         }
     }
 
     pub fn source(&self) -> &HttpSource {
         &self.src
-    }
-
-    /// Run `work` unless `check` finds the result; a second caller for the
-    /// same key waits for the first and then checks again.
-    fn once<T>(
-        &self,
-        key: Key,
-        check: impl Fn() -> Result<Option<T>>,
-        work: impl FnOnce() -> Result<T>,
-    ) -> Result<T> {
-        if let Some(v) = check()? {
-            return Ok(v);
-        }
-        let slot = lock(&self.inflight).entry(key).or_default().clone();
-        let r = {
-            let _g = lock(&slot);
-            match check() {
-                Ok(Some(v)) => Ok(v),
-                Ok(None) => work(),
-                Err(e) => Err(e),
-            }
-        };
-        let mut map = lock(&self.inflight);
-        // Nobody else holds the slot (the map's and ours): let it go.
-        if Arc::strong_count(&slot) == 2 {
-            map.remove(&key);
-        }
-        r
     }
 
     /// Record a verified object in the log; a failure to write is logged,
@@ -218,7 +191,7 @@ impl Fetcher {
                 _ => None,
             })
         };
-        self.once(key, check, || {
+        self.inflight.run(key, check, || {
             let logged = match self.read_log(c, t) {
                 // Checked again: cheap, and the log is only a cache.
                 Some(Stored::Meta(b)) if Checksum::of(&b) == *c => Some(b),
@@ -321,7 +294,7 @@ impl Fetcher {
     pub fn file(&self, c: &Checksum) -> Result<Arc<FileInfo>> {
         let key = (*c, ObjType::File);
         let check = || Ok(self.cached_file(c));
-        let info = self.once(key, check, || {
+        let info = self.inflight.run(key, check, || {
             if let Some(info) = self.logged_file(c) {
                 let info = Arc::new(info);
                 lock(&self.cache).put(key, Cached::File(info.clone()));
@@ -395,7 +368,7 @@ impl Fetcher {
                 _ => None,
             })
         };
-        self.once(key, check, || {
+        self.inflight.run(key, check, || {
             if let Some(info) = self.logged_file(c)
                 && self.present(&info)?
             {
