@@ -541,6 +541,30 @@ pub(super) fn name_order<'a>(t: &DirTreeEntries<'a>) -> Vec<(usize, &'a [u8])> {
     order
 }
 
+/// A parsed dirtree's entries into `out` (emptied first) in name order,
+/// each with its checksums as a [`SubtreeId`] and the inode `ino` gives
+/// its index (files first, then subdirectories).
+pub(super) fn listing_ids(
+    t: &DirTreeEntries<'_>,
+    data: &[u8],
+    out: &mut Listing,
+    ino: impl Fn(usize) -> Ino,
+) {
+    let order = name_order(t);
+    out.reset(order.len(), order.iter().map(|(_, n)| n.len()).sum());
+    let nf = t.files.len();
+    for (i, name) in order {
+        let id = match i.checked_sub(nf) {
+            None => SubtreeId::OstreeFile(checksum_in(data, t.files[i].1)),
+            Some(j) => SubtreeId::OstreeDir {
+                tree: checksum_in(data, t.dirs[j].1),
+                meta: checksum_in(data, t.dirs[j].2),
+            },
+        };
+        out.push(name, ino(i), Some(id));
+    }
+}
+
 pub(super) fn checksum_in(data: &[u8], off: usize) -> [u8; 32] {
     data[off..off + 32]
         .try_into()
@@ -616,19 +640,7 @@ impl Tree for CommitTree {
     /// per file.
     fn readdir_ids(&self, dir: Ino, out: &mut Listing) -> Result<()> {
         self.list_with(dir, false, |t, data, inos| {
-            let order = name_order(t);
-            out.reset(order.len(), order.iter().map(|(_, n)| n.len()).sum());
-            let nf = t.files.len();
-            for (i, name) in order {
-                let id = match i.checked_sub(nf) {
-                    None => SubtreeId::OstreeFile(checksum_in(data, t.files[i].1)),
-                    Some(j) => SubtreeId::OstreeDir {
-                        tree: checksum_in(data, t.dirs[j].1),
-                        meta: checksum_in(data, t.dirs[j].2),
-                    },
-                };
-                out.push(name, inos.get(i), Some(id));
-            }
+            listing_ids(t, data, out, |i| inos.get(i))
         })
     }
 

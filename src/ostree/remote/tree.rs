@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use super::objects::{Fetcher, FileInfo};
 use crate::ostree::checksum::{Checksum, ObjType};
 use crate::ostree::commitstream::Content;
-use crate::ostree::committree::{checksum_in, name_order};
+use crate::ostree::committree::{checksum_in, listing_ids, name_order};
 use crate::ostree::objects::{Commit, DirMeta, DirTree, DirTreeEntries};
 use crate::ostree::tree::{MAX_DEPTH, MAX_INODES, dir_inode, file_inode};
 use crate::tree::{DirEntry, FileData, Ino, Inode, Kind, Listing, SubtreeId, Tree};
@@ -316,19 +316,7 @@ impl Tree for RemoteTree {
 
     fn readdir_ids(&self, dir: Ino, out: &mut Listing) -> Result<()> {
         self.list_with(dir, |t, data, first| {
-            let order = name_order(t);
-            out.reset(order.len(), order.iter().map(|(_, n)| n.len()).sum());
-            let nf = t.files.len();
-            for (i, name) in order {
-                let id = match i.checked_sub(nf) {
-                    None => SubtreeId::OstreeFile(checksum_in(data, t.files[i].1)),
-                    Some(j) => SubtreeId::OstreeDir {
-                        tree: checksum_in(data, t.dirs[j].1),
-                        meta: checksum_in(data, t.dirs[j].2),
-                    },
-                };
-                out.push(name, first + i as Ino, Some(id));
-            }
+            listing_ids(t, data, out, |i| first + i as Ino)
         })
         .with_context(|| format!("commit {}", self.commit))
     }
