@@ -119,13 +119,7 @@ pub fn mount(repo: Option<&Path>, a: &MountArgs) -> Result<ExitCode> {
     // only what no ref reaches, and open files keep their objects).
     r.unlock()?;
     let fs = TreeFs::new(tree, r, &fs_opts).with_context(|| format!("cannot serve {what}"))?;
-    tracing::info!(
-        "mounting {what} at {} (cache {}, verify {}, passthrough {})",
-        target.display(),
-        crate::show::human_bytes(fs_opts.cache_bytes as u64),
-        fs_opts.verify,
-        fs_opts.passthrough
-    );
+    log_mounting(&what, &target, &fs_opts);
     let opts = MountOptions {
         foreground: a.foreground,
         allow_other: a.allow_other,
@@ -151,13 +145,7 @@ fn mount_remote(
     crate::view::remote::ensure_writable(&r)?;
     let opts = a.remote.options()?;
     let what = name.to_string();
-    tracing::info!(
-        "mounting {what} at {} (cache {}, verify {}, passthrough {})",
-        target.display(),
-        crate::show::human_bytes(fs_opts.cache_bytes as u64),
-        fs_opts.verify,
-        fs_opts.passthrough
-    );
+    log_mounting(&what, target, &fs_opts);
     let make = move || -> Result<TreeFs> {
         let tree = crate::view::remote::open(&r, &name, &opts)?.tree;
         // As for a stored tree: the daemon holds no lock.
@@ -173,4 +161,15 @@ fn mount_remote(
     serve_later(Box::new(make), target, &opts)
         .with_context(|| format!("cannot mount {what} at {}", target.display()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's first log line: what is mounted where, and how.
+fn log_mounting(what: &str, target: &Path, fs_opts: &FsOptions) {
+    tracing::info!(
+        "mounting {what} at {} (cache {}, verify {}, passthrough {})",
+        target.display(),
+        crate::show::human_bytes(fs_opts.cache_bytes as u64),
+        fs_opts.verify,
+        fs_opts.passthrough
+    );
 }
