@@ -815,3 +815,62 @@ fn the_cli_mounts_lists_cats_and_diffs_remote_commits() {
         "name-status of the remote diff vs of the pulled commits"
     );
 }
+
+/// The server going away under a FUSE mount of `URL#REF`: a file not
+/// fetched yet fails with EIO and a log line naming its object, the mount
+/// stays up and serves what it has, and the same file reads once the
+/// server is back; a pull afterwards fetches only the rest.
+#[test]
+fn a_server_gone_fails_reads_with_eio_until_it_is_back() {
+    let p = prepared();
+    let mut nginx = Nginx::serve(&p.repo);
+    let url = nginx.url("");
+    let r = Repo::new();
+    let log = r.scratch().join("daemon.log");
+    let mnt = r.scratch().join("mnt");
+    let m = common::Mounted::fuse_with(
+        &r,
+        &["--log", log.to_str().unwrap()],
+        &format!("{url}#v1"),
+        &mnt,
+    );
+    let small = std::fs::read(p.checkout1.join("small")).unwrap();
+    let large = std::fs::read(p.checkout1.join("large")).unwrap();
+    assert_eq!(std::fs::read(m.path.join("small")).unwrap(), small);
+    // Listed (the root's attributes are here), not read.
+    assert_eq!(
+        std::fs::symlink_metadata(m.path.join("large"))
+            .unwrap()
+            .len(),
+        large.len() as u64
+    );
+
+    nginx.stop();
+    let err = std::fs::read(m.path.join("large")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(std::fs::read(m.path.join("small")).unwrap(), small);
+    let object = file_checksum(&p.repo, &p.c1, "large");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(&object),
+        "the daemon's log does not name the object {object}:\n{logged}"
+    );
+
+    nginx.resume();
+    assert_eq!(std::fs::read(m.path.join("large")).unwrap(), large);
+    m.umount(&r);
+
+    let mark = nginx.mark();
+    r.ok(&["ostree", "pull", &url, "v1"]);
+    let again: Vec<Request> = nginx
+        .requests_since(mark)
+        .into_iter()
+        .filter(|q| q.path.ends_with(&object_uri(&object, "filez")))
+        .collect();
+    assert!(
+        again.is_empty(),
+        "the pull fetched the object the mount had:\n  {}",
+        show(&again)
+    );
+    r.assert_fsck_ok();
+}
