@@ -778,6 +778,29 @@ fn the_cli_mounts_lists_cats_and_diffs_remote_commits() {
     let ls = String::from_utf8(r.ok(&["ls", &format!("{url}#main:/")])).unwrap();
     assert!(ls.contains("small"), "ls URL#main:/ : {ls}");
 
+    // show: the commit as opening it verified it, the tree from its
+    // dirtrees; no file fetched.
+    let fresh = Repo::new();
+    let mark = nginx.mark();
+    let shown = String::from_utf8(fresh.ok(&[
+        "show",
+        "--gpg-keyring",
+        keyring,
+        &format!("{url}#main"),
+    ]))
+    .unwrap();
+    common::assert_mentions(
+        &shown,
+        &[&p.c2, "not fetched", "Remote Signer"],
+        "show URL#main",
+    );
+    let reqs = nginx.requests_since(mark);
+    assert!(
+        !reqs.iter().any(is_filez),
+        "show fetched file objects:\n  {}",
+        show(&reqs)
+    );
+
     let fresh = Repo::new();
     let mark = nginx.mark();
     // Exit status 1, as diff(1): the trees differ.

@@ -57,6 +57,15 @@ pub struct TreeStats {
     pub objects: u64,
     /// Regular files whose content is kept inline (no object).
     pub inline_files: u64,
+    /// Files and symlinks of a remote tree not fetched (neither their
+    /// kind nor their size is known without a request each): not in the
+    /// counts above.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub not_fetched: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Walk `tree` from its root and count. Fails on a damaged tree, or a
@@ -73,6 +82,12 @@ pub fn tree_stats(tree: &dyn Tree) -> Result<TreeStats> {
     let mut stack = vec![root];
     while let Some(dir) = stack.pop() {
         for e in tree.readdir(dir)?.iter() {
+            if tree.costly_inode(e.ino) {
+                // A remote file not fetched: counted, not fetched to be
+                // told apart (a file or a symlink, and its size).
+                st.not_fetched += 1;
+                continue;
+            }
             let inode = tree.inode(e.ino)?;
             if inode.kind.is_dir() {
                 if !dirs_seen.insert(e.ino) {
@@ -323,7 +338,33 @@ pub fn summarize_remote(repo: &Repository, opened: &Opened, keys: &Keys) -> Resu
             let c = commit_of(&s, &commit)?;
             return summarize_loaded_commit(repo, &commit, s, c, keys);
         }
-        RemoteKind::OstreeCommit => TreeKind::OstreeCommit,
+        RemoteKind::OstreeCommit(c) => {
+            // The commit as opening it verified it; the tree from its
+            // dirtrees, files not fetched for the count.
+            let commit = match crate::ostree::remote::verified_head(repo, &c)? {
+                Some((bytes, meta)) => {
+                    let parsed = crate::ostree::objects::Commit::parse(&bytes)
+                        .with_context(|| format!("ostree commit {c}"))?;
+                    Some(commit_summary(
+                        repo,
+                        &c,
+                        &parsed,
+                        &bytes,
+                        meta.as_deref(),
+                        keys,
+                    ))
+                }
+                None => None,
+            };
+            return Ok(Summary {
+                kind: TreeKind::OstreeCommit,
+                refs: Vec::new(),
+                tree: tree_stats(opened.tree.as_ref())?,
+                commit,
+                oci: None,
+                image: None,
+            });
+        }
         RemoteKind::RegistryImage => TreeKind::OciImage,
     };
     Ok(Summary {
@@ -357,27 +398,7 @@ fn summarize_loaded_commit(
         .metadata(c, ObjType::CommitMeta)
         .with_context(|| format!("detached metadata of stored ostree commit {c}"))?
         .map(<[u8]>::to_vec);
-    let parent_stored = commit
-        .parent
-        .is_some_and(|p| super::commit_stored(repo, &p));
-    let summary = CommitSummary {
-        checksum: c.to_hex(),
-        subject: commit.subject.clone(),
-        body: commit.body.clone(),
-        version: commit.meta_string("version"),
-        timestamp: commit.timestamp,
-        date: iso_utc(commit.timestamp),
-        parent: commit.parent.map(|p| p.to_hex()),
-        parent_stored,
-        content_checksum: content_checksum(&commit).to_hex(),
-        root_dirtree: commit.root_tree.to_hex(),
-        root_dirmeta: commit.root_meta.to_hex(),
-        metadata: metadata_entries(&commit.metadata)
-            .into_iter()
-            .filter(|e| !(e.key == "version" && e.type_string == "s"))
-            .collect(),
-        signatures: signatures(&commit_bytes, detached.as_deref(), keys),
-    };
+    let summary = commit_summary(repo, c, &commit, &commit_bytes, detached.as_deref(), keys);
     let tree = CommitTree::new(stream).with_context(|| format!("stored ostree commit {c}"))?;
     let stats = tree_stats(&tree).with_context(|| format!("stored ostree commit {c}"))?;
     Ok(Summary {
@@ -388,6 +409,39 @@ fn summarize_loaded_commit(
         oci: None,
         image: None,
     })
+}
+
+/// What a commit object (and its detached metadata) says, signatures
+/// checked against `keys`.
+fn commit_summary(
+    repo: &Repository,
+    c: &Checksum,
+    commit: &crate::ostree::objects::Commit,
+    commit_bytes: &[u8],
+    detached: Option<&[u8]>,
+    keys: &Keys,
+) -> CommitSummary {
+    let parent_stored = commit
+        .parent
+        .is_some_and(|p| super::commit_stored(repo, &p));
+    CommitSummary {
+        checksum: c.to_hex(),
+        subject: commit.subject.clone(),
+        body: commit.body.clone(),
+        version: commit.meta_string("version"),
+        timestamp: commit.timestamp,
+        date: iso_utc(commit.timestamp),
+        parent: commit.parent.map(|p| p.to_hex()),
+        parent_stored,
+        content_checksum: content_checksum(commit).to_hex(),
+        root_dirtree: commit.root_tree.to_hex(),
+        root_dirmeta: commit.root_meta.to_hex(),
+        metadata: metadata_entries(&commit.metadata)
+            .into_iter()
+            .filter(|e| !(e.key == "version" && e.type_string == "s"))
+            .collect(),
+        signatures: signatures(commit_bytes, detached, keys),
+    }
 }
 
 /// An OCI image; its tree as `oci/NAME` shows it (the composefs image's),
@@ -729,6 +783,12 @@ impl Summary {
         }
         line("content objects", &t.objects.to_string());
         line("inline files", &t.inline_files.to_string());
+        if t.not_fetched > 0 {
+            line(
+                "not fetched",
+                &format!("{} files and symlinks (sizes unknown)", t.not_fetched),
+            );
+        }
         o
     }
 }
@@ -964,6 +1024,7 @@ mod tests {
                 extra_links: 1,
                 objects: 1,
                 inline_files: 1,
+                not_fetched: 0,
             }
         );
     }

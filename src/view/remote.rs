@@ -138,7 +138,7 @@ pub enum RemoteKind {
     /// A tree of a composefs repository (its metadata stored here).
     Composefs(Served),
     /// A commit of an ostree repository.
-    OstreeCommit,
+    OstreeCommit(crate::ostree::Checksum),
     /// An image in a registry.
     RegistryImage,
 }
@@ -190,10 +190,14 @@ fn open_inner(repo: &Repository, name: &RemoteName, opts: &OpenOptions) -> Resul
         RemoteName::Url { url, rref } => {
             let remote = Remote::new(url, opts.fetch.timeout)?;
             match probe(&remote, url)? {
-                Serves::Ostree => Ok(Opened {
-                    tree: crate::ostree::remote::open_tree(repo, url, rref, &opts.ostree)?,
-                    kind: RemoteKind::OstreeCommit,
-                }),
+                Serves::Ostree => {
+                    let (commit, tree) =
+                        crate::ostree::remote::open_commit(repo, url, rref, &opts.ostree)?;
+                    Ok(Opened {
+                        tree,
+                        kind: RemoteKind::OstreeCommit(commit),
+                    })
+                }
                 Serves::Composefs(meta) => {
                     let checked = meta.check().with_context(|| remote.url("meta.json"))?;
                     if checked.algorithm != repo.algorithm() {

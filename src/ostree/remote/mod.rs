@@ -68,8 +68,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::checksum::ObjType;
+use super::checksum::{Checksum, ObjType};
+use super::commitstream::Stored;
 use super::http::HttpSource;
+use super::partial::SharedLog;
 use super::pull::fetch::fetch_meta;
 use super::pull::{check_head, resolve_target, stored_signers};
 use super::trust::Trust;
@@ -98,10 +100,59 @@ pub fn open_tree(
     rref: &str,
     opts: &RemoteOptions,
 ) -> Result<Arc<dyn Tree>> {
+    open_commit(repo, url, rref, opts).map(|(_, t)| t)
+}
+
+/// [`open_tree`], with the checksum `rref` resolved to.
+pub fn open_commit(
+    repo: &Repository,
+    url: &str,
+    rref: &str,
+    opts: &RemoteOptions,
+) -> Result<(Checksum, Arc<dyn Tree>)> {
     open(repo, url, rref, opts).with_context(|| format!("{url}#{rref}"))
 }
 
-fn open(repo: &Repository, url: &str, rref: &str, opts: &RemoteOptions) -> Result<Arc<dyn Tree>> {
+/// A commit object's bytes and its detached metadata's.
+pub type VerifiedHead = (Vec<u8>, Option<Vec<u8>>);
+
+/// The commit object and detached metadata of `commit` as opening it
+/// verified them: from the repository when the commit is stored, else
+/// from its log. `None` when neither holds them (the log could not be
+/// written).
+pub fn verified_head(repo: &Repository, commit: &Checksum) -> Result<Option<VerifiedHead>> {
+    if let Some(stored) = super::cache::try_open(repo, commit)? {
+        let bytes = stored
+            .metadata(commit, ObjType::Commit)?
+            .map(<[u8]>::to_vec);
+        let meta = stored
+            .metadata(commit, ObjType::CommitMeta)?
+            .map(<[u8]>::to_vec);
+        return Ok(bytes.map(|b| (b, meta)));
+    }
+    let (log, logged) = SharedLog::open(repo, commit)?;
+    let find = |t: ObjType| -> Result<Option<Vec<u8>>> {
+        for (key, pos) in &logged {
+            if *key == (*commit, t)
+                && let Some((_, Stored::Meta(b))) = log.read(*pos)?
+            {
+                return Ok(Some(b));
+            }
+        }
+        Ok(None)
+    };
+    let Some(bytes) = find(ObjType::Commit)?.filter(|b| Checksum::of(b) == *commit) else {
+        return Ok(None);
+    };
+    Ok(Some((bytes, find(ObjType::CommitMeta)?)))
+}
+
+fn open(
+    repo: &Repository,
+    url: &str,
+    rref: &str,
+    opts: &RemoteOptions,
+) -> Result<(Checksum, Arc<dyn Tree>)> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         bail!("a remote ostree repository is an http:// or https:// URL");
     }
@@ -119,9 +170,10 @@ fn open(repo: &Repository, url: &str, rref: &str, opts: &RemoteOptions) -> Resul
             tracing::info!("{s}");
         }
         tracing::info!("commit {commit} is stored: read from the repository");
-        return Ok(Arc::new(super::committree::CommitTree::open(
-            repo, &commit,
-        )?));
+        return Ok((
+            commit,
+            Arc::new(super::committree::CommitTree::open(repo, &commit)?),
+        ));
     }
     let fetch = Fetcher::open(src, repo.try_clone()?, &commit);
     let logged = fetch.logged_meta(&commit, ObjType::Commit);
@@ -138,5 +190,8 @@ fn open(repo: &Repository, url: &str, rref: &str, opts: &RemoteOptions) -> Resul
     if let Some(m) = &head.meta {
         fetch.record_meta(&commit, ObjType::CommitMeta, m);
     }
-    Ok(Arc::new(RemoteTree::new(fetch, commit, &head.parsed)))
+    Ok((
+        commit,
+        Arc::new(RemoteTree::new(fetch, commit, &head.parsed)),
+    ))
 }
