@@ -103,14 +103,20 @@ pub fn mount(repo: Option<&Path>, a: &MountArgs) -> Result<ExitCode> {
     if let Some(n) = remote {
         return mount_remote(r, n, fs_opts, &target, a);
     }
+    let mut threads = MountOptions::default().threads;
     let (tree, what): (Arc<dyn Tree>, String) = match name {
         Some(name) => (open_tree(&r, name)?, format!("{name:?}")),
         None => {
             // A gc may remove the objects of a tree that is still open:
             // open files keep their objects open.
             fs_opts.no_open = false;
+            let remotes = crate::view::remotes::load()?;
+            if !remotes.is_empty() {
+                // A remote tree waiting for the network holds a thread.
+                threads = threads.max(REMOTE_THREADS);
+            }
             (
-                Arc::new(RepoView::new(&r)?),
+                Arc::new(RepoView::with_remotes(&r, remotes, a.remote.options()?)?),
                 format!("repository {}", r.path().display()),
             )
         }
@@ -130,7 +136,7 @@ pub fn mount(repo: Option<&Path>, a: &MountArgs) -> Result<ExitCode> {
         foreground: a.foreground,
         allow_other: a.allow_other,
         log: a.log.clone(),
-        ..MountOptions::default()
+        threads,
     };
     serve(fs, &target, &opts)
         .with_context(|| format!("cannot mount {what} at {}", target.display()))?;

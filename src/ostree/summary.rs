@@ -111,6 +111,9 @@ pub fn parse_delta_index(data: &[u8]) -> BTreeMap<String, Checksum> {
     out
 }
 
+/// Refs by name, each with the commit it names.
+pub type RefList = Vec<(String, Checksum)>;
+
 /// The refs of the repository `src` (`spec` names it in messages), and
 /// its summary if it has one: the refs its file listing gives (a local
 /// repository), else the summary's. A repository served over HTTP
@@ -119,7 +122,7 @@ pub fn parse_delta_index(data: &[u8]) -> BTreeMap<String, Checksum> {
 pub fn remote_refs(
     src: &dyn super::source::Source,
     spec: &str,
-) -> Result<(Option<Summary>, Vec<(String, Checksum)>)> {
+) -> Result<(Option<Summary>, RefList)> {
     let summary = crate::net::retry(|| src.read("summary", MAX_SUMMARY_SIZE))?
         .map(|b| Summary::parse(&b))
         .transpose()
