@@ -22,7 +22,8 @@ pub struct MountArgs {
     #[arg(long, conflicts_with_all = ["foreground", "allow_other", "all", "cache_size", "verify", "log", "passthrough"])]
     pub kernel: bool,
     /// The whole repository, live: /ostree/<ref>, /images/<ref>,
-    /// /commits/<checksum> (the default when no REF is given)
+    /// /oci/<name>, /commits/<checksum>, /remotes/<remote>/<ref> (the
+    /// configured remotes; the default when no REF is given)
     #[arg(long)]
     pub all: bool,
     /// FUSE: serve in this process until unmounted instead of as a daemon
@@ -51,7 +52,8 @@ pub struct MountArgs {
     /// (name, checksum or prefix), an image ref or digest, a pulled OCI
     /// image; or a remote tree, read in place and its contents fetched
     /// when read: `URL#REF` (an ostree or composefs repository over
-    /// http(s):// or file://), `docker://REGISTRY/NAME[:TAG|@DIGEST]`
+    /// http(s):// or file://), `docker://REGISTRY/NAME[:TAG|@DIGEST]`,
+    /// `remotes/NAME/REF` (a configured remote: `composefs remote`)
     #[arg(value_name = "[REF] MOUNTPOINT", num_args = 1..=2, required = true)]
     pub args: Vec<String>,
     #[command(flatten)]
