@@ -281,3 +281,81 @@ fn a_remote_requiring_signatures_refuses_an_unsigned_commit() {
     let e = fail(&repo, &conf, &["ls", "remotes/strict/main"]);
     assert!(e.contains("signature"), "{e}");
 }
+
+/// An OCI layout (tag `t`) of a small image, made with umoci.
+fn small_image(dir: &Path) -> PathBuf {
+    for t in ["umoci", "skopeo", "docker-registry"] {
+        common::require_tool(t);
+    }
+    let layout = dir.join("layout");
+    let bundle = dir.join("bundle");
+    let l = layout.to_str().unwrap();
+    let tagged = format!("{l}:t");
+    let run = |args: &[&str]| {
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        common::run_tool("umoci", &args, Path::new("/"));
+    };
+    run(&["init", "--layout", l]);
+    run(&["new", "--image", &tagged]);
+    run(&["unpack", "--image", &tagged, bundle.to_str().unwrap()]);
+    common::write_file(
+        &bundle.join("rootfs/usr/share/hello"),
+        b"hello from a tag\n",
+    );
+    run(&["repack", "--image", &tagged, bundle.to_str().unwrap()]);
+    layout
+}
+
+#[test]
+fn a_registry_remote_lists_its_tags_as_refs() {
+    require_root();
+    let repo = Repo::new();
+    let layout = small_image(&repo.scratch());
+    let reg = common::registry::start_registry(false);
+    // Tag 1 zstd:chunked (readable in place), tag 2 gzip (not: no table
+    // of contents).
+    for (tag, format) in [("1", "zstd:chunked"), ("2", "gzip")] {
+        let src = format!("oci:{}:t", layout.display());
+        let dst = format!("docker://127.0.0.1:{}/app:{tag}", reg.port);
+        let args = [
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-compress-format",
+            format,
+            &src,
+            &dst,
+        ];
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        common::run_tool("skopeo", &args, Path::new("/"));
+    }
+    let conf = repo.scratch().join("remotes.conf");
+    let url = format!("docker://127.0.0.1:{}/app", reg.port);
+    ok(&repo, &conf, &["remote", "add", "reg", &url]);
+    let env = [("COMPOSEFS_REMOTES", conf.as_os_str())];
+
+    let log = repo.scratch().join("daemon.log");
+    let mnt = repo.scratch().join("all");
+    let m = Mounted::fuse_env(
+        &repo,
+        &["--all", "--log", log.to_str().unwrap()],
+        &env,
+        &mnt,
+    );
+    assert_eq!(
+        std::fs::read(m.path.join("remotes/reg/1/usr/share/hello")).unwrap(),
+        b"hello from a tag\n"
+    );
+    assert!(!m.path.join("remotes/reg/2").exists());
+    assert!(!m.path.join("remotes/reg/3").exists());
+    assert_eq!(names(&m.path.join("remotes/reg")), vec!["1", "2"]);
+    m.umount(&repo);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("remotes/reg/2"), "{logged}");
+
+    assert_eq!(
+        ok(&repo, &conf, &["cat", "remotes/reg/1:/usr/share/hello"]),
+        "hello from a tag\n"
+    );
+}

@@ -322,15 +322,23 @@ pub fn load_file(path: &Path) -> Result<Vec<RemoteConfig>> {
 }
 
 /// Every configured remote by name: the user's file's over
-/// [`SYSTEM_FILE`]'s.
+/// [`SYSTEM_FILE`]'s (only the latter's when there is no user file to
+/// look for: no `$HOME`, as for a system service).
 pub fn load() -> Result<BTreeMap<String, RemoteConfig>> {
-    load_from(&user_file()?, Path::new(SYSTEM_FILE))
+    match user_file() {
+        Ok(user) => load_from(&user, Path::new(SYSTEM_FILE)),
+        Err(_) => load_from(Path::new(""), Path::new(SYSTEM_FILE)),
+    }
 }
 
 /// [`load`] from these two files.
 pub fn load_from(user: &Path, system: &Path) -> Result<BTreeMap<String, RemoteConfig>> {
     let mut out = BTreeMap::new();
-    for r in load_file(system)?.into_iter().chain(load_file(user)?) {
+    let user = match user.as_os_str().is_empty() {
+        true => vec![],
+        false => load_file(user)?,
+    };
+    for r in load_file(system)?.into_iter().chain(user) {
         out.insert(r.name.clone(), r);
     }
     Ok(out)
