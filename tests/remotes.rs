@@ -1,11 +1,14 @@
 //! Configured remotes (`composefs remote add/list/delete`, the config
 //! file, `remotes/NAME/REF` in `mount --all` and as a name), against an
 //! ostree archive repository made by the real `ostree` CLI (with
-//! `ostree summary -u`, so its refs can be listed) served by nginx. The
-//! config is a temporary file passed with `COMPOSEFS_REMOTES`.
+//! `ostree summary -u`, so its refs can be listed) served by nginx; a
+//! registry (`docker-registry`) holding a small image pushed by skopeo
+//! under two tags; and a composefs repository served by nginx. The config
+//! is a temporary file passed with `COMPOSEFS_REMOTES`.
 //!
 //! Needs root (the fixture has foreign owners and security.* xattrs),
-//! /dev/fuse, and ostree, nginx and gpg on $PATH.
+//! /dev/fuse, and ostree, nginx, gpg, umoci, skopeo and docker-registry
+//! on $PATH.
 
 mod common;
 #[allow(unused_imports)]
@@ -224,6 +227,18 @@ fn mount_all_shows_remotes_their_refs_and_trees() {
     );
     let shown = ok(&repo, &conf, &["show", "remotes/origin/v1"]);
     assert!(shown.contains("kind: ostree commit"), "{shown}");
+    let out = run(
+        &repo,
+        &conf,
+        &["diff", "remotes/origin/v1", "remotes/origin/main"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("new-file"));
     let e = fail(&repo, &conf, &["ls", "remotes/nowhere/main"]);
     assert!(e.contains("\"nowhere\""), "{e}");
 }
@@ -357,5 +372,40 @@ fn a_registry_remote_lists_its_tags_as_refs() {
     assert_eq!(
         ok(&repo, &conf, &["cat", "remotes/reg/1:/usr/share/hello"]),
         "hello from a tag\n"
+    );
+}
+
+#[test]
+fn a_composefs_repository_remote_lists_nothing_but_opens_names() {
+    require_root();
+    common::require_tool("nginx");
+    let theirs = Repo::new();
+    let tree = theirs.scratch().join("tree");
+    common::write_file(
+        &tree.join("usr/share/big"),
+        &common::pseudo_random(7, 100_000),
+    );
+    common::write_file(&tree.join("etc/motd"), b"served as files\n");
+    theirs.ok(&["create-image", tree.to_str().unwrap(), "small"]);
+    let server = Nginx::serve(&theirs.path);
+
+    let repo = Repo::new();
+    let conf = repo.scratch().join("remotes.conf");
+    ok(&repo, &conf, &["remote", "add", "cfs", &server.url("")]);
+    let env = [("COMPOSEFS_REMOTES", conf.as_os_str())];
+    let mnt = repo.scratch().join("all");
+    let m = Mounted::fuse_env(&repo, &["--all"], &env, &mnt);
+    assert_eq!(names(&m.path.join("remotes/cfs")), Vec::<String>::new());
+    let img = m.path.join("remotes/cfs/images/small");
+    assert_eq!(
+        std::fs::read(img.join("usr/share/big")).unwrap(),
+        std::fs::read(tree.join("usr/share/big")).unwrap()
+    );
+    assert!(!m.path.join("remotes/cfs/images/nothing").exists());
+    assert!(!m.path.join("remotes/cfs/nothing").exists());
+    m.umount(&repo);
+    assert_eq!(
+        ok(&repo, &conf, &["cat", "remotes/cfs/images/small:/etc/motd"]),
+        "served as files\n"
     );
 }
