@@ -22,7 +22,8 @@ pub struct MountArgs {
     #[arg(long, conflicts_with_all = ["foreground", "allow_other", "all", "cache_size", "verify", "log", "passthrough"])]
     pub kernel: bool,
     /// The whole repository, live: /ostree/<ref>, /images/<ref>,
-    /// /commits/<checksum> (the default when no REF is given)
+    /// /oci/<name>, /commits/<checksum>, /remotes/<remote>/<ref> (the
+    /// configured remotes; the default when no REF is given)
     #[arg(long)]
     pub all: bool,
     /// FUSE: serve in this process until unmounted instead of as a daemon
@@ -51,7 +52,8 @@ pub struct MountArgs {
     /// (name, checksum or prefix), an image ref or digest, a pulled OCI
     /// image; or a remote tree, read in place and its contents fetched
     /// when read: `URL#REF` (an ostree or composefs repository over
-    /// http(s):// or file://), `docker://REGISTRY/NAME[:TAG|@DIGEST]`
+    /// http(s):// or file://), `docker://REGISTRY/NAME[:TAG|@DIGEST]`,
+    /// `remotes/NAME/REF` (a configured remote: `composefs remote`)
     #[arg(value_name = "[REF] MOUNTPOINT", num_args = 1..=2, required = true)]
     pub args: Vec<String>,
     #[command(flatten)]
@@ -103,14 +105,20 @@ pub fn mount(repo: Option<&Path>, a: &MountArgs) -> Result<ExitCode> {
     if let Some(n) = remote {
         return mount_remote(r, n, fs_opts, &target, a);
     }
+    let mut threads = MountOptions::default().threads;
     let (tree, what): (Arc<dyn Tree>, String) = match name {
         Some(name) => (open_tree(&r, name)?, format!("{name:?}")),
         None => {
             // A gc may remove the objects of a tree that is still open:
             // open files keep their objects open.
             fs_opts.no_open = false;
+            let remotes = crate::view::remotes::load()?;
+            if !remotes.is_empty() {
+                // A remote tree waiting for the network holds a thread.
+                threads = threads.max(REMOTE_THREADS);
+            }
             (
-                Arc::new(RepoView::new(&r)?),
+                Arc::new(RepoView::with_remotes(&r, remotes, a.remote.options()?)?),
                 format!("repository {}", r.path().display()),
             )
         }
@@ -124,7 +132,7 @@ pub fn mount(repo: Option<&Path>, a: &MountArgs) -> Result<ExitCode> {
         foreground: a.foreground,
         allow_other: a.allow_other,
         log: a.log.clone(),
-        ..MountOptions::default()
+        threads,
     };
     serve(fs, &target, &opts)
         .with_context(|| format!("cannot mount {what} at {}", target.display()))?;

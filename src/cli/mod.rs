@@ -11,6 +11,7 @@ mod oci_cmds;
 mod ostree_cmds;
 mod progress;
 mod remote_args;
+mod remote_cmds;
 mod repo_cmds;
 mod show_cmds;
 mod tar_cmds;
@@ -170,6 +171,10 @@ enum Command {
     /// Fetch a stored tree (image, OCI image, ostree commit, stream) from a
     /// composefs repository served as plain files over HTTP(S) or file://
     Fetch(fetch_cmds::FetchArgs),
+    /// Configured remotes (a config file in ostree's spelling): add, list,
+    /// delete; their trees are remotes/NAME/REF
+    #[command(subcommand)]
+    Remote(remote_cmds::RemoteCommand),
     /// Unmount a mount made by `composefs mount` (kernel or FUSE)
     Umount { mountpoint: PathBuf },
     /// Summarise a stored tree (ostree commit, OCI image, composefs image):
@@ -282,6 +287,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ostree(cmd) => ostree_cmds::run(repo, cmd),
         Command::Oci(cmd) => oci_cmds::run(repo, cmd),
         Command::Fetch(args) => fetch_cmds::run(repo, &args),
+        Command::Remote(cmd) => remote_cmds::run(cmd),
         Command::Show(args) => show_cmds::show(repo, &args),
         Command::Completions { shell } => manual_cmds::completions(shell),
         Command::Man { dir } => manual_cmds::man(&dir),

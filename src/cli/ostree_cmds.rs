@@ -16,7 +16,6 @@ use crate::inspect::iso_utc;
 use crate::ostree::commitstream::CommitStream;
 use crate::ostree::objects::Commit;
 use crate::ostree::pull::{PullOptions, Stats, pull};
-use crate::ostree::summary::{MAX_SUMMARY_SIZE, Summary};
 use crate::ostree::{Checksum, ObjType, resolve, tree};
 use crate::repository::{RefKind, Repository};
 use crate::show::human_bytes;
@@ -228,18 +227,7 @@ struct RemoteRefJson {
 
 fn ls_remote(spec: &str, json: bool) -> Result<ExitCode> {
     let src = crate::ostree::open_source(spec)?;
-    let summary = crate::net::retry(|| src.read("summary", MAX_SUMMARY_SIZE))?
-        .map(|b| Summary::parse(&b))
-        .transpose()
-        .with_context(|| format!("summary of {spec}"))?;
-    let mut refs: Vec<(String, Checksum)> = match (&summary, src.list_refs()?) {
-        (_, Some(l)) => l,
-        (Some(s), None) => s.refs.iter().map(|(n, r)| (n.clone(), r.commit)).collect(),
-        (None, None) => anyhow::bail!(
-            "{spec} has no summary file; its refs cannot be listed over HTTP (run `ostree summary -u` on the server)"
-        ),
-    };
-    refs.sort();
+    let (summary, refs) = crate::ostree::summary::remote_refs(src.as_ref(), spec)?;
     let mut out = std::io::stdout().lock();
     let mut listed = Vec::new();
     for (name, c) in refs {

@@ -51,7 +51,9 @@ impl TrustArgs {
 
 /// How remote trees are reached and trusted.
 #[derive(Args, Debug, Clone, Default)]
-#[command(next_help_heading = "Remote trees (URL#REF, docker://REGISTRY/NAME[:TAG|@DIGEST])")]
+#[command(
+    next_help_heading = "Remote trees (URL#REF, docker://REGISTRY/NAME[:TAG|@DIGEST], remotes/NAME/REF)"
+)]
 pub struct RemoteArgs {
     #[command(flatten)]
     pub trust: TrustArgs,

@@ -110,3 +110,30 @@ pub fn parse_delta_index(data: &[u8]) -> BTreeMap<String, Checksum> {
     }
     out
 }
+
+/// Refs by name, each with the commit it names.
+pub type RefList = Vec<(String, Checksum)>;
+
+/// The refs of the repository `src` (`spec` names it in messages), and
+/// its summary if it has one: the refs its file listing gives (a local
+/// repository), else the summary's. A repository served over HTTP
+/// without a summary cannot be listed: an error says so. What `composefs
+/// ostree ls-remote` and the live view's `remotes/NAME/` list.
+pub fn remote_refs(
+    src: &dyn super::source::Source,
+    spec: &str,
+) -> Result<(Option<Summary>, RefList)> {
+    let summary = crate::net::retry(|| src.read("summary", MAX_SUMMARY_SIZE))?
+        .map(|b| Summary::parse(&b))
+        .transpose()
+        .with_context(|| format!("summary of {spec}"))?;
+    let mut refs: Vec<(String, Checksum)> = match (&summary, src.list_refs()?) {
+        (_, Some(l)) => l,
+        (Some(s), None) => s.refs.iter().map(|(n, r)| (n.clone(), r.commit)).collect(),
+        (None, None) => anyhow::bail!(
+            "{spec} has no summary file; its refs cannot be listed over HTTP (run `ostree summary -u` on the server)"
+        ),
+    };
+    refs.sort();
+    Ok((summary, refs))
+}

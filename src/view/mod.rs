@@ -5,6 +5,7 @@
 //! here, so a new kind of stored tree (OCI images) is added in one place.
 
 pub mod remote;
+pub mod remotes;
 pub mod repo;
 
 use std::sync::Arc;

@@ -12,6 +12,9 @@
 //! - `docker://REGISTRY/NAME[:TAG|@DIGEST]`: an image in a registry, read
 //!   lazily ([`crate::oci::lazy`]). (`oci pull` spells the images it pulls
 //!   the same way.)
+//! - `remotes/NAME/REF`: the tree REF of the remote NAME the user
+//!   configured ([`super::remotes`]): its URL and its trust from the
+//!   config file (the command's own trust flags do not apply to it).
 //!
 //! Anything else is a local name ([`super::resolve`]).
 
@@ -42,6 +45,8 @@ pub enum RemoteName {
     Url { url: String, rref: String },
     /// `docker://REGISTRY/NAME[:TAG|@DIGEST]`, as written.
     Registry(String),
+    /// `remotes/NAME/REF`: through the config ([`super::remotes`]).
+    Configured { remote: String, rref: String },
 }
 
 const SPELLINGS: &str = "remote trees are named URL#REF (URL http://, https:// or file://) \
@@ -51,6 +56,16 @@ impl RemoteName {
     /// `Ok(None)` for a local name; an error for a name that looks
     /// remote but is not one of the spellings.
     pub fn parse(name: &str) -> Result<Option<RemoteName>> {
+        if let Some(rest) = name.strip_prefix("remotes/") {
+            let Some((remote, rref)) = rest.split_once('/').filter(|(_, r)| !r.is_empty()) else {
+                bail!("{name:?}: expected remotes/NAME/REF (a configured remote's tree)");
+            };
+            super::remotes::validate_name(remote).with_context(|| format!("{name:?}"))?;
+            return Ok(Some(RemoteName::Configured {
+                remote: remote.to_string(),
+                rref: rref.to_string(),
+            }));
+        }
         if let Some(rest) = name.strip_prefix("docker://") {
             if rest.is_empty() || rest.starts_with('/') || rest.contains('#') {
                 bail!("{name:?}: expected docker://REGISTRY/NAME[:TAG|@DIGEST]");
@@ -94,6 +109,7 @@ impl std::fmt::Display for RemoteName {
         match self {
             RemoteName::Url { url, rref } => write!(f, "{url}#{rref}"),
             RemoteName::Registry(r) => f.write_str(r),
+            RemoteName::Configured { remote, rref } => write!(f, "remotes/{remote}/{rref}"),
         }
     }
 }
@@ -150,7 +166,7 @@ pub struct Opened {
 }
 
 /// What a repository URL serves.
-enum Serves {
+pub(crate) enum Serves {
     Ostree,
     Composefs(Meta),
 }
@@ -181,8 +197,32 @@ pub fn open(repo: &Repository, name: &RemoteName, opts: &OpenOptions) -> Result<
     open_inner(repo, name, opts).with_context(|| format!("cannot open {name}"))
 }
 
+/// The tree `rref` of the configured remote `remote`, opened with its
+/// trust and `base`'s timeouts and access.
+pub fn open_configured(
+    repo: &Repository,
+    remote: &super::remotes::RemoteConfig,
+    rref: &str,
+    base: &OpenOptions,
+) -> Result<Opened> {
+    ensure_writable(repo)?;
+    let opts = remote.open_options(base)?;
+    let name = remote.tree_name(rref);
+    open_inner(repo, &name, &opts)
+        .with_context(|| format!("cannot open remotes/{}/{rref} ({name})", remote.name))
+}
+
 fn open_inner(repo: &Repository, name: &RemoteName, opts: &OpenOptions) -> Result<Opened> {
     match name {
+        RemoteName::Configured { remote, rref } => {
+            let all = super::remotes::load()?;
+            let Some((cfg, inner)) =
+                super::remotes::resolve_name(&all, &format!("remotes/{remote}/{rref}"))?
+            else {
+                bail!("remotes/{remote}/{rref}: not a configured remote's name");
+            };
+            open_inner(repo, &inner, &cfg.open_options(opts)?)
+        }
         RemoteName::Registry(reference) => Ok(Opened {
             tree: crate::oci::lazy::open_tree(repo, reference, &opts.oci)?,
             kind: RemoteKind::RegistryImage,
@@ -215,7 +255,7 @@ fn open_inner(repo: &Repository, name: &RemoteName, opts: &OpenOptions) -> Resul
 }
 
 /// GET `URL/meta.json`, else `URL/config`.
-fn probe(remote: &Remote, url: &str) -> Result<Serves> {
+pub(crate) fn probe(remote: &Remote, url: &str) -> Result<Serves> {
     let read = |path: &str| remote.read_small(path, 1 << 20);
     if let Some(bytes) = read("meta.json")? {
         let meta = Meta::parse(&bytes).with_context(|| {

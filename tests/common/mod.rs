@@ -608,11 +608,18 @@ impl Mounted {
     }
 
     fn mount(repo: &Repo, args: &[&str], path: &Path) -> Mounted {
+        Self::fuse_env(repo, args, &[], path)
+    }
+
+    /// `composefs mount ARGS PATH` with `env` set (creates PATH), required
+    /// to work.
+    pub fn fuse_env(repo: &Repo, args: &[&str], env: &[(&str, &OsStr)], path: &Path) -> Mounted {
         std::fs::create_dir_all(path).unwrap();
-        let mut all = vec!["mount"];
-        all.extend_from_slice(args);
-        all.push(path.to_str().unwrap());
-        let out = repo.run(&all, None);
+        let mut all: Vec<&OsStr> = vec![OsStr::new("--repo"), repo.path.as_os_str()];
+        all.push(OsStr::new("mount"));
+        all.extend(args.iter().map(OsStr::new));
+        all.push(path.as_os_str());
+        let out = composefs(&all, None, env);
         assert!(
             out.status.success(),
             "mount {args:?} failed:\n{}",

@@ -215,6 +215,47 @@ impl Registry {
     }
 }
 
+/// Largest tag listing read (`/v2/NAME/tags/list`).
+pub const MAX_TAGS_SIZE: u64 = 4 << 20;
+
+impl Registry {
+    /// The repository's tags (`GET /v2/NAME/tags/list`), sorted; those
+    /// that are not valid tags are left out. Only the first page a
+    /// registry sends is read (registries page only when asked to).
+    pub fn tags(&self) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        let what = "tag list";
+        let path = format!("/v2/{}/tags/list", self.repository);
+        let bytes = self.get(&path, &[("Accept", "application/json")], what, |resp| {
+            let mut buf = Vec::new();
+            resp.into_body()
+                .into_with_config()
+                .reader()
+                .take(MAX_TAGS_SIZE + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| self.transient(format!("{what}: reading: {e}"), None))?;
+            if buf.len() as u64 > MAX_TAGS_SIZE {
+                return Err(self.error(format!("{what}: larger than {MAX_TAGS_SIZE} bytes")));
+            }
+            Ok(buf)
+        })?;
+        let list: TagList = serde_json::from_slice(&bytes)
+            .map_err(|e| self.error(format!("{what}: not a tag list: {e}")))?;
+        let mut tags: Vec<String> = list
+            .tags
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| is_tag(t))
+            .collect();
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
+    }
+}
+
 impl ImageSource for Registry {
     fn manifest(&self, reference: &str) -> Result<Fetched> {
         let digest = if reference.contains(':') {
