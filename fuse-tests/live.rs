@@ -505,3 +505,39 @@ fn passthrough_reads_bypass_the_daemon() {
     a.umount(&repo);
     b.umount(&repo);
 }
+
+/// `--repo` given as a relative path: the background daemon runs from `/`,
+/// and the whole repository's view still finds its refs (it read them
+/// relative to `/` and showed empty directories).
+#[test]
+fn whole_view_of_a_repository_named_by_a_relative_path() {
+    require_root();
+    let repo = Repo::new();
+    let s = repo.scratch();
+    let src = s.join("img");
+    std::fs::create_dir_all(src.join("usr")).unwrap();
+    write(&src.join("usr/hello"), b"relative\n");
+    repo.ok(&["create-image", src.to_str().unwrap(), "--name", "rel"]);
+    let parent = repo.path.parent().unwrap();
+    let rel = repo.path.file_name().unwrap();
+    let mnt = s.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let out = std::process::Command::new(common::bin())
+        .current_dir(parent)
+        .arg("--repo")
+        .arg(rel)
+        .arg("mount")
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = std::fs::read(mnt.join("images/rel/usr/hello"));
+    let listed = names(&mnt.join("images"));
+    repo.ok(&["umount", mnt.to_str().unwrap()]);
+    assert_eq!(listed, ["rel"]);
+    assert_eq!(read.unwrap(), b"relative\n");
+}

@@ -782,13 +782,9 @@ fn the_cli_mounts_lists_cats_and_diffs_remote_commits() {
     // dirtrees; no file fetched.
     let fresh = Repo::new();
     let mark = nginx.mark();
-    let shown = String::from_utf8(fresh.ok(&[
-        "show",
-        "--gpg-keyring",
-        keyring,
-        &format!("{url}#main"),
-    ]))
-    .unwrap();
+    let shown =
+        String::from_utf8(fresh.ok(&["show", "--gpg-keyring", keyring, &format!("{url}#main")]))
+            .unwrap();
     common::assert_mentions(
         &shown,
         &[&p.c2, "not fetched", "Remote Signer"],

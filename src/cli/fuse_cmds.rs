@@ -95,7 +95,12 @@ pub fn mount(repo: Option<&Path>, a: &MountArgs) -> Result<ExitCode> {
             target.display()
         );
     }
-    let r = open(repo)?;
+    // By an absolute path: the daemon runs from `/`, and the whole
+    // repository's view reads refs by path.
+    let path = crate::repository::default_path(repo)?;
+    let path =
+        std::path::absolute(&path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    let r = open(Some(&path))?;
     let mut fs_opts = FsOptions {
         cache_bytes: a.cache_size.unwrap_or(DEFAULT_CACHE_BYTES),
         verify: a.verify,
