@@ -672,3 +672,61 @@ fn readers_of_one_file_at_once_fetch_it_once() {
     m.umount(&dst);
     dst.assert_fsck_ok();
 }
+
+/// A walk's read-ahead fetches too: once a listed directory's first file
+/// is read through the FUSE view, the other files' objects are fetched
+/// (in parallel, verified, stored) without being read, and then read
+/// from the repository.
+#[test]
+fn reading_a_listed_directory_fetches_its_next_files_ahead() {
+    let src = Repo::new();
+    let tree = src.scratch().join("tree");
+    let files: Vec<(String, Vec<u8>)> = (0..24)
+        .map(|i| (format!("d/f{i:02}"), pseudo_random(100 + i, 20_000)))
+        .collect();
+    for (name, data) in &files {
+        write_file(&tree.join(name), data);
+    }
+    src.ok(&["create-image", tree.to_str().unwrap(), "many"]);
+    let server = Nginx::serve(&src.path);
+    let dst = Repo::new();
+    let mnt = dst.scratch().join("mnt");
+    let m = Mounted::fuse(&dst, &format!("{}#images/many", server.url("")), &mnt);
+    let wanted = content_objects(&src, "images/many");
+    assert_eq!(wanted.len(), files.len());
+    let stored = || -> BTreeSet<String> {
+        common::list_objects(&dst.path)
+            .into_iter()
+            .map(|(hex, _)| hex)
+            .filter(|h| wanted.contains(h))
+            .collect()
+    };
+    assert!(stored().is_empty(), "mounting fetched file contents");
+
+    assert_eq!(
+        std::fs::read_dir(m.path.join("d")).unwrap().count(),
+        files.len()
+    );
+    assert_eq!(std::fs::read(m.path.join(&files[0].0)).unwrap(), files[0].1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stored().len() < files.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read ahead: {} of {} objects fetched",
+            stored().len(),
+            files.len()
+        );
+        std::thread::yield_now();
+    }
+    let mark = server.mark();
+    for (name, data) in &files {
+        assert_eq!(&std::fs::read(m.path.join(name)).unwrap(), data, "{name}");
+    }
+    let again = objects_asked(&server.requests_since(mark));
+    assert!(
+        again.is_empty(),
+        "read again after the read-ahead: {again:?}"
+    );
+    m.umount(&dst);
+    dst.assert_fsck_ok();
+}

@@ -141,6 +141,10 @@ impl LazyTree {
 }
 
 impl Tree for LazyTree {
+    fn fetches_contents(&self) -> bool {
+        true
+    }
+
     fn root(&self) -> Ino {
         self.inner.root()
     }

@@ -4,6 +4,8 @@
 //! read, the mark of a walk such as `tar` or `diff -r`), which pushes their
 //! contents into the kernel's page cache (`FUSE_NOTIFY_STORE`) or, where it
 //! cannot, asks the kernel to read their objects (`fadvise(WILLNEED)`).
+//! For a remote tree ([`Tree::fetches_contents`]) the objects are fetched
+//! first, by [`FETCHERS`] threads at once.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,7 +17,7 @@ use fuser::INodeNo;
 
 use super::lock;
 use crate::fsverity::ObjectId;
-use crate::tree::Ino;
+use crate::tree::{Ino, Tree};
 
 /// Read-ahead of file contents a walk is about to read: when a directory
 /// is listed, its files' objects are noted; when one of them is first read
@@ -32,8 +34,10 @@ use crate::tree::Ino;
 /// read the object (`fadvise(WILLNEED)`). Bounded: the notes hold at most
 /// [`PREFETCH_NOTES`] files (all dropped past that), the queue
 /// [`PREFETCH_QUEUED`] files (more are dropped), one descriptor is open
-/// and one [`STORE_CHUNK`] buffer held at a time; the thread sleeps when the
-/// mount is idle.
+/// and one [`STORE_CHUNK`] buffer held at a time per thread; the threads
+/// sleep when the mount is idle. For a remote tree, a file whose object is
+/// not stored is fetched (verified, stored) through the tree first, by
+/// [`FETCHERS`] threads at once; for a local tree one thread reads ahead.
 pub(super) struct Prefetch {
     /// File inode → its directory's batch and its place in it.
     notes: Mutex<HashMap<Ino, (Arc<PrefetchBatch>, usize)>>,
@@ -54,18 +58,22 @@ pub(super) struct Prefetch {
     /// (0: never): a directory listed soon after is read ahead at once.
     last_read: AtomicU64,
     start: std::time::Instant,
+    /// A remote tree, whose objects the read-ahead fetches.
+    fetcher: Option<Arc<dyn Tree>>,
 }
 
-/// A file to read ahead: its FUSE inode, object and size.
+/// A file to read ahead: its FUSE and tree inodes, object (when the tree
+/// names it before fetching) and size.
 #[derive(Clone)]
 pub(super) struct Ahead {
     pub(super) ino: INodeNo,
-    pub(super) id: ObjectId,
+    pub(super) tree_ino: Ino,
+    pub(super) id: Option<ObjectId>,
     pub(super) size: u64,
 }
 
-/// Files `from..to` of a batch, queued for the helper thread.
-type Queued = (Arc<PrefetchBatch>, usize, usize);
+/// File `j` of a batch, queued for the helper threads.
+type Queued = (Arc<PrefetchBatch>, usize);
 
 struct PrefetchBatch {
     /// The directory's external files, in listing order.
@@ -84,9 +92,12 @@ const PREFETCH_QUEUED: usize = 1024;
 const WALK_GAP_MS: u64 = 500;
 /// Content is read and pushed to the kernel this much at a time.
 const STORE_CHUNK: usize = 1 << 20;
+/// Threads reading ahead for a remote tree (each waits on the network for
+/// one file at a time).
+const FETCHERS: usize = 4;
 
 impl Prefetch {
-    pub(super) fn new(objects: Option<File>, store: bool) -> Self {
+    pub(super) fn new(objects: Option<File>, store: bool, fetcher: Option<Arc<dyn Tree>>) -> Self {
         Prefetch {
             notes: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
@@ -97,6 +108,7 @@ impl Prefetch {
             store,
             last_read: AtomicU64::new(0),
             start: std::time::Instant::now(),
+            fetcher,
         }
     }
 
@@ -189,57 +201,93 @@ impl Prefetch {
         let mut q = lock(&self.queue);
         if q.is_none() {
             let (tx, rx) = std::sync::mpsc::channel::<Queued>();
-            let objects = objects.clone();
-            let notifier = self.store.then(|| self.notifier.clone());
-            let queued = self.queued.clone();
-            let spawned = std::thread::Builder::new()
-                .name("prefetch".into())
-                .spawn(move || {
-                    let mut buf = Vec::new();
-                    for (batch, from, to) in rx {
-                        for j in from..to {
-                            if j >= batch.reader_at.load(Ordering::Relaxed) {
-                                read_ahead(
-                                    &objects,
-                                    notifier.as_deref(),
-                                    &batch.files[j],
-                                    &mut buf,
-                                );
+            let rx = Arc::new(Mutex::new(rx));
+            let workers = if self.fetcher.is_some() { FETCHERS } else { 1 };
+            let mut started = 0;
+            for _ in 0..workers {
+                let rx = rx.clone();
+                let objects = objects.clone();
+                let notifier = self.store.then(|| self.notifier.clone());
+                let queued = self.queued.clone();
+                let fetcher = self.fetcher.clone();
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("prefetch".into())
+                        .spawn(move || {
+                            let mut buf = Vec::new();
+                            loop {
+                                // The lock is held only while waiting for work.
+                                let Ok((batch, j)) = lock(&rx).recv() else {
+                                    break;
+                                };
+                                if j >= batch.reader_at.load(Ordering::Relaxed) {
+                                    read_ahead(
+                                        &objects,
+                                        notifier.as_deref(),
+                                        fetcher.as_deref(),
+                                        &batch.files[j],
+                                        &mut buf,
+                                    );
+                                }
+                                queued.fetch_sub(1, Ordering::Relaxed);
                             }
-                        }
-                        queued.fetch_sub(to - from, Ordering::Relaxed);
-                    }
-                });
-            if spawned.is_err() {
+                        });
+                if spawned.is_ok() {
+                    started += 1;
+                }
+            }
+            if started == 0 {
                 self.queued.fetch_sub(n, Ordering::Relaxed);
                 return;
             }
             *q = Some(tx);
         }
-        if let Some(tx) = q.as_ref()
-            && tx.send((batch, from, from + n)).is_err()
-        {
-            self.queued.fetch_sub(n, Ordering::Relaxed);
+        if let Some(tx) = q.as_ref() {
+            for j in from..from + n {
+                if tx.send((batch.clone(), j)).is_err() {
+                    self.queued.fetch_sub(from + n - j, Ordering::Relaxed);
+                    break;
+                }
+            }
         }
     }
 }
 
-/// Read one file ahead: push its content into the kernel's page cache
-/// through `notifier` when there is one, else fadvise. Best effort: any
-/// failure leaves the file to be read on demand.
+/// Read one file ahead: its object fetched first when a remote tree's is
+/// not stored, then its content pushed into the kernel's page cache
+/// through `notifier` when there is one, else fadvised. Best effort: any
+/// failure leaves the file to be read (and reported) on demand.
 fn read_ahead(
     objects: &File,
     notifier: Option<&std::sync::OnceLock<fuser::Notifier>>,
+    fetcher: Option<&dyn Tree>,
     a: &Ahead,
     buf: &mut Vec<u8>,
 ) {
-    let Ok(fd) = rustix::fs::openat(
-        objects,
-        a.id.object_path(),
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW,
-        rustix::fs::Mode::empty(),
-    ) else {
-        return;
+    let open = |id: &ObjectId| {
+        rustix::fs::openat(
+            objects,
+            id.object_path(),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW,
+            rustix::fs::Mode::empty(),
+        )
+        .ok()
+    };
+    let stored = a.id.as_ref().and_then(open);
+    let fd = match (stored, fetcher) {
+        (Some(fd), _) => fd,
+        (None, Some(t)) => match t.content_object(a.tree_ino) {
+            Ok(Some(id)) => match open(&id) {
+                Some(fd) => fd,
+                None => return,
+            },
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!("read-ahead of inode {}: {e:#}", a.tree_ino);
+                return;
+            }
+        },
+        (None, None) => return,
     };
     let f = File::from(fd);
     let Some(notifier) = notifier.and_then(|n| n.get()) else {

@@ -358,6 +358,13 @@ pub trait Tree: Send + Sync {
         false
     }
 
+    /// Whether [`Self::content_object`] may fetch over the network (a
+    /// remote tree): a view reading ahead then fetches the next files of a
+    /// walk in parallel, not one at a time.
+    fn fetches_contents(&self) -> bool {
+        false
+    }
+
     /// The inode named `name` in directory `dir`, if any.
     fn lookup(&self, dir: Ino, name: &[u8]) -> Result<Option<Ino>> {
         let entries = self.readdir(dir)?;

@@ -57,15 +57,12 @@ impl TreeFs {
             // Through the daemon's cache: the listing's reply loads the
             // same inodes right after.
             .filter_map(|e| match &self.inode(e.ino).ok()?.kind {
-                Kind::Regular(FileData::External {
-                    size,
-                    digest: Some(id),
-                    ..
-                }) => Some((
+                Kind::Regular(FileData::External { size, digest, .. }) => Some((
                     e.ino,
                     Ahead {
                         ino: self.to_fuse(e.ino),
-                        id: *id,
+                        tree_ino: e.ino,
+                        id: *digest,
                         size: *size,
                     },
                 )),

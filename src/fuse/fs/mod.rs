@@ -126,6 +126,8 @@ impl TreeFs {
         let verify = opts.verify && !repo.verity();
         // Read-ahead opens objects from its own thread, relative to this.
         let objects_dir = repo.objects_dir().try_clone().ok();
+        // A remote tree's read-ahead fetches what it reads ahead.
+        let fetcher = tree.fetches_contents().then(|| tree.clone());
         Ok(TreeFs {
             root: tree.root(),
             tree,
@@ -143,7 +145,7 @@ impl TreeFs {
             passthrough_refused: std::sync::atomic::AtomicBool::new(false),
             // Contents unverified, or read by the kernel from the object
             // itself (passthrough), are not pushed into the page cache.
-            prefetch: Prefetch::new(objects_dir, !verify && !opts.passthrough),
+            prefetch: Prefetch::new(objects_dir, !verify && !opts.passthrough, fetcher),
             backings: Mutex::new(HashMap::new()),
         })
     }

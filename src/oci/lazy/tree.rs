@@ -169,6 +169,10 @@ impl LazyTree {
 }
 
 impl Tree for LazyTree {
+    fn fetches_contents(&self) -> bool {
+        true
+    }
+
     fn root(&self) -> Ino {
         self.tree.root()
     }

@@ -275,6 +275,10 @@ fn remote_file_inode(info: &FileInfo) -> Inode {
 }
 
 impl Tree for RemoteTree {
+    fn fetches_contents(&self) -> bool {
+        true
+    }
+
     fn root(&self) -> Ino {
         ROOT
     }
