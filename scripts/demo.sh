@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The main job on built-in sample data: serve the bundled sample ostree
 # repository (tests/fixtures/sample-ostree.tar.gz: two commits of a tiny OS,
-# a static delta between them, a summary) over HTTP on 127.0.0.1, pull both
-# commits into a fresh composefs repository (the second one through the
-# delta), mount both live through FUSE straight from the repository and
-# `diff -r` them (and `composefs diff` them from the repository), build a
+# a static delta between them, a summary) over HTTP on 127.0.0.1, mount and
+# diff them remotely before any pull, pull both commits into a fresh
+# composefs repository (the second one through the delta), mount both live
+# through FUSE straight from the repository and `diff -r` them (and `composefs diff` them from the repository), build a
 # composefs image of the newest, mount it with the
 # kernel (as root: EROFS + overlayfs), compare it with `ostree checkout`.
 # Then the tar path: import the bundled sample tar and read it back byte for
@@ -28,6 +28,7 @@ cleanup() {
     done
   fi
   mountpoint -q "$work/mnt" 2>/dev/null && "$bin" umount "$work/mnt"
+  mountpoint -q "$work/remote" 2>/dev/null && "$bin" umount "$work/remote"
   [ "$keep" -eq 0 ] && mountpoint -q "$work/all" 2>/dev/null && "$bin" umount "$work/all"
   [ "$keep" -eq 1 ] && return
   [ -n "$server" ] && kill "$server" 2>/dev/null
@@ -48,6 +49,14 @@ echo "== composefs init"
 echo "== composefs ostree ls-remote $url"
 "$bin" --repo "$repo" ostree ls-remote "$url"
 v10=$(ostree --repo="$work/ostree" rev-parse sample/stable^)
+echo "== composefs mount $url#sample/stable REMOTE   (before any pull: directories first, each file fetched and verified on first read)"
+mkdir -p "$work/remote"
+"$bin" --repo "$repo" mount "$url#sample/stable" "$work/remote"
+ls "$work/remote"
+echo "REMOTE/etc/os-release:"; cat "$work/remote/etc/os-release"
+"$bin" umount "$work/remote"
+echo "== composefs diff $url#$v10 $url#sample/stable   (two remote versions compared from their checksums: no file fetched)"
+"$bin" --repo "$repo" diff "$url#$v10" "$url#sample/stable" || true
 echo "== composefs ostree pull $url $v10 --name sample-1.0   (object by object, each verified)"
 "$bin" --repo "$repo" ostree pull "$url" "$v10" --name sample-1.0
 echo "== composefs ostree pull $url sample/stable   (1.1: through the static delta from 1.0)"
