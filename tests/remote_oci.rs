@@ -669,6 +669,22 @@ fn reading_a_file_fetches_only_its_range_once() {
     let (again, gets) = read("usr/bin/big-link");
     assert_eq!((again, gets.len()), (big, 1));
     assert!(repo.has_object(&big).unwrap());
+
+    // A second tree of the same image (another mount) reads what the first
+    // fetched from the repository: only its tables are fetched.
+    drop(tree);
+    proxy.clear();
+    let second = open_tree(&repo, &name, &raw()).unwrap();
+    let opened = blob_gets(&proxy).len();
+    for path in ["etc/motd", "usr/bin/big"] {
+        let ino = second.resolve_path(path.as_bytes()).unwrap().unwrap();
+        second.content_object(ino).unwrap().unwrap();
+    }
+    assert_eq!(
+        blob_gets(&proxy).len(),
+        opened,
+        "the second tree fetched contents the first had stored"
+    );
 }
 
 fn repo_objects(repo: &Repository) -> usize {

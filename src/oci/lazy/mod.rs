@@ -38,6 +38,7 @@
 //! table), `tree` (the [`Tree`] and its fetches).
 
 mod estargz;
+mod memo;
 mod toc;
 mod tree;
 mod zstd_chunked;

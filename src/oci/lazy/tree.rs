@@ -38,8 +38,12 @@ pub(super) struct LazyTree {
     repo: Repository,
     /// `docker://host/name@digest`, for messages.
     image: String,
-    /// Contents fetched, by sha256 (an object `gc` took is fetched again).
+    /// Contents fetched, by sha256, by this tree or an earlier one (an
+    /// object `gc` took is fetched again).
     stored: Mutex<HashMap<[u8; 32], ObjectId>>,
+    /// Where they are kept across trees (`None`: it could not be opened;
+    /// then this tree's fetches are its own).
+    memo: Option<super::memo::Memo>,
     /// Contents being fetched, by sha256.
     flights: SingleFlight<[u8; 32]>,
 }
@@ -53,6 +57,13 @@ impl LazyTree {
         repo: Repository,
         image: String,
     ) -> Self {
+        let (memo, known) = match super::memo::Memo::open(&repo) {
+            Ok((m, known)) => (Some(m), known),
+            Err(e) => {
+                tracing::warn!("{image}: fetched contents will not be remembered: {e:#}");
+                (None, HashMap::new())
+            }
+        };
         LazyTree {
             tree,
             files,
@@ -60,7 +71,8 @@ impl LazyTree {
             registry,
             repo,
             image,
-            stored: Mutex::new(HashMap::new()),
+            stored: Mutex::new(known),
+            memo,
             flights: SingleFlight::new(),
         }
     }
@@ -79,6 +91,11 @@ impl LazyTree {
         self.flights.run(src.sha256, stored, || {
             let id = self.fetch(src)?;
             self.stored().insert(src.sha256, id);
+            if let Some(m) = &self.memo
+                && let Err(e) = m.record(&src.sha256, &id)
+            {
+                tracing::warn!("{}: {e:#}", self.image);
+            }
             Ok(id)
         })
     }
