@@ -947,3 +947,29 @@ fn the_cli_mounts_lists_and_cats_a_registry_image() {
     let ls = String::from_utf8(repo.ok(&["ls", &format!("{name}:/usr/bin")])).unwrap();
     assert!(ls.contains("tool2"), "ls of docker://…:/usr/bin: {ls}");
 }
+
+/// A gzip image is refused with the pull hint; asked to (`--pull`), it is
+/// pulled whole and shown from the repository, by `cat` and by a mount.
+#[test]
+fn a_gzip_image_is_pulled_when_asked() {
+    let reg = registry();
+    let repo = common::Repo::new();
+    let name = format!("docker://127.0.0.1:{}/lazy/gz:1", reg.port);
+    let tool = std::fs::read(fixture().rootfs.join("usr/bin/tool")).unwrap();
+    let err = repo.fail(&["cat", &format!("{name}:/usr/bin/tool")]);
+    common::assert_mentions(
+        &err,
+        &["table of contents", "oci pull", "--pull"],
+        "cat of a gzip image",
+    );
+    assert_eq!(
+        repo.ok(&["cat", "--pull", &format!("{name}:/usr/bin/tool")]),
+        tool
+    );
+    let refs = String::from_utf8(repo.ok(&["refs"])).unwrap();
+    assert!(refs.contains("oci/"), "the pulled image is named: {refs}");
+    let mnt = repo.scratch().join("m");
+    let m = common::Mounted::fuse_with(&repo, &["--pull"], &name, &mnt);
+    assert_eq!(std::fs::read(m.path.join("usr/bin/tool")).unwrap(), tool);
+    m.umount(&repo);
+}

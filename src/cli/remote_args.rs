@@ -71,6 +71,11 @@ pub struct RemoteArgs {
     /// (default: this machine's)
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
+    /// Registries: an image whose layers have no table of contents (plain
+    /// gzip or zstd) is pulled whole (as `oci pull`, under its default
+    /// name) and shown from the repository, instead of refused
+    #[arg(long)]
+    pub pull: bool,
 }
 
 impl RemoteArgs {
@@ -94,6 +99,7 @@ impl RemoteArgs {
                     .as_deref()
                     .map(crate::oci::pull::parse_platform)
                     .transpose()?,
+                pull_plain: self.pull,
                 ..Default::default()
             },
             fetch: crate::fetch::FetchOptions {

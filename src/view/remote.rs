@@ -223,10 +223,26 @@ fn open_inner(repo: &Repository, name: &RemoteName, opts: &OpenOptions) -> Resul
             };
             open_inner(repo, &inner, &cfg.open_options(opts)?)
         }
-        RemoteName::Registry(reference) => Ok(Opened {
-            tree: crate::oci::lazy::open_tree(repo, reference, &opts.oci)?,
-            kind: RemoteKind::RegistryImage,
-        }),
+        RemoteName::Registry(reference) => {
+            let tree = match crate::oci::lazy::open_tree(repo, reference, &opts.oci) {
+                Ok(t) => t,
+                // Asked to: an image that cannot be read lazily is pulled.
+                Err(e) if opts.oci.pull_plain && crate::oci::lazy::is_not_lazy(&e) => {
+                    let id = crate::oci::lazy::pull_whole(repo, reference, &opts.oci)?;
+                    let source = if opts.oci.raw {
+                        super::Source::OciRaw(id)
+                    } else {
+                        super::Source::Oci(id)
+                    };
+                    source.load(repo)?
+                }
+                Err(e) => return Err(e),
+            };
+            Ok(Opened {
+                tree,
+                kind: RemoteKind::RegistryImage,
+            })
+        }
         RemoteName::Url { url, rref } => {
             let remote = Remote::new(url, opts.fetch.timeout)?;
             match probe(&remote, url)? {

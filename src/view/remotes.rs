@@ -158,6 +158,7 @@ impl RemoteConfig {
                 registry: base.oci.registry.clone(),
                 platform: base.oci.platform.clone(),
                 raw: base.oci.raw,
+                pull_plain: base.oci.pull_plain,
             },
             fetch: base.fetch.clone(),
         })

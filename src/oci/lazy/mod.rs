@@ -55,6 +55,7 @@ use super::reference::ImageRef;
 use super::registry::{Registry, RegistryOptions};
 use super::source::ImageSource;
 use super::spec::{Descriptor, Platform};
+use crate::fsverity::ObjectId;
 use crate::repository::Repository;
 use crate::tree::{FileData, Kind, Tree};
 use toc::{Compression, LayerInfo};
@@ -75,6 +76,51 @@ pub struct LazyOptions {
     /// The merged layers as they are, without composefs-rs's OCI
     /// transform (as `oci-raw/NAME` shows a pulled image).
     pub raw: bool,
+    /// An image whose layers carry no table of contents is pulled whole
+    /// ([`pull_whole`]) by the caller instead of refused.
+    pub pull_plain: bool,
+}
+
+/// Why an image cannot be read lazily: a layer without a table of
+/// contents (plain gzip or zstd). The caller may pull it instead.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the layer ({media_type}) has no table of contents (it is neither zstd:chunked nor \
+     eStargz): it cannot be read lazily; `composefs oci pull` the image instead (or pass --pull)"
+)]
+pub struct NoTableOfContents {
+    pub media_type: String,
+}
+
+/// Whether `e` says the image has a layer without a table of contents.
+pub fn is_not_lazy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<NoTableOfContents>())
+}
+
+/// Pull `reference` whole (as `composefs oci pull` does, under its default
+/// name) for an image that cannot be read lazily; its manifest stream.
+pub fn pull_whole(repo: &Repository, reference: &str, opts: &LazyOptions) -> Result<ObjectId> {
+    struct Quiet;
+    impl super::pull::PullProgress for Quiet {}
+    let iref = ImageRef::parse(reference)?;
+    let name = iref.default_name();
+    let ImageRef::Registry {
+        host,
+        repository,
+        reference: tag,
+    } = iref
+    else {
+        bail!("{reference}: only registry images (docker://…) are pulled here");
+    };
+    let registry = Registry::new(&host, &repository, &opts.registry)?;
+    let platform = opts
+        .platform
+        .clone()
+        .unwrap_or_else(super::pull::host_platform);
+    tracing::info!("{reference}: no table of contents: pulling it whole as oci/{name}");
+    let report = super::pull::pull(repo, &registry, &tag, &name, &platform, &Quiet)
+        .with_context(|| format!("cannot pull {reference}"))?;
+    super::store::manifest_stream(repo, &report.name)
 }
 
 /// The image `reference` (`docker://REGISTRY/NAME[:TAG|@DIGEST]`) as a
@@ -193,11 +239,12 @@ fn read_layer_toc(reg: &Registry, index: usize, d: &Descriptor) -> Result<(Layer
                 estargz::read_toc(reg, d, sum).context("its eStargz table of contents")?;
             (Compression::Gzip, json, off)
         }
-        (None, None) => bail!(
-            "the layer ({}) has no table of contents (it is neither zstd:chunked nor \
-             eStargz): it cannot be read lazily; `composefs oci pull` the image instead",
-            d.media_type
-        ),
+        (None, None) => {
+            return Err(NoTableOfContents {
+                media_type: d.media_type.clone(),
+            }
+            .into());
+        }
     };
     Ok((
         LayerInfo {
