@@ -181,20 +181,11 @@ fn registry() -> RegistryProcess {
         ("t", "gz:1", "gzip"),
         ("hostile", "hostile:1", "zstd:chunked"),
     ] {
-        let src = format!("oci:{}:{tag}", f.layout.display());
-        let dst = format!("docker://127.0.0.1:{}/lazy/{name}", reg.port);
-        let args = [
-            "--insecure-policy",
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            "--dest-compress-format",
+        reg.push(
+            &format!("oci:{}:{tag}", f.layout.display()),
+            &format!("lazy/{name}"),
             format,
-            &src,
-            &dst,
-        ];
-        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-        run_tool("skopeo", &args, Path::new("/"));
+        );
     }
     reg
 }

@@ -98,6 +98,16 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
+/// `mount --all` with the remotes of `conf` and a daemon log; the mount
+/// and the log's path.
+fn mount_all_logged(repo: &Repo, conf: &Path) -> (Mounted, PathBuf) {
+    let env = [("COMPOSEFS_REMOTES", conf.as_os_str())];
+    let log = repo.scratch().join("daemon.log");
+    let mnt = repo.scratch().join("all");
+    let m = Mounted::fuse_env(repo, &["--all", "--log", log.to_str().unwrap()], &env, &mnt);
+    (m, log)
+}
+
 #[test]
 fn remote_add_list_delete_round_trip() {
     let repo = Repo::new();
@@ -258,16 +268,7 @@ fn a_remote_requiring_signatures_refuses_an_unsigned_commit() {
         ),
     )
     .unwrap();
-    let env = [("COMPOSEFS_REMOTES", conf.as_os_str())];
-
-    let log = repo.scratch().join("daemon.log");
-    let mnt = repo.scratch().join("all");
-    let m = Mounted::fuse_env(
-        &repo,
-        &["--all", "--log", log.to_str().unwrap()],
-        &env,
-        &mnt,
-    );
+    let (m, log) = mount_all_logged(&repo, &conf);
     // Not there when looked up (a listing shows the summary's refs
     // without opening them).
     let err = std::fs::metadata(m.path.join("remotes/strict/main")).unwrap_err();
@@ -330,34 +331,16 @@ fn a_registry_remote_lists_its_tags_as_refs() {
     // Tag 1 zstd:chunked (readable in place), tag 2 gzip (not: no table
     // of contents).
     for (tag, format) in [("1", "zstd:chunked"), ("2", "gzip")] {
-        let src = format!("oci:{}:t", layout.display());
-        let dst = format!("docker://127.0.0.1:{}/app:{tag}", reg.port);
-        let args = [
-            "--insecure-policy",
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            "--dest-compress-format",
+        reg.push(
+            &format!("oci:{}:t", layout.display()),
+            &format!("app:{tag}"),
             format,
-            &src,
-            &dst,
-        ];
-        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-        common::run_tool("skopeo", &args, Path::new("/"));
+        );
     }
     let conf = repo.scratch().join("remotes.conf");
     let url = format!("docker://127.0.0.1:{}/app", reg.port);
     ok(&repo, &conf, &["remote", "add", "reg", &url]);
-    let env = [("COMPOSEFS_REMOTES", conf.as_os_str())];
-
-    let log = repo.scratch().join("daemon.log");
-    let mnt = repo.scratch().join("all");
-    let m = Mounted::fuse_env(
-        &repo,
-        &["--all", "--log", log.to_str().unwrap()],
-        &env,
-        &mnt,
-    );
+    let (m, log) = mount_all_logged(&repo, &conf);
     assert_eq!(
         std::fs::read(m.path.join("remotes/reg/1/usr/share/hello")).unwrap(),
         b"hello from a tag\n"

@@ -52,6 +52,27 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+impl RegistryProcess {
+    /// `skopeo copy` of `src` (any transport skopeo reads, e.g.
+    /// `oci:DIR:TAG`) to `NAME` in this registry, layers compressed as
+    /// `format` (`gzip`, `zstd`, `zstd:chunked`).
+    pub fn push(&self, src: &str, name: &str, format: &str) {
+        let dst = format!("docker://127.0.0.1:{}/{name}", self.port);
+        let args = [
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-compress-format",
+            format,
+            src,
+            &dst,
+        ];
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        super::run_tool("skopeo", &args, std::path::Path::new("/"));
+    }
+}
+
 /// Start a registry; `access_log` records every request in [`RegistryProcess::log`].
 pub fn start_registry(access_log: bool) -> RegistryProcess {
     start(access_log, None)
