@@ -4,10 +4,12 @@
 //! read, the mark of a walk such as `tar` or `diff -r`), which pushes their
 //! contents into the kernel's page cache (`FUSE_NOTIFY_STORE`) or, where it
 //! cannot, asks the kernel to read their objects (`fadvise(WILLNEED)`).
+//! The helper keeps [`WINDOW`] objects open and being read by the kernel
+//! ahead of the one it stores, so the disk works on several at once.
 //! For a remote tree ([`Tree::fetches_contents`]) the objects are fetched
 //! first, by [`FETCHERS`] threads at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,10 +33,14 @@ use crate::tree::{Ino, Tree};
 /// request at all, which is what a FUSE read costs most (a round trip to
 /// the daemon per file). Where the content must first be verified
 /// (`--verify`), or the session cannot notify, it only asks the kernel to
-/// read the object (`fadvise(WILLNEED)`). Bounded: the notes hold at most
+/// read the object (`fadvise(WILLNEED)`). A local tree's helper opens the
+/// next [`WINDOW`] queued objects and asks the kernel to read them before
+/// it stores the first: one thread reading one file at a time lost the
+/// race to the reader it works for (docs/performance.md). Bounded: the
+/// notes hold at most
 /// [`PREFETCH_NOTES`] files (all dropped past that), the queue
-/// [`PREFETCH_QUEUED`] files (more are dropped), one descriptor is open
-/// and one [`STORE_CHUNK`] buffer held at a time per thread; the threads
+/// [`PREFETCH_QUEUED`] files (more are dropped), [`WINDOW`] descriptors are
+/// open and one [`STORE_CHUNK`] buffer held at a time per thread; the threads
 /// sleep when the mount is idle. For a remote tree, a file whose object is
 /// not stored is fetched (verified, stored) through the tree first, by
 /// [`FETCHERS`] threads at once; for a local tree one thread reads ahead.
@@ -95,6 +101,9 @@ const STORE_CHUNK: usize = 1 << 20;
 /// Threads reading ahead for a remote tree (each waits on the network for
 /// one file at a time).
 const FETCHERS: usize = 4;
+/// Files each helper thread has opened and asked the kernel to read
+/// before it stores the first of them: the disk works on that many at once.
+const WINDOW: usize = 32;
 
 impl Prefetch {
     pub(super) fn new(objects: Option<File>, store: bool, fetcher: Option<Arc<dyn Tree>>) -> Self {
@@ -202,7 +211,13 @@ impl Prefetch {
         if q.is_none() {
             let (tx, rx) = std::sync::mpsc::channel::<Queued>();
             let rx = Arc::new(Mutex::new(rx));
-            let workers = if self.fetcher.is_some() { FETCHERS } else { 1 };
+            // A remote tree's threads each wait on one fetch at a time; a
+            // local tree's one thread keeps a window of disk reads going.
+            let (workers, window_len) = if self.fetcher.is_some() {
+                (FETCHERS, 1)
+            } else {
+                (1, WINDOW)
+            };
             let mut started = 0;
             for _ in 0..workers {
                 let rx = rx.clone();
@@ -215,14 +230,37 @@ impl Prefetch {
                         .name("prefetch".into())
                         .spawn(move || {
                             let mut buf = Vec::new();
+                            // Files taken off the queue, their stored
+                            // objects opened and the kernel asked to read
+                            // them (so up to WINDOW disk reads overlap).
+                            let mut window: VecDeque<(Queued, Option<File>)> = VecDeque::new();
                             loop {
-                                // The lock is held only while waiting for work.
-                                let Ok((batch, j)) = lock(&rx).recv() else {
-                                    break;
+                                // The lock is held only while taking work.
+                                {
+                                    let rx = lock(&rx);
+                                    if window.is_empty() {
+                                        let Ok(q) = rx.recv() else { break };
+                                        window.push_back((q, None));
+                                    }
+                                    while window.len() < window_len {
+                                        let Ok(q) = rx.try_recv() else { break };
+                                        window.push_back((q, None));
+                                    }
+                                }
+                                for ((batch, j), file) in window.iter_mut() {
+                                    if file.is_none()
+                                        && *j >= batch.reader_at.load(Ordering::Relaxed)
+                                    {
+                                        *file = open_stored(&objects, &batch.files[*j]);
+                                    }
+                                }
+                                let Some(((batch, j), file)) = window.pop_front() else {
+                                    continue;
                                 };
                                 if j >= batch.reader_at.load(Ordering::Relaxed) {
                                     read_ahead(
                                         &objects,
+                                        file,
                                         notifier.as_deref(),
                                         fetcher.as_deref(),
                                         &batch.files[j],
@@ -253,32 +291,45 @@ impl Prefetch {
     }
 }
 
+/// Object `id` opened from the objects directory, if it is stored.
+fn open_object(objects: &File, id: &ObjectId) -> Option<File> {
+    rustix::fs::openat(
+        objects,
+        id.object_path(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()
+    .map(File::from)
+}
+
+/// The stored object of `a`, opened, and the kernel asked to start reading
+/// it (`fadvise(WILLNEED)`: the read is queued, not waited for). `None` when
+/// the tree does not name it or it is not stored (a remote tree fetches it
+/// when its turn comes).
+fn open_stored(objects: &File, a: &Ahead) -> Option<File> {
+    let f = open_object(objects, a.id.as_ref()?)?;
+    let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
+    Some(f)
+}
+
 /// Read one file ahead: its object fetched first when a remote tree's is
 /// not stored, then its content pushed into the kernel's page cache
 /// through `notifier` when there is one, else fadvised. Best effort: any
 /// failure leaves the file to be read (and reported) on demand.
 fn read_ahead(
     objects: &File,
+    stored: Option<File>,
     notifier: Option<&std::sync::OnceLock<fuser::Notifier>>,
     fetcher: Option<&dyn Tree>,
     a: &Ahead,
     buf: &mut Vec<u8>,
 ) {
-    let open = |id: &ObjectId| {
-        rustix::fs::openat(
-            objects,
-            id.object_path(),
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW,
-            rustix::fs::Mode::empty(),
-        )
-        .ok()
-    };
-    let stored = a.id.as_ref().and_then(open);
-    let fd = match (stored, fetcher) {
-        (Some(fd), _) => fd,
+    let f = match (stored, fetcher) {
+        (Some(f), _) => f,
         (None, Some(t)) => match t.content_object(a.tree_ino) {
-            Ok(Some(id)) => match open(&id) {
-                Some(fd) => fd,
+            Ok(Some(id)) => match open_object(objects, &id) {
+                Some(f) => f,
                 None => return,
             },
             Ok(None) => return,
@@ -289,7 +340,6 @@ fn read_ahead(
         },
         (None, None) => return,
     };
-    let f = File::from(fd);
     let Some(notifier) = notifier.and_then(|n| n.get()) else {
         let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
         return;
