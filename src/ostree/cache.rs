@@ -138,19 +138,37 @@ pub fn store(
     stream: &ObjectId,
     objects: &Objects,
 ) -> Result<CommitStream> {
+    let obj = write(repo, commit, objects)?;
+    place(repo, commit, stream, &obj)
+}
+
+/// Write the cache of `commit` from its `objects` as an object, not yet
+/// placed (the shared stream it goes with may still be being written).
+pub fn write(repo: &Repository, commit: &Checksum, objects: &Objects) -> Result<ObjectId> {
     let what = || format!("cache of stored ostree commit {commit}");
     repo.ensure_writable()?;
     let mut w = repo
         .stream_writer(commitstream::CONTENT_TYPE)?
         .framed(FrameCoding::Stored)?;
     commitstream::write(&mut w, objects).with_context(what)?;
-    let obj = w.finish().with_context(what)?;
+    w.finish().with_context(what)
+}
+
+/// Make object `obj` (from [`write`]) the cache of `commit` whose shared
+/// stream is object `stream`, drop stale ones, and open it.
+pub fn place(
+    repo: &Repository,
+    commit: &Checksum,
+    stream: &ObjectId,
+    obj: &ObjectId,
+) -> Result<CommitStream> {
+    let what = || format!("cache of stored ostree commit {commit}");
     let d = dir(repo);
     std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     let p = path(repo, commit, stream);
     // Out of objects/: nothing else refers to this object (it holds this
     // commit's index), and a gc must not find it there.
-    if let Err(e) = std::fs::rename(repo.object_path(&obj), &p)
+    if let Err(e) = std::fs::rename(repo.object_path(obj), &p)
         && !p.exists()
     {
         return Err(e).with_context(|| format!("cannot write {}", p.display()));

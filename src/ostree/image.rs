@@ -57,19 +57,46 @@ pub fn publish(
 /// Store a pulled commit as cfsctl does: file content placed by its
 /// threshold, the image made, then the stream naming it published (under
 /// `ref_name`); then our lookup cache (which also keeps the detached
-/// metadata). Returns the stream's object id.
+/// metadata) and the ostree index ([`super::index`]). Returns the stream's
+/// object id.
+///
+/// The cache is written while the image and the stream are; it and the
+/// index are only placed once the ref is published (every write before
+/// the ref ends before the `syncfs` that publishes it, and the index never
+/// names a commit that is not stored).
 pub fn store_pulled(
     repo: &Repository,
     commit: &Checksum,
     objects: &mut Objects,
     ref_name: Option<&str>,
 ) -> Result<ObjectId> {
+    if let Some(name) = ref_name {
+        crate::repository::validate_ref_name(name)?;
+    }
     shared::normalize(repo, objects)?;
-    let s = CommitStream::from_objects(objects, *commit)?;
-    let image = Some(store(repo, &s, None)?);
-    let sid = publish(repo, commit, objects, image, ref_name)?;
+    let objects = &*objects;
+    let (sid, cache_obj) = std::thread::scope(|scope| -> Result<_> {
+        let cache_obj = scope.spawn(|| cache::write(repo, commit, objects));
+        let s = CommitStream::from_objects(objects, *commit)?;
+        let image = Some(store(repo, &s, None)?);
+        drop(s);
+        let sid = publish(repo, commit, objects, image, None)?;
+        Ok((sid, cache_obj.join()))
+    })?;
+    if let Some(name) = ref_name {
+        repo.sync()?;
+        repo.set_ref(
+            crate::repository::RefKind::Stream,
+            name,
+            &content_id(commit),
+        )?;
+    }
     // Best effort: rebuilt from the stream when missing.
-    let _ = cache::store(repo, commit, &sid, objects);
+    if let Ok(Ok(obj)) = cache_obj {
+        let _ = cache::place(repo, commit, &sid, &obj);
+    }
+    super::index::add(repo, *commit, objects.keys().copied())
+        .context("cannot update the ostree index")?;
     Ok(sid)
 }
 

@@ -254,27 +254,51 @@ impl Repository {
     /// Run `f` while a background thread flushes the filesystem every
     /// 150 ms, so that the writes of a long import reach the disk while it
     /// runs instead of all waiting for the `syncfs` that publishes its ref.
+    /// The thread is not waited for: when `f` returns it starts one last
+    /// `syncfs` (or finishes the one under way) in the background while the
+    /// caller carries on, so a publishing [`Repository::sync`] then waits
+    /// only for what was written after. It holds its own descriptor of the directory (opened
+    /// anew: a duplicate would share the repository's lock).
     pub fn with_flusher<T>(&self, f: impl FnOnce() -> T) -> T {
-        let running = (std::sync::Mutex::new(true), std::sync::Condvar::new());
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                let (lock, cond) = &running;
-                let mut on = lock.lock().expect("flusher");
-                while *on {
-                    on = cond
-                        .wait_timeout(on, std::time::Duration::from_millis(150))
-                        .expect("flusher")
-                        .0;
-                    if *on {
-                        let _ = rustix::fs::syncfs(&self.dir);
+        let dir = rustix::fs::openat(
+            &self.dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        let running = std::sync::Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
+        let flusher = dir.ok().and_then(|dir| {
+            let running = running.clone();
+            std::thread::Builder::new()
+                .name("flusher".into())
+                .spawn(move || {
+                    let (lock, cond) = &*running;
+                    let mut on = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    while *on {
+                        on = cond
+                            .wait_timeout(on, std::time::Duration::from_millis(150))
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                        if *on {
+                            drop(on);
+                            let _ = rustix::fs::syncfs(&dir);
+                            on = lock.lock().unwrap_or_else(|e| e.into_inner());
+                        }
                     }
-                }
-            });
-            let r = f();
-            *running.0.lock().expect("flusher") = false;
+                    drop(on);
+                    // One more, while the caller goes on to what follows
+                    // (an image, a stream) and its own sync before it
+                    // publishes.
+                    let _ = rustix::fs::syncfs(&dir);
+                })
+                .ok()
+        });
+        let r = f();
+        if flusher.is_some() {
+            *running.0.lock().unwrap_or_else(|e| e.into_inner()) = false;
             running.1.notify_all();
-            r
-        })
+        }
+        r
     }
 }
 

@@ -21,7 +21,6 @@ use anyhow::{Context, Result, bail};
 
 use super::checksum::{Checksum, ObjType};
 use super::commitstream::{self, Stored};
-use super::index;
 use super::objects::{Commit, DirTree, check_dict};
 use super::partial::PartialLog;
 use super::resolve::{self, Resolved};
@@ -385,9 +384,8 @@ fn store(
     if let Some(m) = head.meta {
         objects.insert((*commit, ObjType::CommitMeta), Stored::Meta(m));
     }
+    // The index learns the commit's objects there too.
     super::image::store_pulled(repo, commit, &mut objects, Some(ref_name))?;
-    // The index learns the commit's objects from what was just written.
-    index::add(repo, *commit, objects.keys().copied()).context("cannot update the ostree index")?;
     if let Some(l) = log {
         l.remove()?;
     }
