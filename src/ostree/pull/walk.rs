@@ -72,6 +72,9 @@ pub(super) enum Done {
     File(Checksum, Stored, u64),
 }
 
+/// Files a worker hands to the walk at once (see [`run`]).
+const FILE_BATCH: usize = 32;
+
 /// Work queue: metadata before files, so the walk stays ahead.
 pub(super) struct Queue {
     state: Mutex<(VecDeque<Task>, VecDeque<Task>, bool)>,
@@ -106,6 +109,15 @@ impl Queue {
             }
             s = self.cond.wait(s).expect("queue");
         }
+    }
+
+    /// A task if one is waiting, without blocking.
+    fn pop_now(&self) -> Option<Task> {
+        let mut s = self.state.lock().expect("queue");
+        if s.2 {
+            return None;
+        }
+        s.0.pop_front().or_else(|| s.1.pop_front())
     }
 
     fn close(&self) {
@@ -263,24 +275,61 @@ pub(super) fn run(
 ) -> Result<()> {
     let queue = walk.queue;
     let failed = AtomicBool::new(false);
-    let (tx, rx) = mpsc::channel::<Result<Done>>();
+    let (tx, rx) = mpsc::channel::<Result<Vec<Done>>>();
     repo.with_flusher(|| {
         std::thread::scope(|scope| -> Result<()> {
             for _ in 0..jobs.max(1) {
                 let tx = tx.clone();
                 let failed = &failed;
                 scope.spawn(move || {
-                    while let Some(task) = queue.pop() {
+                    // Files done are handed to the walk a batch at a time
+                    // (one wake-up of the main thread per batch, not per
+                    // file); metadata at once, as the walk needs it to go
+                    // on. A worker never waits for work holding a batch.
+                    let mut files = Vec::new();
+                    loop {
+                        let task = match queue.pop_now() {
+                            Some(t) => t,
+                            None => {
+                                if !files.is_empty()
+                                    && tx.send(Ok(std::mem::take(&mut files))).is_err()
+                                {
+                                    break;
+                                }
+                                match queue.pop() {
+                                    Some(t) => t,
+                                    None => break,
+                                }
+                            }
+                        };
                         if failed.load(Ordering::Relaxed) {
                             continue;
                         }
-                        let r = match task {
-                            Task::Meta(c, t) => fetch_meta(src, &c, t).map(|d| Done::Meta(c, t, d)),
-                            Task::File(c) => {
-                                fetch_file(src, repo, &c).map(|(s, n)| Done::File(c, s, n))
+                        let sent = match task {
+                            Task::Meta(c, t) => {
+                                tx.send(fetch_meta(src, &c, t).map(|d| vec![Done::Meta(c, t, d)]))
                             }
+                            Task::File(c) => match fetch_file(src, repo, &c) {
+                                Ok((s, n)) => {
+                                    files.push(Done::File(c, s, n));
+                                    if files.len() < FILE_BATCH {
+                                        continue;
+                                    }
+                                    tx.send(Ok(std::mem::take(&mut files)))
+                                }
+                                Err(e) => {
+                                    // What is done first: the resume log
+                                    // keeps it.
+                                    if !files.is_empty()
+                                        && tx.send(Ok(std::mem::take(&mut files))).is_err()
+                                    {
+                                        break;
+                                    }
+                                    tx.send(Err(e))
+                                }
+                            },
                         };
-                        if tx.send(r).is_err() {
+                        if sent.is_err() {
                             break;
                         }
                     }
@@ -293,8 +342,9 @@ pub(super) fn run(
                 walk.want(root.root_tree, ObjType::DirTree, &mut work);
                 walk.expand(work)?;
                 while walk.outstanding > 0 {
-                    let d = rx.recv().context("fetch workers stopped")??;
-                    walk.done(d)?;
+                    for d in rx.recv().context("fetch workers stopped")?? {
+                        walk.done(d)?;
+                    }
                 }
                 Ok(())
             })();
