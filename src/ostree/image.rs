@@ -48,10 +48,32 @@ pub fn publish(
     image: Option<ObjectId>,
     ref_name: Option<&str>,
 ) -> Result<ObjectId> {
-    let mut w = repo.stream_writer(shared::CONTENT_TYPE)?;
-    shared::write(&mut w, commit, objects, image)?;
-    repo.commit_stream(w, &content_id(commit), ref_name)
-        .with_context(|| format!("cannot store commit {commit}"))
+    publish_with(repo, commit, objects, || Ok(image), ref_name)
+}
+
+/// [`publish`], with the image it names made by `image` on a thread of
+/// its own while the stream's body is written (the image is a named ref,
+/// recorded whenever it comes before the stream is finished).
+fn publish_with(
+    repo: &Repository,
+    commit: &Checksum,
+    objects: &Objects,
+    image: impl FnOnce() -> Result<Option<ObjectId>> + Send,
+    ref_name: Option<&str>,
+) -> Result<ObjectId> {
+    std::thread::scope(|scope| {
+        let image = scope.spawn(image);
+        let mut w = repo.stream_writer(shared::CONTENT_TYPE)?;
+        shared::write(&mut w, commit, objects, None)?;
+        let image = image
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("making the image panicked")))?;
+        if let Some(id) = image {
+            w.add_named_ref(shared::IMAGE_REF, id)?;
+        }
+        repo.commit_stream(w, &content_id(commit), ref_name)
+            .with_context(|| format!("cannot store commit {commit}"))
+    })
 }
 
 /// Store a pulled commit as cfsctl does: file content placed by its
@@ -60,8 +82,8 @@ pub fn publish(
 /// metadata) and the ostree index ([`super::index`]). Returns the stream's
 /// object id.
 ///
-/// The cache is written while the image and the stream are; it and the
-/// index are only placed once the ref is published (every write before
+/// The image, the stream's body and the cache are written at once; the
+/// cache and the index are only placed once the ref is published (every write before
 /// the ref ends before the `syncfs` that publishes it, and the index never
 /// names a commit that is not stored).
 pub fn store_pulled(
@@ -77,10 +99,11 @@ pub fn store_pulled(
     let objects = &*objects;
     let (sid, cache_obj) = std::thread::scope(|scope| -> Result<_> {
         let cache_obj = scope.spawn(|| cache::write(repo, commit, objects));
-        let s = CommitStream::from_objects(objects, *commit)?;
-        let image = Some(store(repo, &s, None)?);
-        drop(s);
-        let sid = publish(repo, commit, objects, image, None)?;
+        let image = || {
+            let s = CommitStream::from_objects(objects, *commit)?;
+            store(repo, &s, None).map(Some)
+        };
+        let sid = publish_with(repo, commit, objects, image, None)?;
         Ok((sid, cache_obj.join()))
     })?;
     if let Some(name) = ref_name {
