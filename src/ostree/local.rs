@@ -21,6 +21,9 @@ use super::source::{
 };
 use crate::tree::mode;
 
+/// An archive object up to this size is read into memory in one go.
+const READ_AT_ONCE: u64 = 1 << 20;
+
 pub struct LocalSource {
     root: PathBuf,
     mode: RepoMode,
@@ -249,9 +252,21 @@ impl Source for LocalSource {
         match self.mode {
             RepoMode::Archive => {
                 let path = self.object(csum, "filez");
-                let f = File::open(&path)
-                    .with_context(|| format!("file object {csum} ({})", path.display()))?;
-                filez_object(Box::new(f), &format!("file object {csum}"))
+                let what = || format!("file object {csum} ({})", path.display());
+                let mut f = File::open(&path).with_context(what)?;
+                // Most objects are small: read at once (two reads, not one
+                // per header field); a large one streams on from there.
+                let mut head = Vec::with_capacity(64 * 1024);
+                (&mut f)
+                    .take(READ_AT_ONCE)
+                    .read_to_end(&mut head)
+                    .with_context(what)?;
+                let r: Box<dyn Read + Send> = if (head.len() as u64) < READ_AT_ONCE {
+                    Box::new(io::Cursor::new(head))
+                } else {
+                    Box::new(io::Cursor::new(head).chain(f))
+                };
+                filez_object(r, &format!("file object {csum}"))
             }
             RepoMode::BareUser => self.file_bare_user(csum),
             _ => self.file_bare(csum),
