@@ -691,10 +691,12 @@ fn read_only() {
     // Still intact.
     assert_eq!(std::fs::read(mnt.join("small")).unwrap(), b"hello\n");
     // A view for looking, not running: setuid bits and device nodes show
-    // but take no effect.
+    // but take no effect (and reads record no access times).
     let opts = mount_options(&mnt);
     assert!(
-        opts.split(',').any(|o| o == "nosuid") && opts.split(',').any(|o| o == "nodev"),
+        ["nosuid", "nodev", "noatime"]
+            .iter()
+            .all(|want| opts.split(',').any(|o| o == *want)),
         "mount options: {opts}"
     );
     let null = mnt.join("null");

@@ -100,6 +100,9 @@ fn fuse_config(opts: &MountOptions) -> Config {
         // bits and device nodes show in `stat` but take no effect.
         MountOption::NoSuid,
         MountOption::NoDev,
+        // Nothing to record on a read-only view: reads skip the atime
+        // checks altogether.
+        MountOption::NoAtime,
         MountOption::DefaultPermissions,
     ];
     config.acl = if opts.allow_other {
@@ -282,8 +285,9 @@ fn describe_status(status: libc::c_int) -> String {
 
 /// The `fusermount3 -o` options matching [`fuse_config`].
 fn fusermount_options(opts: &MountOptions) -> String {
-    let mut o =
-        String::from("ro,nosuid,nodev,default_permissions,fsname=composefs,subtype=composefs");
+    let mut o = String::from(
+        "ro,nosuid,nodev,noatime,default_permissions,fsname=composefs,subtype=composefs",
+    );
     if opts.allow_other {
         o.push_str(",allow_other");
     }
