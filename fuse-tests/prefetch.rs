@@ -2,7 +2,8 @@
 //! view's `Prefetch`): a walk reading every file of a 100,000-file tree
 //! gets every byte right while the daemon stays within its bounds: peak
 //! RSS and open descriptors, sampled between reads, and its read-ahead
-//! thread really ran.
+//! thread really ran; and that what it reads ahead is in the page cache
+//! before the reader asks for it.
 
 use std::path::Path;
 
@@ -97,5 +98,81 @@ fn reading_a_100k_file_tree_stays_bounded() {
     // 100,000 distinct objects: the tree itself takes most of it (58 MiB
     // measured without read-ahead, 59 with).
     assert!(hwm_mib <= 80, "the daemon's peak RSS was {hwm_mib} MiB");
+    m.umount(&repo);
+}
+
+/// Bytes of `path` in the page cache, counted by util-linux's `fincore`
+/// (it maps the file and asks `mincore`: nothing is read, and opening a
+/// file of the view sends the daemon no request).
+fn cached_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "fincore {}: {out:?}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("fincore {}: {out:?}", path.display()))
+}
+
+/// Reading a directory's first file puts the others into the kernel's
+/// page cache for the view before anyone reads them (the read-ahead's
+/// `FUSE_NOTIFY_STORE`), with the right bytes; a directory only listed
+/// is left alone.
+#[test]
+fn a_read_directory_is_cached_ahead_and_a_listed_one_is_not() {
+    require_root();
+    super::common::require_tool("fincore");
+    const N: usize = 48;
+    const SIZE: usize = 64 * 1024;
+    let data = |d: &str, i: usize| -> Vec<u8> {
+        format!("{d}{i:04}").bytes().cycle().take(SIZE).collect()
+    };
+    let repo = Repo::new();
+    let src = repo.scratch().join("src");
+    for d in ["read", "listed"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+        for i in 0..N {
+            std::fs::write(src.join(d).join(format!("f{i:02}")), data(d, i)).unwrap();
+        }
+    }
+    repo.ok(&["create-image", src.to_str().unwrap(), "--name", "t"]);
+    let mnt = repo.scratch().join("mnt");
+    let m = Mounted::fuse(&repo, "images/t", &mnt);
+    // Both listed first (no content read yet: no walk under way), then
+    // one file of the first read.
+    for d in ["read", "listed"] {
+        assert_eq!(std::fs::read_dir(mnt.join(d)).unwrap().count(), N);
+    }
+    assert_eq!(
+        std::fs::read(mnt.join("read/f00")).unwrap(),
+        data("read", 0)
+    );
+    let rest = |d: &str| -> u64 {
+        (1..N)
+            .map(|i| cached_bytes(&mnt.join(d).join(format!("f{i:02}"))))
+            .sum()
+    };
+    let want = ((N - 1) * SIZE) as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut got = rest("read");
+    while got < want && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        got = rest("read");
+    }
+    assert_eq!(
+        got, want,
+        "the files after the one read were not all put into the page cache ahead"
+    );
+    assert_eq!(rest("listed"), 0, "a directory only listed was read ahead");
+    for i in 0..N {
+        assert_eq!(
+            std::fs::read(mnt.join("read").join(format!("f{i:02}"))).unwrap(),
+            data("read", i),
+            "read/f{i:02}"
+        );
+    }
     m.umount(&repo);
 }
