@@ -120,7 +120,7 @@ fn cached_bytes(path: &Path) -> u64 {
 /// Reading a directory's first file puts the others into the kernel's
 /// page cache for the view before anyone reads them (the read-ahead's
 /// `FUSE_NOTIFY_STORE`), with the right bytes; a directory only listed
-/// is left alone.
+/// is left alone; and the read-ahead thread sleeps once done.
 #[test]
 fn a_read_directory_is_cached_ahead_and_a_listed_one_is_not() {
     require_root();
@@ -167,6 +167,33 @@ fn a_read_directory_is_cached_ahead_and_a_listed_one_is_not() {
         "the files after the one read were not all put into the page cache ahead"
     );
     assert_eq!(rest("listed"), 0, "a directory only listed was read ahead");
+    // Its work done, the read-ahead thread sleeps, and stays asleep while
+    // the mount only serves what is cached.
+    let pids = daemons_for(&mnt);
+    assert_eq!(pids.len(), 1, "daemons for {}: {pids:?}", mnt.display());
+    let helper = std::fs::read_dir(format!("/proc/{}/task", pids[0]))
+        .unwrap()
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "prefetch")
+        })
+        .expect("no read-ahead thread")
+        .path();
+    // State and CPU ticks (user + system) from /proc/PID/task/TID/stat.
+    let stat = || -> (String, u64) {
+        let s = std::fs::read_to_string(helper.join("stat")).unwrap();
+        let f: Vec<&str> = s[s.rfind(')').unwrap() + 2..].split(' ').collect();
+        (
+            f[0].to_string(),
+            f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap(),
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stat().0 != "S" && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (state, ticks) = stat();
+    assert_eq!(state, "S", "the read-ahead thread does not sleep once done");
     for i in 0..N {
         assert_eq!(
             std::fs::read(mnt.join("read").join(format!("f{i:02}"))).unwrap(),
@@ -174,5 +201,10 @@ fn a_read_directory_is_cached_ahead_and_a_listed_one_is_not() {
             "read/f{i:02}"
         );
     }
+    assert_eq!(
+        stat(),
+        ("S".to_string(), ticks),
+        "the read-ahead thread worked while the mount served cached files"
+    );
     m.umount(&repo);
 }
