@@ -83,9 +83,9 @@ fn publish_with(
 /// object id.
 ///
 /// The image, the stream's body and the cache are written at once; the
-/// cache and the index are only placed once the ref is published (every write before
-/// the ref ends before the `syncfs` that publishes it, and the index never
-/// names a commit that is not stored).
+/// cache and the index are only placed once the ref is published (every
+/// write before the ref ends before the `syncfs` that publishes it, and
+/// the index never names a commit that is not stored).
 pub fn store_pulled(
     repo: &Repository,
     commit: &Checksum,

@@ -257,8 +257,9 @@ impl Repository {
     /// The thread is not waited for: when `f` returns it starts one last
     /// `syncfs` (or finishes the one under way) in the background while the
     /// caller carries on, so a publishing [`Repository::sync`] then waits
-    /// only for what was written after. It holds its own descriptor of the directory (opened
-    /// anew: a duplicate would share the repository's lock).
+    /// only for what was written after. It holds its own descriptor of the
+    /// directory (opened anew: a duplicate would share the repository's
+    /// lock).
     pub fn with_flusher<T>(&self, f: impl FnOnce() -> T) -> T {
         let dir = rustix::fs::openat(
             &self.dir,
