@@ -9,6 +9,7 @@ PKGS=(
   tar gzip zstd
   fuse3      # fusermount3: FUSE mounts for users, and the FUSE tests
   util-linux # flock, mknod helpers
+  util-linux-extra # fincore: fuse-tests/prefetch.rs sees what the read-ahead cached
   time       # GNU /usr/bin/time for peak-memory figures in benches
   erofs-utils # fsck.erofs checks every image we write; mkfs.erofs for benches
   ostree     # makes the repositories we pull, and the checkouts we compare with
