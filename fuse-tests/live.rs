@@ -522,18 +522,10 @@ fn whole_view_of_a_repository_named_by_a_relative_path() {
     let rel = repo.path.file_name().unwrap();
     let mnt = s.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
-    let out = std::process::Command::new(common::bin())
-        .current_dir(parent)
-        .arg("--repo")
-        .arg(rel)
-        .arg("mount")
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_tool(
+        common::bin(),
+        &["--repo".as_ref(), rel, "mount".as_ref(), mnt.as_os_str()],
+        parent,
     );
     let read = std::fs::read(mnt.join("images/rel/usr/hello"));
     let listed = names(&mnt.join("images"));

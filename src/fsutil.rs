@@ -1,7 +1,8 @@
 //! Filesystem helpers shared by the repository, the importers and the
 //! views: symlinks replaced atomically, directories made and opened at a
-//! descriptor, full reads, a file's data and holes in order, and the
-//! `/proc/self/fd` path of a descriptor.
+//! descriptor, full reads, small files read whole within a limit, a
+//! file's data and holes in order, and the `/proc/self/fd` path of a
+//! descriptor.
 
 use std::io::{self, Read};
 use std::os::fd::AsFd;
@@ -61,6 +62,26 @@ pub fn open_dir_at(
         Mode::empty(),
     )
     .map(std::fs::File::from)
+}
+
+/// The whole of the file at `path`, or `None` when it does not exist; an
+/// error names the file, also when it holds more than `limit` bytes
+/// (nothing past the limit is read).
+pub fn read_small_file(path: &Path, limit: u64) -> anyhow::Result<Option<Vec<u8>>> {
+    use anyhow::Context;
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut buf = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if buf.len() as u64 > limit {
+        anyhow::bail!("{} is larger than {limit} bytes", path.display());
+    }
+    Ok(Some(buf))
 }
 
 /// Read until `buf` is full or EOF; returns the number of bytes read.

@@ -206,20 +206,7 @@ impl Source for LocalSource {
     }
 
     fn read(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-        let p = self.root.join(path);
-        let f = match File::open(&p) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", p.display())),
-        };
-        let mut buf = Vec::new();
-        f.take(limit + 1)
-            .read_to_end(&mut buf)
-            .with_context(|| format!("cannot read {}", p.display()))?;
-        if buf.len() as u64 > limit {
-            bail!("{} is larger than {limit} bytes", p.display());
-        }
-        Ok(Some(buf))
+        crate::fsutil::read_small_file(&self.root.join(path), limit)
     }
 
     fn list_refs(&self) -> Result<Option<Vec<(String, Checksum)>>> {

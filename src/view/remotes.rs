@@ -304,19 +304,9 @@ pub fn user_file() -> Result<PathBuf> {
 
 /// The remotes of one file (none when it does not exist).
 pub fn load_file(path: &Path) -> Result<Vec<RemoteConfig>> {
-    use std::io::Read;
-    let f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    let Some(bytes) = crate::fsutil::read_small_file(path, MAX_FILE)? else {
+        return Ok(vec![]);
     };
-    let mut bytes = Vec::new();
-    f.take(MAX_FILE + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if bytes.len() as u64 > MAX_FILE {
-        bail!("{}: larger than {MAX_FILE} bytes", path.display());
-    }
     let text =
         String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not UTF-8", path.display()))?;
     parse(&text, path)

@@ -550,42 +550,10 @@ impl RepoView {
             Dir::Remotes => self.remotes.configs.keys().cloned().collect(),
             Dir::Remote(remote, prefix) => match &*self.listing(remote) {
                 Listing::Unlisted => vec![],
-                Listing::Refs(refs) => {
-                    let below = if prefix.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{prefix}/")
-                    };
-                    let mut names: Vec<String> = refs
-                        .keys()
-                        .filter_map(|k| {
-                            let rest = k.strip_prefix(&below)?;
-                            Some(rest.split('/').next().unwrap_or(rest).to_string())
-                        })
-                        .filter(|n| !n.is_empty())
-                        .collect();
-                    names.dedup();
-                    names
-                }
+                Listing::Refs(refs) => names_below(refs.keys(), prefix),
             },
             Dir::Refs(ns @ (RefNs::Ostree | RefNs::Oci), prefix) => {
-                let below = if prefix.is_empty() {
-                    String::new()
-                } else {
-                    format!("{prefix}/")
-                };
-                let mut names: Vec<String> = self
-                    .decoded_refs(*ns)?
-                    .into_keys()
-                    .filter_map(|k| {
-                        let rest = k.strip_prefix(&below)?;
-                        Some(rest.split('/').next().unwrap_or(rest).to_string())
-                    })
-                    .filter(|n| !n.is_empty())
-                    .collect();
-                names.sort();
-                names.dedup();
-                names
+                names_below(self.decoded_refs(*ns)?.keys(), prefix)
             }
             Dir::Refs(..) => {
                 let path = self.backing(d);
@@ -847,4 +815,24 @@ impl Tree for RepoView {
             }
         }
     }
+}
+
+/// The entries of directory `prefix` ("" for the top) in a hierarchy of
+/// ref names: the next component of each name below it, sorted, once each.
+fn names_below<'a>(refs: impl Iterator<Item = &'a String>, prefix: &str) -> Vec<String> {
+    let below = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let mut names: Vec<String> = refs
+        .filter_map(|k| {
+            let rest = k.strip_prefix(&below)?;
+            Some(rest.split('/').next().unwrap_or(rest).to_string())
+        })
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }

@@ -97,26 +97,32 @@ pub fn is_not_lazy(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<NoTableOfContents>())
 }
 
-/// Pull `reference` whole (as `composefs oci pull` does, under its default
-/// name) for an image that cannot be read lazily; its manifest stream.
-pub fn pull_whole(repo: &Repository, reference: &str, opts: &LazyOptions) -> Result<ObjectId> {
-    struct Quiet;
-    impl super::pull::PullProgress for Quiet {}
-    let iref = ImageRef::parse(reference)?;
-    let name = iref.default_name();
+/// The registry, tag or digest and platform that `reference`
+/// (`docker://REGISTRY/NAME[:TAG|@DIGEST]`) and `opts` name.
+fn registry_image(reference: &str, opts: &LazyOptions) -> Result<(Registry, String, Platform)> {
     let ImageRef::Registry {
         host,
         repository,
         reference: tag,
-    } = iref
+    } = ImageRef::parse(reference)?
     else {
-        bail!("{reference}: only registry images (docker://…) are pulled here");
+        bail!("{reference}: only registry images (docker://…) are read lazily or pulled here");
     };
     let registry = Registry::new(&host, &repository, &opts.registry)?;
     let platform = opts
         .platform
         .clone()
         .unwrap_or_else(super::pull::host_platform);
+    Ok((registry, tag, platform))
+}
+
+/// Pull `reference` whole (as `composefs oci pull` does, under its default
+/// name) for an image that cannot be read lazily; its manifest stream.
+pub fn pull_whole(repo: &Repository, reference: &str, opts: &LazyOptions) -> Result<ObjectId> {
+    struct Quiet;
+    impl super::pull::PullProgress for Quiet {}
+    let name = ImageRef::parse(reference)?.default_name();
+    let (registry, tag, platform) = registry_image(reference, opts)?;
     tracing::info!("{reference}: no table of contents: pulling it whole as oci/{name}");
     let report = super::pull::pull(repo, &registry, &tag, &name, &platform, &Quiet)
         .with_context(|| format!("cannot pull {reference}"))?;
@@ -126,19 +132,7 @@ pub fn pull_whole(repo: &Repository, reference: &str, opts: &LazyOptions) -> Res
 /// The image `reference` (`docker://REGISTRY/NAME[:TAG|@DIGEST]`) as a
 /// lazy tree whose file contents are fetched into `repo` on first read.
 pub fn open_tree(repo: &Repository, reference: &str, opts: &LazyOptions) -> Result<Arc<dyn Tree>> {
-    let ImageRef::Registry {
-        host,
-        repository,
-        reference: tag,
-    } = ImageRef::parse(reference)?
-    else {
-        bail!("{reference}: only registry images (docker://…) can be read lazily");
-    };
-    let registry = Registry::new(&host, &repository, &opts.registry)?;
-    let platform = opts
-        .platform
-        .clone()
-        .unwrap_or_else(super::pull::host_platform);
+    let (registry, tag, platform) = registry_image(reference, opts)?;
     let (digest, _, manifest) = super::pull::resolve_manifest(&registry, &tag, &platform)?;
     super::pull::fetch_config(&registry, &digest, &manifest)?;
     let image = format!("{}@{digest}", registry.describe());

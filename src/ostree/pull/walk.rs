@@ -287,13 +287,15 @@ pub(super) fn run(
                     // file); metadata at once, as the walk needs it to go
                     // on. A worker never waits for work holding a batch.
                     let mut files = Vec::new();
+                    // False once the walk has gone.
+                    let flush = |files: &mut Vec<Done>| {
+                        files.is_empty() || tx.send(Ok(std::mem::take(files))).is_ok()
+                    };
                     loop {
                         let task = match queue.pop_now() {
                             Some(t) => t,
                             None => {
-                                if !files.is_empty()
-                                    && tx.send(Ok(std::mem::take(&mut files))).is_err()
-                                {
+                                if !flush(&mut files) {
                                     break;
                                 }
                                 match queue.pop() {
@@ -320,9 +322,7 @@ pub(super) fn run(
                                 Err(e) => {
                                     // What is done first: the resume log
                                     // keeps it.
-                                    if !files.is_empty()
-                                        && tx.send(Ok(std::mem::take(&mut files))).is_err()
-                                    {
+                                    if !flush(&mut files) {
                                         break;
                                     }
                                     tx.send(Err(e))
